@@ -1,0 +1,36 @@
+# vaelab: `make demo` trains the tutorial's run into runs/demo; `make test` runs the test suite.
+# Both install what is missing first: Fashion-MNIST (Debian package when apt-get is usable, else
+# vaelab downloads and verifies it on first use) and the Python package with its dependencies.
+
+PYTHON ?= python3
+PIP_INSTALL = $(PYTHON) -m pip install --quiet --disable-pip-version-check
+DATA_DIR = /usr/share/datasets/fashion-mnist
+
+.PHONY: install data demo test lint bench clean
+
+install: data
+	$(PIP_INSTALL) torch==2.13.0 -e '.[dev]'
+
+data:
+	@if [ -f $(DATA_DIR)/train-images-idx3-ubyte.gz ]; then \
+		echo "Fashion-MNIST: $(DATA_DIR)"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		(apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null) \
+		|| echo "apt-get could not install dataset-fashion-mnist; vaelab will download it"; \
+	else \
+		echo "Fashion-MNIST not installed; vaelab will download and verify it on first use"; \
+	fi
+
+demo: install
+	$(PYTHON) -m vaelab train --name demo --overwrite
+
+test: install
+	VAELAB_REQUIRE_REAL_DATA=$$([ -f $(DATA_DIR)/train-images-idx3-ubyte.gz ] && echo 1 || echo 0) \
+		$(PYTHON) -m pytest -q
+
+lint:
+	$(PYTHON) -m ruff check src tests
+	$(PYTHON) -m ruff format --check src tests
+
+clean:
+	rm -rf build dist src/*.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,81 @@
+import math
+
+import pytest
+import torch
+
+from vaelab.config import ModelConfig, RunConfig, TrainConfig
+from vaelab.errors import VaelabError
+from vaelab.training import format_epoch, lr_factor, train
+
+
+def tiny_config(**train_options) -> RunConfig:
+    options = {"epochs": 3, "batch_size": 32, "test_batch_size": 50, "lr": 3e-3, **train_options}
+    return RunConfig(model=ModelConfig(hidden=(8, 4), latent_dim=2), train=TrainConfig(**options))
+
+
+def test_training_lowers_the_test_loss(tiny_dataset):
+    result = train(tiny_config(epochs=6), tiny_dataset, log=None)
+    assert len(result.history) == 6
+    assert result.history[-1].test_loss < result.history[0].test_loss
+
+
+def test_same_seed_same_weights(tiny_dataset):
+    first = train(tiny_config(), tiny_dataset, log=None).model.state_dict()
+    second = train(tiny_config(), tiny_dataset, log=None).model.state_dict()
+    other = train(tiny_config(seed=1), tiny_dataset, log=None).model.state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert not all(torch.equal(first[k], other[k]) for k in first)
+
+
+def test_log_line_has_the_tutorial_form(tiny_dataset):
+    lines = []
+    train(tiny_config(epochs=1), tiny_dataset, log=lines.append)
+    assert lines[0].startswith("epoch 01 - ")
+    assert "- loss " in lines[0] and "- test_loss " in lines[0] and "(MSE " in lines[0]
+    assert lines[-1].startswith("total ")
+
+
+def test_batch_larger_than_training_set_is_refused(tiny_dataset):
+    with pytest.raises(VaelabError, match="larger than the training set"):
+        train(tiny_config(batch_size=10_000), tiny_dataset, log=None)
+
+
+def test_cosine_tail_keeps_the_tutorial_rate_then_anneals():
+    total = 300
+    factors = [lr_factor("cosine-tail", step, total) for step in range(total)]
+    assert factors[0] == factors[199] == 1.0
+    tail = factors[199:]
+    assert all(a > b for a, b in zip(tail, tail[1:]))
+    assert 0 < factors[-1] < 1e-3
+    assert lr_factor("constant", total - 1, total) == 1.0
+
+
+def test_format_epoch_two_decimals():
+    from vaelab.training import EpochMetrics
+
+    row = EpochMetrics(1, 2.14, 29.292, 0, 0, 23.3558, 20.9186, 2.4372)
+    assert format_epoch(row) == (
+        "epoch 01 - 2.1s - loss 29.29 - test_loss 23.36 (MSE 20.92 | KLD 2.44)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"epochs": 0}, "epochs must be at least 1"),
+        ({"batch_size": 0}, "batch size must be at least 1"),
+        ({"lr": 0.0}, "learning rate"),
+        ({"lr": math.inf}, "learning rate"),
+        ({"device": "tpu"}, "device must be one of"),
+    ],
+)
+def test_bad_train_options_fail_at_construction(options, message):
+    with pytest.raises(VaelabError, match=message):
+        TrainConfig(**options)
+
+
+@pytest.mark.slow
+def test_one_epoch_on_fashion_mnist_beats_the_tutorials_first_epoch(fashion_mnist):
+    config = RunConfig(train=TrainConfig(epochs=1))
+    result = train(config, fashion_mnist, log=None)
+    assert result.history[0].test_loss < 20.0  # the tutorial's epoch 1: 23.36
