@@ -6,7 +6,7 @@ PYTHON ?= python3
 PIP_INSTALL = $(PYTHON) -m pip install --quiet --disable-pip-version-check
 DATA_DIR = /usr/share/datasets/fashion-mnist
 
-.PHONY: install data demo test lint bench clean
+.PHONY: install data browser demo test lint bench clean
 
 install: data
 	$(PIP_INSTALL) torch==2.13.0 -e '.[dev]'
@@ -21,11 +21,23 @@ data:
 		echo "Fashion-MNIST not installed; vaelab will download and verify it on first use"; \
 	fi
 
+# Debian's Chromium for the browser tests (Playwright drives it; no browser download).
+browser:
+	@if [ -x /usr/bin/chromium ]; then \
+		echo "Chromium: /usr/bin/chromium"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		(apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
+		|| echo "apt-get could not install chromium; browser tests will be skipped"; \
+	else \
+		echo "Chromium not installed; browser tests will be skipped"; \
+	fi
+
 demo: install
 	$(PYTHON) -m vaelab train --name demo --overwrite
 
-test: install
+test: install browser
 	VAELAB_REQUIRE_REAL_DATA=$$([ -f $(DATA_DIR)/train-images-idx3-ubyte.gz ] && echo 1 || echo 0) \
+	VAELAB_REQUIRE_BROWSER=$$([ -x /usr/bin/chromium ] && echo 1 || echo 0) \
 		$(PYTHON) -m pytest -q
 
 lint:

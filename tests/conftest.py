@@ -69,3 +69,31 @@ def fashion_mnist() -> Dataset:
             "(apt-get install dataset-fashion-mnist)"
         )
     return load_fashion_mnist(SYSTEM_DATA_DIR)
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="session")
+def chromium_browser():
+    """Headless Debian Chromium driven by Playwright; skipped, with the reason, when absent."""
+    if not CHROMIUM.exists():
+        if os.environ.get("VAELAB_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"{CHROMIUM} is missing (apt-get install chromium)")
+        pytest.skip(f"browser test needs {CHROMIUM} (apt-get install chromium); not installed here")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        yield browser
+        browser.close()
