@@ -40,6 +40,10 @@ test: install browser
 	VAELAB_REQUIRE_BROWSER=$$([ -x /usr/bin/chromium ] && echo 1 || echo 0) \
 		$(PYTHON) -m pytest -q
 
+# Speed checks; each prints its figures and exits non-zero when a target is missed.
+bench: install
+	$(PYTHON) benchmarks/bench_serve.py
+
 lint:
 	$(PYTHON) -m ruff check src tests
 	$(PYTHON) -m ruff format --check src tests

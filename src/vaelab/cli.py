@@ -146,6 +146,21 @@ def evaluate_command(run: Path, data_dir: Path | None, device: str) -> None:
     )
 
 
+@cli.command("serve")
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--host", default="127.0.0.1", help="Address to listen on (loopback by default).")
+@click.option("--port", type=int, default=8000, help="Port to listen on; 0 picks a free one.")
+@click.option(
+    "--data-dir", type=click.Path(path_type=Path), default=None,
+    help="Use the dataset from this folder instead of where the run found it.",
+)  # fmt: skip
+def serve_command(run: Path, host: str, port: int, data_dir: Path | None) -> None:
+    """Explore the latent space of a saved run in the browser; prints the URL to open."""
+    from vaelab.serve import serve  # the web stack loads only for this command
+
+    serve(run, host=host, port=port, data_dir=data_dir, announce=click.echo)
+
+
 def _optional_str(path: Path | None) -> str | None:
     return None if path is None else str(path)
 

@@ -1,0 +1,472 @@
+"""The latent explorer: its API (validation included), its server, its page in a real browser."""
+
+import base64
+import contextlib
+import io
+import json
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+import uvicorn
+from conftest import synthetic_images, write_csv
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from vaelab import checkpoints, decode, encode
+from vaelab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from vaelab.data import load_dataset
+from vaelab.errors import VaelabError
+from vaelab.explorer import encode_png, latent_view
+from vaelab.serve import (
+    MAX_BODY_BYTES,
+    MAX_VECTORS,
+    STATIC_DIR,
+    create_app,
+    is_loopback,
+    listening_socket,
+    server_url,
+)
+from vaelab.training import train
+
+
+def train_run(root: Path, latent_dim: int) -> Path:
+    """A run on 4x4 two-class CSV data, trained enough that its latents separate the classes."""
+    train_x, train_y = synthetic_images(256, seed=1)
+    test_x, test_y = synthetic_images(64, seed=2)
+    data = DataConfig(
+        train_csv=str(write_csv(root / "train.csv", train_x.reshape(256, -1), train_y)),
+        test_csv=str(write_csv(root / "test.csv", test_x.reshape(64, -1), test_y)),
+    )
+    config = RunConfig(
+        model=ModelConfig(hidden=(32, 16), latent_dim=latent_dim),
+        data=data,
+        train=TrainConfig(epochs=30, batch_size=32, lr=1e-2, device="cpu"),
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a model this small trains fastest on one thread
+    try:
+        train(config, run_dir=root / "run", log=None)
+    finally:
+        torch.set_num_threads(threads)
+    return root / "run"
+
+
+@pytest.fixture(scope="module")
+def run_2d(tmp_path_factory) -> Path:
+    return train_run(tmp_path_factory.mktemp("run2d"), latent_dim=2)
+
+
+@pytest.fixture(scope="module")
+def run_3d(tmp_path_factory) -> Path:
+    return train_run(tmp_path_factory.mktemp("run3d"), latent_dim=3)
+
+
+@pytest.fixture(scope="module")
+def client(run_2d) -> TestClient:
+    return TestClient(create_app(run_2d))
+
+
+@pytest.fixture(scope="module")
+def client_3d(run_3d) -> TestClient:
+    return TestClient(create_app(run_3d))
+
+
+def run_test_images(run_dir: Path) -> torch.Tensor:
+    return load_dataset(checkpoints.load_config(run_dir).data).test_images
+
+
+def png_pixels(data_url: str) -> np.ndarray:
+    prefix = "data:image/png;base64,"
+    assert data_url.startswith(prefix)
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data_url[len(prefix) :]))))
+
+
+def expected_pixels(run_dir: Path, z: list[list[float]]) -> np.ndarray:
+    images = decode(checkpoints.load(run_dir), torch.tensor(z))
+    return images.mul(255).round().to(torch.uint8).reshape(len(z), 4, 4).numpy()
+
+
+class TestPoints:
+    def test_scatter_is_the_test_sets_latent_means(self, client, run_2d):
+        points = client.get("/api/points").json()
+        means = encode(checkpoints.load(run_2d), run_test_images(run_2d)).numpy()
+        assert points["latent_dim"] == 2 and points["image_shape"] == [4, 4]
+        assert len(points["x"]) == len(points["y"]) == len(points["labels"]) == 64
+        assert np.allclose(points["x"], means[:, 0], atol=1e-4)
+        assert np.allclose(points["y"], means[:, 1], atol=1e-4)
+        dataset_labels = load_dataset(checkpoints.load_config(run_2d).data).test_labels
+        assert points["labels"] == dataset_labels.tolist()
+        assert points["view"] == {
+            "kind": "latent",
+            "mean": [0.0, 0.0],
+            "components": [[1.0, 0.0], [0.0, 1.0]],
+            "explained_variance": None,
+        }
+        assert points["limits"]["max_vectors"] == MAX_VECTORS
+
+    def test_classes_separate_in_the_trained_run(self, client):
+        points = client.get("/api/points").json()
+        x, labels = np.array(points["x"]), np.array(points["labels"])
+        assert abs(x[labels == 0].mean() - x[labels == 1].mean()) > 0.5
+
+    def test_more_than_two_dimensions_use_pca(self, client_3d, run_3d):
+        points = client_3d.get("/api/points").json()
+        view = points["view"]
+        components = np.array(view["components"])
+        assert view["kind"] == "pca" and components.shape == (2, 3)
+        assert np.allclose(components @ components.T, np.eye(2), atol=1e-4)
+        assert view["explained_variance"][0] >= view["explained_variance"][1] >= 0
+        means = encode(checkpoints.load(run_3d), run_test_images(run_3d)).double().numpy()
+        projected = (means - np.array(view["mean"])) @ components.T
+        assert np.allclose(points["x"], projected[:, 0], atol=1e-3)
+        assert np.allclose(points["y"], projected[:, 1], atol=1e-3)
+        assert np.allclose(points["latent_min"], means.min(axis=0), atol=1e-4)
+        assert np.allclose(points["latent_max"], means.max(axis=0), atol=1e-4)
+
+    def test_pca_view_is_the_plane_of_largest_variance(self):
+        rng = np.random.default_rng(0)
+        latents = rng.standard_normal((500, 4)) * np.array([0.1, 5.0, 0.2, 2.0]) + 3.0
+        view = latent_view(latents)
+        assert np.allclose(np.abs(view.components[0]), [0, 1, 0, 0], atol=0.05)
+        assert np.allclose(np.abs(view.components[1]), [0, 0, 0, 1], atol=0.05)
+        assert np.allclose(view.mean, latents.mean(axis=0))
+        assert view.explained_variance[0] > 0.8
+
+    def test_one_dimensional_latents_lie_on_the_x_axis(self):
+        view = latent_view(np.array([[0.5], [-1.0]]))
+        assert np.allclose(view.project(np.array([[0.5], [-1.0]])), [[0.5, 0.0], [-1.0, 0.0]])
+
+
+class TestDecode:
+    def test_png_images_are_the_decoders_output(self, client, run_2d):
+        z = [[0.0, 0.0], [-0.8, 0.1], [0.8, -0.1]]
+        answer = client.post("/api/decode", json={"z": z})
+        assert answer.status_code == 200
+        images = np.stack([png_pixels(url) for url in answer.json()["images"]])
+        assert np.array_equal(images, expected_pixels(run_2d, z))
+        assert not np.array_equal(images[1], images[2])  # the two classes' ends differ
+
+    def test_raw_format_gives_the_same_pixels(self, client, run_2d):
+        z = [[0.3, -0.2], [1.5, 2.0]]
+        answer = client.post("/api/decode", json={"z": z, "format": "raw"}).json()
+        assert answer["shape"] == [2, 4, 4]
+        pixels = np.array(answer["pixels"], dtype=np.uint8).reshape(2, 4, 4)
+        assert np.array_equal(pixels, expected_pixels(run_2d, z))
+
+    def test_png_encoder_round_trips_through_pillow(self):
+        pixels = np.random.default_rng(0).integers(0, 256, size=(3, 5), dtype=np.uint8)
+        image = Image.open(io.BytesIO(encode_png(pixels)))
+        assert image.mode == "L" and image.size == (5, 3)
+        assert np.array_equal(np.asarray(image), pixels)
+
+    def test_interpolation_runs_from_start_to_end(self, client, run_2d):
+        body = {"start": [-1.0, 0.5], "end": [1.0, -0.5], "steps": 5}
+        answer = client.post("/api/interpolate", json=body).json()
+        z = np.array(answer["z"])
+        assert z.shape == (5, 2)
+        assert np.allclose(z[0], body["start"]) and np.allclose(z[-1], body["end"])
+        assert np.allclose(np.diff(z, axis=0), [0.5, -0.25])
+        images = np.stack([png_pixels(url) for url in answer["images"]])
+        assert np.array_equal(images, expected_pixels(run_2d, answer["z"]))
+
+    def test_prior_samples_follow_the_seed(self, client):
+        first = client.post("/api/sample", json={"count": 4, "seed": 7}).json()
+        again = client.post("/api/sample", json={"count": 4, "seed": 7}).json()
+        other = client.post("/api/sample", json={"count": 4}).json()
+        assert first == again and first["z"] != other["z"]
+        assert np.array(first["z"]).shape == (4, 2) and len(first["images"]) == 4
+
+    def test_three_dimensional_runs_decode_three_numbers(self, client_3d):
+        assert client_3d.post("/api/decode", json={"z": [[0.1, 0.2, 0.3]]}).status_code == 200
+        assert client_3d.post("/api/decode", json={"z": [[0.1, 0.2]]}).status_code == 400
+
+
+def chunks(total: int):
+    for _ in range(total // 65536 + 1):
+        yield b" " * 65536
+
+
+BAD_REQUESTS = [
+    ("/api/decode", '{"z": [[0.0]]}', 400, "has 1 numbers; this run's latent space has 2"),
+    ("/api/decode", '{"z": [[0, 1, 2]]}', 400, "has 3 numbers"),
+    ("/api/decode", '{"z": [["a", 1]]}', 400, 'z[0][0] is "a", not a number'),
+    ("/api/decode", '{"z": [[true, 1]]}', 400, "not a number"),
+    ("/api/decode", '{"z": [[null, 1]]}', 400, "not a number"),
+    ("/api/decode", '{"z": [[NaN, 1]]}', 400, "NaN is not allowed"),
+    ("/api/decode", '{"z": [[Infinity, 1]]}', 400, "Infinity is not allowed"),
+    ("/api/decode", '{"z": [[1, -Infinity]]}', 400, "-Infinity is not allowed"),
+    ("/api/decode", '{"z": [[1e400, 1]]}', 400, "latent values must lie within"),
+    ("/api/decode", '{"z": [[1e6, 1]]}', 400, "latent values must lie within"),
+    ("/api/decode", '{"z": [[1' + "0" * 5000 + ", 1]]}", 400, "not valid JSON"),
+    ("/api/decode", json.dumps({"z": [[0, 0]] * (MAX_VECTORS + 1)}), 413, "at most 256"),
+    ("/api/decode", '{"z": []}', 400, "non-empty list"),
+    ("/api/decode", '{"z": [0, 1]}', 400, "z[0] must be a list of 2 numbers"),
+    ("/api/decode", "{}", 400, "non-empty list"),
+    ("/api/decode", '{"z": [[0, 0]], "format": "jpeg"}', 400, "format must be"),
+    ("/api/decode", '{"z": [[0, 0]], "zz": 1}', 400, "unknown field(s) zz"),
+    ("/api/decode", "[[0, 0]]", 400, "must be a JSON object"),
+    ("/api/decode", "{not json", 400, "not valid JSON"),
+    ("/api/decode", b"\xff\xfe{", 400, "not valid JSON"),
+    ("/api/decode", "[" * 100_000, 400, "nested too deeply"),
+    ("/api/decode", " " * (MAX_BODY_BYTES + 1), 413, "limit"),
+    ("/api/decode", chunks(MAX_BODY_BYTES), 413, "over the limit"),
+    ("/api/interpolate", '{"start": [0, 0], "end": [1, 1], "steps": 1}', 400, "steps must"),
+    ("/api/interpolate", '{"start": [0, 0], "end": [1, 1], "steps": "9"}', 400, "steps must"),
+    ("/api/interpolate", '{"start": [0, 0], "end": [1, 1], "steps": 257}', 400, "steps must"),
+    ("/api/interpolate", '{"start": [0], "end": [1, 1]}', 400, "start has 1 numbers"),
+    ("/api/interpolate", '{"start": [0, 0]}', 400, "end must be a list"),
+    ("/api/sample", '{"count": 0}', 400, "count must be an integer from 1 to 256"),
+    ("/api/sample", '{"count": 2.5}', 400, "count must be"),
+    ("/api/sample", '{"count": 2, "seed": -1}', 400, "seed must be"),
+]
+
+
+class TestValidation:
+    @pytest.mark.parametrize("path,body,status,message", BAD_REQUESTS)
+    def test_bad_requests_get_a_json_error(self, client, path, body, status, message):
+        answer = client.post(path, content=body, headers={"content-type": "application/json"})
+        assert answer.status_code == status
+        assert message in answer.json()["error"]
+
+    def test_unknown_paths_and_methods_answer_json(self, client):
+        assert client.get("/api/nothing").json() == {"error": "Not Found"}
+        answer = client.get("/api/decode")
+        assert answer.status_code == 405 and answer.json() == {"error": "Method Not Allowed"}
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(
+        path=st.sampled_from(["/api/decode", "/api/interpolate", "/api/sample"]),
+        body=st.recursive(
+            st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+            lambda inner: (
+                st.lists(inner, max_size=4)
+                | st.dictionaries(
+                    st.sampled_from(["z", "start", "end", "steps", "count", "seed", "format", "x"]),
+                    inner,
+                    max_size=4,
+                )
+            ),
+            max_leaves=12,
+        ),
+    )
+    def test_no_json_body_causes_a_server_error(self, client, path, body):
+        answer = client.post(
+            path, content=json.dumps(body), headers={"content-type": "application/json"}
+        )
+        assert answer.status_code in (200, 400, 413)
+        assert ("error" in answer.json()) == (answer.status_code != 200)
+
+
+class TestPage:
+    def test_page_and_assets_are_served_without_external_urls(self, client):
+        page = client.get("/")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        referenced = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+        assert referenced and all(ref.startswith(("/static/", "data:")) for ref in referenced)
+        for ref in referenced:
+            if ref.startswith("/static/"):
+                assert client.get(ref).status_code == 200
+        for asset in STATIC_DIR.iterdir():
+            assert not re.search(r"https?://", asset.read_text()), asset.name
+
+
+class TestLoading:
+    def test_missing_run_is_a_user_error(self, tmp_path):
+        with pytest.raises(VaelabError, match="run directory not found"):
+            create_app(tmp_path / "absent")
+
+    def test_data_of_another_size_is_refused(self, run_2d, tmp_path):
+        x, y = synthetic_images(8, side=3)
+        write_csv(tmp_path / "a.csv", x.reshape(8, -1), y)
+        other = load_dataset(
+            DataConfig(train_csv=str(tmp_path / "a.csv"), test_csv=str(tmp_path / "a.csv"))
+        )
+        with pytest.raises(VaelabError, match="expects 16 pixels per image"):
+            create_app(run_2d, dataset=other)
+
+    def test_port_in_use_is_a_user_error(self):
+        with listening_socket("127.0.0.1", 0) as taken:
+            port = taken.getsockname()[1]
+            with pytest.raises(VaelabError, match=f"cannot listen on 127.0.0.1:{port}"):
+                listening_socket("127.0.0.1", port)
+
+    def test_listening_socket_says_tcp_so_asyncio_turns_off_nagle(self):
+        with listening_socket("127.0.0.1", 0) as sock:
+            assert sock.proto == socket.IPPROTO_TCP
+
+    def test_loopback_addresses(self):
+        assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+        assert not is_loopback("0.0.0.0") and not is_loopback("example.org")
+
+
+# ---------------------------------------------------------------- over a real socket
+
+
+@contextmanager
+def served(app):
+    """Run `app` on uvicorn in a background thread on a free loopback port; yield its URL."""
+    sock = listening_socket("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.started, "uvicorn did not start"
+    try:
+        yield server_url(sock)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def url_2d(run_2d):
+    with served(create_app(run_2d)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def url_3d(run_3d):
+    with served(create_app(run_3d)) as url:
+        yield url
+
+
+def test_many_concurrent_clients_get_answers(url_2d):
+    """A short version of benchmarks/bench_serve.py: 50 clients at once, no errors."""
+    stop = time.monotonic() + 2.0
+
+    def client_loop(index: int) -> Counter:
+        outcomes: Counter = Counter()
+        with httpx.Client(base_url=url_2d, timeout=10) as http:
+            while not outcomes or time.monotonic() < stop:  # at least one request each
+                z = [[np.sin(index + sum(outcomes.values())), 0.5]]
+                answer = http.post("/api/decode", json={"z": z})
+                outcomes[answer.status_code] += 1
+        return outcomes
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        results = list(pool.map(client_loop, range(50)))
+    total = sum(results, Counter())
+    assert set(total) == {200}
+    assert all(result[200] > 0 for result in results)
+
+
+def test_cli_prints_the_url_and_serves(run_2d):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vaelab", "serve", str(run_2d), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = process.stdout.readline()
+        match = re.search(r"(http://127\.0\.0\.1:\d+/)", line)
+        assert match, f"no URL in the first line {line!r}"
+        points = httpx.get(match.group(1) + "api/points", timeout=10)
+        assert points.status_code == 200 and points.json()["latent_dim"] == 2
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_cli_names_a_missing_run(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "vaelab", "serve", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"vaelab: error: {tmp_path / 'nope'}: run directory not found"
+
+
+# ---------------------------------------------------------------- in a real browser
+
+
+@contextmanager
+def page_at(browser, url):
+    """A fresh page at `url`, its console errors and uncaught exceptions collected."""
+    page = browser.new_page(viewport={"width": 1200, "height": 1000})
+    errors: list[str] = []
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(url)
+    page.wait_for_selector("body[data-ready=true]", timeout=10_000)
+    try:
+        yield page, errors
+    finally:
+        page.close()
+
+
+def decoded_after(page, previous: str | None) -> str:
+    """The decoded image's source once it differs from `previous` (or within 2 s, as it is)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
+    with contextlib.suppress(PlaywrightTimeoutError):
+        page.wait_for_function(
+            "prev => document.getElementById('decoded').src !== prev", arg=previous, timeout=2000
+        )
+    return page.eval_on_selector("#decoded", "img => img.src")
+
+
+def test_browser_decodes_under_the_pointer_and_interpolates(chromium_browser, url_2d):
+    with page_at(chromium_browser, url_2d) as (page, errors):
+        box = page.locator("#scatter").bounding_box()
+        assert page.locator("#legend li").count() == 2
+        seen = [decoded_after(page, None)]
+        for fraction in (0.05, 0.3, 0.5, 0.7, 0.95):
+            page.mouse.move(box["x"] + fraction * box["width"], box["y"] + 0.5 * box["height"])
+            seen.append(decoded_after(page, seen[-1]))
+        assert len(set(seen)) >= 3, "the decoded image did not follow the pointer"
+        assert page.eval_on_selector("#decoded", "img => img.naturalWidth") == 4
+
+        page.mouse.click(box["x"] + 0.1 * box["width"], box["y"] + 0.5 * box["height"])
+        page.mouse.click(box["x"] + 0.9 * box["width"], box["y"] + 0.5 * box["height"])
+        page.wait_for_function(
+            "document.querySelectorAll('#interpolation img').length === 10", timeout=5000
+        )
+        strip = page.locator("#interpolation img")
+        page.wait_for_function(
+            "[...document.querySelectorAll('#interpolation img')].every(i => i.naturalWidth > 0)"
+        )
+        sources = [strip.nth(i).get_attribute("src") for i in range(10)]
+        assert sources[0] != sources[-1]
+        current = page.eval_on_selector("#decoded", "img => img.src")
+        assert current == sources[-1]  # the decoder shows B, where the pointer was clicked
+        strip.nth(0).click()  # a strip image moves the decoder's z to its own
+        assert decoded_after(page, current) == sources[0]
+
+        page.click("#sample")
+        page.wait_for_function("document.querySelectorAll('#samples img').length === 10")
+        assert page.locator("#status").inner_text() == ""
+        assert errors == []
+
+
+def test_browser_shows_a_slider_per_dimension_past_two(chromium_browser, url_3d):
+    with page_at(chromium_browser, url_3d) as (page, errors):
+        assert page.locator("#sliders input[type=range]").count() == 3
+        assert page.locator("#x-label").inner_text().startswith("PC 1")
+        points = httpx.get(url_3d + "api/points", timeout=10).json()
+        spread = np.subtract(points["latent_max"], points["latent_min"])
+        page.locator("#sliders input").nth(int(spread.argmax())).focus()
+        page.keyboard.press("Home")
+        low = decoded_after(page, decoded_after(page, None))
+        page.keyboard.press("End")
+        high = decoded_after(page, low)
+        assert low != high, "moving a slider did not change the decoded image"
+        assert errors == []
