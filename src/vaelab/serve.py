@@ -288,11 +288,12 @@ def serve(
     import uvicorn  # only the server needs it; the app and its tests do not
 
     torch.set_num_threads(threads)
-    app = create_app(run_dir, data_dir=data_dir)
-    sock = listening_socket(host, port)
-    announce(f"latent explorer for {Path(run_dir)}: {server_url(sock)}  (Ctrl+C to stop)")
-    if not is_loopback(host):
-        announce(f"note: {host} is not a loopback address; anyone who can reach it can use it")
-    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=2)
-    with sock:
+    with listening_socket(host, port) as sock:  # first, so a bad --host/--port fails at once
+        app = create_app(run_dir, data_dir=data_dir)
+        announce(f"latent explorer for {Path(run_dir)}: {server_url(sock)}  (Ctrl+C to stop)")
+        if not is_loopback(host):
+            announce(f"note: {host} is not a loopback address; anyone who can reach it can use it")
+        config = uvicorn.Config(
+            app, log_level="warning", access_log=False, timeout_graceful_shutdown=2
+        )
         uvicorn.Server(config).run(sockets=[sock])
