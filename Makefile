@@ -6,7 +6,7 @@ PYTHON ?= python3
 PIP_INSTALL = $(PYTHON) -m pip install --quiet --disable-pip-version-check
 DATA_DIR = /usr/share/datasets/fashion-mnist
 
-.PHONY: install data browser demo test lint bench clean
+.PHONY: install data browser demo docs-figures test lint bench clean
 
 install: data
 	$(PIP_INSTALL) torch==2.13.0 -e '.[dev]'
@@ -34,6 +34,11 @@ browser:
 
 demo: install
 	$(PYTHON) -m vaelab train --name demo --overwrite
+
+# Small copies of a run's figures for the README (RUN=... to use another run than the demo).
+RUN ?= runs/demo
+docs-figures:
+	$(PYTHON) scripts/docs_figures.py $(RUN) docs/figures
 
 test: install browser
 	VAELAB_REQUIRE_REAL_DATA=$$([ -f $(DATA_DIR)/train-images-idx3-ubyte.gz ] && echo 1 || echo 0) \

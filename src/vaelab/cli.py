@@ -10,7 +10,7 @@ import click
 
 from vaelab import checkpoints
 from vaelab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from vaelab.data import load_dataset
+from vaelab.data import Dataset, load_dataset
 from vaelab.errors import VaelabError
 from vaelab.evaluation import evaluate
 from vaelab.losses import gaussian_constant
@@ -91,11 +91,12 @@ def cli() -> None:
     help="Folder that holds run directories.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing run directory of that name.")
+@click.option("--no-plots", is_flag=True, help="Do not draw the figures into RUN/figures/.")
 def train_command(
     epochs: int, batch_size: int, test_batch_size: int, lr: float, lr_schedule: str,
     latent_dim: int, hidden: tuple[int, ...], seed: int, device: str, data_dir: Path | None,
     train_csv: Path | None, test_csv: Path | None, name: str | None, runs_dir: Path,
-    overwrite: bool,
+    overwrite: bool, no_plots: bool,
 ) -> None:  # fmt: skip
     """Train a VAE and save the run to RUNS_DIR/NAME."""
     config = RunConfig(
@@ -115,6 +116,10 @@ def train_command(
     click.echo(f"training on {dataset.source}, {len(dataset.train_images)} images -> {run_dir}")
     train(config, dataset, run_dir=run_dir, overwrite=overwrite, log=click.echo)
     click.echo(f"saved {run_dir}")
+    if not no_plots:
+        from vaelab.plots import write_figures  # matplotlib loads only when figures are drawn
+
+        write_figures(run_dir, dataset=dataset, log=click.echo)
 
 
 @cli.command("evaluate")
@@ -159,6 +164,28 @@ def serve_command(run: Path, host: str, port: int, data_dir: Path | None) -> Non
     from vaelab.serve import serve  # the web stack loads only for this command
 
     serve(run, host=host, port=port, data_dir=data_dir, announce=click.echo)
+
+
+_DATA_DIR_HELP = "Use the dataset from this folder instead of where the run found it."
+
+
+@cli.command("plot")
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--grid", type=int, default=20, help="Images per side of the latent manifold.")
+@click.option("--span", type=float, default=2.0, help="The manifold covers [-SPAN, SPAN]^2.")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help=_DATA_DIR_HELP)
+def plot_command(run: Path, grid: int, span: float, data_dir: Path | None) -> None:
+    """Draw the six figures of a saved run into RUN/figures/."""
+    from vaelab.plots import write_figures
+
+    started = time.perf_counter()
+    write_figures(run, grid, span, dataset=_dataset_from(data_dir), log=click.echo)
+    click.echo(f"figures drawn in {time.perf_counter() - started:.1f}s")
+
+
+def _dataset_from(data_dir: Path | None) -> Dataset | None:
+    """The dataset in `data_dir`, or None to use the one the run was trained on."""
+    return None if data_dir is None else load_dataset(DataConfig(data_dir=str(data_dir)))
 
 
 def _optional_str(path: Path | None) -> str | None:

@@ -1,0 +1,289 @@
+import importlib.util
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import pytest
+import torch
+from conftest import synthetic_images, write_csv
+from matplotlib.figure import Figure
+
+from vaelab import plots
+from vaelab.cli import main
+from vaelab.config import ModelConfig, RunConfig, TrainConfig
+from vaelab.errors import VaelabError
+from vaelab.models import VAE
+from vaelab.training import train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_run(dataset, run_dir, latent_dim=2, epochs=2):
+    config = RunConfig(
+        model=ModelConfig(hidden=(8, 4), latent_dim=latent_dim),
+        train=TrainConfig(epochs=epochs, batch_size=32, test_batch_size=64, device="cpu"),
+    )
+    train(config, dataset, run_dir=run_dir, log=None)
+    return plots.open_run(run_dir, dataset)
+
+
+@pytest.fixture
+def run(tiny_dataset, tmp_path):
+    return tiny_run(tiny_dataset, tmp_path / "run")
+
+
+def tile(fig_or_ax, row, col, size=4, pad=1):
+    """Tile (row, col) of the first image drawn on an Axes or a Figure's first Axes."""
+    ax = fig_or_ax.axes[0] if isinstance(fig_or_ax, Figure) else fig_or_ax
+    mosaic = np.ma.getdata(ax.images[0].get_array())
+    top, left = row * (size + pad), col * (size + pad)
+    return mosaic[top : top + size, left : left + size]
+
+
+def decoded(model, z):
+    with torch.no_grad():
+        return model.decode(torch.tensor(z, dtype=torch.float32)).numpy().reshape(-1, 4, 4)
+
+
+def png_pixels(payload: bytes) -> np.ndarray:
+    return matplotlib.image.imread(io.BytesIO(payload), format="png")
+
+
+class TestLearningCurves:
+    def test_six_curves_in_the_tutorial_styles(self, run):
+        fig = plots.learning_curves(run.history)
+        ax = fig.axes[0]
+        styles = {line.get_label(): (line.get_color(), line.get_linestyle()) for line in ax.lines}
+        assert styles == {
+            "train loss": ("tab:blue", "-"), "train MSE": ("tab:blue", ":"),
+            "train KLD": ("tab:blue", "--"), "test loss": ("tab:red", "-"),
+            "test MSE": ("tab:red", ":"), "test KLD": ("tab:red", "--"),
+        }  # fmt: skip
+        test_loss = next(line for line in ax.lines if line.get_label() == "test loss")
+        assert list(test_loss.get_ydata()) == [row["test_loss"] for row in run.history]
+        assert ax.get_xlabel() == "Epoch" and ax.get_ylabel() and ax.get_title()
+        assert ax.get_legend() is not None
+
+    def test_accepts_a_train_result_history(self, tiny_dataset):
+        config = RunConfig(model=ModelConfig(hidden=(8, 4)), train=TrainConfig(epochs=1))
+        result = train(config, tiny_dataset, log=None)
+        assert len(plots.learning_curves(result.history).axes[0].lines) == 6
+
+    def test_empty_or_foreign_metrics_are_refused(self):
+        with pytest.raises(VaelabError, match="no epochs"):
+            plots.learning_curves([])
+        with pytest.raises(VaelabError, match="'train_loss'"):
+            plots.learning_curves([{"epoch": 1.0}])
+
+
+class TestImageFigures:
+    def test_reconstructions_sit_under_their_inputs_and_use_the_posterior_mean(self, run):
+        images = run.dataset.test_images
+        fig = plots.reconstructions(run.model, images, (4, 4), count=12, cols=5)
+        assert len(fig.axes) == 3  # 12 images in rows of 5: three input/reconstruction pairs
+        with torch.no_grad():
+            expected = decoded(run.model, run.model.encode(images[:12])[0].numpy())
+        np.testing.assert_allclose(tile(fig, 0, 0), images[0].reshape(4, 4).numpy())
+        np.testing.assert_allclose(tile(fig, 1, 0), expected[0], atol=1e-6)
+        np.testing.assert_allclose(tile(fig.axes[2], 1, 1), expected[11], atol=1e-6)
+        assert np.isnan(tile(fig.axes[2], 1, 2)).all()  # the short last row is padded
+        assert "posterior mean" in fig.get_suptitle()
+
+    def test_manifold_top_row_is_y_plus_span_left_column_x_minus_span(self, run):
+        fig = plots.manifold(run.model, (4, 4), grid=5, span=1.5)
+        corners = decoded(run.model, [[-1.5, 1.5], [1.5, -1.5], [0.0, 0.75]])
+        np.testing.assert_allclose(tile(fig, 0, 0, pad=0), corners[0], atol=1e-6)
+        np.testing.assert_allclose(tile(fig, 4, 4, pad=0), corners[1], atol=1e-6)
+        np.testing.assert_allclose(tile(fig, 1, 2, pad=0), corners[2], atol=1e-6)
+        ax = fig.axes[0]
+        assert (ax.get_xlabel(), ax.get_ylabel()) == ("z1", "z2")
+        assert ax.get_xlim()[0] < -1.5 < 1.5 < ax.get_xlim()[1]
+
+    def test_latent_grid_coordinates(self):
+        x, y = plots.latent_grid(3, 2.0)
+        assert list(x) == [-2, 0, 2] * 3
+        assert list(y) == [2, 2, 2, 0, 0, 0, -2, -2, -2]
+
+    @pytest.mark.parametrize("grid, span", [(1, 2.0), (101, 2.0), (20, 0.0), (20, float("nan"))])
+    def test_bad_grid_or_span_is_refused(self, run, grid, span):
+        with pytest.raises(VaelabError, match="--grid|--span"):
+            plots.manifold(run.model, (4, 4), grid=grid, span=span)
+
+    def test_samples_are_the_decoded_prior_draws(self, run):
+        fig = plots.samples(run.model, (4, 4), count=9, seed=3)
+        z = torch.randn(9, 2, generator=torch.Generator().manual_seed(3))
+        np.testing.assert_allclose(tile(fig, 2, 2), decoded(run.model, z.numpy())[8], atol=1e-6)
+        assert "N(0, I)" in fig.axes[0].get_title()
+
+    def test_interpolation_joins_images_of_different_classes(self, run):
+        labels = run.dataset.test_labels.numpy()
+        pairs = plots.interpolation_pairs(labels, 3)
+        assert all(labels[a] != labels[b] for a, b in pairs)
+        assert len({index for pair in pairs for index in pair}) == 6
+        fig = plots.interpolation(
+            run.model, run.dataset.test_images, labels, ("top", "bottom"), (4, 4), pairs=3
+        )
+        a, b = pairs[0]
+        np.testing.assert_allclose(tile(fig, 0, 0), run.dataset.test_images[a].reshape(4, 4))
+        np.testing.assert_allclose(tile(fig, 0, 11), run.dataset.test_images[b].reshape(4, 4))
+        with torch.no_grad():
+            ends = run.model.encode(run.dataset.test_images[[a, b]])[0].numpy()
+        np.testing.assert_allclose(tile(fig, 0, 10), decoded(run.model, ends[1:])[0], atol=1e-6)
+        names = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+        assert names[0] in ("top \u2192 bottom", "bottom \u2192 top")
+
+    def test_interpolation_of_a_one_class_test_set_pairs_distinct_images(self):
+        assert plots.interpolation_pairs(np.zeros(5, dtype=int), 3) == [(0, 1), (2, 3), (4, 0)]
+        with pytest.raises(VaelabError, match="at least two test images"):
+            plots.interpolation_pairs(np.zeros(1, dtype=int), 2)
+
+
+class TestLatentScatter:
+    def test_one_colour_and_marker_per_class_with_a_legend(self, run):
+        fig = plots.latent_scatter(
+            run.model, run.dataset.test_images, run.dataset.test_labels, ("top", "bottom")
+        )
+        ax = fig.axes[0]
+        assert [t.get_text() for t in ax.get_legend().get_texts()] == ["top", "bottom"]
+        first, second = ax.collections
+        assert not np.allclose(first.get_facecolor()[0], second.get_facecolor()[0])
+        shapes = [c.get_paths()[0].vertices for c in (first, second)]
+        assert shapes[0].shape != shapes[1].shape or not np.allclose(*shapes)
+        counts = np.bincount(run.dataset.test_labels.numpy())
+        assert [len(c.get_offsets()) for c in ax.collections] == list(counts)
+        assert "posterior mean" in ax.get_xlabel()
+
+    def test_more_than_two_dims_shows_principal_components(self, tiny_dataset, tmp_path):
+        run = tiny_run(tiny_dataset, tmp_path / "z3", latent_dim=3)
+        fig = plots.latent_scatter(
+            run.model, run.dataset.test_images, run.dataset.test_labels, ("top", "bottom")
+        )
+        ax = fig.axes[0]
+        assert "principal component 1" in ax.get_xlabel()
+        assert "principal component 2" in ax.get_ylabel()
+        manifold = plots.manifold(run.model, (4, 4), grid=4, images=run.dataset.test_images)
+        means, _ = plots.posterior(run.model, run.dataset.test_images)
+        first, second = plots.most_active_dims(means)
+        assert f"z{first + 1} and z{second + 1}" in manifold.axes[0].get_title()
+        with pytest.raises(VaelabError, match="needs images"):
+            plots.manifold(run.model, (4, 4))
+
+    def test_most_active_dims_are_those_whose_means_vary_most(self):
+        rng = np.random.default_rng(0)
+        means = rng.normal(size=(500, 4)) * np.array([0.1, 5.0, 0.01, 3.0])
+        assert plots.most_active_dims(means) == (1, 3)
+
+    def test_one_dimensional_latent_space(self, tiny_dataset, tmp_path):
+        run = tiny_run(tiny_dataset, tmp_path / "z1", latent_dim=1, epochs=1)
+        figures = plots.draw_figures(run, grid=6)
+        assert "1-D" in figures["latent.png"].axes[0].get_title()
+        assert tile(figures["manifold.png"], 0, 5, pad=0).shape == (4, 4)
+
+
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class TestWriteFigures:
+    def test_writes_six_pngs_atomically_and_small_copies_for_the_docs(self, run, tmp_path):
+        written = plots.write_figures(run.run_dir, dataset=run.dataset)
+        folder = run.run_dir / "figures"
+        assert [p.name for p in written] == list(plots.FIGURE_FILES)
+        assert sorted(os.listdir(folder)) == sorted(plots.FIGURE_FILES)  # no temporary left
+        for path in written:
+            pixels = png_pixels(path.read_bytes())
+            assert pixels.shape[0] > 200 and pixels.shape[1] > 200
+            assert pixels[..., :3].std() > 0.05, f"{path.name} looks blank"
+        docs = load_script("docs_figures")
+        out = tmp_path / "docs"
+        assert docs.main([str(run.run_dir), str(out), "--max-kb", "8"]) == 0
+        for name in plots.FIGURE_FILES:
+            payload = (out / name).read_bytes()
+            assert len(payload) <= 8000
+            assert png_pixels(payload)[..., :3].std() > 0.05
+        assert docs.main([str(tmp_path), str(out)]) == 2  # a folder without figures
+
+    def test_data_of_another_size_is_refused(self, run, fashion_mnist):
+        with pytest.raises(VaelabError, match="expects 16 pixels"):
+            plots.write_figures(run.run_dir, dataset=fashion_mnist)
+
+
+def test_drawing_never_imports_pyplot():
+    """Figures are plain matplotlib Figures, so a notebook's pyplot backend is left alone."""
+    code = (
+        "import sys, torch\n"
+        "from vaelab import plots\n"
+        "from vaelab.config import ModelConfig\n"
+        "from vaelab.models import VAE\n"
+        "model = VAE(ModelConfig(input_dim=16, hidden=(8,), latent_dim=3)).eval()\n"
+        "images, labels = torch.rand(30, 16), torch.arange(30) % 3\n"
+        "plots.figure_png(plots.latent_scatter(model, images, labels, 'abc'))\n"
+        "plots.figure_png(plots.manifold(model, (4, 4), 5, images=images))\n"
+        "plots.figure_png(plots.interpolation(model, images, labels, 'abc', (4, 4)))\n"
+        "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot was imported'\n"
+    )
+    probe = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert probe.returncode == 0, probe.stderr
+
+
+def vaelab_cli(capsys, *args):
+    """Run the command line in-process: (exit status, stdout, stderr)."""
+    try:
+        main([str(arg) for arg in args])
+        status = 0
+    except SystemExit as exc:
+        status = exc.code
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+@pytest.fixture
+def csv_args(tmp_path):
+    train_x, train_y = synthetic_images(200, seed=1)
+    test_x, test_y = synthetic_images(60, seed=2)
+    train_csv = write_csv(tmp_path / "train.csv", train_x.reshape(200, -1), train_y)
+    test_csv = write_csv(tmp_path / "test.csv", test_x.reshape(60, -1), test_y)
+    return [
+        "--epochs", "1", "--batch-size", "50", "--test-batch-size", "30", "--hidden", "8,4",
+        "--train-csv", train_csv, "--test-csv", test_csv, "--device", "cpu",
+        "--runs-dir", tmp_path / "runs",
+    ]  # fmt: skip
+
+
+class TestCommandLine:
+    def test_train_draws_the_figures(self, tmp_path, csv_args, capsys):
+        status, out, err = vaelab_cli(capsys, "train", *csv_args, "--name", "with")
+        assert status == 0, err
+        figures = tmp_path / "runs" / "with" / "figures"
+        assert sorted(os.listdir(figures)) == sorted(plots.FIGURE_FILES)
+        assert f"wrote {figures / 'manifold.png'}" in out
+
+    def test_no_plots_then_the_plot_command_and_its_errors(self, tmp_path, csv_args, capsys):
+        status, _, err = vaelab_cli(capsys, "train", *csv_args, "--no-plots", "--name", "r")
+        assert status == 0, err
+        run_dir = tmp_path / "runs" / "r"
+        assert not (run_dir / "figures").exists()
+        status, out, err = vaelab_cli(capsys, "plot", run_dir, "--grid", "7", "--span", "3")
+        assert status == 0, err
+        assert sorted(os.listdir(run_dir / "figures")) == sorted(plots.FIGURE_FILES)
+        assert "figures drawn in" in out
+        status, _, err = vaelab_cli(capsys, "plot", run_dir, "--grid", "1")
+        assert (status, err) == (2, "vaelab: error: --grid must be between 2 and 100, got 1\n")
+        status, _, err = vaelab_cli(capsys, "plot", tmp_path / "nope")
+        assert (status, err) == (
+            2,
+            f"vaelab: error: {tmp_path / 'nope'}: run directory not found\n",
+        )
+
+
+def test_models_of_any_latent_size_decode_to_images():
+    model = VAE(ModelConfig(input_dim=16, hidden=(8,), latent_dim=5)).eval()
+    fig = plots.samples(model, (4, 4), count=4)
+    assert tile(fig, 1, 1).shape == (4, 4)
