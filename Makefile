@@ -34,6 +34,7 @@ browser:
 
 demo: install
 	$(PYTHON) -m vaelab train --name demo --overwrite
+	$(PYTHON) -m vaelab report runs/demo
 
 # Small copies of a run's figures for the README (RUN=... to use another run than the demo).
 RUN ?= runs/demo
@@ -46,7 +47,10 @@ test: install browser
 		$(PYTHON) -m pytest -q
 
 # Speed checks; each prints its figures and exits non-zero when a target is missed.
+# Speed and memory, measured side by side (never part of the tests); results in benchmarks/results/.
 bench: install
+	$(PYTHON) benchmarks/bench_train.py
+	$(PYTHON) benchmarks/bench_distributed.py
 	$(PYTHON) benchmarks/bench_serve.py
 
 lint:

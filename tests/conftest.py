@@ -41,6 +41,11 @@ def synthetic_images(n: int, side: int = 4, seed: int = 0) -> tuple[np.ndarray, 
 
 @pytest.fixture
 def tiny_dataset() -> Dataset:
+    return make_tiny_dataset()
+
+
+def make_tiny_dataset() -> Dataset:
+    """Two classes of blocky 4x4 images: 256 for training, 64 for testing."""
     train_x, train_y = synthetic_images(256, seed=1)
     test_x, test_y = synthetic_images(64, seed=2)
     return Dataset(

@@ -24,7 +24,7 @@ def saved_run(tiny_dataset, tmp_path):
 def test_run_directory_describes_itself(saved_run):
     result, run_dir = saved_run
     assert sorted(p.name for p in run_dir.iterdir()) == [
-        "config.json", "metrics.csv", "model.safetensors",
+        "checkpoint.safetensors", "config.json", "metrics.csv", "model.safetensors",
     ]  # fmt: skip
     info = json.loads((run_dir / "config.json").read_text())
     assert info["model"]["hidden"] == [8, 4] and info["model"]["input_dim"] == 16
@@ -67,7 +67,7 @@ def test_pickle_renamed_safetensors_is_refused_unopened(saved_run, tmp_path, mon
     _, run_dir = saved_run
     monkeypatch.chdir(tmp_path)
     (run_dir / "model.safetensors").write_bytes(pickle.dumps({"w": _Bomb()}))
-    with pytest.raises(VaelabError, match="not a valid safetensors file"):
+    with pytest.raises(VaelabError, match="is a Python pickle, not safetensors; refused"):
         load(run_dir)
     assert not (tmp_path / "PWNED").exists()
 

@@ -30,8 +30,9 @@ def test_same_seed_same_weights(tiny_dataset):
 def test_log_line_has_the_tutorial_form(tiny_dataset):
     lines = []
     train(tiny_config(epochs=1), tiny_dataset, log=lines.append)
-    assert lines[0].startswith("epoch 01 - ")
-    assert "- loss " in lines[0] and "- test_loss " in lines[0] and "(MSE " in lines[0]
+    assert lines[0].startswith("device cpu, precision ")
+    assert lines[1].startswith("epoch 01 - ")
+    assert "- loss " in lines[1] and "- test_loss " in lines[1] and "(MSE " in lines[1]
     assert lines[-1].startswith("total ")
 
 

@@ -4,16 +4,34 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 
 from vaelab import checkpoints
-from vaelab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from vaelab.data import Dataset, load_dataset
+from vaelab.config import (
+    ARCHS,
+    LIKELIHOODS,
+    PRECISIONS,
+    DataConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+)
+from vaelab.data import Dataset, load_dataset, require_image_size
+from vaelab.distributed import DEFAULT_TIMEOUT_S, is_main_process
 from vaelab.errors import VaelabError
-from vaelab.evaluation import evaluate
-from vaelab.losses import gaussian_constant
+from vaelab.evaluation import (
+    DEFAULT_IW_SAMPLES,
+    EVAL_FILE,
+    EVAL_SEED,
+    evaluate,
+    evaluate_likelihood,
+    parse_size,
+    save_eval,
+)
+from vaelab.faults import TrainingInterrupted
 from vaelab.training import resolve_device, train
 
 _MODEL = ModelConfig()
@@ -57,11 +75,32 @@ def cli() -> None:
 )
 @click.option(
     "--hidden", default=",".join(map(str, _MODEL.hidden)), callback=_parse_hidden,
-    help="Encoder hidden sizes, comma separated; the decoder mirrors them.",
+    help="Encoder hidden sizes, comma separated; the decoder mirrors them. For --arch conv: "
+    "conv 1 channels, conv 2 channels, dense width  [default for conv: 32,64,256]",
+)  # fmt: skip
+@click.option(
+    "--arch", type=click.Choice(list(ARCHS)), default=_MODEL.arch,
+    help="'mlp' is the tutorial's; 'conv': two stride-2 convolutions and a dense layer, mirrored "
+    "(square images, side a multiple of 4).",
+)  # fmt: skip
+@click.option(
+    "--likelihood", type=click.Choice(list(LIKELIHOODS)), default=_MODEL.likelihood,
+    help="The decoder's p(x|z). 'tutorial-mse': the tutorial's loss (unit-variance Gaussian); "
+    "'gaussian' learns one scale, 'gaussian-per-pixel' one per pixel.",
+)  # fmt: skip
+@click.option("--beta", type=float, default=_TRAIN.beta, help="Weight of the KL term (beta-VAE).")
+@click.option(
+    "--kl-warmup", type=int, default=_TRAIN.kl_warmup,
+    help="Epochs over which the KL weight rises linearly from 0 to --beta.",
 )  # fmt: skip
 @click.option(
     "--seed", type=int, default=_TRAIN.seed, help="Seed for weights, shuffling and noise."
 )
+@click.option(
+    "--precision", type=click.Choice(list(PRECISIONS)), default=_TRAIN.precision,
+    help="'32': fp32 throughout. 'bf16-mixed': bf16 matrix products, fp32 weights and Adam. "
+    "'auto': bf16-mixed on CPUs with AVX-512 BF16 or AMX, else 32.",
+)  # fmt: skip
 @click.option(
     "--device", type=click.Choice(["auto", "cpu", "cuda"]), default=_TRAIN.device,
     help="'auto' uses CUDA when present, else the CPU.",
@@ -91,16 +130,46 @@ def cli() -> None:
     help="Folder that holds run directories.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing run directory of that name.")
+@click.option(
+    "--resume", "resume_run", type=click.Path(path_type=Path), default=None,
+    help="Continue the run in this directory from its last checkpoint, with its saved settings.",
+)  # fmt: skip
+@click.option(
+    "--checkpoint-every", type=int, default=None,
+    help="Also checkpoint every N optimizer steps  [default: every epoch only]",
+)  # fmt: skip
 @click.option("--no-plots", is_flag=True, help="Do not draw the figures into RUN/figures/.")
+@click.option(
+    "--dist-timeout", type=click.IntRange(min=1), default=DEFAULT_TIMEOUT_S,
+    help="Under torchrun: seconds a rank waits for the others before the job stops.",
+)  # fmt: skip
 def train_command(
     epochs: int, batch_size: int, test_batch_size: int, lr: float, lr_schedule: str,
-    latent_dim: int, hidden: tuple[int, ...], seed: int, device: str, data_dir: Path | None,
+    latent_dim: int, hidden: tuple[int, ...], arch: str, likelihood: str, beta: float,
+    kl_warmup: int, seed: int, precision: str, device: str,
+    data_dir: Path | None,
     train_csv: Path | None, test_csv: Path | None, name: str | None, runs_dir: Path,
-    overwrite: bool, no_plots: bool,
+    overwrite: bool, no_plots: bool, resume_run: Path | None, checkpoint_every: int | None,
+    dist_timeout: int,
 ) -> None:  # fmt: skip
-    """Train a VAE and save the run to RUNS_DIR/NAME."""
+    """Train a VAE and save the run to RUNS_DIR/NAME (or continue one with --resume RUN).
+
+    Under `torchrun --nproc-per-node N -m vaelab train ...` the ranks share each batch (DDP).
+    """
+    say = click.echo if is_main_process() else None
+    if resume_run is not None:
+        _refuse_options_besides_resume(resume_run)
+        config = checkpoints.load_config(resume_run)
+        dataset = load_dataset(config.data)
+        _say(say, f"training on {dataset.source}, {len(dataset.train_images)} images")
+        train(config, dataset, run_dir=resume_run, resume=True, log=say,
+              checkpoint_every=checkpoint_every, dist_timeout_s=dist_timeout)  # fmt: skip
+        _after_training(resume_run, dataset, no_plots)
+        return
     config = RunConfig(
-        model=ModelConfig(hidden=hidden, latent_dim=latent_dim),
+        model=ModelConfig(
+            hidden=hidden, latent_dim=latent_dim, arch=arch, likelihood=likelihood
+        ),
         data=DataConfig(
             data_dir=_optional_str(data_dir),
             train_csv=_optional_str(train_csv),
@@ -108,13 +177,45 @@ def train_command(
         ),
         train=TrainConfig(
             epochs=epochs, batch_size=batch_size, test_batch_size=test_batch_size, lr=lr,
-            lr_schedule=lr_schedule, seed=seed, device=device,
+            lr_schedule=lr_schedule, seed=seed, device=device, precision=precision, beta=beta,
+            kl_warmup=kl_warmup,
         ),
     )  # fmt: skip
     dataset = load_dataset(config.data)
     run_dir = runs_dir / (name or time.strftime("%Y%m%d-%H%M%S"))
-    click.echo(f"training on {dataset.source}, {len(dataset.train_images)} images -> {run_dir}")
-    train(config, dataset, run_dir=run_dir, overwrite=overwrite, log=click.echo)
+    _say(say, f"training on {dataset.source}, {len(dataset.train_images)} images -> {run_dir}")
+    train(config, dataset, run_dir=run_dir, overwrite=overwrite, log=say,
+          checkpoint_every=checkpoint_every, dist_timeout_s=dist_timeout)  # fmt: skip
+    _after_training(run_dir, dataset, no_plots)
+
+
+def _say(say: Callable[[str], None] | None, line: str) -> None:
+    if say is not None:
+        say(line)
+
+
+# Options that do not change what is computed, so a resumed run may set them again.
+_RESUMABLE_OPTIONS = {"resume_run", "checkpoint_every", "no_plots", "dist_timeout"}
+
+
+def _refuse_options_besides_resume(run: Path) -> None:
+    ctx = click.get_current_context()
+    given = [
+        "--" + name.replace("_", "-")
+        for name in ctx.params
+        if name not in _RESUMABLE_OPTIONS
+        and ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
+    ]
+    if given:
+        raise VaelabError(
+            f"--resume continues {run} with the settings in its config.json; "
+            f"drop {', '.join(given)}"
+        )
+
+
+def _after_training(run_dir: Path, dataset: Dataset, no_plots: bool) -> None:
+    if not is_main_process():
+        return
     click.echo(f"saved {run_dir}")
     if not no_plots:
         from vaelab.plots import write_figures  # matplotlib loads only when figures are drawn
@@ -131,24 +232,81 @@ def train_command(
     help="Use the dataset from this folder instead of where the run found it.",
 )
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
-def evaluate_command(run: Path, data_dir: Path | None, device: str) -> None:
-    """Test metrics of a saved run, in the tutorial's units."""
+@click.option(
+    "--iw-samples", type=int, default=DEFAULT_IW_SAMPLES,
+    help="Importance samples k per image for the IWAE estimate of -log p(x).",
+)  # fmt: skip
+@click.option(
+    "--max-memory", default="1GB",
+    help="Bound on the memory of one batch of decoder work (e.g. 512MB, 2GiB).",
+)  # fmt: skip
+@click.option("--seed", type=int, default=EVAL_SEED, help="Seed of the importance samples.")
+@click.option(
+    "--images", type=int, default=None,
+    help="Evaluate only the first IMAGES test images  [default: all]",
+)  # fmt: skip
+def evaluate_command(
+    run: Path, data_dir: Path | None, device: str, iw_samples: int, max_memory: str, seed: int,
+    images: int | None,
+) -> None:  # fmt: skip
+    """Test metrics of a saved run: the training loss, the negative ELBO and the IWAE estimate
+    of -log p(x) in nats; writes RUN/eval.json."""
     config = checkpoints.load_config(run)
     data_config = config.data
     if data_dir is not None:
         data_config = DataConfig(data_dir=str(data_dir))
     model = checkpoints.load(run, device=resolve_device(device))
+    memory = parse_size(max_memory)
     dataset = load_dataset(data_config)
-    metrics = evaluate(model, dataset.test_images, config.train.test_batch_size)
+    require_image_size(dataset, model.config.input_dim, run)
+    test_images = dataset.test_images
+    if images is not None:
+        if not 1 <= images <= len(test_images):
+            raise VaelabError(f"--images must be between 1 and {len(test_images)}, got {images}")
+        test_images = test_images[:images]
+    metrics = evaluate(model, test_images, config.train.test_batch_size)
+    part = "MSE" if metrics.likelihood == "tutorial-mse" else "reconstruction"
     click.echo(
-        f"test_loss {metrics.loss:.4f} (MSE {metrics.mse:.4f} | KLD {metrics.kld:.4f}) "
+        f"test_loss {metrics.loss:.4f} ({part} {metrics.mse:.4f} | KLD {metrics.kld:.4f}) "
         f"on {metrics.images} test images"
     )
-    click.echo(
-        f"negative ELBO {metrics.negative_elbo_nats(dataset.input_dim):.2f} nats per image "
-        f"(tutorial loss + {gaussian_constant(dataset.input_dim):.2f}, the unit-variance "
-        "Gaussian decoder's constant)"
+    report = evaluate_likelihood(
+        model, test_images, iw_samples, memory, seed, progress=sys.stderr.isatty()
     )
+    click.echo(
+        f"negative ELBO {report.negative_elbo_nats:.2f} nats per image "
+        f"(reconstruction {report.reconstruction_nats:.2f} + KL {report.kl_nats:.2f}; "
+        f"{model.config.likelihood} likelihood, all constants included)"
+    )
+    click.echo(
+        f"IWAE -log p(x) {report.iwae_nll_nats:.2f} +- {report.iwae_stderr_nats:.2f} nats per "
+        f"image (k={report.iw_samples}, {report.images} images, {report.seconds:.1f}s)"
+    )
+    replaced = (run / EVAL_FILE).exists()
+    path = save_eval(run, report)
+    click.echo(f"{'replaced' if replaced else 'wrote'} {path}")
+
+
+@cli.command("sample")
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--n", "count", type=int, default=64, help="Number of images to draw.")
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=Path("samples.png"),
+    help="Output file: .png (a grid, one pixel per pixel) or .npy (n x H x W float32 in [0, 1]).",
+)  # fmt: skip
+@click.option("--seed", type=int, default=0, help="Seed of the latent codes z ~ N(0, I).")
+@click.option("--overwrite", is_flag=True, help="Replace the output file if it exists.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu")
+def sample_command(
+    run: Path, count: int, out: Path, seed: int, overwrite: bool, device: str
+) -> None:  # fmt: skip
+    """Draw new images: decoder means for z ~ N(0, I)."""
+    from vaelab.sampling import run_image_shape, sample, write_samples
+
+    model = checkpoints.load(run, device=resolve_device(device))
+    shape = run_image_shape(run, model.config.input_dim)
+    images = sample(model, count, seed).numpy().reshape(count, *shape)
+    click.echo(f"wrote {write_samples(images, out, overwrite)} ({count} images)")
 
 
 @cli.command("serve")
@@ -183,6 +341,16 @@ def plot_command(run: Path, grid: int, span: float, data_dir: Path | None) -> No
     click.echo(f"figures drawn in {time.perf_counter() - started:.1f}s")
 
 
+@cli.command("report")
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help=_DATA_DIR_HELP)
+def report_command(run: Path, data_dir: Path | None) -> None:
+    """Write RUN/report.html: metrics, tables and every figure in one offline file."""
+    from vaelab.report import write_report
+
+    click.echo(f"wrote {write_report(run, dataset=_dataset_from(data_dir), log=click.echo)}")
+
+
 def _dataset_from(data_dir: Path | None) -> Dataset | None:
     """The dataset in `data_dir`, or None to use the one the run was trained on."""
     return None if data_dir is None else load_dataset(DataConfig(data_dir=str(data_dir)))
@@ -199,12 +367,22 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("vaelab: interrupted", err=True)
         sys.exit(130)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+        click.echo(f"vaelab: error: {exc.format_message()}{hint}", err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
+    except TrainingInterrupted as exc:
+        click.echo(f"vaelab: {exc}", err=True)
+        sys.exit(exc.exit_code)
     except VaelabError as exc:
         click.echo(f"vaelab: error: {exc}", err=True)
-        sys.exit(2)
+        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("vaelab: interrupted", err=True)
         sys.exit(130)

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 from vaelab.errors import VaelabError
 
 DEVICES = ("auto", "cpu", "cuda")
 LR_SCHEDULES = ("constant", "cosine-tail")
+# 'auto' is bf16-mixed where the hardware multiplies bf16 natively, else '32' (see training.py).
+PRECISIONS = ("auto", "32", "bf16-mixed")
+ARCHS = ("mlp", "conv")
+LIKELIHOODS = (
+    "tutorial-mse", "bernoulli", "continuous-bernoulli", "gaussian", "gaussian-per-pixel",
+)  # fmt: skip
+GAUSSIAN_LIKELIHOODS = ("gaussian", "gaussian-per-pixel")
+MLP_HIDDEN = (400, 200, 100, 20)
+# The conv architecture reads `hidden` as (channels of conv 1, channels of conv 2, dense width).
+CONV_HIDDEN = (32, 64, 256)
 
 
 def _require(condition: bool, message: str) -> None:
@@ -19,19 +29,49 @@ def _require(condition: bool, message: str) -> None:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """MLP VAE shape: input size, encoder hidden sizes (the decoder mirrors them), latent size."""
+    """VAE shape and decoder distribution.
+
+    `arch` 'mlp': `hidden` are the encoder's layer widths (the decoder mirrors them). 'conv' (square
+    images, side a multiple of 4): `hidden` is (channels of conv 1, channels of conv 2, dense
+    width); left at the MLP default it becomes CONV_HIDDEN. `likelihood` names p(x|z).
+    """
 
     input_dim: int = 784
-    hidden: tuple[int, ...] = (400, 200, 100, 20)
+    hidden: tuple[int, ...] = MLP_HIDDEN
     latent_dim: int = 2
+    arch: str = "mlp"
+    likelihood: str = "tutorial-mse"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "hidden", tuple(self.hidden))
+        hidden = tuple(self.hidden)
+        if self.arch == "conv" and hidden == MLP_HIDDEN:
+            hidden = CONV_HIDDEN
+        object.__setattr__(self, "hidden", hidden)
+        _require(self.arch in ARCHS, f"arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
+        _require(
+            self.likelihood in LIKELIHOODS,
+            f"likelihood must be one of {', '.join(LIKELIHOODS)}, got {self.likelihood!r}",
+        )
         _require(self.input_dim >= 1, f"input_dim must be at least 1, got {self.input_dim}")
         _require(self.latent_dim >= 1, f"latent dim must be at least 1, got {self.latent_dim}")
         _require(
             all(isinstance(h, int) and h >= 1 for h in self.hidden),
             f"hidden sizes must be positive integers, got {list(self.hidden)}",
+        )
+        if self.arch == "conv":
+            self._check_conv()
+
+    def _check_conv(self) -> None:
+        side = math.isqrt(self.input_dim)
+        _require(
+            side * side == self.input_dim and side % 4 == 0,
+            "the conv arch needs square images whose side is a multiple of 4 (28x28 is); "
+            f"got {self.input_dim} pixels",
+        )
+        _require(
+            len(self.hidden) == 3,
+            "the conv arch reads hidden as (conv 1 channels, conv 2 channels, dense width), "
+            f"got {list(self.hidden)}",
         )
 
 
@@ -62,6 +102,9 @@ class TrainConfig:
     lr_schedule: str = "cosine-tail"
     seed: int = 0
     device: str = "auto"
+    beta: float = 1.0
+    kl_warmup: int = 0
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}")
@@ -79,6 +122,18 @@ class TrainConfig:
             f"lr schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}",
         )
         _require(self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}")
+        _require(
+            self.precision in PRECISIONS,
+            f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",
+        )
+        _require(
+            math.isfinite(self.beta) and self.beta >= 0,
+            f"beta must be a finite number of at least 0, got {self.beta}",
+        )
+        _require(
+            isinstance(self.kl_warmup, int) and self.kl_warmup >= 0,
+            f"KL warm-up must be a whole number of epochs, at least 0, got {self.kl_warmup}",
+        )
 
 
 @dataclass(frozen=True)
@@ -102,7 +157,45 @@ class RunConfig:
 
 
 def _build(kind: type, raw: dict[str, Any]) -> Any:
+    _require(isinstance(raw, dict), f"{kind.__name__} must be a JSON object, got {_short(raw)}")
     known = {f.name for f in fields(kind)}
     unknown = sorted(set(raw) - known)
     _require(not unknown, f"unknown {kind.__name__} field(s): {', '.join(unknown)}")
+    for f in fields(kind):
+        if f.name in raw and f.default is not MISSING:
+            _require(
+                _same_kind(f.default, raw[f.name]),
+                f"{f.name} must be {_kind_name(f.default)}, got {_short(raw[f.name])}",
+            )
     return kind(**raw)
+
+
+def _same_kind(default: Any, value: Any) -> bool:
+    """Whether a JSON value has the type of a field's default (files are not trusted)."""
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) and isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    if isinstance(default, tuple):
+        return isinstance(value, (list, tuple)) and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value
+        )
+    if default is None:
+        return value is None or isinstance(value, str)
+    return isinstance(value, type(default))
+
+
+def _kind_name(default: Any) -> str:
+    if isinstance(default, tuple):
+        return "a list of integers"
+    if default is None:
+        return "a string or null"
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    return names.get(type(default), type(default).__name__)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

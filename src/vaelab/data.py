@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import math
 import os
+import re
 import shutil
 import tempfile
 import urllib.error
@@ -152,6 +153,8 @@ def read_idx_split(
 def read_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Read the tutorial's CSV layout: a `label,pixel1,...,pixelD` header, then integer rows 0-255.
 
+    Every field, the label included, must be an integer in 0-255 (IDX labels are uint8 too).
+
     Returns (images as uint8 N x D, labels as int64 N). D must be a square.
     """
     path = Path(path)
@@ -165,7 +168,7 @@ def read_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     if len(values) == 0:
         raise VaelabError(f"{path}: no data rows after the header")
     labels, pixels = values[:, 0], values[:, 1:]
-    if not ((pixels >= 0) & (pixels <= 255)).all() or (labels < 0).any():
+    if not ((values >= 0) & (values <= 255)).all():
         _raise_first_csv_problem(path, body, columns)
     return pixels.astype(np.uint8), labels.astype(np.int64)
 
@@ -209,11 +212,18 @@ def _is_number(text: str) -> bool:
     return True
 
 
+# ASCII only: Python's int() would also take '1_0' and non-ASCII digits, NumPy's parser would not.
+_INTEGER_FIELD = re.compile(r"[ \t]*[+-]?[0-9]+[ \t]*")
+_NOT_INTEGER_TEXT = re.compile(r"[^0-9,+\- \t\r\n]")
+
+
 def _parse_csv_fast(body: str, columns: int) -> np.ndarray | None:
     """Parse all rows in one C call; None when anything is off, so the slow path can say where."""
     rows = [line for line in body.replace("\r", "").split("\n") if line.strip()]
     if not rows:
         return np.zeros((0, columns), dtype=np.int64)
+    if _NOT_INTEGER_TEXT.search(body):
+        return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -242,15 +252,12 @@ def _raise_first_csv_problem(path: Path, body: str, columns: int) -> None:
             )
         for col, raw in enumerate(fields_, start=1):
             what = "label" if col == 1 else f"pixel{col - 1}"
-            try:
-                value = int(raw.strip())
-            except ValueError:
+            if not _INTEGER_FIELD.fullmatch(raw):
                 raise VaelabError(
                     f"{path}: line {line_no}, column {col} ({what}): '{raw[:20]}' is not an integer"
-                ) from None
-            if col == 1 and value < 0:
-                raise VaelabError(f"{path}: line {line_no}, column 1 (label): {value} is negative")
-            if col > 1 and not 0 <= value <= 255:
+                )
+            value = int(raw)
+            if not 0 <= value <= 255:  # labels share the IDX format's uint8 range
                 raise VaelabError(
                     f"{path}: line {line_no}, column {col} ({what}): {value} is outside 0-255"
                 )
@@ -408,6 +415,16 @@ def load_csv_dataset(train_csv: str | Path, test_csv: str | Path) -> Dataset:
         class_names=names,
         source=f"csv ({train_csv}, {test_csv})",
     )
+
+
+def require_image_size(dataset: Dataset, input_dim: int, owner: str | Path) -> None:
+    """Refuse data whose images do not have the `input_dim` pixels the model of `owner` expects."""
+    if dataset.input_dim != input_dim:
+        height, width = dataset.image_shape
+        raise VaelabError(
+            f"{owner}: the model expects {input_dim} pixels per image but {dataset.source} has "
+            f"{dataset.input_dim} ({height}x{width})"
+        )
 
 
 def load_dataset(config: DataConfig | None = None, opener: Opener | None = None) -> Dataset:

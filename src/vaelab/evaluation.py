@@ -1,12 +1,22 @@
-"""Test-set metrics of a model in the tutorial's units."""
+"""How good a model is: test-set loss in training units, the negative ELBO in nats, and the
+importance-weighted estimate of -log p(x) (IWAE, Burda et al. 2015)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import math
+import re
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import NamedTuple
 
 import torch
+from tqdm import tqdm
 
-from vaelab.losses import gaussian_constant, tutorial_loss
+from vaelab.checkpoints import atomic_write_text
+from vaelab.errors import VaelabError
+from vaelab.losses import gaussian_constant
 from vaelab.models import VAE
 
 EVAL_SEED = 12345
@@ -14,16 +24,21 @@ EVAL_SEED = 12345
 
 @dataclass(frozen=True)
 class Metrics:
-    """Per-image means over a split: the tutorial's loss and its MSE and KLD parts."""
+    """Per-image means over a split: the training loss and its reconstruction (`mse`) and KLD
+    parts, in the tutorial's units for 'tutorial-mse' and in nats for the other likelihoods."""
 
     loss: float
     mse: float
     kld: float
     images: int
+    likelihood: str = "tutorial-mse"
 
     def negative_elbo_nats(self, input_dim: int) -> float:
-        """The same loss with the Gaussian decoder's constant (D/2) log(2 pi) included."""
-        return self.loss + gaussian_constant(input_dim)
+        """The negative ELBO in nats: for 'tutorial-mse' the loss plus the Gaussian decoder's
+        constant (D/2) log(2 pi); the other likelihoods' losses already include theirs."""
+        if self.likelihood == "tutorial-mse":
+            return self.loss + gaussian_constant(input_dim)
+        return self.loss
 
 
 @torch.no_grad()
@@ -41,9 +56,213 @@ def evaluate(
     totals = torch.zeros(3, dtype=torch.float64, device=device)
     for start in range(0, len(images), batch_size):
         batch = images[start : start + batch_size].to(device, non_blocking=True)
-        recon, mu, logvar = model(batch, generator)
-        terms = tutorial_loss(recon, batch, mu, logvar)
+        terms = model.loss(batch, generator)
         totals += torch.stack(terms).double() * len(batch)
     model.train(was_training)
     loss, mse, kld = (totals / max(len(images), 1)).tolist()
-    return Metrics(loss=loss, mse=mse, kld=kld, images=len(images))
+    return Metrics(loss, mse, kld, len(images), model.config.likelihood)
+
+
+# --- Importance-weighted log-likelihood ------------------------------------------------------
+
+EVAL_FILE = "eval.json"
+DEFAULT_IW_SAMPLES = 5000
+DEFAULT_MAX_MEMORY = 1 << 30
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*([kmgt]?)(i?)b?\s*$", re.IGNORECASE)
+# Decoder-output-sized temporaries alive at once while a chunk's log-likelihood is computed.
+_TEMPORARIES_PER_PIXEL = 8
+
+
+class Estimate(NamedTuple):
+    """A mean over images and its standard error (spread over images / sqrt(images))."""
+
+    mean: float
+    stderr: float
+
+
+class PerImage(NamedTuple):
+    """Per-image values in nats, float64: IWAE -log p(x), E_q[-log p(x|z)], KL(q || p)."""
+
+    iwae_nll: torch.Tensor
+    reconstruction: torch.Tensor
+    kl: torch.Tensor
+
+
+@dataclass(frozen=True)
+class LikelihoodReport:
+    """What `vaelab evaluate` writes to RUN/eval.json: per-image means in nats."""
+
+    likelihood: str
+    images: int
+    negative_elbo_nats: float
+    reconstruction_nats: float
+    kl_nats: float
+    iw_samples: int
+    iwae_nll_nats: float
+    iwae_stderr_nats: float
+    seed: int
+    seconds: float
+
+
+def parse_size(text: str | int) -> int:
+    """Bytes from '1GB', '512MiB', '2g' or a plain number (kB/MB/GB are powers of 1000)."""
+    if isinstance(text, int):
+        size = text
+    else:
+        match = _SIZE.match(text)
+        if not match:
+            raise VaelabError(f"memory size {text!r}: expected a number with a unit, like 1GB")
+        number, unit, binary = match.groups()
+        power = "kmgt".find(unit.lower()) + 1 if unit else 0
+        size = int(float(number) * (1024 if binary else 1000) ** power)
+    if size <= 0:
+        raise VaelabError(f"memory size {text!r} must be above 0")
+    return size
+
+
+def _decoder_floats(model: VAE) -> int:
+    """Floats the decoder keeps per latent sample: every layer's output, counted by a probe."""
+    counts: list[int] = []
+    hooks = [
+        module.register_forward_hook(lambda _m, _i, out: counts.append(out.numel()))
+        for module in model.modules()
+        if not list(module.children())
+    ]
+    try:
+        parameter = next(model.parameters())
+        model.decode_logits(parameter.new_zeros(1, model.config.latent_dim))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return sum(counts)
+
+
+def plan_chunks(model: VAE, images: int, k: int, max_memory: int) -> tuple[int, int]:
+    """(images per batch, samples per chunk) whose decoder work fits in `max_memory` bytes."""
+    element = next(model.parameters()).element_size()
+    floats = _decoder_floats(model) + _TEMPORARIES_PER_PIXEL * model.config.input_dim
+    pair_bytes = element * floats + 8 * 4  # plus the float64 weights of each pair
+    pairs = max_memory // pair_bytes
+    if pairs < 1:
+        raise VaelabError(
+            f"--max-memory {max_memory} bytes is below what one sample needs ({pair_bytes} bytes)"
+        )
+    batch = max(1, min(images, pairs // k))
+    return batch, max(1, min(k, pairs // batch))
+
+
+def _log_normal(values: torch.Tensor) -> torch.Tensor:
+    """log N(values; 0, 1) summed over the last axis."""
+    return (-0.5 * values.pow(2) - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+def _batch_bounds(
+    model: VAE, x: torch.Tensor, k: int, chunk: int, generator: torch.Generator
+) -> PerImage:
+    """IWAE -log p(x) with k samples, and the ELBO's parts, for one batch of images."""
+    mu, logvar = model.encode(x)
+    std = torch.exp(0.5 * logvar)
+    log_sum = torch.full((len(x),), -math.inf, dtype=torch.float64, device=x.device)
+    log_px_z_sum = torch.zeros(len(x), dtype=torch.float64, device=x.device)
+    for start in range(0, k, chunk):
+        eps = torch.randn(
+            (min(chunk, k - start), *mu.shape),
+            generator=generator,
+            device=mu.device,
+            dtype=mu.dtype,
+        )
+        z = mu + eps * std
+        log_px_z = model.log_likelihood(x, model.decode_logits(z)).double()
+        # log q(z|x) from eps directly: no cancellation in (z - mu) / std.
+        log_qz = _log_normal(eps.double()) - 0.5 * logvar.double().sum(-1)
+        log_w = log_px_z + _log_normal(z.double()) - log_qz
+        log_sum = torch.logaddexp(log_sum, torch.logsumexp(log_w, dim=0))
+        log_px_z_sum += log_px_z.sum(0)
+    kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).double().sum(-1)
+    return PerImage(-(log_sum - math.log(k)), -log_px_z_sum / k, kl)
+
+
+@torch.no_grad()
+def importance_weighted(
+    model: VAE,
+    images: torch.Tensor,
+    k: int = DEFAULT_IW_SAMPLES,
+    max_memory: int | str = DEFAULT_MAX_MEMORY,
+    seed: int = EVAL_SEED,
+    progress: bool = False,
+) -> PerImage:
+    """Per-image IWAE estimates of -log p(x) with `k` samples from q(z|x), and the ELBO's parts.
+
+    log p(x) ~ log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x), z_i ~ q(z|x); the log-sum-exp runs in
+    float64 over chunks of samples. Images and samples are batched so that the decoder's work
+    stays under `max_memory` bytes. The same seed, k, max_memory and device give the same numbers.
+    """
+    if k < 1:
+        raise VaelabError(f"the number of importance samples must be at least 1, got {k}")
+    if len(images) == 0:
+        raise VaelabError("there are no images to evaluate")
+    was_training = model.training
+    model.eval()
+    parameter = next(model.parameters())
+    batch, chunk = plan_chunks(model, len(images), k, parse_size(max_memory))
+    generator = torch.Generator(device=parameter.device).manual_seed(seed)
+    parts: list[PerImage] = []
+    with tqdm(total=len(images), desc=f"IWAE k={k}", unit="img", disable=not progress) as bar:
+        for start in range(0, len(images), batch):
+            x = images[start : start + batch].to(parameter.device, parameter.dtype)
+            parts.append(_batch_bounds(model, x.reshape(len(x), -1), k, chunk, generator))
+            bar.update(len(x))
+    model.train(was_training)
+    return PerImage(*(torch.cat(column).cpu() for column in zip(*parts)))
+
+
+def _estimate(values: torch.Tensor) -> Estimate:
+    stderr = values.std().item() / math.sqrt(len(values)) if len(values) > 1 else 0.0
+    return Estimate(values.mean().item(), stderr)
+
+
+def iwae_nll(
+    model: VAE,
+    images: torch.Tensor,
+    k: int = DEFAULT_IW_SAMPLES,
+    max_memory: int | str = DEFAULT_MAX_MEMORY,
+    seed: int = EVAL_SEED,
+    progress: bool = False,
+) -> Estimate:
+    """The IWAE estimate of -log p(x) in nats, mean over `images`, and its standard error."""
+    per_image = importance_weighted(model, images, k, max_memory, seed, progress)
+    return _estimate(per_image.iwae_nll)
+
+
+def evaluate_likelihood(
+    model: VAE,
+    images: torch.Tensor,
+    k: int = DEFAULT_IW_SAMPLES,
+    max_memory: int | str = DEFAULT_MAX_MEMORY,
+    seed: int = EVAL_SEED,
+    progress: bool = False,
+) -> LikelihoodReport:
+    """Negative ELBO (reconstruction from the same k samples, KL in closed form) and IWAE."""
+    started = time.perf_counter()
+    per_image = importance_weighted(model, images, k, max_memory, seed, progress)
+    iwae = _estimate(per_image.iwae_nll)
+    reconstruction, kl = per_image.reconstruction.mean().item(), per_image.kl.mean().item()
+    return LikelihoodReport(
+        likelihood=model.config.likelihood,
+        images=len(images),
+        negative_elbo_nats=reconstruction + kl,
+        reconstruction_nats=reconstruction,
+        kl_nats=kl,
+        iw_samples=k,
+        iwae_nll_nats=iwae.mean,
+        iwae_stderr_nats=iwae.stderr,
+        seed=seed,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def save_eval(run_dir: str | Path, report: LikelihoodReport) -> Path:
+    """Write RUN/eval.json atomically; returns its path."""
+    path = Path(run_dir) / EVAL_FILE
+    atomic_write_text(path, json.dumps(asdict(report), indent=2) + "\n")
+    return path

@@ -1,13 +1,15 @@
-"""The tutorial's MLP variational auto-encoder as a plain `nn.Module`."""
+"""Variational auto-encoders as plain `nn.Module`s: the tutorial's MLP and a small conv net."""
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from vaelab.config import ModelConfig
+from vaelab.config import GAUSSIAN_LIKELIHOODS, ModelConfig
+from vaelab.losses import LossTerms, decoder_mean, log_likelihood, negative_elbo
 
 
 class VAEOutput(NamedTuple):
@@ -26,37 +28,129 @@ def mlp(sizes: list[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class VAE(nn.Module):
-    """Encoder D-400-200-100-20 with mu and log-variance heads; decoder latent-20-100-200-400-D.
+def conv_encoder(side: int, hidden: tuple[int, ...]) -> nn.Sequential:
+    """Flat images -> two stride-2 4x4 convolutions (side -> side/4) -> a dense layer."""
+    first, second, dense = hidden
+    return nn.Sequential(
+        nn.Unflatten(-1, (1, side, side)),
+        nn.Conv2d(1, first, 4, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(first, second, 4, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(second * (side // 4) ** 2, dense),
+        nn.ReLU(),
+    )
 
-    Hidden sizes and latent size come from `ModelConfig`; the defaults are the tutorial's.
+
+def conv_decoder(side: int, hidden: tuple[int, ...], latent_dim: int) -> nn.Sequential:
+    """The encoder mirrored up to the last layer: dense layers, then a stride-2 transposed conv."""
+    first, second, dense = hidden
+    quarter = side // 4
+    return nn.Sequential(
+        nn.Linear(latent_dim, dense),
+        nn.ReLU(),
+        nn.Linear(dense, second * quarter * quarter),
+        nn.ReLU(),
+        nn.Unflatten(-1, (second, quarter, quarter)),
+        nn.ConvTranspose2d(second, first, 4, stride=2, padding=1),
+        nn.ReLU(),
+    )
+
+
+def at_least_fp32(tensor: torch.Tensor) -> torch.Tensor:
+    """bf16/fp16 values as fp32; fp32 and fp64 unchanged (a float64 model stays float64)."""
+    return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
+
+
+class VAE(nn.Module):
+    """Encoder q(z|x) = N(mu, exp(logvar)), prior N(0, I), decoder p(x|z) named by the config.
+
+    The defaults are the tutorial's MLP: encoder D-400-200-100-20 with mu and log-variance heads,
+    decoder latent-20-100-200-400-D. `arch='conv'` swaps in two stride-2 convolutions and a dense
+    layer, mirrored with transposed convolutions. Gaussian likelihoods add a learned `log_scale`.
     """
 
     def __init__(self, config: ModelConfig | None = None) -> None:
         super().__init__()
         self.config = config or ModelConfig()
-        hidden = list(self.config.hidden)
-        self.encoder = mlp([self.config.input_dim, *hidden])
-        self.mu_head = nn.Linear(hidden[-1], self.config.latent_dim)
-        self.logvar_head = nn.Linear(hidden[-1], self.config.latent_dim)
-        self.decoder = mlp([self.config.latent_dim, *reversed(hidden)])
-        self.output = nn.Linear(hidden[0], self.config.input_dim)
+        hidden, latent = list(self.config.hidden), self.config.latent_dim
+        conv = self.config.arch == "conv"
+        side = math.isqrt(self.config.input_dim)
+        # Built in this order so that a seed gives the same initial weights as vaelab 0.1.
+        self.encoder = (
+            conv_encoder(side, self.config.hidden)
+            if conv
+            else mlp([self.config.input_dim, *hidden])
+        )
+        self.mu_head = nn.Linear(hidden[-1], latent)
+        self.logvar_head = nn.Linear(hidden[-1], latent)
+        if conv:
+            self.decoder = conv_decoder(side, self.config.hidden, latent)
+            self.output = nn.Sequential(
+                nn.ConvTranspose2d(hidden[0], 1, 4, stride=2, padding=1), nn.Flatten()
+            )
+        else:
+            self.decoder = mlp([latent, *reversed(hidden)])
+            self.output = nn.Linear(hidden[0], self.config.input_dim)
+        if self.config.likelihood in GAUSSIAN_LIKELIHOODS:
+            pixels = self.config.input_dim if self.config.likelihood == "gaussian-per-pixel" else 1
+            self.log_scale = nn.Parameter(torch.zeros(pixels))
+        else:
+            self.register_parameter("log_scale", None)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean and log-variance of q(z|x)."""
         h = self.encoder(x)
-        return self.mu_head(h), self.logvar_head(h)
+        # Keeps the latent statistics (and so the KL) in fp32 under bf16 autocast.
+        return at_least_fp32(self.mu_head(h)), at_least_fp32(self.logvar_head(h))
 
     def reparameterize(
-        self, mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        mu: torch.Tensor,
+        logvar: torch.Tensor,
+        generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """z = mu + eps * exp(logvar / 2), eps ~ N(0, I)."""
-        eps = torch.randn(mu.shape, dtype=mu.dtype, device=mu.device, generator=generator)
+        """z = mu + eps * exp(logvar / 2), eps ~ N(0, I) drawn from `generator` unless given."""
+        eps = (
+            torch.randn(mu.shape, dtype=mu.dtype, device=mu.device, generator=generator)
+            if noise is None
+            else noise
+        )
         return mu + eps * torch.exp(0.5 * logvar)
 
+    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
+        """One logit per pixel for latent codes `z` (..., latent_dim) -> (..., D)."""
+        flat = z.reshape(-1, z.shape[-1])
+        logits = at_least_fp32(self.output(self.decoder(flat)))  # the likelihood in fp32 or fp64
+        return logits.reshape(*z.shape[:-1], self.config.input_dim)
+
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Pixel intensities in (0, 1) for latent codes `z`."""
-        return torch.sigmoid(self.output(self.decoder(z)))
+        """The expected image under p(x|z), intensities in (0, 1), for latent codes `z`."""
+        return decoder_mean(self.config.likelihood, self.decode_logits(z))
+
+    def log_likelihood(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """log p(x|z) per image in nats, all constants included, from the decoder's logits."""
+        return log_likelihood(self.config.likelihood, logits, x, self.log_scale)
+
+    def loss(
+        self,
+        x: torch.Tensor,
+        generator: torch.Generator | None = None,
+        kl_scale: float = 1.0,
+        noise: torch.Tensor | None = None,
+    ) -> LossTerms:
+        """The training loss of a batch, per image, with one sample of z per image.
+
+        `noise` (N, latent_dim) replaces the draw of eps from `generator`: distributed ranks pass
+        their rows of the whole batch's noise so that they match a single-process run.
+        """
+        mu, logvar = self.encode(x)
+        logits = self.decode_logits(self.reparameterize(mu, logvar, generator, noise))
+        return negative_elbo(
+            self.config.likelihood, logits, x, mu, logvar, self.log_scale, kl_scale
+        )
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> VAEOutput:
         mu, logvar = self.encode(x)

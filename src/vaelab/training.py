@@ -7,20 +7,38 @@ import platform
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
+from functools import partial
 from pathlib import Path
 
 import torch
+from torch import nn
 from tqdm import tqdm
 
 import vaelab
 from vaelab import checkpoints
 from vaelab.config import RunConfig, TrainConfig
 from vaelab.data import Dataset, load_dataset
+from vaelab.distributed import (
+    DEFAULT_TIMEOUT_S,
+    SINGLE_PROCESS,
+    TrainingObjective,
+    World,
+    barrier,
+    check_divisible,
+    close_world,
+    init_world,
+    local_rows,
+    mean_over_ranks,
+    rank_device,
+    wrap,
+)
 from vaelab.errors import VaelabError
 from vaelab.evaluation import evaluate
-from vaelab.losses import tutorial_loss
+from vaelab.faults import RunGuard, check_checkpoint_every
+from vaelab.losses import LossTerms, kl_weight
 from vaelab.models import VAE
+from vaelab.resume import EpochProgress, Layout, Trainables, run_identity
 
 
 @dataclass(frozen=True)
@@ -88,33 +106,124 @@ def format_epoch(row: EpochMetrics) -> str:
     )
 
 
+def cpu_has_native_bf16() -> bool:
+    """True on x86 CPUs whose flags include AVX-512 BF16 or AMX-BF16 (read from /proc/cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'auto' is 'bf16-mixed' on CPUs that multiply bf16 natively, else '32'.
+
+    On CUDA 'auto' stays '32': this model is too small for bf16 to pay there.
+    """
+    if precision != "auto":
+        return precision
+    if device.type == "cpu" and cpu_has_native_bf16():
+        return "bf16-mixed"
+    return "32"
+
+
+def autocast(precision: str, device: torch.device) -> torch.autocast:
+    """bf16 matrix products with fp32 weights and optimizer for 'bf16-mixed'; a no-op for '32'.
+
+    autocast casts each weight to bf16 once per step (its cast cache lives as long as the
+    context), and the model returns its latent statistics and logits in fp32 for the loss.
+    """
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
+
+
+def make_optimizer(model: VAE, config: TrainConfig) -> torch.optim.Adam:
+    """The tutorial's Adam, as torch's fused kernel where this torch and device have one."""
+    try:
+        return torch.optim.Adam(model.parameters(), lr=config.lr, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(model.parameters(), lr=config.lr)
+
+
+def training_step(
+    objective: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: torch.Tensor,
+    noise: torch.Tensor,
+    precision: str,
+    kl_scale: float = 1.0,
+) -> LossTerms:
+    """One optimizer step on `batch`: forward (mixed precision if asked), loss, backward, Adam.
+
+    `objective` is the model's loss as a module (DDP-wrapped when distributed); `noise` is eps.
+    """
+    with autocast(precision, batch.device):
+        terms = objective(batch, None, kl_scale, noise)
+    optimizer.zero_grad(set_to_none=True)
+    terms.loss.backward()
+    optimizer.step()
+    return terms
+
+
 def train_epoch(
     model: VAE,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     images: torch.Tensor,
-    batch_size: int,
+    config: TrainConfig,
     generator: torch.Generator,
+    precision: str = "32",
+    first_step: int = 0,
     progress: bool = False,
     description: str = "",
+    resume_from: EpochProgress | None = None,
+    after_step: Callable[[EpochProgress], None] | None = None,
+    objective: nn.Module | None = None,
+    world: World = SINGLE_PROCESS,
 ) -> tuple[float, float, float]:
-    """One pass over a fresh permutation of `images`; returns mean (loss, MSE, KLD) over batches."""
+    """One pass over a fresh permutation of `images`; returns mean (loss, MSE, KLD) over batches.
+
+    `first_step` is the global step at the start of the epoch (for the KL warm-up). `resume_from`
+    continues an epoch a checkpoint stopped inside; `after_step` sees the progress after each step.
+    Each rank of `world` trains on its rows of every batch, with the noise a single process would
+    draw for them; the metrics are averaged over the ranks.
+    """
     model.train()
+    objective = objective or TrainingObjective(model)
+    rows = local_rows(config.batch_size, world)
+    noise_shape = (config.batch_size, model.config.latent_dim)
+    batch_size = config.batch_size
     n_batches = len(images) // batch_size
-    order = torch.randperm(len(images), generator=generator, device=generator.device)
-    totals = torch.zeros(3, device=images.device)
-    batches = tqdm(range(n_batches), desc=description, leave=False, disable=not progress)
+    start = resume_from or EpochProgress(
+        0,
+        torch.randperm(len(images), generator=generator, device=generator.device),
+        torch.zeros(3, device=images.device),
+    )
+    order, totals = start.order, start.totals
+    batches = tqdm(
+        range(start.step, n_batches), desc=description, leave=False, disable=not progress
+    )
     for step in batches:
-        batch = images[order[step * batch_size : (step + 1) * batch_size]]
-        recon, mu, logvar = model(batch, generator)
-        terms = tutorial_loss(recon, batch, mu, logvar)
-        optimizer.zero_grad(set_to_none=True)
-        terms.loss.backward()
-        optimizer.step()
+        first = step * batch_size
+        batch = images[order[first + rows.start : first + rows.stop]]
+        noise = torch.randn(noise_shape, generator=generator, device=generator.device)[rows]
+        kl_scale = kl_weight(config.beta, config.kl_warmup, first_step + step, n_batches)
+        terms = training_step(objective, optimizer, batch, noise, precision, kl_scale)
         scheduler.step()
-        totals += torch.stack(terms).detach()
+        totals += mean_over_ranks(torch.stack(terms).detach(), world)
+        if after_step is not None:
+            after_step(EpochProgress(step + 1, order, totals))
     loss, mse, kld = (totals / n_batches).tolist()
     return loss, mse, kld
+
+
+def run_layout(config: RunConfig, dataset: Dataset, steps_per_epoch: int) -> Layout:
+    """The numbers a checkpoint of this run must agree with."""
+    row = {f.name: 0 if f.type == "int" else 0.0 for f in fields(EpochMetrics)}
+    return Layout(config.train.epochs, steps_per_epoch, len(dataset.train_images), row)
 
 
 def _check_fits(config: RunConfig, dataset: Dataset) -> None:
@@ -141,6 +250,7 @@ def run_info(config: RunConfig, dataset: Dataset, device: torch.device) -> dict[
             "class_names": list(dataset.class_names),
         },
         "device": str(device),
+        "precision": resolve_precision(config.train.precision, device),
         "versions": {
             "vaelab": vaelab.__version__,
             "torch": torch.__version__,
@@ -155,52 +265,122 @@ def train(
     run_dir: str | Path | None = None,
     overwrite: bool = False,
     log: Callable[[str], None] | None = print,
+    resume: bool = False,
+    checkpoint_every: int | None = None,
+    dist_timeout_s: int = DEFAULT_TIMEOUT_S,
 ) -> TrainResult:
     """Train a VAE as the config says; when `run_dir` is given, save the run there.
 
-    The model's input size follows the data. Returns the model, the per-epoch history and the time.
+    The model's input size follows the data. With a run directory, a full checkpoint is written
+    every epoch (and every `checkpoint_every` steps), SIGINT/SIGTERM stop cleanly after a
+    checkpoint, and `resume` continues from the last one. A non-finite loss stops training.
+    Started by torchrun, each rank trains on its share of every batch (DDP); rank 0 alone logs
+    and writes. Returns the model, the per-epoch history and the time.
     """
     config = config or RunConfig()
     dataset = dataset or load_dataset(config.data)
     config = replace(config, model=replace(config.model, input_dim=dataset.input_dim))
     _check_fits(config, dataset)
+    check_checkpoint_every(checkpoint_every)
+    if resume and run_dir is None:
+        raise VaelabError("resuming needs the run directory to continue")
     device = resolve_device(config.train.device)
-    out_dir = None
-    if run_dir is not None:
-        out_dir = checkpoints.prepare_run_dir(Path(run_dir), overwrite=overwrite)
-        checkpoints.save_config(out_dir, config, run_info(config, dataset, device))
+    world = init_world(device, dist_timeout_s)
+    try:
+        check_divisible(config.train.batch_size, world)
+        return _train(
+            config, dataset, rank_device(device, world), world, run_dir, overwrite,
+            log if world.is_main else None, resume, checkpoint_every,
+        )  # fmt: skip
+    except RuntimeError as exc:  # gloo and nccl report a dead or silent peer as RuntimeError
+        if not world.distributed:
+            raise
+        raise VaelabError(lost_ranks_message(world, run_dir, exc)) from None
+    finally:
+        close_world(world)
+
+
+def _train(
+    config: RunConfig,
+    dataset: Dataset,
+    device: torch.device,
+    world: World,
+    run_dir: str | Path | None,
+    overwrite: bool,
+    log: Callable[[str], None] | None,
+    resume: bool,
+    checkpoint_every: int | None,
+) -> TrainResult:
+    out_dir = None  # where this process writes: rank 0's run directory
+    if run_dir is not None and world.is_main:
+        out_dir = checkpoints.prepare_run_dir(Path(run_dir), overwrite=overwrite, resume=resume)
+        if not resume:
+            checkpoints.save_config(out_dir, config, run_info(config, dataset, device))
+    barrier(world)
 
     torch.manual_seed(config.train.seed)
     model = VAE(config.model).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
-    scheduler = make_scheduler(
-        optimizer, config.train, len(dataset.train_images) // config.train.batch_size
-    )
+    objective = wrap(model, world)
+    optimizer = make_optimizer(model, config.train)
+    steps_per_epoch = len(dataset.train_images) // config.train.batch_size
+    scheduler = make_scheduler(optimizer, config.train, steps_per_epoch)
+    precision = resolve_precision(config.train.precision, device)
     generator = torch.Generator(device=device).manual_seed(config.train.seed)
     train_images = dataset.train_images.to(device)
     test_images = dataset.test_images.to(device)
-    progress = sys.stderr.isatty()
+    progress = sys.stderr.isatty() and world.is_main
+    if log:
+        ranks = f", {world.size} ranks" if world.distributed else ""
+        log(f"device {device}, precision {precision}{ranks}")
 
-    history: list[EpochMetrics] = []
+    guard_dir = None if run_dir is None else Path(run_dir)
+    identity = {}
+    if guard_dir is not None:
+        data = (dataset.train_images, dataset.test_images)
+        identity = run_identity(config.to_dict(), data, device, precision)
+    guard = RunGuard(
+        guard_dir, Trainables(model, optimizer, scheduler, generator),
+        run_layout(config, dataset, steps_per_epoch), identity, checkpoint_every, log,
+        writer=world.is_main,
+    )  # fmt: skip
     started = time.perf_counter()
-    for epoch in range(1, config.train.epochs + 1):
-        epoch_start = time.perf_counter()
-        train_terms = train_epoch(
-            model, optimizer, scheduler, train_images, config.train.batch_size, generator,
-            progress=progress, description=f"epoch {epoch:02d}",
-        )  # fmt: skip
-        test = evaluate(model, test_images, config.train.test_batch_size)
-        row = EpochMetrics(
-            epoch, time.perf_counter() - epoch_start, *train_terms, test.loss, test.mse, test.kld
-        )
-        history.append(row)
-        if log:
-            log(format_epoch(row))
-        if out_dir is not None:
-            checkpoints.save_metrics(out_dir, history)
+    with guard.catching_signals():
+        state = guard.begin(resume)
+        history = [EpochMetrics(**row) for row in state.history]
+        resume_from = state.progress
+        for epoch in range(state.epochs_done + 1, config.train.epochs + 1):
+            epoch_start = time.perf_counter()
+            train_terms = train_epoch(
+                model, optimizer, scheduler, train_images, config.train, generator, precision,
+                first_step=(epoch - 1) * steps_per_epoch, progress=progress,
+                description=f"epoch {epoch:02d}", resume_from=resume_from,
+                after_step=partial(guard.after_step, epoch), objective=objective, world=world,
+            )  # fmt: skip
+            resume_from = None
+            test = evaluate(model, test_images, config.train.test_batch_size)
+            row = EpochMetrics(
+                epoch, time.perf_counter() - epoch_start, *train_terms, test.loss, test.mse,
+                test.kld,
+            )  # fmt: skip
+            history.append(row)
+            if log:
+                log(format_epoch(row))
+            if out_dir is not None:
+                checkpoints.save_metrics(out_dir, history)
+            guard.after_epoch(epoch, asdict(row))
     total = time.perf_counter() - started
     if out_dir is not None:
         checkpoints.save_weights(out_dir, model)
     if log:
         log(f"total {total:.1f}s for {config.train.epochs} epochs")
     return TrainResult(model=model.eval(), history=history, total_seconds=total, run_dir=out_dir)
+
+
+def lost_ranks_message(world: World, run_dir: str | Path | None, error: Exception) -> str:
+    """One line for a collective that failed: another rank died or stopped answering."""
+    detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    kept = f"; the last checkpoint in {run_dir} is kept (resume with --resume)" if run_dir else ""
+    return (
+        f"rank {world.rank} of {world.size}: lost contact with the other ranks (one stopped or "
+        f"timed out: {detail[:200]}){kept}"
+    )

@@ -1,0 +1,205 @@
+"""What keeps a run safe: checkpoints on schedule, a clean stop on SIGINT/SIGTERM, and no training
+(or saving) past a non-finite loss.
+
+The training loop calls `RunGuard.after_step` after each optimizer step and `RunGuard.after_epoch`
+after each epoch; everything about checkpoints and signals happens here, not in the loop.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vaelab.checkpoints import CHECKPOINT_FILE
+from vaelab.errors import VaelabError
+from vaelab.resume import (
+    EpochProgress,
+    Layout,
+    Trainables,
+    TrainingState,
+    load_checkpoint,
+    save_checkpoint,
+)
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class NonFiniteLoss(VaelabError):
+    """The loss (or the weights) became NaN or infinite; nothing from that point was saved."""
+
+    exit_code = 3
+
+
+class TrainingInterrupted(VaelabError):
+    """SIGINT or SIGTERM stopped training after a checkpoint was written."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+
+def check_checkpoint_every(steps: int | None) -> None:
+    if steps is not None and steps < 1:
+        raise VaelabError(f"--checkpoint-every must be at least 1 step, got {steps}")
+
+
+class StopRequest:
+    """Turns the first SIGINT/SIGTERM into a request the loop honours after the current step.
+
+    A second signal stops at once (KeyboardInterrupt); the last checkpoint on disk stays whole.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    @contextmanager
+    def installed(self) -> Iterator[StopRequest]:
+        """Catch the stop signals for the duration (main thread only; elsewhere a no-op)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = {signum: signal.signal(signum, self._handle) for signum in STOP_SIGNALS}
+        try:
+            yield self
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+
+class RunGuard:
+    """Checkpoints, signals and the non-finite guard of one training run.
+
+    Without a run directory it only guards against a non-finite loss.
+    """
+
+    def __init__(
+        self,
+        run_dir: Path | None,
+        parts: Trainables,
+        layout: Layout,
+        identity: dict[str, Any],
+        checkpoint_every: int | None = None,
+        log: Callable[[str], None] | None = None,
+        writer: bool = True,
+    ) -> None:
+        check_checkpoint_every(checkpoint_every)
+        self.writer = writer  # False on distributed ranks other than 0: they read, never write
+        self.run_dir = run_dir
+        self.parts = parts
+        self.layout = layout
+        self.identity = identity
+        self.every = checkpoint_every
+        self.log = log
+        self.state = TrainingState()
+        self.stop = StopRequest()
+        self.saved_at = "none yet"
+
+    @property
+    def path(self) -> Path | None:
+        return None if self.run_dir is None else self.run_dir / CHECKPOINT_FILE
+
+    def begin(self, resume: bool) -> TrainingState:
+        """Load the checkpoint to resume from, or write the first one (the disk must take it)."""
+        if self.path is None:
+            return self.state
+        if resume:
+            self.state, notes = load_checkpoint(self.path, self.parts, self.layout, self.identity)
+            self.saved_at = self._position(self.state.epochs_done, self.state.progress)
+            for note in notes:
+                self._say(note)
+            self._say(f"resuming {self.run_dir} at {self.saved_at}")
+        else:
+            self._save(None)
+        return self.state
+
+    @contextmanager
+    def catching_signals(self) -> Iterator[None]:
+        """SIGINT/SIGTERM stop training cleanly while this is active (only when saving a run)."""
+        if self.path is None:
+            yield
+            return
+        with self.stop.installed():
+            yield
+
+    def after_step(self, epoch: int, progress: EpochProgress) -> None:
+        """Stop on a non-finite loss; checkpoint when due or when a stop was asked for."""
+        if not bool(torch.isfinite(progress.totals).all()):
+            kind = "NaN" if bool(torch.isnan(progress.totals).any()) else "infinite"
+            self._non_finite(
+                f"the loss became {kind} at epoch {epoch}, "
+                f"step {progress.step} of {self.layout.steps_per_epoch}"
+            )
+        if self.path is None or progress.step == self.layout.steps_per_epoch:
+            return  # the end of an epoch is checkpointed after its test pass
+        global_step = (epoch - 1) * self.layout.steps_per_epoch + progress.step
+        stopping = self.stop.signum is not None
+        if stopping or (self.every is not None and global_step % self.every == 0):
+            self.state.epochs_done = epoch - 1
+            self._save(progress)
+        if stopping:
+            self._interrupted(f"at epoch {epoch}, step {progress.step}")
+
+    def after_epoch(self, epoch: int, row: dict[str, Any]) -> None:
+        """Record the epoch's metrics and checkpoint; stop here if a signal came meanwhile."""
+        self.state.history.append(row)
+        self.state.epochs_done = epoch
+        if self.path is None:
+            self._check_weights(f"epoch {epoch}")
+            return
+        self._save(None)
+        if self.stop.signum is not None and epoch < self.layout.epochs:
+            self._interrupted(f"after epoch {epoch}")
+
+    def _save(self, progress: EpochProgress | None) -> None:
+        assert self.path is not None
+        where = self._position(self.state.epochs_done, progress)
+        self._check_weights(where)
+        self.state.progress = progress
+        if self.writer:
+            save_checkpoint(self.path, self.parts, self.state, self.identity)
+        self.saved_at = where
+
+    def _check_weights(self, where: str) -> None:
+        """Never let non-finite weights be saved (a step can break them with a finite loss)."""
+        for name, tensor in self.parts.model.state_dict().items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                self._non_finite(f"the weights ({name}) became non-finite by {where}")
+
+    def _position(self, epochs_done: int, progress: EpochProgress | None) -> str:
+        if progress is None:
+            return "the start" if epochs_done == 0 else f"the end of epoch {epochs_done}"
+        return f"epoch {epochs_done + 1}, step {progress.step}"
+
+    def _non_finite(self, what: str) -> None:
+        kept = ""
+        if self.run_dir is not None:
+            kept = f"; the last good checkpoint (at {self.saved_at}) is kept in {self.run_dir}"
+        raise NonFiniteLoss(
+            f"{what}; training stopped and these weights were not saved{kept}; "
+            "a smaller --lr may help"
+        )
+
+    def _interrupted(self, where: str) -> None:
+        assert self.stop.signum is not None
+        name = signal.Signals(self.stop.signum).name
+        raise TrainingInterrupted(
+            f"stopped by {name} {where}; checkpoint saved; resume with: "
+            f"vaelab train --resume {self.run_dir}",
+            self.stop.signum,
+        )
+
+    def _say(self, line: str) -> None:
+        if self.log:
+            self.log(line)

@@ -1,0 +1,395 @@
+"""A run's report: one self-contained HTML file with its numbers, tables and every figure.
+
+Images are embedded as base64 PNGs and the styles inline, so RUN/report.html opens offline and
+can be mailed or archived on its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import platform
+import shlex
+import struct
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import numpy as np
+import torch
+
+import vaelab
+from vaelab import checkpoints, plots
+from vaelab.data import Dataset
+from vaelab.errors import VaelabError
+from vaelab.evaluation import Metrics, evaluate
+from vaelab.losses import gaussian_constant
+
+REPORT_FILE = "report.html"
+EVAL_FILE = "eval.json"
+# eval.json (written by `vaelab evaluate`): its keys in display order, with labels.
+EVAL_LABELS = {
+    "likelihood": "decoder likelihood p(x|z)",
+    "images": "test images",
+    "negative_elbo_nats": "negative ELBO (nats per image)",
+    "reconstruction_nats": "reconstruction, E_q[-log p(x|z)] (nats per image)",
+    "kl_nats": "KL(q(z|x) || p(z)) (nats per image)",
+    "iw_samples": "importance samples k",
+    "iwae_nll_nats": "IWAE estimate of -log p(x) (nats per image)",
+    "iwae_stderr_nats": "standard error of the IWAE estimate (nats)",
+    "seed": "seed",
+    "seconds": "seconds taken",
+}
+CAPTIONS = {
+    "learning_curves.png": "Train (blue) and test (red) loss per epoch: loss solid, MSE dotted, "
+    "KLD dashed, as in the tutorial's learning-curve plot.",
+    "reconstructions.png": "The first 40 test images, each row of inputs above its "
+    "reconstructions decoded from the posterior mean \u03bc(x).",
+    "latent.png": "Where the encoder puts the test images: posterior means, one colour and "
+    "marker per class.",
+    "manifold.png": "What the decoder draws over a regular grid of the latent plane (top row "
+    "at the largest value, as in the tutorial); the axes give the coordinates.",
+    "samples.png": "New images: decoder outputs for 100 codes drawn from the prior N(0, I).",
+    "interpolation.png": "Decoder outputs along straight lines between the posterior means of "
+    "test images of different classes, inputs at both ends.",
+}
+STYLE = """
+:root { --ink: #1d2330; --muted: #596277; --line: #d8dde6; --soft: #eef1f5; --accent: #2458b3; }
+* { box-sizing: border-box; }
+body { margin: 0; background: #f6f7f9; color: var(--ink); font: 16px/1.5 system-ui, -apple-system,
+  "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
+main { max-width: 1100px; margin: 0 auto; padding: 1.5rem 1.25rem 3rem; }
+h1 { font-size: 1.75rem; margin: 0.25rem 0; }
+h2 { font-size: 1.3rem; margin: 2.25rem 0 0.75rem; padding-bottom: 0.3rem;
+  border-bottom: 1px solid var(--line); }
+h3 { font-size: 1.05rem; margin: 1.25rem 0 0.4rem; }
+p { margin: 0.4rem 0 0.8rem; }
+.muted, figcaption, footer { color: var(--muted); }
+nav a { color: var(--accent); margin-right: 1.1rem; text-decoration: none; }
+nav a:hover { text-decoration: underline; }
+code { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 0.92em;
+  background: var(--soft); padding: 0.1rem 0.35rem; border-radius: 4px; }
+.cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(13rem, 1fr));
+  gap: 0.75rem; margin: 1rem 0; }
+.card { background: #fff; border: 1px solid var(--line); border-radius: 6px;
+  padding: 0.6rem 0.9rem; }
+.card span { color: var(--muted); font-size: 0.9rem; }
+.card b { display: block; font-size: 1.4rem; font-variant-numeric: tabular-nums; }
+.wide { overflow-x: auto; }
+.scroll { max-height: 30rem; overflow: auto; border: 1px solid var(--line); }
+table { border-collapse: collapse; background: #fff; margin: 0.4rem 0 1rem;
+  font-variant-numeric: tabular-nums; }
+.scroll table { margin: 0; }
+th, td { padding: 0.35rem 0.75rem; border-bottom: 1px solid var(--line); text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+thead th { background: var(--soft); position: sticky; top: 0; }
+tbody tr:nth-child(even) { background: #fafbfc; }
+table.keys th, table.keys td { text-align: left; }
+figure { margin: 1.25rem 0; background: #fff; border: 1px solid var(--line); border-radius: 6px;
+  padding: 0.75rem; }
+figure img { display: block; max-width: 100%; height: auto; margin: 0 auto; }
+figcaption { margin-top: 0.5rem; font-size: 0.95rem; }
+footer { margin-top: 2.5rem; font-size: 0.9rem; }
+"""
+
+
+def write_report(
+    run_dir: str | Path,
+    dataset: Dataset | None = None,
+    device: str | torch.device = "cpu",
+    log: Callable[[str], None] | None = None,
+) -> Path:
+    """Write RUN/report.html and return its path, drawing the figures first if they are missing
+    or older than the weights."""
+    run = plots.open_run(run_dir, dataset, device)
+    evaluation = read_evaluation(run.run_dir)
+    figures = _current_figures(run, log)
+    metrics = evaluate(run.model, run.dataset.test_images, run.config.train.test_batch_size)
+    info = checkpoints.load_run_info(run.run_dir)
+    page = render_report(run, info, metrics, evaluation, figures)
+    path = run.run_dir / REPORT_FILE
+    checkpoints.atomic_write_text(path, page)
+    return path
+
+
+def _current_figures(run: plots.RunData, log: Callable[[str], None] | None) -> dict[str, bytes]:
+    folder = run.run_dir / plots.FIGURES_DIR
+    weights_time = (run.run_dir / checkpoints.WEIGHTS_FILE).stat().st_mtime
+    paths = [folder / name for name in plots.FIGURE_FILES]
+    if not all(p.is_file() and p.stat().st_mtime >= weights_time for p in paths):
+        plots.save_figures(run, log=log)
+    return {p.name: p.read_bytes() for p in paths}
+
+
+def read_evaluation(run_dir: str | Path) -> dict[str, Any] | None:
+    """The contents of RUN/eval.json, or None when the run has not been evaluated that way."""
+    path = Path(run_dir) / EVAL_FILE
+    if not path.is_file():
+        return None
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise VaelabError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise VaelabError(f"{path}: expected a JSON object")
+    return raw
+
+
+# ---------------------------------------------------------------- HTML
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _number(value: Any, digits: int = 4) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return _e(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:.{digits}f}"
+
+
+def _table(
+    headers: Sequence[str], rows: Iterable[Sequence[Any]], table_id: str = "", kind: str = ""
+) -> str:
+    attributes = (f' id="{table_id}"' if table_id else "") + (f' class="{kind}"' if kind else "")
+    head = "".join(f'<th scope="col">{_e(h)}</th>' for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>\n" for row in rows)
+    return f"<table{attributes}>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody>\n</table>"
+
+
+def _final_metrics_table(run: plots.RunData, metrics: Metrics) -> str:
+    last = run.history[-1]
+    likelihood = run.config.model.likelihood
+    dim = run.dataset.input_dim
+
+    def logged(split: str) -> Metrics:
+        values = [last[f"{split}_{term}"] for term in ("loss", "mse", "kld")]
+        return Metrics(*values, images=0, likelihood=likelihood)
+
+    columns = [logged("train"), logged("test"), metrics]
+    reconstruction = "MSE (sum of squares / 2)" if likelihood == "tutorial-mse" else (
+        "reconstruction, -log p(x|z) (nats)"
+    )  # fmt: skip
+    rows = [
+        ["loss (training units)", *(_number(m.loss) for m in columns)],
+        [reconstruction, *(_number(m.mse) for m in columns)],
+        ["KLD", *(_number(m.kld) for m in columns)],
+        ["negative ELBO (nats per image)", *(_number(_elbo(m, dim)) for m in columns)],
+    ]
+    epoch = int(last["epoch"])
+    headers = [
+        "per image",
+        f"train (epoch {epoch})",
+        f"test (epoch {epoch}, as logged)",
+        f"test (saved weights, evaluated now on {metrics.images:,} images)",
+    ]
+    return _table(headers, rows, "final-metrics")
+
+
+def _elbo(metrics: Metrics, input_dim: int) -> float:
+    """The negative ELBO from the two parts, so a KL weight used in training does not enter it."""
+    unweighted = replace(metrics, loss=metrics.mse + metrics.kld)
+    return unweighted.negative_elbo_nats(input_dim)
+
+
+def _elbo_note(run: plots.RunData) -> str:
+    dim = run.dataset.input_dim
+    train = run.config.train
+    weighted = (
+        f'<p class="muted">Training weighted the KL term (\u03b2 = {train.beta:g}, warm-up '
+        f"{train.kl_warmup} epochs), so the train loss is the weighted one; the negative ELBO "
+        "adds reconstruction and KL unweighted.</p>"
+        if train.beta != 1 or train.kl_warmup
+        else ""
+    )
+    seed = (
+        '<p class="muted">The test pass samples z with a fixed seed, so evaluating the saved '
+        "weights again gives the logged number (up to float rounding when the report runs on "
+        "another device than training did).</p>"
+    )
+    return weighted + _likelihood_note(run.config.model.likelihood, dim) + seed
+
+
+def _likelihood_note(likelihood: str, dim: int) -> str:
+    if likelihood != "tutorial-mse":
+        return (
+            f'<p class="muted">Likelihood <code>{_e(likelihood)}</code>: the '
+            "loss is already the negative ELBO in nats, every constant included.</p>"
+        )
+    return (
+        '<p class="muted">The tutorial\'s loss is the negative ELBO of a unit-variance Gaussian '
+        f"decoder without its constant (D/2) log 2\u03c0 = {gaussian_constant(dim):.2f} nats for "
+        f"D = {dim} pixels; the last row adds it back.</p>"
+    )
+
+
+def _evaluation_section(evaluation: Mapping[str, Any] | None, run_dir: str) -> str:
+    if evaluation is None:
+        return (
+            '<p class="muted">No importance-weighted evaluation yet: '
+            f"<code>vaelab evaluate {_e(shlex.quote(run_dir))}</code> writes "
+            f"<code>{EVAL_FILE}</code>, and this report then shows it.</p>"
+        )
+    keys = [k for k in EVAL_LABELS if k in evaluation] + sorted(set(evaluation) - set(EVAL_LABELS))
+    rows = [[_e(EVAL_LABELS.get(k, k)), _number(evaluation[k])] for k in keys]
+    return f"<h3>Likelihood evaluation (<code>{EVAL_FILE}</code>)</h3>\n" + _table(
+        ["quantity", "value"], rows, "evaluation"
+    )
+
+
+def _timing(history: Sequence[Mapping[str, float]]) -> tuple[float, float, str]:
+    """Total and median epoch seconds, and a sentence about them."""
+    seconds = [row["seconds"] for row in history]
+    total = float(sum(seconds))
+    median = float(np.median(seconds))
+    text = (
+        f"{total:.1f} s of training over {len(seconds)} epochs (the sum of the epoch times): "
+        f"{total / len(seconds):.2f} s per epoch on average, median {median:.2f} s, "
+        f"first epoch {seconds[0]:.2f} s, slowest {max(seconds):.2f} s."
+    )
+    return total, median, text
+
+
+def _epochs_table(history: Sequence[Mapping[str, float]]) -> str:
+    headers = list(history[0])
+
+    def cell(key: str, value: float) -> str:
+        if key == "epoch":
+            return str(int(value))
+        return f"{value:.2f}" if key == "seconds" else f"{value:.4f}"
+
+    rows = [[cell(k, row[k]) for k in headers] for row in history]
+    return f'<div class="scroll">{_table(headers, rows, "epochs")}</div>'
+
+
+def _flatten(prefix: str, value: Any) -> Iterable[tuple[str, Any]]:
+    if isinstance(value, Mapping):
+        for key, inner in value.items():
+            yield from _flatten(f"{prefix}.{key}" if prefix else str(key), inner)
+    elif isinstance(value, (list, tuple)):
+        yield prefix, ", ".join(map(str, value))
+    else:
+        yield prefix, value
+
+
+def _keys_table(pairs: Iterable[tuple[str, Any]], table_id: str) -> str:
+    rows = [[f"<code>{_e(k)}</code>", _e("none" if v is None else v)] for k, v in pairs]
+    return _table(["setting", "value"], rows, table_id, "keys")
+
+
+def _versions_now() -> dict[str, str]:
+    return {
+        "vaelab": vaelab.__version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "matplotlib": matplotlib.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _png_size(png: bytes) -> tuple[int, int]:
+    if png[:8] != b"\x89PNG\r\n\x1a\n" or png[12:16] != b"IHDR":
+        raise VaelabError("a figure is not a PNG file; draw the figures again with vaelab plot")
+    width, height = struct.unpack(">II", png[16:24])
+    return width, height
+
+
+def _figure(name: str, png: bytes) -> str:
+    width, height = _png_size(png)
+    data = base64.b64encode(png).decode("ascii")
+    caption = CAPTIONS[name]
+    return (
+        f'<figure id="{_e(name.removesuffix(".png"))}">\n'
+        f'<img src="data:image/png;base64,{data}" width="{width}" height="{height}" '
+        f'alt="{_e(caption)}">\n<figcaption>{_e(caption)} <code>{_e(name)}</code></figcaption>\n'
+        "</figure>"
+    )
+
+
+def render_report(
+    run: plots.RunData,
+    info: Mapping[str, Any],
+    metrics: Metrics,
+    evaluation: Mapping[str, Any] | None,
+    figures: Mapping[str, bytes],
+) -> str:
+    """The report as an HTML5 document (see `write_report`)."""
+    run_path = str(run.run_dir)
+    name = run.run_dir.resolve().name
+    total, median, timing = _timing(run.history)
+    dim = run.dataset.input_dim
+    data_info = info.get("dataset", {}) if isinstance(info.get("dataset"), Mapping) else {}
+    cards = [
+        ("final test loss", _number(run.history[-1]["test_loss"])),
+        ("negative ELBO, test (nats/image)", _number(metrics.negative_elbo_nats(dim), 2)),
+        ("epochs", str(len(run.history))),
+        ("training time", f"{total:.1f} s (median {median:.2f} s/epoch)"),
+    ]
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        '<link rel="icon" href="data:,">',
+        f"<title>vaelab report: {_e(name)}</title>",
+        f"<style>{STYLE}</style>",
+        "</head>",
+        "<body>",
+        "<main>",
+        f"<h1>vaelab run <code>{_e(name)}</code></h1>",
+        f'<p class="muted">{_e(run_path)} \u00b7 data: {_e(data_info.get("source", "unknown"))} '
+        f"\u00b7 device: {_e(info.get('device', 'unknown'))}</p>",
+        '<nav><a href="#metrics">Metrics</a><a href="#figures">Figures</a>'
+        '<a href="#epochs-section">Per epoch</a><a href="#run">Run</a></nav>',
+        '<div class="cards">'
+        + "".join(f'<div class="card"><span>{_e(k)}</span><b>{v}</b></div>' for k, v in cards)
+        + "</div>",
+        "<p>Explore this run interactively: "
+        f'<code id="serve-command">vaelab serve {_e(shlex.quote(run_path))}</code></p>',
+        '<section id="metrics">',
+        "<h2>Final metrics</h2>",
+        f'<div class="wide">{_final_metrics_table(run, metrics)}</div>',
+        _elbo_note(run),
+        _evaluation_section(evaluation, run_path),
+        f"<h3>Time</h3>\n<p>{_e(timing)}</p>",
+        "</section>",
+        '<section id="figures">',
+        "<h2>Figures</h2>",
+        *(_figure(file, figures[file]) for file in plots.FIGURE_FILES),
+        "</section>",
+        '<section id="epochs-section">',
+        "<h2>Per-epoch metrics</h2>",
+        f'<p class="muted">From <code>{checkpoints.METRICS_FILE}</code>; train values are '
+        "means over the epoch's batches, test values one pass over the test set after it.</p>",
+        _epochs_table(run.history),
+        "</section>",
+        '<section id="run">',
+        "<h2>Run</h2>",
+        "<h3>Configuration</h3>",
+        _keys_table(_flatten("", run.config.to_dict()), "config"),
+        "<h3>Data</h3>",
+        _keys_table(_flatten("", data_info), "data"),
+        "<h3>Device and versions</h3>",
+        _keys_table(
+            [
+                ("device (training)", info.get("device", "unknown")),
+                *_flatten("training", info.get("versions", {})),
+                *_flatten("report", _versions_now()),
+            ],
+            "versions",
+        ),
+        "</section>",
+        f"<footer>Written by vaelab {_e(vaelab.__version__)} on "
+        f"{_e(time.strftime('%Y-%m-%d %H:%M:%S %Z'))}.</footer>",
+        "</main>",
+        "</body>",
+        "</html>",
+    ]
+    return "\n".join(parts) + "\n"

@@ -1,0 +1,170 @@
+"""torchrun + DDP (gloo, CPU): two ranks follow a single process, resume, and fail loudly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import synthetic_images, write_idx
+from safetensors.torch import load_file
+
+from vaelab.distributed import SINGLE_PROCESS, World, check_divisible, local_rows
+from vaelab.errors import VaelabError
+
+TINY_MODEL = ["--hidden", "32,16", "--latent-dim", "2", "--precision", "32", "--no-plots"]
+
+
+def test_ranks_take_contiguous_equal_shares_of_a_batch():
+    shares = [local_rows(12, World(rank=r, size=3)) for r in range(3)]
+    assert shares == [slice(0, 4), slice(4, 8), slice(8, 12)]
+    assert local_rows(12, SINGLE_PROCESS) == slice(0, 12)
+
+
+def test_a_batch_that_does_not_divide_among_ranks_is_refused():
+    check_divisible(12, World(rank=0, size=3))
+    with pytest.raises(VaelabError, match="must divide evenly among 5 ranks"):
+        check_divisible(12, World(rank=0, size=5))
+
+
+@pytest.fixture(scope="module")
+def idx_dir(tmp_path_factory) -> Path:
+    """A small 8x8 dataset in the four Fashion-MNIST IDX files."""
+    folder = tmp_path_factory.mktemp("idx")
+    train_x, train_y = synthetic_images(800, side=8, seed=3)
+    test_x, test_y = synthetic_images(100, side=8, seed=4)
+    write_idx(folder / "train-images-idx3-ubyte", train_x)
+    write_idx(folder / "train-labels-idx1-ubyte", train_y)
+    write_idx(folder / "t10k-images-idx3-ubyte", test_x)
+    write_idx(folder / "t10k-labels-idx1-ubyte", test_y)
+    return folder
+
+
+def _environment() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def _vaelab(args: list[str], ranks: int = 1, **popen) -> subprocess.Popen:
+    if ranks == 1:
+        command = [sys.executable, "-m", "vaelab", *args]
+    else:
+        command = [
+            sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc-per-node={ranks}", "-m", "vaelab", *args,
+        ]  # fmt: skip
+    return subprocess.Popen(
+        command, env=_environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        **popen,
+    )  # fmt: skip
+
+
+def _run(args: list[str], ranks: int = 1) -> subprocess.CompletedProcess:
+    process = _vaelab(args, ranks)
+    out, err = process.communicate(timeout=240)
+    assert process.returncode == 0, err[-3000:]
+    return subprocess.CompletedProcess(args, process.returncode, out, err)
+
+
+def _train_args(idx_dir: Path, runs: Path, name: str, epochs: int = 2) -> list[str]:
+    return [
+        "train", "--data-dir", str(idx_dir), "--runs-dir", str(runs), "--name", name,
+        "--epochs", str(epochs), "--batch-size", "40", *TINY_MODEL,
+    ]  # fmt: skip
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(run / "model.safetensors")
+
+
+def _assert_close(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor]) -> None:
+    assert first.keys() == second.keys()
+    for key in first:
+        torch.testing.assert_close(first[key], second[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+@pytest.mark.slow
+def test_two_ranks_match_one_process_with_the_same_global_batch(idx_dir, tmp_path):
+    _run(_train_args(idx_dir, tmp_path, "single"))
+    two = _run(_train_args(idx_dir, tmp_path, "ddp"), ranks=2)
+    _assert_close(_weights(tmp_path / "single"), _weights(tmp_path / "ddp"))
+    single_metrics = (tmp_path / "single" / "metrics.csv").read_text().splitlines()
+    ddp_metrics = (tmp_path / "ddp" / "metrics.csv").read_text().splitlines()
+    assert len(single_metrics) == len(ddp_metrics) == 3
+    assert two.stdout.count("epoch 01 - ") == 1, "only rank 0 prints"
+    assert "2 ranks" in two.stdout
+
+
+def _stopped_two_rank_run(idx_dir: Path, runs: Path, name: str, epochs: int) -> Path:
+    """Start a 2-rank run, SIGTERM it once epoch 1 is written; returns the run directory."""
+    run = runs / name
+    process = _vaelab(
+        [*_train_args(idx_dir, runs, name, epochs), "--checkpoint-every", "3"],
+        ranks=2, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not (run / "metrics.csv").exists():
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode != 0, "the run ended before it could be stopped"
+    assert "resume with: vaelab train --resume" in err, err[-3000:]
+    assert (run / "metrics.csv").read_text().count("\n") - 1 < epochs
+    return run
+
+
+@pytest.mark.slow
+def test_a_stopped_two_rank_run_resumes_to_the_uninterrupted_result(idx_dir, tmp_path):
+    _run(_train_args(idx_dir, tmp_path, "whole", epochs=6), ranks=2)
+    run = _stopped_two_rank_run(idx_dir, tmp_path, "cut", epochs=6)
+    _run(["train", "--resume", str(run)], ranks=2)
+    _assert_close(_weights(tmp_path / "whole"), _weights(run))
+    assert (run / "metrics.csv").read_text().count("\n") - 1 == 6
+
+
+@pytest.mark.slow
+def test_a_two_rank_checkpoint_resumes_in_one_process(idx_dir, tmp_path):
+    _run(_train_args(idx_dir, tmp_path, "whole", epochs=6))
+    run = _stopped_two_rank_run(idx_dir, tmp_path, "cut", epochs=6)
+    _run(["train", "--resume", str(run)])
+    _assert_close(_weights(tmp_path / "whole"), _weights(run))
+
+
+def _worker_pids(parent: int) -> dict[int, int]:
+    """rank -> pid of the workers torchrun started under `parent`."""
+    workers = {}
+    for child in Path(f"/proc/{parent}/task/{parent}/children").read_text().split():
+        environ = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+        for entry in environ:
+            if entry.startswith(b"RANK="):
+                workers[int(entry[5:])] = int(child)
+    return workers
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+def test_a_killed_rank_stops_the_job_and_the_checkpoint_still_resumes(idx_dir, tmp_path):
+    run = tmp_path / "killed"
+    args = [*_train_args(idx_dir, tmp_path, "killed", epochs=6), "--dist-timeout", "20"]
+    process = _vaelab(args, ranks=2)
+    deadline = time.monotonic() + 120
+    while not (run / "metrics.csv").exists():
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.kill(_worker_pids(process.pid)[1], signal.SIGKILL)
+    started = time.monotonic()
+    _, err = process.communicate(timeout=90)
+    assert process.returncode != 0
+    assert time.monotonic() - started < 60, "the job hung after a rank died"
+    assert "rank 1" in err or "lost contact with the other ranks" in err, err[-3000:]
+    _run(["train", "--resume", str(run)], ranks=2)
+    assert (run / "metrics.csv").read_text().count("\n") - 1 == 6

@@ -1,0 +1,306 @@
+"""Faults: checkpoints, bit-for-bit resume, SIGKILL, SIGINT, SIGTERM, NaN loss, failed writes."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from bad_input_cases import csv_pair
+from safetensors.torch import save
+
+from vaelab import checkpoints
+from vaelab.checkpoints import CHECKPOINT_FILE, read_safetensors
+from vaelab.config import ModelConfig, RunConfig, TrainConfig
+from vaelab.errors import VaelabError
+from vaelab.faults import NonFiniteLoss, RunGuard, TrainingInterrupted
+from vaelab.resume import METADATA_KEY
+from vaelab.training import train
+
+
+def tiny_config(**options) -> RunConfig:
+    settings = {"epochs": 3, "batch_size": 32, "test_batch_size": 50, "lr": 3e-3, **options}
+    return RunConfig(model=ModelConfig(hidden=(8, 4)), train=TrainConfig(**settings))
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    """Weights bit for bit and every metric but the wall-clock seconds."""
+    weights_a = checkpoints.read_tensors(a / checkpoints.WEIGHTS_FILE)
+    weights_b = checkpoints.read_tensors(b / checkpoints.WEIGHTS_FILE)
+    assert weights_a.keys() == weights_b.keys()
+    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+    rows_a, rows_b = checkpoints.read_metrics(a), checkpoints.read_metrics(b)
+    for row in (*rows_a, *rows_b):
+        row.pop("seconds")
+    assert rows_a == rows_b
+
+
+def checkpoint_meta(run_dir: Path) -> dict:
+    _, metadata = read_safetensors(run_dir / CHECKPOINT_FILE)
+    return json.loads(metadata[METADATA_KEY])
+
+
+@pytest.fixture
+def signal_at_step(monkeypatch):
+    """Deliver a real signal to this process right after the n-th optimizer step."""
+
+    def arm(signum: int, at_step: int) -> None:
+        original = RunGuard.after_step
+        steps = {"done": 0}
+
+        def after_step(self, epoch, progress):
+            steps["done"] += 1
+            if steps["done"] == at_step:
+                signal.raise_signal(signum)
+            return original(self, epoch, progress)
+
+        monkeypatch.setattr(RunGuard, "after_step", after_step)
+
+    return arm
+
+
+# ---------------------------------------------------------------- in-process
+
+
+@pytest.mark.parametrize(
+    ("signum", "at_step", "where"),
+    [
+        (signal.SIGINT, 13, "at epoch 2, step 5"),
+        (signal.SIGTERM, 8, "after epoch 1"),  # the last step of epoch 1: stops after its test pass
+    ],
+)
+def test_signal_checkpoints_then_resume_matches_an_uninterrupted_run(
+    tiny_dataset, tmp_path, signal_at_step, monkeypatch, signum, at_step, where
+):
+    train(tiny_config(), tiny_dataset, run_dir=tmp_path / "ref", log=None)
+    handler_before = signal.getsignal(signum)
+    signal_at_step(signum, at_step)
+    with pytest.raises(TrainingInterrupted) as info:
+        train(tiny_config(), tiny_dataset, run_dir=tmp_path / "cut", log=None)
+    assert info.value.exit_code == 128 + signum
+    name = signal.Signals(signum).name
+    assert str(info.value) == (
+        f"stopped by {name} {where}; checkpoint saved; resume with: "
+        f"vaelab train --resume {tmp_path / 'cut'}"
+    )
+    assert signal.getsignal(signum) is handler_before
+    monkeypatch.undo()
+    lines = []
+    train(tiny_config(), tiny_dataset, run_dir=tmp_path / "cut", resume=True, log=lines.append)
+    assert f"resuming {tmp_path / 'cut'} at " in "\n".join(lines)
+    assert_same_run(tmp_path / "ref", tmp_path / "cut")
+
+
+def test_checkpoint_every_n_steps_holds_the_whole_state(tiny_dataset, tmp_path, signal_at_step):
+    signal_at_step(signal.SIGINT, 11)
+    with pytest.raises(TrainingInterrupted):
+        train(tiny_config(), tiny_dataset, run_dir=tmp_path / "r", log=None, checkpoint_every=4)
+    tensors, _ = read_safetensors(tmp_path / "r" / CHECKPOINT_FILE)
+    meta = checkpoint_meta(tmp_path / "r")
+    assert (meta["epochs_done"], meta["step"]) == (1, 3)
+    assert len(meta["history"]) == 1 and meta["history"][0]["epoch"] == 1
+    assert {"rng/torch", "rng/generator", "rng/numpy", "epoch/order", "epoch/totals"} <= set(
+        tensors
+    )
+    assert any(k.startswith("optimizer/") and k.endswith("exp_avg_sq") for k in tensors)
+    assert sorted(tensors["epoch/order"].tolist()) == list(range(256))
+    assert meta["scheduler"]["last_epoch"] == 8 + 3
+    assert len(meta["rng"]["python"][1]) == 625
+
+
+def test_resume_is_refused_when_config_or_data_changed(tiny_dataset, tmp_path, signal_at_step):
+    signal_at_step(signal.SIGINT, 3)
+    with pytest.raises(TrainingInterrupted):
+        train(tiny_config(), tiny_dataset, run_dir=tmp_path / "r", log=None)
+    before = (tmp_path / "r" / CHECKPOINT_FILE).read_bytes()
+    with pytest.raises(VaelabError, match="config.json has changed"):
+        train(tiny_config(lr=1e-2), tiny_dataset, run_dir=tmp_path / "r", resume=True, log=None)
+    tiny_dataset.train_images[0, 0] += 0.5
+    with pytest.raises(VaelabError, match="data differ"):
+        train(tiny_config(), tiny_dataset, run_dir=tmp_path / "r", resume=True, log=None)
+    assert (tmp_path / "r" / CHECKPOINT_FILE).read_bytes() == before
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_dataset, tmp_path):
+    run = tmp_path / "r"
+    with pytest.raises(NonFiniteLoss) as info:
+        train(tiny_config(lr=1e6), tiny_dataset, run_dir=run, log=None, checkpoint_every=1)
+    message = str(info.value)
+    assert message.startswith("the loss became NaN at epoch 1, step 2 of 8; training stopped")
+    assert f"last good checkpoint (at epoch 1, step 1) is kept in {run}" in message
+    assert info.value.exit_code == 3
+    assert not (run / checkpoints.WEIGHTS_FILE).exists()
+    tensors, _ = read_safetensors(run / CHECKPOINT_FILE)
+    assert all(torch.isfinite(t).all() for k, t in tensors.items() if k.startswith("model/"))
+
+
+def test_non_finite_weights_are_never_saved(tiny_dataset, tmp_path, monkeypatch):
+    """A step can break the weights while its loss was finite: the save refuses them."""
+    original = RunGuard._save
+
+    def poison_then_save(self, progress):
+        if self.state.epochs_done == 1:
+            with torch.no_grad():
+                self.parts.model.mu_head.weight[0, 0] = float("inf")
+        return original(self, progress)
+
+    monkeypatch.setattr(RunGuard, "_save", poison_then_save)
+    with pytest.raises(NonFiniteLoss, match=r"the weights \(mu_head.weight\) became non-finite"):
+        train(tiny_config(), tiny_dataset, run_dir=tmp_path / "r", log=None)
+    assert checkpoint_meta(tmp_path / "r")["epochs_done"] == 0
+
+
+def test_non_finite_loss_without_a_run_directory(tiny_dataset):
+    with pytest.raises(NonFiniteLoss, match="at epoch 1, step 2 of 8; training stopped"):
+        train(tiny_config(lr=1e6), tiny_dataset, log=None)
+
+
+def test_failed_checkpoint_write_keeps_the_earlier_one(tiny_dataset, tmp_path, monkeypatch):
+    run = tmp_path / "r"
+    train(tiny_config(), tiny_dataset, run_dir=tmp_path / "ref", log=None)
+    real_fsync, writes = os.fsync, {"n": 0}
+
+    def disk_full_on_the_fourth_write(fd):
+        writes["n"] += 1
+        if writes["n"] == 7:  # each write fsyncs its file, then the directory: 4th file's fsync
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    # writes: config.json, the first checkpoint, the checkpoint at step 3, then at step 6 (fails)
+    monkeypatch.setattr(os, "fsync", disk_full_on_the_fourth_write)
+    with pytest.raises(VaelabError) as info:
+        train(tiny_config(), tiny_dataset, run_dir=run, log=None, checkpoint_every=3)
+    assert str(info.value) == (
+        f"{run / CHECKPOINT_FILE}: could not write (No space left on device); "
+        "the previous version is kept"
+    )
+    assert sorted(p.name for p in run.iterdir()) == [CHECKPOINT_FILE, "config.json"]
+    assert (checkpoint_meta(run)["epochs_done"], checkpoint_meta(run)["step"]) == (0, 3)
+    monkeypatch.undo()
+    train(tiny_config(), tiny_dataset, run_dir=run, resume=True, log=None)
+    assert_same_run(tmp_path / "ref", run)
+
+
+def test_overwrite_removes_the_earlier_checkpoint(tiny_dataset, tmp_path, signal_at_step):
+    signal_at_step(signal.SIGINT, 5)
+    with pytest.raises(TrainingInterrupted):
+        train(tiny_config(), tiny_dataset, run_dir=tmp_path / "r", log=None)
+    (tmp_path / "r" / "notes.txt").write_text("mine")
+    checkpoints.prepare_run_dir(tmp_path / "r", overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["notes.txt"]
+
+
+def test_resume_removes_temp_files_a_crash_left(tiny_dataset, tmp_path):
+    train(tiny_config(epochs=1), tiny_dataset, run_dir=tmp_path / "r", log=None)
+    stale = tmp_path / "r" / f".{CHECKPOINT_FILE}.x1y2.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    checkpoints.prepare_run_dir(tmp_path / "r", resume=True)
+    assert not stale.exists()
+
+
+def test_a_foreign_checkpoint_is_refused(tiny_dataset, tmp_path):
+    """Valid safetensors without vaelab's record, or a pickle under the checkpoint's name."""
+    train(tiny_config(epochs=1), tiny_dataset, run_dir=tmp_path / "r", log=None)
+    path = tmp_path / "r" / CHECKPOINT_FILE
+    path.write_bytes(save({"x": torch.zeros(2)}))
+    with pytest.raises(VaelabError, match="not a vaelab training checkpoint"):
+        train(tiny_config(epochs=1), tiny_dataset, run_dir=tmp_path / "r", resume=True, log=None)
+    torch.save({"x": torch.zeros(2)}, path)
+    with pytest.raises(VaelabError, match=r"torch.save \(zip\) file, not safetensors; refused"):
+        train(tiny_config(epochs=1), tiny_dataset, run_dir=tmp_path / "r", resume=True, log=None)
+
+
+# ---------------------------------------------------------------- real processes
+
+STEPS_OPTIONS = [
+    "--epochs", "5", "--batch-size", "10", "--test-batch-size", "50", "--hidden", "8,4",
+    "--lr", "3e-3", "--seed", "3", "--device", "cpu", "--no-plots",
+]  # fmt: skip
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+
+
+def vaelab(work: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "vaelab", "train", *args], cwd=work, env=ENV,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def new_checkpoint(path: Path, since: int, process: subprocess.Popen) -> bool:
+    """Wait until `path` is newer than `since` (the process is training); False if it ended."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if path.exists() and path.stat().st_mtime_ns != since:
+            return True
+        if process.poll() is not None:
+            return False
+        time.sleep(0.005)
+    raise AssertionError("no checkpoint within 120 s")
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory) -> Path:
+    """An uninterrupted run (checkpoints only at epoch ends) on 300 CSV images, 150 steps."""
+    work = tmp_path_factory.mktemp("reference")
+    train_csv, test_csv = csv_pair(work)
+    process = vaelab(work, *STEPS_OPTIONS, "--train-csv", train_csv, "--test-csv", test_csv,
+                     "--name", "ref")  # fmt: skip
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    return work / "runs" / "ref"
+
+
+def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path, reference_run):
+    train_csv, test_csv = csv_pair(tmp_path)
+    run = tmp_path / "runs" / "cut"
+    path = run / CHECKPOINT_FILE
+    chooser = random.Random(int(time.time()))
+    args = [*STEPS_OPTIONS, "--checkpoint-every", "2", "--train-csv", train_csv,
+            "--test-csv", test_csv, "--name", "cut"]  # fmt: skip
+    kills, positions = 0, []
+    for _attempt in range(8):
+        since = path.stat().st_mtime_ns if path.exists() else 0
+        process = vaelab(tmp_path, *args)
+        if kills < 4 and new_checkpoint(path, since, process):
+            time.sleep(chooser.uniform(0, 0.25))
+            process.send_signal(signal.SIGKILL)
+        _, err = process.communicate(timeout=300)
+        if process.returncode == 0:
+            break
+        assert process.returncode == -signal.SIGKILL, err
+        kills += 1
+        meta = checkpoint_meta(run)  # whole: the previous checkpoint or the new one
+        positions.append((meta["epochs_done"], meta["step"]))
+        args = ["--resume", str(run.relative_to(tmp_path)), "--checkpoint-every", "2"]
+    print(f"killed at random moments; checkpoints then at (epochs done, step): {positions}")
+    assert kills >= 3, f"only {kills} kills landed during training: {positions}"
+    assert process.returncode == 0
+    assert_same_run(reference_run, run)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_sigint_and_sigterm_exit_130_and_143_with_how_to_resume(tmp_path, signum, reference_run):
+    train_csv, test_csv = csv_pair(tmp_path)
+    process = vaelab(tmp_path, *STEPS_OPTIONS, "--checkpoint-every", "1", "--train-csv",
+                     train_csv, "--test-csv", test_csv, "--name", "r")  # fmt: skip
+    assert new_checkpoint(tmp_path / "runs" / "r" / CHECKPOINT_FILE, 0, process)
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 128 + signum
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"vaelab: stopped by {signal.Signals(signum).name} ")
+    assert last.endswith("; checkpoint saved; resume with: vaelab train --resume runs/r")
+    assert "Traceback" not in err
+    if signum == signal.SIGTERM:
+        resumed = vaelab(tmp_path, "--resume", "runs/r")
+        _, err = resumed.communicate(timeout=300)
+        assert resumed.returncode == 0, err
+        assert_same_run(reference_run, tmp_path / "runs" / "r")

@@ -1,0 +1,187 @@
+import base64
+import io
+import json
+import os
+import re
+
+import html5lib
+import matplotlib.image
+import pytest
+from conftest import make_tiny_dataset, synthetic_images, write_csv
+
+from vaelab import plots
+from vaelab.cli import main
+from vaelab.config import ModelConfig, RunConfig, TrainConfig
+from vaelab.errors import VaelabError
+from vaelab.losses import gaussian_constant
+from vaelab.report import CAPTIONS, write_report
+from vaelab.training import train
+
+EVALUATION = {
+    "likelihood": "tutorial-mse",
+    "images": 64,
+    "negative_elbo_nats": 731.2468,
+    "reconstruction_nats": 729.0012,
+    "kl_nats": 2.2456,
+    "iw_samples": 50,
+    "iwae_nll_nats": 730.8135,
+    "iwae_stderr_nats": 0.4321,
+    "seed": 12345,
+    "seconds": 1.75,
+}
+
+
+def trained_run(dataset, run_dir):
+    config = RunConfig(
+        model=ModelConfig(hidden=(8, 4)),
+        train=TrainConfig(epochs=3, batch_size=32, test_batch_size=64, device="cpu"),
+    )
+    train(config, dataset, run_dir=run_dir, log=None)
+    return plots.open_run(run_dir, dataset)
+
+
+@pytest.fixture
+def run(tiny_dataset, tmp_path):
+    return trained_run(tiny_dataset, tmp_path / "run")
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    """One run without figures, and its report (which draws them): (run, report text)."""
+    run = trained_run(make_tiny_dataset(), tmp_path_factory.mktemp("report") / "run")
+    assert not (run.run_dir / "figures").exists()
+    return run, write_report(run.run_dir, dataset=run.dataset).read_text(encoding="utf-8")
+
+
+def parse(text: str):
+    """The document as an element tree, after a strict HTML5 parse (any parse error raises)."""
+    html5lib.HTMLParser(strict=True).parse(text)
+    return html5lib.parse(text, namespaceHTMLElements=False)
+
+
+def text_of(element) -> str:
+    return " ".join(" ".join(element.itertext()).split())
+
+
+def test_report_is_valid_self_contained_html5(written):
+    run, text = written
+    assert (run.run_dir / "report.html").read_text(encoding="utf-8") == text
+    assert text.startswith("<!DOCTYPE html>")
+    doc = parse(text)
+    assert doc.get("lang") == "en" and doc.find(".//head/title") is not None
+    assert doc.find(".//meta[@charset='utf-8']") is not None
+    links = [el.get(a) for el in doc.iter() for a in ("src", "href") if el.get(a) is not None]
+    assert links and all(link.startswith(("data:", "#")) for link in links), links
+    assert not re.search(r"https?://|url\(", text)
+
+
+def test_every_figure_is_drawn_and_embedded_with_a_caption(written):
+    run, text = written
+    doc = parse(text)
+    figures = doc.findall(".//figure")
+    assert [f.get("id") for f in figures] == [n.removesuffix(".png") for n in plots.FIGURE_FILES]
+    for figure, name in zip(figures, plots.FIGURE_FILES):
+        image = figure.find("img")
+        payload = base64.b64decode(image.get("src").removeprefix("data:image/png;base64,"))
+        assert payload == (run.run_dir / "figures" / name).read_bytes()
+        pixels = matplotlib.image.imread(io.BytesIO(payload), format="png")
+        assert (int(image.get("height")), int(image.get("width"))) == pixels.shape[:2]
+        assert image.get("alt") == CAPTIONS[name]
+        assert CAPTIONS[name] in text_of(figure.find("figcaption"))
+
+
+def test_numbers_tables_and_run_details(written):
+    run, text = written
+    doc = parse(text)
+    last = run.history[-1]
+    final = text_of(doc.find(".//table[@id='final-metrics']"))
+    for value in (last["test_loss"], last["test_mse"], last["test_kld"], last["train_loss"]):
+        assert f"{value:.4f}" in final
+    assert f"{last['test_loss'] + gaussian_constant(16):.4f}" in final
+    epochs = doc.findall(".//table[@id='epochs']/tbody/tr")
+    assert [text_of(row).split()[0] for row in epochs] == ["1", "2", "3"]
+    assert text_of(doc.find(".//code[@id='serve-command']")) == f"vaelab serve {run.run_dir}"
+    total = sum(row["seconds"] for row in run.history)
+    assert f"{total:.1f} s of training over 3 epochs" in text_of(doc.find(".//section"))
+    config = text_of(doc.find(".//table[@id='config']"))
+    assert "model.latent_dim 2" in config and "train.epochs 3" in config
+    assert "model.hidden 8, 4" in config
+    assert "source synthetic" in text_of(doc.find(".//table[@id='data']"))
+    versions = text_of(doc.find(".//table[@id='versions']"))
+    assert "device (training) cpu" in versions and "report.matplotlib" in versions
+    assert doc.find(".//table[@id='evaluation']") is None
+
+
+def test_weighted_kl_and_other_likelihoods(tiny_dataset, tmp_path):
+    config = RunConfig(
+        model=ModelConfig(hidden=(8, 4), likelihood="bernoulli"),
+        train=TrainConfig(epochs=1, batch_size=32, test_batch_size=64, beta=4.0, device="cpu"),
+    )
+    train(config, tiny_dataset, run_dir=tmp_path / "run", log=None)
+    doc = parse(write_report(tmp_path / "run", dataset=tiny_dataset).read_text(encoding="utf-8"))
+    train_row = plots.open_run(tmp_path / "run", tiny_dataset).history[-1]
+    rows = {text_of(r.find("td")): r for r in doc.findall(".//table[@id='final-metrics']/tbody/tr")}
+    train_elbo = text_of(rows["negative ELBO (nats per image)"]).split()[-3]
+    assert train_elbo == f"{train_row['train_mse'] + train_row['train_kld']:.4f}"
+    assert "reconstruction, -log p(x|z) (nats)" in rows
+    notes = text_of(doc.find(".//section[@id='metrics']"))
+    assert "\u03b2 = 4" in notes and "Likelihood bernoulli" in notes
+
+
+def test_eval_json_is_shown_when_present(run):
+    (run.run_dir / "eval.json").write_text(json.dumps(EVALUATION))
+    doc = parse(write_report(run.run_dir, dataset=run.dataset).read_text(encoding="utf-8"))
+    table = text_of(doc.find(".//table[@id='evaluation']"))
+    for expected in (
+        "IWAE estimate of -log p(x) (nats per image) 730.8135",
+        "standard error of the IWAE estimate (nats) 0.4321",
+        "negative ELBO (nats per image) 731.2468",
+        "importance samples k 50",
+        "decoder likelihood p(x|z) tutorial-mse",
+    ):
+        assert expected in table
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]"])
+def test_broken_eval_json_is_named(run, content):
+    (run.run_dir / "eval.json").write_text(content)
+    with pytest.raises(VaelabError, match="eval.json: "):
+        write_report(run.run_dir, dataset=run.dataset)
+
+
+def test_figures_older_than_the_weights_are_drawn_again(run):
+    figures = run.run_dir / "figures"
+    plots.write_figures(run.run_dir, grid=3, dataset=run.dataset)
+    custom = (figures / "manifold.png").read_bytes()
+    write_report(run.run_dir, dataset=run.dataset)
+    assert (figures / "manifold.png").read_bytes() == custom  # current figures are kept
+    weights_time = (run.run_dir / "model.safetensors").stat().st_mtime
+    os.utime(figures / "latent.png", (weights_time - 60, weights_time - 60))
+    write_report(run.run_dir, dataset=run.dataset)
+    assert (figures / "latent.png").stat().st_mtime >= weights_time
+    assert (figures / "manifold.png").read_bytes() != custom  # all redrawn with the defaults
+
+
+def test_report_command(run, capsys, tmp_path):
+    train_x, train_y = synthetic_images(120, seed=1)
+    test_x, test_y = synthetic_images(40, seed=2)
+    csv = [
+        "--train-csv", write_csv(tmp_path / "train.csv", train_x.reshape(120, -1), train_y),
+        "--test-csv", write_csv(tmp_path / "test.csv", test_x.reshape(40, -1), test_y),
+    ]  # fmt: skip
+    main(["train", "--epochs", "1", "--batch-size", "40", "--hidden", "8,4", "--device", "cpu",
+          "--no-plots", "--runs-dir", str(tmp_path / "runs"), "--name", "cli",
+          *map(str, csv)])  # fmt: skip
+    capsys.readouterr()
+    run_dir = tmp_path / "runs" / "cli"
+    main(["report", str(run_dir)])
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1] == f"wrote {run_dir / 'report.html'}"
+    assert f"wrote {run_dir / 'figures' / 'samples.png'}" in out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["report", str(tmp_path / "missing")])
+    assert exit_info.value.code == 2
+    assert (
+        capsys.readouterr().err
+        == f"vaelab: error: {tmp_path / 'missing'}: run directory not found\n"
+    )

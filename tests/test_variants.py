@@ -1,0 +1,134 @@
+"""Model variants: likelihoods, the conv arch, beta and KL warm-up; each trains, saves and loads."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from vaelab import checkpoints
+from vaelab.config import CONV_HIDDEN, ModelConfig, RunConfig, TrainConfig
+from vaelab.errors import VaelabError
+from vaelab.models import VAE, mlp
+from vaelab.training import train
+
+VARIANTS = [
+    ("tutorial-mse", "mlp"), ("bernoulli", "mlp"), ("continuous-bernoulli", "mlp"),
+    ("gaussian", "mlp"), ("gaussian-per-pixel", "mlp"), ("bernoulli", "conv"),
+    ("gaussian-per-pixel", "conv"),
+]  # fmt: skip
+
+
+def config_for(likelihood: str, arch: str, epochs: int = 1, **train_options) -> RunConfig:
+    hidden = (4, 8, 16) if arch == "conv" else (8, 4)
+    return RunConfig(
+        model=ModelConfig(hidden=hidden, arch=arch, likelihood=likelihood),
+        train=TrainConfig(epochs=epochs, batch_size=64, test_batch_size=64, precision="32",
+                          **train_options),
+    )  # fmt: skip
+
+
+def test_defaults_are_the_tutorials():
+    model, train_config = ModelConfig(), TrainConfig()
+    assert (model.arch, model.likelihood, model.hidden) == (
+        "mlp",
+        "tutorial-mse",
+        (400, 200, 100, 20),
+    )
+    assert (train_config.beta, train_config.kl_warmup) == (1.0, 0)
+    assert ModelConfig(arch="conv").hidden == CONV_HIDDEN
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [({"arch": "resnet"}, "arch must be one of mlp, conv"),
+     ({"likelihood": "poisson"}, "likelihood must be one of tutorial-mse, bernoulli"),
+     ({"arch": "conv", "input_dim": 30}, "square images whose side is a multiple of 4"),
+     ({"arch": "conv", "input_dim": 36}, "square images whose side is a multiple of 4"),
+     ({"arch": "conv", "hidden": (8, 8)}, "conv 1 channels, conv 2 channels, dense width")],
+)  # fmt: skip
+def test_bad_model_options_are_refused(options, message):
+    with pytest.raises(VaelabError, match=message):
+        ModelConfig(**options)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [({"beta": -1.0}, "beta must be"), ({"beta": float("nan")}, "beta must be"),
+     ({"kl_warmup": -2}, "KL warm-up")],
+)  # fmt: skip
+def test_bad_train_options_are_refused(options, message):
+    with pytest.raises(VaelabError, match=message):
+        TrainConfig(**options)
+
+
+def test_config_json_of_vaelab_0_1_still_loads(tmp_path):
+    old = {
+        "model": {"input_dim": 784, "hidden": [400, 200, 100, 20], "latent_dim": 2},
+        "data": {"dataset": "fashion-mnist", "data_dir": None, "train_csv": None, "test_csv": None},
+        "train": {"epochs": 60, "batch_size": 200, "test_batch_size": 1000, "lr": 0.001,
+                  "lr_schedule": "constant", "seed": 0, "device": "auto"},
+    }  # fmt: skip
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    config = checkpoints.load_config(tmp_path)
+    assert config.model == ModelConfig() and config.train.beta == 1.0
+    checkpoints.save_weights(tmp_path, VAE())
+    assert checkpoints.load(tmp_path).config.likelihood == "tutorial-mse"
+
+
+def test_mlp_initial_weights_are_those_of_vaelab_0_1():
+    torch.manual_seed(0)
+    model = VAE()
+    torch.manual_seed(0)
+    legacy = [mlp([784, 400, 200, 100, 20]), nn.Linear(20, 2), nn.Linear(20, 2)]
+    legacy += [mlp([2, 20, 100, 200, 400]), nn.Linear(400, 784)]
+    parts = [model.encoder, model.mu_head, model.logvar_head, model.decoder, model.output]
+    for ours, theirs in zip(parts, legacy):
+        assert all(torch.equal(a, b) for a, b in zip(ours.parameters(), theirs.parameters()))
+
+
+def test_conv_arch_shapes_on_28x28():
+    model = VAE(ModelConfig(arch="conv", latent_dim=20))
+    recon, mu, logvar = model(torch.rand(3, 784))
+    assert recon.shape == (3, 784) and mu.shape == logvar.shape == (3, 20)
+    assert model.decode_logits(torch.randn(5, 3, 20)).shape == (5, 3, 784)
+    convs = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    assert [m.stride for m in convs] == [(2, 2)] * 4
+
+
+@pytest.mark.parametrize(("likelihood", "arch"), VARIANTS)
+def test_each_variant_trains_saves_and_loads(tiny_dataset, tmp_path, likelihood, arch):
+    result = train(config_for(likelihood, arch), tiny_dataset, run_dir=tmp_path / "run", log=None)
+    row = result.history[0]
+    assert all(torch.isfinite(torch.tensor([row.train_loss, row.test_loss])))
+    loaded = checkpoints.load(tmp_path / "run")
+    assert loaded.config == result.model.config
+    assert (loaded.log_scale is not None) == likelihood.startswith("gaussian")
+    state, again = result.model.state_dict(), loaded.state_dict()
+    assert state.keys() == again.keys() and all(torch.equal(state[k], again[k]) for k in state)
+    z = torch.randn(4, 2)
+    assert torch.equal(result.model.decode(z), loaded.decode(z))
+    assert bool(((loaded.decode(z) >= 0) & (loaded.decode(z) <= 1)).all())
+
+
+def test_gaussian_scale_is_learned(tiny_dataset):
+    result = train(config_for("gaussian", "mlp", epochs=3, lr=1e-2), tiny_dataset, log=None)
+    # It starts at 0 (scale 1.01); these pixels vary far less around the decoder's mean.
+    assert result.model.log_scale.item() < -0.05
+
+
+def test_beta_and_warmup_weight_the_training_kl(tiny_dataset):
+    plain = train(config_for("bernoulli", "mlp", epochs=3), tiny_dataset, log=None).history
+    assert all(r.train_loss == pytest.approx(r.train_mse + r.train_kld, rel=1e-5) for r in plain)
+    no_kl = train(config_for("bernoulli", "mlp", beta=0.0), tiny_dataset, log=None).history
+    assert no_kl[0].train_loss == pytest.approx(no_kl[0].train_mse, rel=1e-6)
+    assert no_kl[0].train_kld > 0
+    warm = train(config_for("bernoulli", "mlp", epochs=3, kl_warmup=2), tiny_dataset, log=None)
+    first, second, third = warm.history
+    # Epoch 1 weighs the KL by 0, 1/8, 2/8, 3/8 (mean 3/16); epoch 2 by 4/8 ... 7/8 (mean 11/16).
+    assert first.train_loss < first.train_mse + 0.25 * first.train_kld
+    assert second.train_mse + 0.5 * second.train_kld < second.train_loss
+    assert second.train_loss < second.train_mse + 0.8 * second.train_kld
+    assert third.train_loss == pytest.approx(third.train_mse + third.train_kld, rel=1e-5)
+    # The test loss is always the full negative ELBO.
+    assert third.test_loss == pytest.approx(third.test_mse + third.test_kld, rel=1e-5)
