@@ -11,6 +11,7 @@ GEMM shapes (fp32 through MKL and through oneDNN, bf16 through oneDNN), the peak
 
     python benchmarks/bench_train.py                 # 5 alternating epochs each, RSS of 60 epochs
     python benchmarks/bench_train.py --epochs 2 --rss-epochs 0 --subset 6000   # a quick look
+    VAELAB_MKL_AVX512=1 python benchmarks/bench_train.py    # with MKL's AVX-512 path on AMD
 """
 
 from __future__ import annotations
@@ -34,11 +35,11 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import vaelab
 from vaelab.config import ModelConfig, TrainConfig
+from vaelab.cpu import has_native_bf16, maybe_reexec_with_mkl_override
 from vaelab.data import load_fashion_mnist
 from vaelab.evaluation import evaluate
 from vaelab.models import VAE
 from vaelab.training import (
-    cpu_has_native_bf16,
     make_optimizer,
     make_scheduler,
     resolve_device,
@@ -226,6 +227,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = parser.parse_args()
+    maybe_reexec_with_mkl_override(sys.argv[1:], program=[__file__])
 
     device = resolve_device(args.device)
     data = load_fashion_mnist()
@@ -330,7 +332,8 @@ def main() -> None:
         "epoch_gflop": epoch_gflop,
         "gemm_peak_gflops": peaks,
         "loops": rows,
-        "native_bf16": cpu_has_native_bf16(),
+        "native_bf16": has_native_bf16(),
+        "mkl_avx512_override": "mkl_avx512" in os.environ.get("LD_PRELOAD", ""),
     }
     if args.rss_epochs > 0:
         for precision in ("auto",):

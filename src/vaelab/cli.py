@@ -19,6 +19,7 @@ from vaelab.config import (
     RunConfig,
     TrainConfig,
 )
+from vaelab.cpu import maybe_reexec_with_mkl_override
 from vaelab.data import Dataset, load_dataset, require_image_size
 from vaelab.distributed import DEFAULT_TIMEOUT_S, is_main_process
 from vaelab.errors import VaelabError
@@ -362,6 +363,9 @@ def _optional_str(path: Path | None) -> str | None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one line on stderr and exit status 2."""
+    maybe_reexec_with_mkl_override(
+        sys.argv[1:] if argv is None else argv, say=lambda line: click.echo(line, err=True)
+    )
     try:
         cli.main(args=argv, prog_name="vaelab", standalone_mode=False)
     except click.exceptions.Abort:

@@ -18,6 +18,7 @@ from tqdm import tqdm
 import vaelab
 from vaelab import checkpoints
 from vaelab.config import RunConfig, TrainConfig
+from vaelab.cpu import has_native_bf16
 from vaelab.data import Dataset, load_dataset
 from vaelab.distributed import (
     DEFAULT_TIMEOUT_S,
@@ -106,19 +107,6 @@ def format_epoch(row: EpochMetrics) -> str:
     )
 
 
-def cpu_has_native_bf16() -> bool:
-    """True on x86 CPUs whose flags include AVX-512 BF16 or AMX-BF16 (read from /proc/cpuinfo)."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
-            for line in info:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
-    except OSError:
-        pass
-    return False
-
-
 def resolve_precision(precision: str, device: torch.device) -> str:
     """'auto' is 'bf16-mixed' on CPUs that multiply bf16 natively, else '32'.
 
@@ -126,7 +114,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     """
     if precision != "auto":
         return precision
-    if device.type == "cpu" and cpu_has_native_bf16():
+    if device.type == "cpu" and has_native_bf16():
         return "bf16-mixed"
     return "32"
 

@@ -1,0 +1,115 @@
+"""What the CPU can do, and an opt-in to let MKL use AVX-512 on AMD CPUs.
+
+torch's fp32 matrix products go to Intel MKL. MKL picks its AVX-512 kernels only on CPUs whose
+vendor string is Intel: on an AMD CPU with full AVX-512 (Zen 4 and later) it takes a slower path,
+about half the speed here. MKL decides through one exported function, `mkl_serv_intel_cpu_true`;
+a two-line shared library that answers 1, preloaded, makes it dispatch on the CPU's real features.
+vaelab builds that library with the system C compiler and re-starts itself with it preloaded, but
+only when asked (`VAELAB_MKL_AVX512=1`) and only where every check below passes; anywhere else
+(Intel, ARM, no AVX-512, no compiler, a torch without MKL) it says why in one line and goes on
+unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+OPT_IN = "VAELAB_MKL_AVX512"
+_SHIM_SOURCE = "int mkl_serv_intel_cpu_true(void) { return 1; }\n"
+_SHIM_NAME = "libvaelab_mkl_avx512.so"
+_AVX512 = {"avx512f", "avx512bw", "avx512dq", "avx512vl"}
+
+
+def cpu_info() -> dict[str, str]:
+    """The first processor's entries of /proc/cpuinfo ({} where there is none)."""
+    info: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as lines:
+            for line in lines:
+                if not line.strip():
+                    break
+                key, _, value = line.partition(":")
+                info[key.strip()] = value.strip()
+    except OSError:
+        pass
+    return info
+
+
+def cpu_flags() -> set[str]:
+    return set(cpu_info().get("flags", "").split())
+
+
+def has_native_bf16() -> bool:
+    """True on x86 CPUs that multiply bf16 in hardware (AVX-512 BF16 or AMX-BF16)."""
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+def mkl_override_blocker() -> str | None:
+    """Why the MKL override cannot apply here, or None when it can."""
+    if sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64"):
+        return "it applies to Linux on x86-64 only"
+    if cpu_info().get("vendor_id") != "AuthenticAMD":
+        return "this CPU is not an AMD CPU (MKL already picks its best kernels)"
+    if not cpu_flags() >= _AVX512:
+        return "this CPU lacks AVX-512"
+    if "BLAS_INFO=mkl" not in torch.__config__.show():
+        return "this torch does not use MKL"
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        return "no C compiler (cc) was found to build the shim"
+    return None
+
+
+def _shim_path() -> Path:
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return cache / "vaelab" / _SHIM_NAME
+
+
+def build_shim() -> Path:
+    """Compile the one-function library into the user cache (once); returns its path."""
+    target = _shim_path()
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    source = target.with_suffix(".c")
+    source.write_text(_SHIM_SOURCE)
+    compiler = shutil.which("cc") or shutil.which("gcc") or "cc"
+    partial = target.with_name(target.name + f".{os.getpid()}.tmp")
+    subprocess.run(
+        [compiler, "-O2", "-shared", "-fPIC", "-o", str(partial), str(source)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    partial.replace(target)
+    return target
+
+
+def maybe_reexec_with_mkl_override(
+    argv: list[str], say: Callable[[str], None] = print, program: Sequence[str] = ("-m", "vaelab")
+) -> None:
+    """With VAELAB_MKL_AVX512=1, re-start `python PROGRAM ARGV` with the MKL shim preloaded.
+
+    Returns (doing nothing) when not asked, when already preloaded, or when a check fails.
+    """
+    if os.environ.get(OPT_IN) != "1":
+        return
+    preloaded = os.environ.get("LD_PRELOAD", "")
+    if _SHIM_NAME in preloaded:
+        return
+    blocker = mkl_override_blocker()
+    if blocker is not None:
+        say(f"vaelab: {OPT_IN}=1 ignored: {blocker}")
+        return
+    try:
+        shim = build_shim()
+    except (OSError, subprocess.CalledProcessError) as exc:
+        say(f"vaelab: {OPT_IN}=1 ignored: could not build the MKL shim ({exc})")
+        return
+    env = {**os.environ, "LD_PRELOAD": " ".join(filter(None, [str(shim), preloaded]))}
+    os.execve(sys.executable, [sys.executable, *program, *argv], env)

@@ -1,0 +1,111 @@
+"""CPU features and the opt-in MKL AVX-512 override."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from vaelab import cpu
+
+AMD_ZEN4 = {
+    "vendor_id": "AuthenticAMD",
+    "flags": "sse avx2 avx512f avx512bw avx512dq avx512vl avx512_bf16",
+}
+
+
+def _pretend(monkeypatch, info: dict[str, str]) -> None:
+    monkeypatch.setattr(cpu, "cpu_info", lambda: info)
+    monkeypatch.setattr(cpu.sys, "platform", "linux")
+    monkeypatch.setattr(cpu.platform, "machine", lambda: "x86_64")
+
+
+def test_native_bf16_follows_the_flags(monkeypatch):
+    _pretend(monkeypatch, AMD_ZEN4)
+    assert cpu.has_native_bf16()
+    _pretend(monkeypatch, {"vendor_id": "GenuineIntel", "flags": "avx2 amx_bf16"})
+    assert cpu.has_native_bf16()
+    _pretend(monkeypatch, {"vendor_id": "AuthenticAMD", "flags": "avx2 avx512f"})
+    assert not cpu.has_native_bf16()
+    _pretend(monkeypatch, {})
+    assert not cpu.has_native_bf16()
+
+
+@pytest.mark.parametrize(
+    ("info", "reason"),
+    [
+        ({"vendor_id": "GenuineIntel", "flags": AMD_ZEN4["flags"]}, "not an AMD CPU"),
+        ({"vendor_id": "AuthenticAMD", "flags": "avx2 fma"}, "lacks AVX-512"),
+        ({}, "not an AMD CPU"),
+    ],
+)
+def test_the_override_says_why_it_does_not_apply(monkeypatch, info, reason):
+    _pretend(monkeypatch, info)
+    assert reason in cpu.mkl_override_blocker()
+
+
+def test_the_override_applies_to_linux_x86_only(monkeypatch):
+    _pretend(monkeypatch, AMD_ZEN4)
+    monkeypatch.setattr(cpu.platform, "machine", lambda: "aarch64")
+    assert "x86-64 only" in cpu.mkl_override_blocker()
+
+
+def test_without_the_opt_in_nothing_happens(monkeypatch):
+    monkeypatch.delenv(cpu.OPT_IN, raising=False)
+    monkeypatch.setattr(cpu.os, "execve", lambda *a: pytest.fail("must not re-exec"))
+    cpu.maybe_reexec_with_mkl_override(["train"])
+
+
+def test_a_blocked_override_prints_one_line_and_goes_on(monkeypatch):
+    monkeypatch.setenv(cpu.OPT_IN, "1")
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    _pretend(monkeypatch, {"vendor_id": "GenuineIntel", "flags": ""})
+    monkeypatch.setattr(cpu.os, "execve", lambda *a: pytest.fail("must not re-exec"))
+    lines: list[str] = []
+    cpu.maybe_reexec_with_mkl_override(["train"], say=lines.append)
+    assert len(lines) == 1 and "ignored: this CPU is not an AMD CPU" in lines[0]
+
+
+def test_the_override_restarts_with_the_shim_preloaded(monkeypatch, tmp_path):
+    monkeypatch.setenv(cpu.OPT_IN, "1")
+    monkeypatch.setenv("LD_PRELOAD", "/other.so")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(cpu, "mkl_override_blocker", lambda: None)
+    monkeypatch.setattr(cpu, "build_shim", lambda: tmp_path / cpu._SHIM_NAME)
+    calls = []
+    monkeypatch.setattr(cpu.os, "execve", lambda *args: calls.append(args))
+    cpu.maybe_reexec_with_mkl_override(["train", "--epochs", "1"])
+    ((program, argv, env),) = calls
+    assert program == sys.executable and argv[1:] == ["-m", "vaelab", "train", "--epochs", "1"]
+    assert env["LD_PRELOAD"] == f"{tmp_path / cpu._SHIM_NAME} /other.so"
+
+
+@pytest.mark.skipif(cpu.mkl_override_blocker() is not None, reason="needs AMD + AVX-512 + MKL")
+def test_on_this_cpu_the_shim_builds_and_mkl_runs_with_it(tmp_path):
+    """A real re-exec: the child sees the shim preloaded and torch's matmul still agrees."""
+    child = tmp_path / "child.py"
+    child.write_text(
+        textwrap.dedent(
+            """
+            import os, torch
+            a, b = torch.randn(300, 200, dtype=torch.float64), torch.randn(200, 100)
+            exact = a @ b.double()
+            assert torch.allclose(a.float() @ b, exact.float(), atol=1e-3)
+            print(os.environ["LD_PRELOAD"])
+            """
+        )
+    )
+    parent = (
+        "import sys; from vaelab.cpu import maybe_reexec_with_mkl_override as m; "
+        f"m([], program=[{str(child)!r}]); print('not re-executed')"
+    )
+    env = {**os.environ, cpu.OPT_IN: "1", "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    env.pop("LD_PRELOAD", None)
+    done = subprocess.run(
+        [sys.executable, "-c", parent], env=env, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip().endswith(cpu._SHIM_NAME), done.stdout + done.stderr
+    assert (tmp_path / "cache" / "vaelab" / cpu._SHIM_NAME).exists()
