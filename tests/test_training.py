@@ -3,8 +3,11 @@ import math
 import pytest
 import torch
 
+from vaelab import training
 from vaelab.config import ModelConfig, RunConfig, TrainConfig
+from vaelab.distributed import TrainingObjective
 from vaelab.errors import VaelabError
+from vaelab.models import VAE
 from vaelab.training import format_epoch, lr_factor, train
 
 
@@ -80,3 +83,36 @@ def test_one_epoch_on_fashion_mnist_beats_the_tutorials_first_epoch(fashion_mnis
     config = RunConfig(train=TrainConfig(epochs=1))
     result = train(config, fashion_mnist, log=None)
     assert result.history[0].test_loss < 20.0  # the tutorial's epoch 1: 23.36
+
+
+def test_auto_precision_is_bf16_mixed_only_on_cpus_with_native_bf16(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(training, "has_native_bf16", lambda: True)
+    assert training.resolve_precision("auto", cpu) == "bf16-mixed"
+    assert training.resolve_precision("auto", torch.device("cuda")) == "32"
+    assert training.resolve_precision("32", cpu) == "32"
+    monkeypatch.setattr(training, "has_native_bf16", lambda: False)
+    assert training.resolve_precision("auto", cpu) == "32"
+    assert training.resolve_precision("bf16-mixed", cpu) == "bf16-mixed"
+
+
+def test_bf16_mixed_trains_fp32_weights_and_follows_fp32_closely(tiny_dataset):
+    fp32 = train(tiny_config(epochs=4, precision="32"), tiny_dataset, log=None)
+    mixed = train(tiny_config(epochs=4, precision="bf16-mixed"), tiny_dataset, log=None)
+    assert all(p.dtype == torch.float32 for p in mixed.model.parameters())
+    assert mixed.history[-1].test_loss < mixed.history[0].test_loss
+    assert mixed.history[-1].test_loss == pytest.approx(fp32.history[-1].test_loss, rel=0.05)
+    differs = any(
+        not torch.equal(a, b)
+        for a, b in zip(fp32.model.state_dict().values(), mixed.model.state_dict().values())
+    )
+    assert differs, "bf16-mixed must really multiply in bf16"
+
+
+def test_the_loss_of_a_mixed_precision_step_is_computed_in_fp32(tiny_dataset):
+    model = VAE(ModelConfig(input_dim=16, hidden=(8, 4)))
+    optimizer = training.make_optimizer(model, TrainConfig())
+    batch = tiny_dataset.train_images[:32]
+    noise = torch.zeros(32, 2)
+    terms = training.training_step(TrainingObjective(model), optimizer, batch, noise, "bf16-mixed")
+    assert all(term.dtype == torch.float32 for term in terms)
