@@ -14,7 +14,14 @@ import torch
 from conftest import synthetic_images, write_idx
 from safetensors.torch import load_file
 
-from vaelab.distributed import SINGLE_PROCESS, World, check_divisible, local_rows
+from vaelab.distributed import (
+    SINGLE_PROCESS,
+    World,
+    check_divisible,
+    init_world,
+    local_rows,
+    rank_device,
+)
 from vaelab.errors import VaelabError
 
 TINY_MODEL = ["--hidden", "32,16", "--latent-dim", "2", "--precision", "32", "--no-plots"]
@@ -30,6 +37,20 @@ def test_a_batch_that_does_not_divide_among_ranks_is_refused():
     check_divisible(12, World(rank=0, size=3))
     with pytest.raises(VaelabError, match="must divide evenly among 5 ranks"):
         check_divisible(12, World(rank=0, size=5))
+
+
+def test_without_torchrun_the_world_is_one_process(monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    assert init_world(torch.device("cpu")) is SINGLE_PROCESS
+    assert not SINGLE_PROCESS.distributed and SINGLE_PROCESS.is_main
+
+
+def test_each_rank_trains_on_its_local_gpu_and_cpu_ranks_stay_on_the_cpu():
+    assert rank_device(torch.device("cuda"), World(rank=3, size=4, local_rank=1)) == torch.device(
+        "cuda", 1
+    )
+    assert rank_device(torch.device("cpu"), World(rank=1, size=2, local_rank=1)).type == "cpu"
 
 
 @pytest.fixture(scope="module")
