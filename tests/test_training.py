@@ -116,3 +116,12 @@ def test_the_loss_of_a_mixed_precision_step_is_computed_in_fp32(tiny_dataset):
     noise = torch.zeros(32, 2)
     terms = training.training_step(TrainingObjective(model), optimizer, batch, noise, "bf16-mixed")
     assert all(term.dtype == torch.float32 for term in terms)
+
+
+def test_the_log_line_names_the_reconstruction_term_of_the_likelihood():
+    row = training.EpochMetrics(3, 1.25, 300.0, 290.0, 10.0, 280.0, 270.0, 10.0)
+    assert training.reconstruction_label("tutorial-mse") == "MSE"
+    line = format_epoch(row, training.reconstruction_label("bernoulli"))
+    assert line == (
+        "epoch 03 - 1.2s - loss 300.00 - test_loss 280.00 (-log p(x|z) 270.00 | KLD 10.00)"
+    )

@@ -99,12 +99,18 @@ def make_scheduler(
     )
 
 
-def format_epoch(row: EpochMetrics) -> str:
-    """The tutorial's log line."""
+def format_epoch(row: EpochMetrics, reconstruction: str = "MSE") -> str:
+    """The tutorial's log line; `reconstruction` names the first part of the test loss."""
     return (
         f"epoch {row.epoch:02d} - {row.seconds:.1f}s - loss {row.train_loss:.2f} - "
-        f"test_loss {row.test_loss:.2f} (MSE {row.test_mse:.2f} | KLD {row.test_kld:.2f})"
+        f"test_loss {row.test_loss:.2f} ({reconstruction} {row.test_mse:.2f} | "
+        f"KLD {row.test_kld:.2f})"
     )
+
+
+def reconstruction_label(likelihood: str) -> str:
+    """'MSE' for the tutorial's loss; '-log p(x|z)' (nats) for the other likelihoods."""
+    return "MSE" if likelihood == "tutorial-mse" else "-log p(x|z)"
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -352,7 +358,7 @@ def _train(
             )  # fmt: skip
             history.append(row)
             if log:
-                log(format_epoch(row))
+                log(format_epoch(row, reconstruction_label(config.model.likelihood)))
             if out_dir is not None:
                 checkpoints.save_metrics(out_dir, history)
             guard.after_epoch(epoch, asdict(row))
