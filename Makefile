@@ -50,6 +50,7 @@ test: install browser
 # Speed and memory, measured side by side (never part of the tests); results in benchmarks/results/.
 bench: install
 	$(PYTHON) benchmarks/bench_train.py
+	$(PYTHON) benchmarks/bench_data.py
 	$(PYTHON) benchmarks/bench_distributed.py
 	$(PYTHON) benchmarks/bench_serve.py
 
