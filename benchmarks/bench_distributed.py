@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import statistics
 import subprocess
@@ -20,7 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-RESULTS_DIR = Path(__file__).parent / "results"
+from records import RESULTS_DIR, write_record
+
 TRAIN_IMAGES = 60000
 
 
@@ -59,10 +59,7 @@ def main() -> None:
             }
             print(f"{ranks} rank(s), precision {args.precision}: {median:.2f} s/epoch, "
                   f"{TRAIN_IMAGES / median:,.0f} images/s")  # fmt: skip
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"distributed-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {path}")
+    write_record(record, "distributed", args.out)
 
 
 if __name__ == "__main__":

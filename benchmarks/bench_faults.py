@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from records import write_record
 
 from vaelab.config import ModelConfig, RunConfig, TrainConfig
 from vaelab.data import SYSTEM_DATA_DIR, Dataset, load_fashion_mnist, to_unit_float
@@ -49,8 +50,6 @@ from vaelab.training import (
     train,
     train_epoch,
 )
-
-RESULTS_DIR = Path(__file__).parent / "results"
 
 
 def dataset(subset: int | None) -> Dataset:
@@ -184,9 +183,7 @@ def main() -> None:
         "resume_bit_identical": resume_is_bit_identical(small_config, small),
     }
     print(json.dumps(record, indent=2))
-    RESULTS_DIR.mkdir(exist_ok=True)
-    name = f"faults-{device.type}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    (RESULTS_DIR / name).write_text(json.dumps(record, indent=2) + "\n")
+    write_record(record, f"faults-{device.type}")
 
 
 if __name__ == "__main__":

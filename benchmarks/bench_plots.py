@@ -10,7 +10,6 @@ figures together under 10 s on this CPU. Each repeat writes RUN/figures/ again; 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -19,13 +18,13 @@ import time
 from pathlib import Path
 
 import torch
+from records import RESULTS_DIR, write_record
 
 import vaelab
 from vaelab import checkpoints, plots
 from vaelab.config import RunConfig
 from vaelab.models import VAE
 
-RESULTS_DIR = Path(__file__).parent / "results"
 TARGET_S = 10.0
 
 
@@ -95,10 +94,7 @@ def main() -> None:
         "torch_threads": torch.get_num_threads(), "test_images": count,
         "load_s": load_s, "figures_s": totals, "median_s": median, "target_s": TARGET_S,
     }  # fmt: skip
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"plots-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {path}")
+    write_record(record, "plots", args.out)
     if median >= TARGET_S:
         sys.exit(1)
 

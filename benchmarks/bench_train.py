@@ -30,12 +30,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from records import RESULTS_DIR, write_record
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import vaelab
 from vaelab.config import ModelConfig, TrainConfig
-from vaelab.cpu import has_native_bf16, maybe_reexec_with_mkl_override
+from vaelab.cpu import cpu_flags, cpu_info, has_native_bf16, maybe_reexec_with_mkl_override
 from vaelab.data import load_fashion_mnist
 from vaelab.evaluation import evaluate
 from vaelab.models import VAE
@@ -46,7 +47,6 @@ from vaelab.training import (
     train_epoch,
 )
 
-RESULTS_DIR = Path(__file__).parent / "results"
 BATCH = 200
 
 
@@ -198,17 +198,10 @@ def summary(times: list[float]) -> dict[str, float]:
 
 
 def machine() -> dict[str, object]:
-    flags = set()
-    if Path("/proc/cpuinfo").exists():
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
+    flags = cpu_flags()
     wanted = ["avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"]
     return {
-        "cpu": locals().get("model", platform.processor()),
+        "cpu": cpu_info().get("model name", platform.processor()),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cpu_flags": [flag for flag in wanted if flag in flags],
@@ -344,10 +337,7 @@ def main() -> None:
                 f"(wall {rss['wall_s']:.0f}s)"
             )
             record["train_rss"] = rss
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"train-{device.type}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {path}")
+    write_record(record, f"train-{device.type}", args.out)
 
 
 if __name__ == "__main__":
