@@ -53,6 +53,25 @@ def test_each_rank_trains_on_its_local_gpu_and_cpu_ranks_stay_on_the_cpu():
     assert rank_device(torch.device("cpu"), World(rank=1, size=2, local_rank=1)).type == "cpu"
 
 
+@pytest.mark.parametrize("device, backend", [("cuda", "nccl"), ("cpu", "gloo")])
+def test_torchrun_ranks_join_with_nccl_on_gpus_and_gloo_on_cpus(monkeypatch, device, backend):
+    import vaelab.distributed as distributed
+
+    joined, gpus = [], []
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(
+        distributed.dist, "init_process_group", lambda name, timeout: joined.append((name, timeout))
+    )
+    monkeypatch.setattr(distributed.torch.cuda, "set_device", gpus.append)
+    world = init_world(torch.device(device), timeout_s=42)
+    assert world == World(rank=3, size=4, local_rank=1)
+    assert [(name, timeout.total_seconds()) for name, timeout in joined] == [(backend, 42)]
+    assert gpus == ([1] if device == "cuda" else [])
+
+
 @pytest.fixture(scope="module")
 def idx_dir(tmp_path_factory) -> Path:
     """A small 8x8 dataset in the four Fashion-MNIST IDX files."""

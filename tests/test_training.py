@@ -85,17 +85,6 @@ def test_one_epoch_on_fashion_mnist_beats_the_tutorials_first_epoch(fashion_mnis
     assert result.history[0].test_loss < 20.0  # the tutorial's epoch 1: 23.36
 
 
-def test_auto_precision_is_bf16_mixed_only_on_cpus_with_native_bf16(monkeypatch):
-    cpu = torch.device("cpu")
-    monkeypatch.setattr(training, "has_native_bf16", lambda: True)
-    assert training.resolve_precision("auto", cpu) == "bf16-mixed"
-    assert training.resolve_precision("auto", torch.device("cuda")) == "32"
-    assert training.resolve_precision("32", cpu) == "32"
-    monkeypatch.setattr(training, "has_native_bf16", lambda: False)
-    assert training.resolve_precision("auto", cpu) == "32"
-    assert training.resolve_precision("bf16-mixed", cpu) == "bf16-mixed"
-
-
 def test_bf16_mixed_trains_fp32_weights_and_follows_fp32_closely(tiny_dataset):
     fp32 = train(tiny_config(epochs=4, precision="32"), tiny_dataset, log=None)
     mixed = train(tiny_config(epochs=4, precision="bf16-mixed"), tiny_dataset, log=None)

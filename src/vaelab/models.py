@@ -58,6 +58,11 @@ def conv_decoder(side: int, hidden: tuple[int, ...], latent_dim: int) -> nn.Sequ
     )
 
 
+def as_input_of(layers: nn.Module, tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor` in the dtype of `layers`' weights (bf16 for a bf16 copy, unchanged for fp32)."""
+    return tensor.to(next(layers.parameters()).dtype)
+
+
 def at_least_fp32(tensor: torch.Tensor) -> torch.Tensor:
     """bf16/fp16 values as fp32; fp32 and fp64 unchanged (a float64 model stays float64)."""
     return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
@@ -101,8 +106,8 @@ class VAE(nn.Module):
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean and log-variance of q(z|x)."""
-        h = self.encoder(x)
-        # Keeps the latent statistics (and so the KL) in fp32 under bf16 autocast.
+        h = self.encoder(as_input_of(self.encoder, x))
+        # Keeps the latent statistics (and so the KL) in fp32 under bf16 autocast or in a bf16 copy.
         return at_least_fp32(self.mu_head(h)), at_least_fp32(self.logvar_head(h))
 
     def reparameterize(
@@ -123,7 +128,8 @@ class VAE(nn.Module):
     def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
         """One logit per pixel for latent codes `z` (..., latent_dim) -> (..., D)."""
         flat = z.reshape(-1, z.shape[-1])
-        logits = at_least_fp32(self.output(self.decoder(flat)))  # the likelihood in fp32 or fp64
+        hidden = self.decoder(as_input_of(self.decoder, flat))
+        logits = at_least_fp32(self.output(hidden))  # the likelihood in fp32 or fp64
         return logits.reshape(*z.shape[:-1], self.config.input_dim)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:

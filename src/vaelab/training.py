@@ -18,12 +18,10 @@ from tqdm import tqdm
 import vaelab
 from vaelab import checkpoints
 from vaelab.config import RunConfig, TrainConfig
-from vaelab.cpu import has_native_bf16
 from vaelab.data import Dataset, load_dataset
 from vaelab.distributed import (
     DEFAULT_TIMEOUT_S,
     SINGLE_PROCESS,
-    TrainingObjective,
     World,
     barrier,
     check_divisible,
@@ -39,6 +37,7 @@ from vaelab.evaluation import evaluate
 from vaelab.faults import RunGuard, check_checkpoint_every
 from vaelab.losses import LossTerms, kl_weight
 from vaelab.models import VAE
+from vaelab.precision import Bf16Copy, autocast, resolve_precision
 from vaelab.resume import EpochProgress, Layout, Trainables, run_identity
 
 
@@ -113,27 +112,6 @@ def reconstruction_label(likelihood: str) -> str:
     return "MSE" if likelihood == "tutorial-mse" else "-log p(x|z)"
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """'auto' is 'bf16-mixed' on CPUs that multiply bf16 natively, else '32'.
-
-    On CUDA 'auto' stays '32': bf16-mixed's quality for this model was measured on CPUs only.
-    """
-    if precision != "auto":
-        return precision
-    if device.type == "cpu" and has_native_bf16():
-        return "bf16-mixed"
-    return "32"
-
-
-def autocast(precision: str, device: torch.device) -> torch.autocast:
-    """bf16 matrix products with fp32 weights and optimizer for 'bf16-mixed'; a no-op for '32'.
-
-    autocast casts each weight to bf16 once per step (its cast cache lives as long as the
-    context), and the model returns its latent statistics and logits in fp32 for the loss.
-    """
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
-
-
 def make_optimizer(model: VAE, config: TrainConfig) -> torch.optim.Adam:
     """The tutorial's Adam, as torch's fused kernel where this torch and device have one."""
     try:
@@ -142,8 +120,20 @@ def make_optimizer(model: VAE, config: TrainConfig) -> torch.optim.Adam:
         return torch.optim.Adam(model.parameters(), lr=config.lr)
 
 
+def make_objective(model: VAE, world: World, precision: str) -> nn.Module | Bf16Copy:
+    """What a training step differentiates: the model's loss, DDP-wrapped when distributed.
+
+    A single process in bf16-mixed trains through a bf16 copy of the layers (same arithmetic as
+    autocast, fewer casts); distributed runs use autocast, since DDP reduces the gradients of the
+    module it wraps.
+    """
+    if precision == "bf16-mixed" and not world.distributed:
+        return Bf16Copy(model)
+    return wrap(model, world)
+
+
 def training_step(
-    objective: nn.Module,
+    objective: nn.Module | Bf16Copy,
     optimizer: torch.optim.Optimizer,
     batch: torch.Tensor,
     noise: torch.Tensor,
@@ -152,12 +142,16 @@ def training_step(
 ) -> LossTerms:
     """One optimizer step on `batch`: forward (mixed precision if asked), loss, backward, Adam.
 
-    `objective` is the model's loss as a module (DDP-wrapped when distributed); `noise` is eps.
+    `objective` comes from `make_objective` (or is the model's loss as a module); `noise` is eps.
     """
-    with autocast(precision, batch.device):
-        terms = objective(batch, None, kl_scale, noise)
-    optimizer.zero_grad(set_to_none=True)
-    terms.loss.backward()
+    if isinstance(objective, Bf16Copy):
+        terms = objective.loss(batch, kl_scale, noise)
+        objective.backward(terms.loss)
+    else:
+        with autocast(precision, batch.device):
+            terms = objective(batch, None, kl_scale, noise)
+        optimizer.zero_grad(set_to_none=True)
+        terms.loss.backward()
     optimizer.step()
     return terms
 
@@ -175,7 +169,7 @@ def train_epoch(
     description: str = "",
     resume_from: EpochProgress | None = None,
     after_step: Callable[[EpochProgress], None] | None = None,
-    objective: nn.Module | None = None,
+    objective: nn.Module | Bf16Copy | None = None,
     world: World = SINGLE_PROCESS,
 ) -> tuple[float, float, float]:
     """One pass over a fresh permutation of `images`; returns mean (loss, MSE, KLD) over batches.
@@ -186,7 +180,7 @@ def train_epoch(
     draw for them; the metrics are averaged over the ranks.
     """
     model.train()
-    objective = objective or TrainingObjective(model)
+    objective = objective if objective is not None else make_objective(model, world, precision)
     rows = local_rows(config.batch_size, world)
     noise_shape = (config.batch_size, model.config.latent_dim)
     batch_size = config.batch_size
@@ -314,11 +308,11 @@ def _train(
 
     torch.manual_seed(config.train.seed)
     model = VAE(config.model).to(device)
-    objective = wrap(model, world)
+    precision = resolve_precision(config.train.precision, device)
+    objective = make_objective(model, world, precision)
     optimizer = make_optimizer(model, config.train)
     steps_per_epoch = len(dataset.train_images) // config.train.batch_size
     scheduler = make_scheduler(optimizer, config.train, steps_per_epoch)
-    precision = resolve_precision(config.train.precision, device)
     generator = torch.Generator(device=device).manual_seed(config.train.seed)
     train_images = dataset.train_images.to(device)
     test_images = dataset.test_images.to(device)
