@@ -33,6 +33,7 @@ from vaelab.config import ModelConfig, RunConfig, TrainConfig
 from vaelab.data import SYSTEM_DATA_DIR, Dataset, load_fashion_mnist, to_unit_float
 from vaelab.faults import RunGuard, TrainingInterrupted
 from vaelab.models import VAE
+from vaelab.precision import resolve_precision
 from vaelab.resume import (
     EpochProgress,
     Trainables,
@@ -45,7 +46,6 @@ from vaelab.training import (
     make_optimizer,
     make_scheduler,
     resolve_device,
-    resolve_precision,
     run_layout,
     train,
     train_epoch,

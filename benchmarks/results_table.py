@@ -30,7 +30,8 @@ from vaelab.checkpoints import atomic_write_text
 from vaelab.config import ModelConfig, RunConfig, TrainConfig
 from vaelab.data import load_fashion_mnist
 from vaelab.evaluation import evaluate_likelihood, save_eval
-from vaelab.training import resolve_device, resolve_precision, train
+from vaelab.precision import resolve_precision
+from vaelab.training import resolve_device, train
 
 RESULTS_DIR = Path(__file__).parent / "results"
 MODELS = {
