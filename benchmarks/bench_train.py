@@ -282,15 +282,20 @@ def main() -> None:
                 train_times[name].append(seconds)
                 test_times[name].append(test_s)
         if timed_round:
+            ratios = (train_times[n][-1] / train_times["ref"][-1] for n in names[1:])
             print(
                 f"  round {timed_round}: "
                 + ", ".join(f"{n} {train_times[n][-1]:.2f}s" for n in names)
+                + " (vs ref: "
+                + ", ".join(f"{n} {r:.2f}x" for n, r in zip(names[1:], ratios))
+                + ")"
             )
 
     rows = {}
     for name in names:
         stats = summary(train_times[name])
         ratios = [t / r for t, r in zip(train_times[name], train_times["ref"])]
+        test_ratios = [t / r for t, r in zip(test_times[name], test_times["ref"])]
         gflops = epoch_gflop / stats["median"]
         rows[name] = {
             "train_epoch_s": stats,
@@ -298,23 +303,26 @@ def main() -> None:
             "ratio_to_ref_median": statistics.median(ratios),
             "gflops": gflops,
             "test_pass_s": summary(test_times[name]),
+            "test_ratio_to_ref_median": statistics.median(test_ratios),
         }
     fp32_peak = max((v for k, v in peaks.items() if k.startswith("fp32")), default=None)
     bf16_peak = peaks.get("bf16")
     print()
     print(
-        "| loop | s/epoch median (min-max) | vs reference | GFLOP/s | of GEMM peak | test pass s |"
+        "| loop | s/epoch median (min-max) | vs reference | GFLOP/s | of GEMM peak "
+        "| test pass s median (min-max) | vs reference |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for name in names:
         row = rows[name]
-        stats = row["train_epoch_s"]
+        stats, test = row["train_epoch_s"], row["test_pass_s"]
         peak = bf16_peak if name == "bf16-mixed" else fp32_peak
         fraction = f"{row['gflops'] / peak:.0%}" if peak else "-"
         print(
             f"| {name} | {stats['median']:.2f} ({stats['min']:.2f}-{stats['max']:.2f}) | "
             f"{row['ratio_to_ref_median']:.2f}x | {row['gflops']:.0f} | {fraction} | "
-            f"{row['test_pass_s']['median']:.3f} |"
+            f"{test['median']:.3f} ({test['min']:.3f}-{test['max']:.3f}) | "
+            f"{row['test_ratio_to_ref_median']:.2f}x |"
         )
 
     record = {
