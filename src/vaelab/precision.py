@@ -39,8 +39,9 @@ class Bf16Copy:
     copies; after the backward pass the bf16 gradients are copied into the fp32 weights' `.grad`
     for Adam. The arithmetic is autocast's (bf16 inputs, weights and outputs of every matrix
     product, the loss in fp32), but each step casts every weight once instead of every weight
-    and bias inside each layer call and again in the backward pass, and autograd records no
-    cast nodes. Parameters outside the layers (a Gaussian decoder's log-scale) stay fp32.
+    and bias inside each layer call, and autograd records no cast node per layer (its backward
+    would cast every gradient again). Parameters outside the layers (a Gaussian decoder's
+    log-scale) stay fp32.
     """
 
     def __init__(self, model: VAE) -> None:
