@@ -58,17 +58,12 @@ class Bf16Copy:
         """The training loss of `batch` through the bf16 layers, with the current fp32 weights."""
         with torch.no_grad():
             torch._foreach_copy_(self.copied, self.weights)
-        self.copy.train(self.model.training)
+        if self.copy.training != self.model.training:
+            self.copy.train(self.model.training)
         return self.copy.loss(batch, None, kl_scale, noise)
 
     def backward(self, loss: torch.Tensor) -> None:
         """Set each fp32 weight's `.grad` to d loss / d weight, computed in the bf16 layers."""
         grads = torch.autograd.grad(loss, self.copied, allow_unused=True)
-        with torch.no_grad():
-            for weight, grad in zip(self.weights, grads):
-                if grad is None:
-                    weight.grad = None
-                elif weight.grad is None:
-                    weight.grad = grad.to(weight.dtype)
-                else:
-                    weight.grad.copy_(grad)
+        for weight, grad in zip(self.weights, grads):
+            weight.grad = None if grad is None else grad.to(weight.dtype)
