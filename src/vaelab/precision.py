@@ -38,10 +38,10 @@ class Bf16Copy:
     Before each forward pass the fp32 weights are copied into the bf16 layers in one batch of
     copies; after the backward pass the bf16 gradients are copied into the fp32 weights' `.grad`
     for Adam. The arithmetic is autocast's (bf16 inputs, weights and outputs of every matrix
-    product, the loss in fp32), but each step casts every weight once instead of every weight
-    and bias inside each layer call, and autograd records no cast node per layer (its backward
-    would cast every gradient again). Parameters outside the layers (a Gaussian decoder's
-    log-scale) stay fp32.
+    product, the loss in fp32), but the casts happen in two batched copies per step instead of
+    at each layer call through autocast's dispatch, and autograd records no cast node per weight
+    (whose backward would cast each gradient separately). Parameters outside the layers (a
+    Gaussian decoder's log-scale) stay fp32.
     """
 
     def __init__(self, model: VAE) -> None:
