@@ -6,7 +6,7 @@ PYTHON ?= python3
 PIP_INSTALL = $(PYTHON) -m pip install --quiet --disable-pip-version-check
 DATA_DIR = /usr/share/datasets/fashion-mnist
 
-.PHONY: install data browser demo docs-figures test results lint bench clean
+.PHONY: install data browser demo docs docs-figures test test-fast results lint bench clean
 
 install: data
 	$(PIP_INSTALL) torch==2.13.0 -e '.[dev]'
@@ -41,10 +41,19 @@ RUN ?= runs/demo
 docs-figures:
 	$(PYTHON) scripts/docs_figures.py $(RUN) docs/figures
 
-test: install browser
+# The whole suite (slow tests included) and the documentation build: what CI runs.
+test: install browser docs
 	VAELAB_REQUIRE_REAL_DATA=$$([ -f $(DATA_DIR)/train-images-idx3-ubyte.gz ] && echo 1 || echo 0) \
 	VAELAB_REQUIRE_BROWSER=$$([ -x /usr/bin/chromium ] && echo 1 || echo 0) \
 		$(PYTHON) -m pytest -q
+
+# The unit tests without those marked slow (processes, real data, browsers): about a minute.
+test-fast:
+	$(PYTHON) -m pytest -q -m "not slow"
+
+# The user guide and API reference (Sphinx + MyST); any warning fails the build.
+docs:
+	$(PYTHON) -m sphinx -W --keep-going -q -b html docs docs/_build/html
 
 # Speed checks; each prints its figures and exits non-zero when a target is missed.
 # Speed and memory, measured side by side (never part of the tests); results in benchmarks/results/.
@@ -60,8 +69,9 @@ results: install
 	$(PYTHON) benchmarks/results_table.py $(ARGS)
 
 lint:
-	$(PYTHON) -m ruff check src tests
-	$(PYTHON) -m ruff format --check src tests
+	$(PYTHON) -m ruff check src tests benchmarks scripts
+	$(PYTHON) -m ruff format --check src tests benchmarks scripts
+	$(PYTHON) -m mypy
 
 clean:
-	rm -rf build dist src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf build dist src/*.egg-info .pytest_cache .ruff_cache .mypy_cache docs/_build

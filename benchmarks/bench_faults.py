@@ -31,10 +31,9 @@ from records import write_record
 
 from vaelab.config import ModelConfig, RunConfig, TrainConfig
 from vaelab.data import SYSTEM_DATA_DIR, Dataset, load_fashion_mnist, to_unit_float
-from vaelab.faults import RunGuard, TrainingInterrupted
 from vaelab.models import VAE
-from vaelab.precision import resolve_precision
-from vaelab.resume import (
+from vaelab.training import train
+from vaelab.training.checkpoint import (
     EpochProgress,
     Trainables,
     TrainingState,
@@ -42,14 +41,11 @@ from vaelab.resume import (
     run_identity,
     save_checkpoint,
 )
-from vaelab.training import (
-    make_optimizer,
-    make_scheduler,
-    resolve_device,
-    run_layout,
-    train,
-    train_epoch,
-)
+from vaelab.training.distributed import resolve_device
+from vaelab.training.epoch import make_optimizer, make_scheduler, train_epoch
+from vaelab.training.guard import RunGuard, TrainingInterrupted
+from vaelab.training.loop import run_layout
+from vaelab.training.precision import resolve_precision
 
 
 def dataset(subset: int | None) -> Dataset:

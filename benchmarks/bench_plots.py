@@ -21,22 +21,26 @@ import torch
 from records import RESULTS_DIR, write_record
 
 import vaelab
-from vaelab import checkpoints, plots
+from vaelab import _io, rundir
 from vaelab.config import RunConfig
 from vaelab.models import VAE
+from vaelab.viz import plots
 
 TARGET_S = 10.0
 
 
 def untrained_run(scratch: Path) -> Path:
     """A run directory holding the tutorial's model, untrained, and one row of metrics."""
-    run_dir = checkpoints.prepare_run_dir(scratch / "run")
+    run_dir = rundir.prepare_run_dir(scratch / "run")
     config = RunConfig()
     torch.manual_seed(0)
-    checkpoints.save_config(run_dir, config, {})
-    checkpoints.save_weights(run_dir, VAE(config.model))
-    row = "epoch,seconds,train_loss,train_mse,train_kld,test_loss,test_mse,test_kld\n"
-    checkpoints.atomic_write_text(run_dir / "metrics.csv", row + "1,1,50,45,5,48,44,4\n")
+    rundir.save_config(run_dir, config, {})
+    rundir.save_weights(run_dir, VAE(config.model))
+    row = (
+        "epoch,seconds,train_loss,train_reconstruction,train_kld,test_loss,"
+        "test_reconstruction,test_kld\n"
+    )
+    _io.atomic_write_text(run_dir / "metrics.csv", row + "1,1,50,45,5,48,44,4\n")
     return run_dir
 
 
@@ -61,7 +65,7 @@ def time_figures(run: plots.RunData) -> dict[str, float]:
         ("interpolation.png", lambda: plots.interpolation(model, images, labels, names, shape)),
     ):
         started = time.perf_counter()
-        checkpoints.atomic_write_bytes(out_dir / name, plots.figure_png(draw()))
+        _io.atomic_write_bytes(out_dir / name, plots.figure_png(draw()))
         seconds[name] = time.perf_counter() - started
     return seconds
 

@@ -30,34 +30,36 @@ import httpx
 import numpy as np
 import torch
 
-from vaelab import checkpoints
+from vaelab import rundir
 from vaelab.config import RunConfig
-from vaelab.explorer import decode_pixels, png_data_url
+from vaelab.explorer.core import png_data_url
+from vaelab.latent import decode
 from vaelab.models import VAE
+from vaelab.viz.images import to_uint8
 
 TARGET_P95_MS = 20.0
 
 
 def tutorial_shaped_run(directory: Path) -> Path:
-    run_dir = checkpoints.prepare_run_dir(directory / "tutorial-shape")
+    run_dir = rundir.prepare_run_dir(directory / "tutorial-shape")
     torch.manual_seed(0)
     config = RunConfig()
-    checkpoints.save_config(run_dir, config, {"note": "untrained, for bench_serve.py"})
-    checkpoints.save_weights(run_dir, VAE(config.model))
+    rundir.save_config(run_dir, config, {"note": "untrained, for bench_serve.py"})
+    rundir.save_weights(run_dir, VAE(config.model))
     return run_dir
 
 
 def in_process(run_dir: Path, requests: int) -> list[float]:
     """Seconds to decode one point and encode its PNG, without HTTP, on one torch thread."""
     torch.set_num_threads(1)
-    model = checkpoints.load(run_dir)
+    model = rundir.load_model(run_dir)
     side = math.isqrt(model.config.input_dim)
     rng = np.random.default_rng(0)
     latencies = []
     for _ in range(requests):
         z = rng.standard_normal((1, model.config.latent_dim)).astype(np.float32)
         started = time.perf_counter()
-        png_data_url(decode_pixels(model, z, (side, side))[0])
+        png_data_url(to_uint8(decode(model, z).numpy()).reshape(side, side))
         latencies.append(time.perf_counter() - started)
     return latencies
 
@@ -155,7 +157,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as scratch:
         run_dir = args.run or tutorial_shaped_run(Path(scratch))
-        latent_dim = checkpoints.load_config(run_dir).model.latent_dim
+        latent_dim = rundir.load_config(run_dir).model.latent_dim
         server, url = start_server(run_dir)
         try:
             print(f"serving {run_dir} at {url}")

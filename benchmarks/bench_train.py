@@ -36,16 +36,12 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import vaelab
 from vaelab.config import ModelConfig, TrainConfig
-from vaelab.cpu import cpu_flags, cpu_info, has_native_bf16, maybe_reexec_with_mkl_override
 from vaelab.data import load_fashion_mnist
 from vaelab.evaluation import evaluate
 from vaelab.models import VAE
-from vaelab.training import (
-    make_optimizer,
-    make_scheduler,
-    resolve_device,
-    train_epoch,
-)
+from vaelab.training.cpu import cpu_flags, cpu_info, has_native_bf16, maybe_reexec_with_mkl_override
+from vaelab.training.distributed import resolve_device
+from vaelab.training.epoch import make_optimizer, make_scheduler, train_epoch
 
 BATCH = 200
 

@@ -25,13 +25,14 @@ from pathlib import Path
 import torch
 
 import vaelab
-from vaelab import checkpoints
-from vaelab.checkpoints import atomic_write_text
+from vaelab import rundir
+from vaelab._io import atomic_write_text
 from vaelab.config import ModelConfig, RunConfig, TrainConfig
 from vaelab.data import load_fashion_mnist
 from vaelab.evaluation import evaluate_likelihood, save_eval
-from vaelab.precision import resolve_precision
-from vaelab.training import resolve_device, train
+from vaelab.training import train
+from vaelab.training.distributed import resolve_device
+from vaelab.training.precision import resolve_precision
 
 RESULTS_DIR = Path(__file__).parent / "results"
 MODELS = {
@@ -55,8 +56,8 @@ MODELS = {
 def trained_run(name: str, args: argparse.Namespace, dataset) -> tuple[Path, float]:
     """Train model `name` into its run directory (or reuse it); returns it and training seconds."""
     run_dir = args.runs_dir / name
-    if args.reuse and (run_dir / checkpoints.WEIGHTS_FILE).is_file():
-        seconds = sum(row["seconds"] for row in checkpoints.read_metrics(run_dir))
+    if args.reuse and (run_dir / rundir.WEIGHTS_FILE).is_file():
+        seconds = sum(row["seconds"] for row in rundir.read_metrics(run_dir))
         return run_dir, seconds
     config = RunConfig(
         model=MODELS[name][1],
@@ -69,17 +70,17 @@ def trained_run(name: str, args: argparse.Namespace, dataset) -> tuple[Path, flo
 
 def measure(name: str, args: argparse.Namespace, dataset, device: torch.device) -> dict:
     run_dir, train_seconds = trained_run(name, args, dataset)
-    model = checkpoints.load(run_dir, device=device)
+    model = rundir.load_model(run_dir, device=device)
     images = dataset.test_images[: args.images]
     report = evaluate_likelihood(model, images, args.iw_samples, args.max_memory, progress=True)
     save_eval(run_dir, report)
-    metrics = checkpoints.read_metrics(run_dir)
+    metrics = rundir.read_metrics(run_dir)
     row = {
         "name": name,
         "model": MODELS[name][0],
         "epochs": len(metrics),
         "train_seconds": train_seconds,
-        "run_info": checkpoints.load_run_info(run_dir),
+        "run_info": rundir.load_run_info(run_dir),
         **asdict(report),
     }
     print(json.dumps({k: v for k, v in row.items() if k != "run_info"}), flush=True)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from vaelab.checkpoints import atomic_write_bytes
-from vaelab.plots import FIGURE_FILES, FIGURES_DIR
+from vaelab._io import atomic_write_bytes
+from vaelab.viz.plots import FIGURE_FILES, FIGURES_DIR
 
 SHRINK = 0.85
 

@@ -17,7 +17,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from bad_input_cases import CASES, RUN, SMALL, Case  # noqa: E402
 
-from vaelab.checkpoints import atomic_write_text  # noqa: E402
+from vaelab._io import atomic_write_text  # noqa: E402
 
 HEADER = """# What vaelab says when the input is bad
 

@@ -23,15 +23,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save
 
-from vaelab import checkpoints
+from vaelab import rundir
 from vaelab.cli import main
 from vaelab.config import ModelConfig, RunConfig, TrainConfig
 from vaelab.data import Dataset, read_csv, read_idx, read_idx_split, to_unit_float
 from vaelab.errors import VaelabError
-from vaelab.faults import RunGuard, TrainingInterrupted
 from vaelab.models import VAE
-from vaelab.resume import METADATA_KEY, Trainables, load_checkpoint, run_identity
-from vaelab.training import make_optimizer, make_scheduler, run_layout, train
+from vaelab.training import train
+from vaelab.training.checkpoint import METADATA_KEY, Trainables, load_checkpoint, run_identity
+from vaelab.training.epoch import make_optimizer, make_scheduler
+from vaelab.training.guard import RunGuard, TrainingInterrupted
+from vaelab.training.loop import run_layout
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
@@ -253,7 +255,7 @@ VALID_WEIGHTS = save({k: v.contiguous() for k, v in VAE(TINY).state_dict().items
 
 
 def _load_tiny(path: Path) -> None:
-    checkpoints.load_weights(path, VAE(TINY))
+    rundir.load_weights(path, VAE(TINY))
 
 
 class TestCheckpointReaderProperties:
@@ -270,9 +272,7 @@ class TestCheckpointReaderProperties:
     @FUZZ
     @given(mutations(json.dumps(RunConfig(model=TINY).to_dict()).encode()))
     def test_mutated_config_json(self, payload):
-        only_vaelab_errors(
-            lambda path: checkpoints.load_config(path.parent), payload, "config.json"
-        )
+        only_vaelab_errors(lambda path: rundir.load_config(path.parent), payload, "config.json")
 
     @FUZZ
     @given(
@@ -286,9 +286,7 @@ class TestCheckpointReaderProperties:
     )
     def test_config_json_values_of_any_type(self, value, section, key):
         payload = json.dumps({section: {key: value}}).encode()
-        only_vaelab_errors(
-            lambda path: checkpoints.load_config(path.parent), payload, "config.json"
-        )
+        only_vaelab_errors(lambda path: rundir.load_config(path.parent), payload, "config.json")
 
     def test_a_huge_model_in_config_json_is_refused_without_allocating_it(self, tmp_path):
         run = saved_run(tmp_path)
@@ -296,7 +294,7 @@ class TestCheckpointReaderProperties:
         config["model"]["hidden"] = [2**40, 4]
         (run / "config.json").write_text(json.dumps(config))
         with pytest.raises(VaelabError, match=r"encoder.0.weight has shape \(8, 16\)"):
-            checkpoints.load(run)
+            rundir.load_model(run)
 
 
 # ---------------------------------------------------------------- training checkpoints
@@ -332,7 +330,7 @@ def mid_epoch_checkpoint(tmp_path_factory) -> tuple[dict[str, torch.Tensor], dic
         patch.setattr(RunGuard, "after_step", interrupt_at_step_4_of_epoch_2)
         with pytest.raises(TrainingInterrupted):
             train(FUZZ_RUN, _fuzz_dataset(), run_dir=run, log=None)
-    tensors, metadata = checkpoints.read_safetensors(run / checkpoints.CHECKPOINT_FILE)
+    tensors, metadata = rundir.read_safetensors(run / rundir.CHECKPOINT_FILE)
     return tensors, json.loads(metadata[METADATA_KEY])
 
 

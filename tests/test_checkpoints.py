@@ -4,7 +4,7 @@ import pickle
 import pytest
 import torch
 
-from vaelab import checkpoints, decode, encode, load
+from vaelab import _io, decode, encode, load, rundir
 from vaelab.config import ModelConfig, RunConfig, TrainConfig
 from vaelab.errors import VaelabError
 from vaelab.models import VAE
@@ -29,7 +29,7 @@ def test_run_directory_describes_itself(saved_run):
     info = json.loads((run_dir / "config.json").read_text())
     assert info["model"]["hidden"] == [8, 4] and info["model"]["input_dim"] == 16
     assert info["versions"]["torch"] == torch.__version__
-    rows = checkpoints.read_metrics(run_dir)
+    rows = rundir.read_metrics(run_dir)
     assert [row["epoch"] for row in rows] == [1, 2]
     assert rows[-1]["test_loss"] == pytest.approx(result.history[-1].test_loss)
 
@@ -55,7 +55,7 @@ def test_weights_of_another_architecture_name_the_shapes(saved_run):
     _, run_dir = saved_run
     other = VAE(ModelConfig(input_dim=16, hidden=(8, 4), latent_dim=3))
     with pytest.raises(VaelabError, match=r"mu_head.weight has shape \(2, 4\).*expects \(3, 4\)"):
-        checkpoints.load_weights(run_dir / "model.safetensors", other)
+        rundir.load_weights(run_dir / "model.safetensors", other)
 
 
 class _Bomb:
@@ -74,7 +74,7 @@ def test_pickle_renamed_safetensors_is_refused_unopened(saved_run, tmp_path, mon
 
 def test_atomic_write_leaves_no_temp_files(tmp_path):
     target = tmp_path / "f.txt"
-    checkpoints.atomic_write_text(target, "one")
-    checkpoints.atomic_write_text(target, "two")
+    _io.atomic_write_text(target, "one")
+    _io.atomic_write_text(target, "two")
     assert target.read_text() == "two"
     assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]

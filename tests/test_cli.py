@@ -6,7 +6,7 @@ import sys
 import pytest
 from conftest import synthetic_images, write_csv
 
-from vaelab.checkpoints import read_metrics
+from vaelab.rundir import read_metrics
 
 
 def run_vaelab(*args, cwd, env=None):

@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from vaelab import cpu
+from vaelab.training import cpu
 
 AMD_ZEN4 = {
     "vendor_id": "AuthenticAMD",
@@ -99,7 +99,7 @@ def test_on_this_cpu_the_shim_builds_and_mkl_runs_with_it(tmp_path):
         )
     )
     parent = (
-        "import sys; from vaelab.cpu import maybe_reexec_with_mkl_override as m; "
+        "import sys; from vaelab.training.cpu import maybe_reexec_with_mkl_override as m; "
         f"m([], program=[{str(child)!r}]); print('not re-executed')"
     )
     env = {**os.environ, cpu.OPT_IN: "1", "XDG_CACHE_HOME": str(tmp_path / "cache")}

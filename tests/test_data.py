@@ -160,7 +160,7 @@ class TestLocate:
     def test_no_data_and_no_network_says_both_ways(self, tmp_path, monkeypatch):
         monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
         monkeypatch.delenv("VAELAB_DATA", raising=False)
-        monkeypatch.setattr("vaelab.data.SYSTEM_DATA_DIR", tmp_path / "none")
+        monkeypatch.setattr("vaelab.data.fashion_mnist.SYSTEM_DATA_DIR", tmp_path / "none")
 
         def offline(url):
             raise urllib.error.URLError("Name or service not known")
@@ -168,7 +168,7 @@ class TestLocate:
         with pytest.raises(VaelabError) as info:
             locate_fashion_mnist(None, opener=offline)
         assert "apt-get install -y dataset-fashion-mnist" in str(info.value)
-        assert "--data-dir" in str(info.value)
+        assert "data_dir" in str(info.value) and info.value.parameters == ("data_dir",)
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -196,7 +196,7 @@ class TestDownload:
         served, url = file_server
         contents = _fake_fashion_dir(served)
         checksums = {name: hashlib.sha256(data).hexdigest() for name, data in contents.items()}
-        monkeypatch.setattr("vaelab.data.FASHION_MNIST_SHA256", checksums)
+        monkeypatch.setattr("vaelab.data.fashion_mnist.FASHION_MNIST_SHA256", checksums)
         target = download_fashion_mnist(tmp_path / "cache", base_url=url)
         assert sorted(p.name for p in target.iterdir()) == sorted(contents)
         dataset = load_dataset(DataConfig(data_dir=str(target)))

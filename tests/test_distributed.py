@@ -14,7 +14,8 @@ import torch
 from conftest import synthetic_images, write_idx
 from safetensors.torch import load_file
 
-from vaelab.distributed import (
+from vaelab.errors import VaelabError
+from vaelab.training.distributed import (
     SINGLE_PROCESS,
     World,
     check_divisible,
@@ -22,7 +23,6 @@ from vaelab.distributed import (
     local_rows,
     rank_device,
 )
-from vaelab.errors import VaelabError
 
 TINY_MODEL = ["--hidden", "32,16", "--latent-dim", "2", "--precision", "32", "--no-plots"]
 
@@ -55,7 +55,7 @@ def test_each_rank_trains_on_its_local_gpu_and_cpu_ranks_stay_on_the_cpu():
 
 @pytest.mark.parametrize("device, backend", [("cuda", "nccl"), ("cpu", "gloo")])
 def test_torchrun_ranks_join_with_nccl_on_gpus_and_gloo_on_cpus(monkeypatch, device, backend):
-    import vaelab.distributed as distributed
+    import vaelab.training.distributed as distributed
 
     joined, gpus = [], []
     monkeypatch.setenv("RANK", "3")

@@ -1,8 +1,8 @@
 import torch
 
 from vaelab.config import ModelConfig
-from vaelab.losses import tutorial_loss
 from vaelab.models import VAE
+from vaelab.models.likelihoods import tutorial_loss
 
 
 def test_default_is_the_tutorial_architecture():

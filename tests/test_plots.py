@@ -12,12 +12,12 @@ import torch
 from conftest import synthetic_images, write_csv
 from matplotlib.figure import Figure
 
-from vaelab import plots
 from vaelab.cli import main
 from vaelab.config import ModelConfig, RunConfig, TrainConfig
 from vaelab.errors import VaelabError
 from vaelab.models import VAE
 from vaelab.training import train
+from vaelab.viz import plots
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -110,7 +110,7 @@ class TestImageFigures:
 
     @pytest.mark.parametrize("grid, span", [(1, 2.0), (101, 2.0), (20, 0.0), (20, float("nan"))])
     def test_bad_grid_or_span_is_refused(self, run, grid, span):
-        with pytest.raises(VaelabError, match="--grid|--span"):
+        with pytest.raises(VaelabError, match="grid|span"):
             plots.manifold(run.model, (4, 4), grid=grid, span=span)
 
     def test_samples_are_the_decoded_prior_draws(self, run):
@@ -219,7 +219,7 @@ def test_drawing_never_imports_pyplot():
     """Figures are plain matplotlib Figures, so a notebook's pyplot backend is left alone."""
     code = (
         "import sys, torch\n"
-        "from vaelab import plots\n"
+        "from vaelab.viz import plots\n"
         "from vaelab.config import ModelConfig\n"
         "from vaelab.models import VAE\n"
         "model = VAE(ModelConfig(input_dim=16, hidden=(8,), latent_dim=3)).eval()\n"

@@ -1,11 +1,12 @@
 import pytest
 import torch
 
-from vaelab import precision, training
 from vaelab.config import ModelConfig, TrainConfig
-from vaelab.distributed import SINGLE_PROCESS, World
 from vaelab.models import VAE
-from vaelab.precision import Bf16Copy, autocast
+from vaelab.training import epoch as training
+from vaelab.training import precision
+from vaelab.training.distributed import SINGLE_PROCESS, World
+from vaelab.training.precision import Bf16Copy, autocast
 
 MODELS = {
     "tutorial mlp": ModelConfig(input_dim=64, hidden=(32, 16, 8), latent_dim=2),

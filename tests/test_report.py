@@ -9,13 +9,13 @@ import matplotlib.image
 import pytest
 from conftest import make_tiny_dataset, synthetic_images, write_csv
 
-from vaelab import plots
 from vaelab.cli import main
 from vaelab.config import ModelConfig, RunConfig, TrainConfig
 from vaelab.errors import VaelabError
-from vaelab.losses import gaussian_constant
-from vaelab.report import CAPTIONS, write_report
+from vaelab.models.likelihoods import gaussian_constant
 from vaelab.training import train
+from vaelab.viz import plots
+from vaelab.viz.report import CAPTIONS, write_report
 
 EVALUATION = {
     "likelihood": "tutorial-mse",
@@ -95,7 +95,12 @@ def test_numbers_tables_and_run_details(written):
     doc = parse(text)
     last = run.history[-1]
     final = text_of(doc.find(".//table[@id='final-metrics']"))
-    for value in (last["test_loss"], last["test_mse"], last["test_kld"], last["train_loss"]):
+    for value in (
+        last["test_loss"],
+        last["test_reconstruction"],
+        last["test_kld"],
+        last["train_loss"],
+    ):
         assert f"{value:.4f}" in final
     assert f"{last['test_loss'] + gaussian_constant(16):.4f}" in final
     epochs = doc.findall(".//table[@id='epochs']/tbody/tr")
@@ -122,7 +127,7 @@ def test_weighted_kl_and_other_likelihoods(tiny_dataset, tmp_path):
     train_row = plots.open_run(tmp_path / "run", tiny_dataset).history[-1]
     rows = {text_of(r.find("td")): r for r in doc.findall(".//table[@id='final-metrics']/tbody/tr")}
     train_elbo = text_of(rows["negative ELBO (nats per image)"]).split()[-3]
-    assert train_elbo == f"{train_row['train_mse'] + train_row['train_kld']:.4f}"
+    assert train_elbo == f"{train_row['train_reconstruction'] + train_row['train_kld']:.4f}"
     assert "reconstruction, -log p(x|z) (nats)" in rows
     notes = text_of(doc.find(".//section[@id='metrics']"))
     assert "\u03b2 = 4" in notes and "Likelihood bernoulli" in notes

@@ -6,10 +6,10 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from vaelab import plots
 from vaelab.config import ModelConfig, RunConfig, TrainConfig
-from vaelab.report import write_report
 from vaelab.training import train
+from vaelab.viz import plots
+from vaelab.viz.report import write_report
 
 
 @pytest.fixture

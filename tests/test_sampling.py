@@ -8,11 +8,12 @@ import torch
 from conftest import synthetic_images, write_csv
 from matplotlib.image import imread
 
-from vaelab import checkpoints
+from vaelab import rundir
 from vaelab.cli import main
 from vaelab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from vaelab.sampling import sample, tile
+from vaelab.latent import sample
 from vaelab.training import train
+from vaelab.viz.images import tile
 
 
 @pytest.fixture
@@ -43,7 +44,7 @@ def test_sample_writes_npy_and_png(run_dir, tmp_path, capsys):
     assert vaelab("sample", run_dir, "--n", 10, "--out", tmp_path / "s.npy", "--seed", 3) == 0
     array = np.load(tmp_path / "s.npy", allow_pickle=False)
     assert array.shape == (10, 4, 4) and array.dtype == np.float32
-    expected = sample(checkpoints.load(run_dir), 10, seed=3).numpy().reshape(10, 4, 4)
+    expected = sample(rundir.load_model(run_dir), 10, seed=3).numpy().reshape(10, 4, 4)
     assert np.array_equal(array, expected) and array.min() > 0 and array.max() < 1
     assert vaelab("sample", run_dir, "--n", 10, "--out", tmp_path / "s.png") == 0
     png = imread(tmp_path / "s.png")
@@ -66,7 +67,7 @@ def test_sample_refuses_to_overwrite_and_odd_suffixes(run_dir, tmp_path, capsys)
 
 def test_tile_layout():
     images = np.arange(5 * 2 * 3, dtype=np.float32).reshape(5, 2, 3)
-    grid = tile(images, gap=-1.0)
+    grid = tile(images, fill=-1.0)
     assert grid.shape == (2 * 3 - 1, 3 * 4 - 1)
     assert np.array_equal(grid[0:2, 4:7], images[1]) and np.array_equal(grid[3:5, 0:3], images[3])
     assert (grid[2] == -1).all() and (grid[3:5, 8:11] == -1).all()  # gaps and the empty cell
@@ -85,11 +86,11 @@ def test_evaluate_writes_eval_json_and_says_when_it_replaces_it(run_dir, capsys)
     assert "replaced" in capsys.readouterr().out
     assert json.loads((run_dir / "eval.json").read_text())["images"] == 8
     assert vaelab("evaluate", run_dir, "--max-memory", "lots") == 2
-    assert "memory size 'lots'" in capsys.readouterr().err
+    assert "--max-memory 'lots'" in capsys.readouterr().err
     assert vaelab("evaluate", run_dir, "--images", 0) == 2
 
 
 def test_sample_is_deterministic_and_uses_the_decoder_mean(run_dir):
-    model = checkpoints.load(run_dir)
+    model = rundir.load_model(run_dir)
     assert torch.equal(sample(model, 6, seed=1), sample(model, 6, seed=1))
     assert not torch.equal(sample(model, 6, seed=1), sample(model, 6, seed=2))

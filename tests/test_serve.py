@@ -26,12 +26,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from vaelab import checkpoints, decode, encode
+from vaelab import decode, encode, rundir
 from vaelab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaelab.data import load_dataset
 from vaelab.errors import VaelabError
-from vaelab.explorer import encode_png, latent_view
-from vaelab.serve import (
+from vaelab.explorer.app import (
     MAX_BODY_BYTES,
     MAX_VECTORS,
     STATIC_DIR,
@@ -40,7 +39,9 @@ from vaelab.serve import (
     listening_socket,
     server_url,
 )
+from vaelab.latent import latent_plane
 from vaelab.training import train
+from vaelab.viz.images import png_bytes
 
 
 def train_run(root: Path, latent_dim: int) -> Path:
@@ -86,7 +87,7 @@ def client_3d(run_3d) -> TestClient:
 
 
 def run_test_images(run_dir: Path) -> torch.Tensor:
-    return load_dataset(checkpoints.load_config(run_dir).data).test_images
+    return load_dataset(rundir.load_config(run_dir).data).test_images
 
 
 def png_pixels(data_url: str) -> np.ndarray:
@@ -96,19 +97,19 @@ def png_pixels(data_url: str) -> np.ndarray:
 
 
 def expected_pixels(run_dir: Path, z: list[list[float]]) -> np.ndarray:
-    images = decode(checkpoints.load(run_dir), torch.tensor(z))
+    images = decode(rundir.load_model(run_dir), torch.tensor(z))
     return images.mul(255).round().to(torch.uint8).reshape(len(z), 4, 4).numpy()
 
 
 class TestPoints:
     def test_scatter_is_the_test_sets_latent_means(self, client, run_2d):
         points = client.get("/api/points").json()
-        means = encode(checkpoints.load(run_2d), run_test_images(run_2d)).numpy()
+        means = encode(rundir.load_model(run_2d), run_test_images(run_2d)).numpy()
         assert points["latent_dim"] == 2 and points["image_shape"] == [4, 4]
         assert len(points["x"]) == len(points["y"]) == len(points["labels"]) == 64
         assert np.allclose(points["x"], means[:, 0], atol=1e-4)
         assert np.allclose(points["y"], means[:, 1], atol=1e-4)
-        dataset_labels = load_dataset(checkpoints.load_config(run_2d).data).test_labels
+        dataset_labels = load_dataset(rundir.load_config(run_2d).data).test_labels
         assert points["labels"] == dataset_labels.tolist()
         assert points["view"] == {
             "kind": "latent",
@@ -130,7 +131,7 @@ class TestPoints:
         assert view["kind"] == "pca" and components.shape == (2, 3)
         assert np.allclose(components @ components.T, np.eye(2), atol=1e-4)
         assert view["explained_variance"][0] >= view["explained_variance"][1] >= 0
-        means = encode(checkpoints.load(run_3d), run_test_images(run_3d)).double().numpy()
+        means = encode(rundir.load_model(run_3d), run_test_images(run_3d)).double().numpy()
         projected = (means - np.array(view["mean"])) @ components.T
         assert np.allclose(points["x"], projected[:, 0], atol=1e-3)
         assert np.allclose(points["y"], projected[:, 1], atol=1e-3)
@@ -140,14 +141,14 @@ class TestPoints:
     def test_pca_view_is_the_plane_of_largest_variance(self):
         rng = np.random.default_rng(0)
         latents = rng.standard_normal((500, 4)) * np.array([0.1, 5.0, 0.2, 2.0]) + 3.0
-        view = latent_view(latents)
+        view = latent_plane(latents)
         assert np.allclose(np.abs(view.components[0]), [0, 1, 0, 0], atol=0.05)
         assert np.allclose(np.abs(view.components[1]), [0, 0, 0, 1], atol=0.05)
         assert np.allclose(view.mean, latents.mean(axis=0))
         assert view.explained_variance[0] > 0.8
 
     def test_one_dimensional_latents_lie_on_the_x_axis(self):
-        view = latent_view(np.array([[0.5], [-1.0]]))
+        view = latent_plane(np.array([[0.5], [-1.0]]))
         assert np.allclose(view.project(np.array([[0.5], [-1.0]])), [[0.5, 0.0], [-1.0, 0.0]])
 
 
@@ -169,7 +170,7 @@ class TestDecode:
 
     def test_png_encoder_round_trips_through_pillow(self):
         pixels = np.random.default_rng(0).integers(0, 256, size=(3, 5), dtype=np.uint8)
-        image = Image.open(io.BytesIO(encode_png(pixels)))
+        image = Image.open(io.BytesIO(png_bytes(pixels)))
         assert image.mode == "L" and image.size == (5, 3)
         assert np.array_equal(np.asarray(image), pixels)
 

@@ -3,12 +3,14 @@ import math
 import pytest
 import torch
 
-from vaelab import training
 from vaelab.config import ModelConfig, RunConfig, TrainConfig
-from vaelab.distributed import TrainingObjective
 from vaelab.errors import VaelabError
 from vaelab.models import VAE
-from vaelab.training import format_epoch, lr_factor, train
+from vaelab.training import EpochMetrics, train
+from vaelab.training import epoch as training
+from vaelab.training.distributed import TrainingObjective
+from vaelab.training.epoch import lr_factor
+from vaelab.training.reporters import format_epoch, reconstruction_label
 
 
 def tiny_config(**train_options) -> RunConfig:
@@ -67,9 +69,9 @@ def test_format_epoch_two_decimals():
     ("options", "message"),
     [
         ({"epochs": 0}, "epochs must be at least 1"),
-        ({"batch_size": 0}, "batch size must be at least 1"),
-        ({"lr": 0.0}, "learning rate"),
-        ({"lr": math.inf}, "learning rate"),
+        ({"batch_size": 0}, "batch_size must be at least 1"),
+        ({"lr": 0.0}, "lr .the learning rate"),
+        ({"lr": math.inf}, "lr .the learning rate"),
         ({"device": "tpu"}, "device must be one of"),
     ],
 )
@@ -108,9 +110,9 @@ def test_the_loss_of_a_mixed_precision_step_is_computed_in_fp32(tiny_dataset):
 
 
 def test_the_log_line_names_the_reconstruction_term_of_the_likelihood():
-    row = training.EpochMetrics(3, 1.25, 300.0, 290.0, 10.0, 280.0, 270.0, 10.0)
-    assert training.reconstruction_label("tutorial-mse") == "MSE"
-    line = format_epoch(row, training.reconstruction_label("bernoulli"))
+    row = EpochMetrics(3, 1.25, 300.0, 290.0, 10.0, 280.0, 270.0, 10.0)
+    assert reconstruction_label("tutorial-mse") == "MSE"
+    line = format_epoch(row, reconstruction_label("bernoulli"))
     assert line == (
         "epoch 03 - 1.2s - loss 300.00 - test_loss 280.00 (-log p(x|z) 270.00 | KLD 10.00)"
     )

@@ -6,10 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from vaelab import checkpoints
+from vaelab import rundir
 from vaelab.config import CONV_HIDDEN, ModelConfig, RunConfig, TrainConfig
 from vaelab.errors import VaelabError
-from vaelab.models import VAE, mlp
+from vaelab.models import VAE
+from vaelab.models.networks import mlp
 from vaelab.training import train
 
 VARIANTS = [
@@ -55,7 +56,7 @@ def test_bad_model_options_are_refused(options, message):
 @pytest.mark.parametrize(
     ("options", "message"),
     [({"beta": -1.0}, "beta must be"), ({"beta": float("nan")}, "beta must be"),
-     ({"kl_warmup": -2}, "KL warm-up")],
+     ({"kl_warmup": -2}, "kl_warmup")],
 )  # fmt: skip
 def test_bad_train_options_are_refused(options, message):
     with pytest.raises(VaelabError, match=message):
@@ -70,10 +71,10 @@ def test_config_json_of_vaelab_0_1_still_loads(tmp_path):
                   "lr_schedule": "constant", "seed": 0, "device": "auto"},
     }  # fmt: skip
     (tmp_path / "config.json").write_text(json.dumps(old))
-    config = checkpoints.load_config(tmp_path)
+    config = rundir.load_config(tmp_path)
     assert config.model == ModelConfig() and config.train.beta == 1.0
-    checkpoints.save_weights(tmp_path, VAE())
-    assert checkpoints.load(tmp_path).config.likelihood == "tutorial-mse"
+    rundir.save_weights(tmp_path, VAE())
+    assert rundir.load_model(tmp_path).config.likelihood == "tutorial-mse"
 
 
 def test_mlp_initial_weights_are_those_of_vaelab_0_1():
@@ -101,7 +102,7 @@ def test_each_variant_trains_saves_and_loads(tiny_dataset, tmp_path, likelihood,
     result = train(config_for(likelihood, arch), tiny_dataset, run_dir=tmp_path / "run", log=None)
     row = result.history[0]
     assert all(torch.isfinite(torch.tensor([row.train_loss, row.test_loss])))
-    loaded = checkpoints.load(tmp_path / "run")
+    loaded = rundir.load_model(tmp_path / "run")
     assert loaded.config == result.model.config
     assert (loaded.log_scale is not None) == likelihood.startswith("gaussian")
     state, again = result.model.state_dict(), loaded.state_dict()
@@ -119,16 +120,18 @@ def test_gaussian_scale_is_learned(tiny_dataset):
 
 def test_beta_and_warmup_weight_the_training_kl(tiny_dataset):
     plain = train(config_for("bernoulli", "mlp", epochs=3), tiny_dataset, log=None).history
-    assert all(r.train_loss == pytest.approx(r.train_mse + r.train_kld, rel=1e-5) for r in plain)
+    assert all(
+        r.train_loss == pytest.approx(r.train_reconstruction + r.train_kld, rel=1e-5) for r in plain
+    )
     no_kl = train(config_for("bernoulli", "mlp", beta=0.0), tiny_dataset, log=None).history
-    assert no_kl[0].train_loss == pytest.approx(no_kl[0].train_mse, rel=1e-6)
+    assert no_kl[0].train_loss == pytest.approx(no_kl[0].train_reconstruction, rel=1e-6)
     assert no_kl[0].train_kld > 0
     warm = train(config_for("bernoulli", "mlp", epochs=3, kl_warmup=2), tiny_dataset, log=None)
     first, second, third = warm.history
     # Epoch 1 weighs the KL by 0, 1/8, 2/8, 3/8 (mean 3/16); epoch 2 by 4/8 ... 7/8 (mean 11/16).
-    assert first.train_loss < first.train_mse + 0.25 * first.train_kld
-    assert second.train_mse + 0.5 * second.train_kld < second.train_loss
-    assert second.train_loss < second.train_mse + 0.8 * second.train_kld
-    assert third.train_loss == pytest.approx(third.train_mse + third.train_kld, rel=1e-5)
+    assert first.train_loss < first.train_reconstruction + 0.25 * first.train_kld
+    assert second.train_reconstruction + 0.5 * second.train_kld < second.train_loss
+    assert second.train_loss < second.train_reconstruction + 0.8 * second.train_kld
+    assert third.train_loss == pytest.approx(third.train_reconstruction + third.train_kld, rel=1e-5)
     # The test loss is always the full negative ELBO.
-    assert third.test_loss == pytest.approx(third.test_mse + third.test_kld, rel=1e-5)
+    assert third.test_loss == pytest.approx(third.test_reconstruction + third.test_kld, rel=1e-5)

@@ -1,40 +1,54 @@
-"""vaelab: variational auto-encoders on image data."""
+"""vaelab: variational auto-encoders on image data.
+
+The public API: train a model (`train`), open what a run saved (`load`, `open_run`), use the model
+(`encode`, `decode`, `sample`), measure it (`evaluate`, `evaluate_likelihood`), and draw it
+(`write_figures`, `write_report`; these two need the ``vaelab[plots]`` extra and load lazily).
+"""
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-
-from vaelab.checkpoints import load
+from vaelab._version import __version__
 from vaelab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaelab.data import Dataset, load_dataset
-from vaelab.errors import VaelabError
-from vaelab.evaluation import Metrics, evaluate
+from vaelab.errors import MissingExtra, VaelabError
+from vaelab.evaluation import LikelihoodReport, Metrics, evaluate, evaluate_likelihood
+from vaelab.latent import decode, encode, sample
 from vaelab.models import VAE
-from vaelab.training import TrainResult, train
+from vaelab.rundir import Run, open_run
+from vaelab.rundir import load_model as load
+from vaelab.training import (
+    Callback,
+    EpochMetrics,
+    NonFiniteLoss,
+    TrainingInterrupted,
+    TrainResult,
+    train,
+)
+
+if TYPE_CHECKING:
+    from vaelab.viz.plots import write_figures
+    from vaelab.viz.report import write_report
+
+# Names whose modules need an extra: imported on first use, so `import vaelab` stays light.
+_LAZY = {"write_figures": "vaelab.viz.plots", "write_report": "vaelab.viz.report"}
 
 __all__ = [
-    "VAE", "DataConfig", "Dataset", "Metrics", "ModelConfig", "RunConfig", "TrainConfig",
-    "TrainResult", "VaelabError", "decode", "encode", "evaluate", "load", "load_dataset", "train",
+    "VAE", "Callback", "DataConfig", "Dataset", "EpochMetrics", "LikelihoodReport", "Metrics",
+    "MissingExtra", "ModelConfig", "NonFiniteLoss", "Run", "RunConfig", "TrainConfig",
+    "TrainResult", "TrainingInterrupted", "VaelabError", "__version__", "decode", "encode",
+    "evaluate", "evaluate_likelihood", "load", "load_dataset", "open_run", "sample", "train",
+    "write_figures", "write_report",
 ]  # fmt: skip
 
 
-def _as_tensor(values: torch.Tensor | np.ndarray, model: VAE) -> torch.Tensor:
-    parameter = next(model.parameters())
-    tensor = torch.as_tensor(values)
-    return tensor.to(device=parameter.device, dtype=parameter.dtype)
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'vaelab' has no attribute {name!r}")
 
 
-@torch.no_grad()
-def encode(model: VAE, images: torch.Tensor | np.ndarray) -> torch.Tensor:
-    """Posterior means of flattened images in [0, 1] (N x D)."""
-    x = _as_tensor(images, model)
-    return model.encode(x.reshape(len(x), -1))[0]
-
-
-@torch.no_grad()
-def decode(model: VAE, z: torch.Tensor | np.ndarray) -> torch.Tensor:
-    """Images (N x D, in [0, 1]) decoded from latent codes (N x latent_dim)."""
-    return model.decode(_as_tensor(z, model))
+def __dir__() -> list[str]:
+    return sorted(__all__)

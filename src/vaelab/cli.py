@@ -1,42 +1,122 @@
-"""Command line: a thin layer that builds configs and calls the Python API."""
+"""Command line: a thin layer that builds configs, calls the Python API, and speaks in flags.
+
+The library's errors name the API's words (``checkpoint_every``); `translate` shows them as the
+command's flags (``--checkpoint-every``) in one line, with the exit status the error carries.
+"""
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
-from vaelab import checkpoints
 from vaelab.config import (
     ARCHS,
+    DEVICES,
     LIKELIHOODS,
+    LR_SCHEDULES,
     PRECISIONS,
     DataConfig,
     ModelConfig,
     RunConfig,
     TrainConfig,
 )
-from vaelab.cpu import maybe_reexec_with_mkl_override
-from vaelab.data import Dataset, load_dataset, require_image_size
-from vaelab.distributed import DEFAULT_TIMEOUT_S, is_main_process
+from vaelab.data import Dataset, load_dataset
 from vaelab.errors import VaelabError
 from vaelab.evaluation import (
     DEFAULT_IW_SAMPLES,
-    EVAL_FILE,
     EVAL_SEED,
     evaluate,
     evaluate_likelihood,
     parse_size,
     save_eval,
 )
-from vaelab.faults import TrainingInterrupted
-from vaelab.training import resolve_device, train
+from vaelab.latent import sample
+from vaelab.rundir import (
+    EVAL_FILE,
+    RunExists,
+    image_shape,
+    load_config,
+    load_model,
+    load_run_info,
+    open_run,
+)
+from vaelab.training import ProgressBar, TrainingInterrupted, train
+from vaelab.training.cpu import maybe_reexec_with_mkl_override
+from vaelab.training.distributed import DEFAULT_TIMEOUT_S, is_main_process, resolve_device
 
 _MODEL = ModelConfig()
 _TRAIN = TrainConfig()
+
+
+# ---------------------------------------------------------------- errors in the command's words
+
+
+def _flags(command: click.Command | None) -> dict[str, str]:
+    """API name -> how the command line spells it: its flag, or its argument's metavar."""
+    if command is None:
+        return {}
+    names = {}
+    for param in command.params:
+        if isinstance(param, click.Option) and param.name:
+            names[param.name] = max(param.opts, key=len)
+        elif isinstance(param, click.Argument) and param.name:
+            names[param.name] = param.name.upper()
+    return names
+
+
+def translate(error: VaelabError, command: click.Command | None) -> str:
+    """The error's message with each parameter it names shown as this command's flag."""
+    message = str(error)
+    if isinstance(error, RunExists):
+        hint = f"--resume {error.run_dir} to continue it, " if error.resumable else ""
+        return (
+            f"{error.run_dir}: run directory already exists; pass {hint}--overwrite to replace "
+            "it or --name to choose another"
+        )
+    if isinstance(error, TrainingInterrupted):
+        return (
+            f"stopped by {error.signal_name} {error.where}; checkpoint saved; resume with: "
+            f"vaelab train --resume {error.run_dir}"
+        )
+    flags = _flags(command)
+    for name in error.parameters:
+        flag = flags.get(name)
+        if flag is None:
+            continue
+        word = rf"(?<![\w./-]){re.escape(name)}"
+        message = re.sub(word + r"=True\b", flag, message)
+        message = re.sub(word + r"(?![\w/-])", flag, message)
+    return message
+
+
+class _Refusal(Exception):
+    """A VaelabError with its message in the words of the command it left."""
+
+    def __init__(self, error: VaelabError, text: str) -> None:
+        super().__init__(text)
+        self.error = error
+        self.text = text
+
+
+class _Commands(click.Group):
+    """The command group; a VaelabError leaving a command is told in that command's flags."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except VaelabError as exc:
+            name = ctx.invoked_subcommand
+            command = self.get_command(ctx, name) if name else None
+            raise _Refusal(exc, translate(exc, command)) from exc
+
+
+# ---------------------------------------------------------------- shared options
 
 
 def _parse_hidden(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[int, ...]:
@@ -49,7 +129,23 @@ def _parse_hidden(_ctx: click.Context, _param: click.Parameter, value: str) -> t
     return sizes
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+def _device_option(default: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(
+        "--device", type=click.Choice(list(DEVICES)), default=default,
+        help="'auto' uses CUDA when present, else the CPU.",
+    )  # fmt: skip
+
+
+_RUN_DATA_DIR = click.option(
+    "--data-dir", type=click.Path(path_type=Path), default=None,
+    help="Use the dataset from this folder instead of where the run found it.",
+)  # fmt: skip
+_RUN = click.argument("run", type=click.Path(path_type=Path))
+
+
+@click.group(
+    cls=_Commands, context_settings={"help_option_names": ["-h", "--help"], "show_default": True}
+)
 @click.version_option(package_name="vaelab")
 def cli() -> None:
     """vaelab: train, evaluate and inspect variational auto-encoders on image data.
@@ -57,6 +153,9 @@ def cli() -> None:
     The defaults reproduce the Fashion-MNIST VAE tutorial: an MLP 784-400-200-100-20-2 trained with
     Adam (lr 1e-3, batch 200) for 60 epochs.
     """
+
+
+# ---------------------------------------------------------------- train
 
 
 @cli.command("train")
@@ -68,7 +167,7 @@ def cli() -> None:
 )  # fmt: skip
 @click.option("--lr", type=float, default=_TRAIN.lr, help="Adam learning rate.")
 @click.option(
-    "--lr-schedule", type=click.Choice(["constant", "cosine-tail"]), default=_TRAIN.lr_schedule,
+    "--lr-schedule", type=click.Choice(list(LR_SCHEDULES)), default=_TRAIN.lr_schedule,
     help="'constant' is the tutorial's; 'cosine-tail' anneals the last third of training to 0.",
 )  # fmt: skip
 @click.option(
@@ -102,34 +201,25 @@ def cli() -> None:
     help="'32': fp32 throughout. 'bf16-mixed': bf16 matrix products, fp32 weights and Adam. "
     "'auto': bf16-mixed on CPUs with AVX-512 BF16 or AMX, else 32.",
 )  # fmt: skip
-@click.option(
-    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default=_TRAIN.device,
-    help="'auto' uses CUDA when present, else the CPU.",
-)  # fmt: skip
+@_device_option(_TRAIN.device)
 @click.option(
     "--data-dir", type=click.Path(path_type=Path), default=None,
     help="Folder with the four Fashion-MNIST IDX files (else $VAELAB_DATA, the user cache, "
     "/usr/share/datasets/fashion-mnist, then a verified download).",
 )  # fmt: skip
 @click.option(
-    "--train-csv",
-    type=click.Path(path_type=Path),
-    default=None,
+    "--train-csv", type=click.Path(path_type=Path), default=None,
     help="Training images in the tutorial's CSV layout (label,pixel1,...).",
-)
+)  # fmt: skip
 @click.option(
-    "--test-csv",
-    type=click.Path(path_type=Path),
-    default=None,
+    "--test-csv", type=click.Path(path_type=Path), default=None,
     help="Test images in the tutorial's CSV layout; needs --train-csv.",
-)
+)  # fmt: skip
 @click.option("--name", default=None, help="Run name  [default: a timestamp]")
 @click.option(
-    "--runs-dir",
-    type=click.Path(path_type=Path),
-    default=Path("runs"),
+    "--runs-dir", type=click.Path(path_type=Path), default=Path("runs"),
     help="Folder that holds run directories.",
-)
+)  # fmt: skip
 @click.option("--overwrite", is_flag=True, help="Replace an existing run directory of that name.")
 @click.option(
     "--resume", "resume_run", type=click.Path(path_type=Path), default=None,
@@ -141,17 +231,12 @@ def cli() -> None:
 )  # fmt: skip
 @click.option("--no-plots", is_flag=True, help="Do not draw the figures into RUN/figures/.")
 @click.option(
-    "--dist-timeout", type=click.IntRange(min=1), default=DEFAULT_TIMEOUT_S,
+    "--dist-timeout", "dist_timeout_s", type=click.IntRange(min=1), default=DEFAULT_TIMEOUT_S,
     help="Under torchrun: seconds a rank waits for the others before the job stops.",
 )  # fmt: skip
 def train_command(
-    epochs: int, batch_size: int, test_batch_size: int, lr: float, lr_schedule: str,
-    latent_dim: int, hidden: tuple[int, ...], arch: str, likelihood: str, beta: float,
-    kl_warmup: int, seed: int, precision: str, device: str,
-    data_dir: Path | None,
-    train_csv: Path | None, test_csv: Path | None, name: str | None, runs_dir: Path,
-    overwrite: bool, no_plots: bool, resume_run: Path | None, checkpoint_every: int | None,
-    dist_timeout: int,
+    name: str | None, runs_dir: Path, overwrite: bool, resume_run: Path | None,
+    checkpoint_every: int | None, no_plots: bool, dist_timeout_s: int, **settings: Any,
 ) -> None:  # fmt: skip
     """Train a VAE and save the run to RUNS_DIR/NAME (or continue one with --resume RUN).
 
@@ -160,17 +245,37 @@ def train_command(
     say = click.echo if is_main_process() else None
     if resume_run is not None:
         _refuse_options_besides_resume(resume_run)
-        config = checkpoints.load_config(resume_run)
-        dataset = load_dataset(config.data)
-        _say(say, f"training on {dataset.source}, {len(dataset.train_images)} images")
-        train(config, dataset, run_dir=resume_run, resume=True, log=say,
-              checkpoint_every=checkpoint_every, dist_timeout_s=dist_timeout)  # fmt: skip
-        _after_training(resume_run, dataset, no_plots)
+        config, run_dir = load_config(resume_run), resume_run
+    else:
+        config = _run_config(**settings)
+        run_dir = runs_dir / (name or time.strftime("%Y%m%d-%H%M%S"))
+    dataset = load_dataset(config.data)
+    target = "" if resume_run is not None else f" -> {run_dir}"
+    if say:
+        say(f"training on {dataset.source}, {len(dataset.train_images)} images{target}")
+    reporters = [ProgressBar()] if say and sys.stderr.isatty() else []
+    train(
+        config, dataset, run_dir=run_dir, overwrite=overwrite, resume=resume_run is not None,
+        log=say, callbacks=reporters, checkpoint_every=checkpoint_every,
+        dist_timeout_s=dist_timeout_s,
+    )  # fmt: skip
+    if not is_main_process():
         return
-    config = RunConfig(
-        model=ModelConfig(
-            hidden=hidden, latent_dim=latent_dim, arch=arch, likelihood=likelihood
-        ),
+    click.echo(f"saved {run_dir}")
+    if not no_plots:
+        from vaelab.viz.plots import write_figures  # matplotlib loads only when figures are drawn
+
+        write_figures(run_dir, dataset=dataset, log=click.echo)
+
+
+def _run_config(
+    epochs: int, batch_size: int, test_batch_size: int, lr: float, lr_schedule: str,
+    latent_dim: int, hidden: tuple[int, ...], arch: str, likelihood: str, beta: float,
+    kl_warmup: int, seed: int, precision: str, device: str, data_dir: Path | None,
+    train_csv: Path | None, test_csv: Path | None,
+) -> RunConfig:  # fmt: skip
+    return RunConfig(
+        model=ModelConfig(hidden=hidden, latent_dim=latent_dim, arch=arch, likelihood=likelihood),
         data=DataConfig(
             data_dir=_optional_str(data_dir),
             train_csv=_optional_str(train_csv),
@@ -182,21 +287,10 @@ def train_command(
             kl_warmup=kl_warmup,
         ),
     )  # fmt: skip
-    dataset = load_dataset(config.data)
-    run_dir = runs_dir / (name or time.strftime("%Y%m%d-%H%M%S"))
-    _say(say, f"training on {dataset.source}, {len(dataset.train_images)} images -> {run_dir}")
-    train(config, dataset, run_dir=run_dir, overwrite=overwrite, log=say,
-          checkpoint_every=checkpoint_every, dist_timeout_s=dist_timeout)  # fmt: skip
-    _after_training(run_dir, dataset, no_plots)
-
-
-def _say(say: Callable[[str], None] | None, line: str) -> None:
-    if say is not None:
-        say(line)
 
 
 # Options that do not change what is computed, so a resumed run may set them again.
-_RESUMABLE_OPTIONS = {"resume_run", "checkpoint_every", "no_plots", "dist_timeout"}
+_RESUMABLE_OPTIONS = {"resume_run", "checkpoint_every", "no_plots", "dist_timeout_s"}
 
 
 def _refuse_options_besides_resume(run: Path) -> None:
@@ -214,27 +308,15 @@ def _refuse_options_besides_resume(run: Path) -> None:
         )
 
 
-def _after_training(run_dir: Path, dataset: Dataset, no_plots: bool) -> None:
-    if not is_main_process():
-        return
-    click.echo(f"saved {run_dir}")
-    if not no_plots:
-        from vaelab.plots import write_figures  # matplotlib loads only when figures are drawn
-
-        write_figures(run_dir, dataset=dataset, log=click.echo)
+# ---------------------------------------------------------------- using a saved run
 
 
 @cli.command("evaluate")
-@click.argument("run", type=click.Path(path_type=Path))
+@_RUN
+@_RUN_DATA_DIR
+@_device_option("auto")
 @click.option(
-    "--data-dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Use the dataset from this folder instead of where the run found it.",
-)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
-@click.option(
-    "--iw-samples", type=int, default=DEFAULT_IW_SAMPLES,
+    "--iw-samples", "k", type=int, default=DEFAULT_IW_SAMPLES,
     help="Importance samples k per image for the IWAE estimate of -log p(x).",
 )  # fmt: skip
 @click.option(
@@ -247,32 +329,27 @@ def _after_training(run_dir: Path, dataset: Dataset, no_plots: bool) -> None:
     help="Evaluate only the first IMAGES test images  [default: all]",
 )  # fmt: skip
 def evaluate_command(
-    run: Path, data_dir: Path | None, device: str, iw_samples: int, max_memory: str, seed: int,
+    run: Path, data_dir: Path | None, device: str, k: int, max_memory: str, seed: int,
     images: int | None,
 ) -> None:  # fmt: skip
     """Test metrics of a saved run: the training loss, the negative ELBO and the IWAE estimate
     of -log p(x) in nats; writes RUN/eval.json."""
-    config = checkpoints.load_config(run)
-    data_config = config.data
-    if data_dir is not None:
-        data_config = DataConfig(data_dir=str(data_dir))
-    model = checkpoints.load(run, device=resolve_device(device))
     memory = parse_size(max_memory)
-    dataset = load_dataset(data_config)
-    require_image_size(dataset, model.config.input_dim, run)
-    test_images = dataset.test_images
+    opened = open_run(run, data_dir=data_dir, device=resolve_device(device))
+    test_images = opened.dataset.test_images
     if images is not None:
         if not 1 <= images <= len(test_images):
             raise VaelabError(f"--images must be between 1 and {len(test_images)}, got {images}")
         test_images = test_images[:images]
-    metrics = evaluate(model, test_images, config.train.test_batch_size)
+    model = opened.model
+    metrics = evaluate(model, test_images, opened.config.train.test_batch_size)
     part = "MSE" if metrics.likelihood == "tutorial-mse" else "reconstruction"
     click.echo(
-        f"test_loss {metrics.loss:.4f} ({part} {metrics.mse:.4f} | KLD {metrics.kld:.4f}) "
-        f"on {metrics.images} test images"
+        f"test_loss {metrics.loss:.4f} ({part} {metrics.reconstruction:.4f} | "
+        f"KLD {metrics.kld:.4f}) on {metrics.images} test images"
     )
     report = evaluate_likelihood(
-        model, test_images, iw_samples, memory, seed, progress=sys.stderr.isatty()
+        model, test_images, k, max_memory=memory, seed=seed, progress=sys.stderr.isatty()
     )
     click.echo(
         f"negative ELBO {report.negative_elbo_nats:.2f} nats per image "
@@ -289,53 +366,45 @@ def evaluate_command(
 
 
 @cli.command("sample")
-@click.argument("run", type=click.Path(path_type=Path))
-@click.option("--n", "count", type=int, default=64, help="Number of images to draw.")
+@_RUN
+@click.option("--n", "n", type=int, default=64, help="Number of images to draw.")
 @click.option(
     "--out", type=click.Path(path_type=Path), default=Path("samples.png"),
     help="Output file: .png (a grid, one pixel per pixel) or .npy (n x H x W float32 in [0, 1]).",
 )  # fmt: skip
 @click.option("--seed", type=int, default=0, help="Seed of the latent codes z ~ N(0, I).")
 @click.option("--overwrite", is_flag=True, help="Replace the output file if it exists.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu")
-def sample_command(
-    run: Path, count: int, out: Path, seed: int, overwrite: bool, device: str
-) -> None:  # fmt: skip
-    """Draw new images: decoder means for z ~ N(0, I)."""
-    from vaelab.sampling import run_image_shape, sample, write_samples
+@_device_option("cpu")
+def sample_command(run: Path, n: int, out: Path, seed: int, overwrite: bool, device: str) -> None:
+    """Draw new images: decoder means for z ~ N(0, I) (the report's samples for the same seed)."""
+    from vaelab.viz.images import write_samples
 
-    model = checkpoints.load(run, device=resolve_device(device))
-    shape = run_image_shape(run, model.config.input_dim)
-    images = sample(model, count, seed).numpy().reshape(count, *shape)
-    click.echo(f"wrote {write_samples(images, out, overwrite)} ({count} images)")
+    model = load_model(run, device=resolve_device(device))
+    shape = image_shape(load_run_info(run), model.config.input_dim, run)
+    images = sample(model, n, seed).numpy().reshape(n, *shape)
+    click.echo(f"wrote {write_samples(images, out, overwrite)} ({n} images)")
 
 
 @cli.command("serve")
-@click.argument("run", type=click.Path(path_type=Path))
+@_RUN
 @click.option("--host", default="127.0.0.1", help="Address to listen on (loopback by default).")
 @click.option("--port", type=int, default=8000, help="Port to listen on; 0 picks a free one.")
-@click.option(
-    "--data-dir", type=click.Path(path_type=Path), default=None,
-    help="Use the dataset from this folder instead of where the run found it.",
-)  # fmt: skip
+@_RUN_DATA_DIR
 def serve_command(run: Path, host: str, port: int, data_dir: Path | None) -> None:
     """Explore the latent space of a saved run in the browser; prints the URL to open."""
-    from vaelab.serve import serve  # the web stack loads only for this command
+    from vaelab.explorer.app import serve  # the web stack loads only for this command
 
     serve(run, host=host, port=port, data_dir=data_dir, announce=click.echo)
 
 
-_DATA_DIR_HELP = "Use the dataset from this folder instead of where the run found it."
-
-
 @cli.command("plot")
-@click.argument("run", type=click.Path(path_type=Path))
+@_RUN
 @click.option("--grid", type=int, default=20, help="Images per side of the latent manifold.")
 @click.option("--span", type=float, default=2.0, help="The manifold covers [-SPAN, SPAN]^2.")
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help=_DATA_DIR_HELP)
+@_RUN_DATA_DIR
 def plot_command(run: Path, grid: int, span: float, data_dir: Path | None) -> None:
     """Draw the six figures of a saved run into RUN/figures/."""
-    from vaelab.plots import write_figures
+    from vaelab.viz.plots import write_figures
 
     started = time.perf_counter()
     write_figures(run, grid, span, dataset=_dataset_from(data_dir), log=click.echo)
@@ -343,11 +412,11 @@ def plot_command(run: Path, grid: int, span: float, data_dir: Path | None) -> No
 
 
 @cli.command("report")
-@click.argument("run", type=click.Path(path_type=Path))
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help=_DATA_DIR_HELP)
+@_RUN
+@_RUN_DATA_DIR
 def report_command(run: Path, data_dir: Path | None) -> None:
     """Write RUN/report.html: metrics, tables and every figure in one offline file."""
-    from vaelab.report import write_report
+    from vaelab.viz.report import write_report
 
     click.echo(f"wrote {write_report(run, dataset=_dataset_from(data_dir), log=click.echo)}")
 
@@ -362,7 +431,7 @@ def _optional_str(path: Path | None) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: user errors become one line on stderr and exit status 2."""
+    """Entry point: user errors become one line on stderr and the error's exit status."""
     maybe_reexec_with_mkl_override(
         sys.argv[1:] if argv is None else argv, say=lambda line: click.echo(line, err=True)
     )
@@ -381,9 +450,10 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except TrainingInterrupted as exc:
-        click.echo(f"vaelab: {exc}", err=True)
-        sys.exit(exc.exit_code)
+    except _Refusal as refusal:
+        prefix = "" if isinstance(refusal.error, TrainingInterrupted) else "error: "
+        click.echo(f"vaelab: {prefix}{refusal.text}", err=True)
+        sys.exit(refusal.error.exit_code)
     except VaelabError as exc:
         click.echo(f"vaelab: error: {exc}", err=True)
         sys.exit(exc.exit_code)

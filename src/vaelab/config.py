@@ -10,7 +10,7 @@ from vaelab.errors import VaelabError
 
 DEVICES = ("auto", "cpu", "cuda")
 LR_SCHEDULES = ("constant", "cosine-tail")
-# 'auto' is bf16-mixed where the hardware multiplies bf16 natively, else '32' (see training.py).
+# 'auto': bf16-mixed where the hardware multiplies bf16 natively, else '32' (training/precision.py)
 PRECISIONS = ("auto", "32", "bf16-mixed")
 ARCHS = ("mlp", "conv")
 LIKELIHOODS = (
@@ -22,9 +22,10 @@ MLP_HIDDEN = (400, 200, 100, 20)
 CONV_HIDDEN = (32, 64, 256)
 
 
-def _require(condition: bool, message: str) -> None:
+def _require(condition: bool, message: str, *parameters: str) -> None:
+    """Refuse a field value; the message names the field(s) `parameters` in the API's words."""
     if not condition:
-        raise VaelabError(message)
+        raise VaelabError(message, parameters=parameters)
 
 
 @dataclass(frozen=True)
@@ -47,16 +48,25 @@ class ModelConfig:
         if self.arch == "conv" and hidden == MLP_HIDDEN:
             hidden = CONV_HIDDEN
         object.__setattr__(self, "hidden", hidden)
-        _require(self.arch in ARCHS, f"arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
+        _require(
+            self.arch in ARCHS, f"arch must be one of {', '.join(ARCHS)}, got {self.arch!r}", "arch"
+        )
         _require(
             self.likelihood in LIKELIHOODS,
             f"likelihood must be one of {', '.join(LIKELIHOODS)}, got {self.likelihood!r}",
+            "likelihood",
         )
-        _require(self.input_dim >= 1, f"input_dim must be at least 1, got {self.input_dim}")
-        _require(self.latent_dim >= 1, f"latent dim must be at least 1, got {self.latent_dim}")
+        _require(
+            self.input_dim >= 1, f"input_dim must be at least 1, got {self.input_dim}", "input_dim"
+        )
+        _require(
+            self.latent_dim >= 1, f"latent_dim must be at least 1, got {self.latent_dim}",
+            "latent_dim",
+        )  # fmt: skip
         _require(
             all(isinstance(h, int) and h >= 1 for h in self.hidden),
             f"hidden sizes must be positive integers, got {list(self.hidden)}",
+            "hidden",
         )
         if self.arch == "conv":
             self._check_conv()
@@ -67,11 +77,13 @@ class ModelConfig:
             side * side == self.input_dim and side % 4 == 0,
             "the conv arch needs square images whose side is a multiple of 4 (28x28 is); "
             f"got {self.input_dim} pixels",
+            "arch",
         )
         _require(
             len(self.hidden) == 3,
             "the conv arch reads hidden as (conv 1 channels, conv 2 channels, dense width), "
             f"got {list(self.hidden)}",
+            "hidden",
         )
 
 
@@ -87,7 +99,9 @@ class DataConfig:
     def __post_init__(self) -> None:
         _require(
             (self.train_csv is None) == (self.test_csv is None),
-            "--train-csv and --test-csv must be given together",
+            "train_csv and test_csv must be given together",
+            "train_csv",
+            "test_csv",
         )
 
 
@@ -107,32 +121,45 @@ class TrainConfig:
     precision: str = "auto"
 
     def __post_init__(self) -> None:
-        _require(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}")
-        _require(self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}")
+        _require(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}", "epochs")
+        _require(
+            self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}",
+            "batch_size",
+        )  # fmt: skip
         _require(
             self.test_batch_size >= 1,
-            f"test batch size must be at least 1, got {self.test_batch_size}",
+            f"test_batch_size must be at least 1, got {self.test_batch_size}",
+            "test_batch_size",
         )
         _require(
             math.isfinite(self.lr) and self.lr > 0,
-            f"learning rate must be a finite number above 0, got {self.lr}",
+            f"lr (the learning rate) must be a finite number above 0, got {self.lr}",
+            "lr",
         )
         _require(
             self.lr_schedule in LR_SCHEDULES,
-            f"lr schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}",
+            f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}",
+            "lr_schedule",
         )
-        _require(self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}")
+        _require(
+            self.device in DEVICES,
+            f"device must be one of {', '.join(DEVICES)}, got {self.device!r}",
+            "device",
+        )
         _require(
             self.precision in PRECISIONS,
             f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",
+            "precision",
         )
         _require(
             math.isfinite(self.beta) and self.beta >= 0,
             f"beta must be a finite number of at least 0, got {self.beta}",
+            "beta",
         )
         _require(
             isinstance(self.kl_warmup, int) and self.kl_warmup >= 0,
-            f"KL warm-up must be a whole number of epochs, at least 0, got {self.kl_warmup}",
+            f"kl_warmup must be a whole number of epochs, at least 0, got {self.kl_warmup}",
+            "kl_warmup",
         )
 
 
@@ -145,10 +172,12 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
+        """The config as JSON-ready nested dicts (tuples become lists when dumped)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> RunConfig:
+        """The config of a parsed config.json, every field type-checked (files are untrusted)."""
         return cls(
             model=_build(ModelConfig, raw.get("model", {})),
             data=_build(DataConfig, raw.get("data", {})),

@@ -14,21 +14,22 @@ from typing import NamedTuple
 import torch
 from tqdm import tqdm
 
-from vaelab.checkpoints import atomic_write_text
+from vaelab._io import atomic_write_text
 from vaelab.errors import VaelabError
-from vaelab.losses import gaussian_constant
-from vaelab.models import VAE
+from vaelab.models import VAE, evaluating
+from vaelab.models.likelihoods import gaussian_constant
+from vaelab.rundir import EVAL_FILE
 
 EVAL_SEED = 12345
 
 
 @dataclass(frozen=True)
 class Metrics:
-    """Per-image means over a split: the training loss and its reconstruction (`mse`) and KLD
-    parts, in the tutorial's units for 'tutorial-mse' and in nats for the other likelihoods."""
+    """Per-image means over a split: the training loss and its reconstruction and KLD parts, in
+    the tutorial's units for 'tutorial-mse' and in nats for the other likelihoods."""
 
     loss: float
-    mse: float
+    reconstruction: float
     kld: float
     images: int
     likelihood: str = "tutorial-mse"
@@ -49,23 +50,20 @@ def evaluate(
 
     The fixed seed makes the number repeatable and lets epochs be compared on the same noise.
     """
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
     totals = torch.zeros(3, dtype=torch.float64, device=device)
-    for start in range(0, len(images), batch_size):
-        batch = images[start : start + batch_size].to(device, non_blocking=True)
-        terms = model.loss(batch, generator)
-        totals += torch.stack(terms).double() * len(batch)
-    model.train(was_training)
-    loss, mse, kld = (totals / max(len(images), 1)).tolist()
-    return Metrics(loss, mse, kld, len(images), model.config.likelihood)
+    with evaluating(model):
+        for start in range(0, len(images), batch_size):
+            batch = images[start : start + batch_size].to(device, non_blocking=True)
+            terms = model.loss(batch, generator)
+            totals += torch.stack(terms).double() * len(batch)
+    loss, reconstruction, kld = (totals / max(len(images), 1)).tolist()
+    return Metrics(loss, reconstruction, kld, len(images), model.config.likelihood)
 
 
 # --- Importance-weighted log-likelihood ------------------------------------------------------
 
-EVAL_FILE = "eval.json"
 DEFAULT_IW_SAMPLES = 5000
 DEFAULT_MAX_MEMORY = 1 << 30
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*([kmgt]?)(i?)b?\s*$", re.IGNORECASE)
@@ -111,12 +109,15 @@ def parse_size(text: str | int) -> int:
     else:
         match = _SIZE.match(text)
         if not match:
-            raise VaelabError(f"memory size {text!r}: expected a number with a unit, like 1GB")
+            raise VaelabError(
+                f"max_memory {text!r}: expected a number with a unit, like 1GB",
+                parameters=("max_memory",),
+            )
         number, unit, binary = match.groups()
         power = "kmgt".find(unit.lower()) + 1 if unit else 0
         size = int(float(number) * (1024 if binary else 1000) ** power)
     if size <= 0:
-        raise VaelabError(f"memory size {text!r} must be above 0")
+        raise VaelabError(f"max_memory {text!r} must be above 0", parameters=("max_memory",))
     return size
 
 
@@ -145,7 +146,8 @@ def plan_chunks(model: VAE, images: int, k: int, max_memory: int) -> tuple[int, 
     pairs = max_memory // pair_bytes
     if pairs < 1:
         raise VaelabError(
-            f"--max-memory {max_memory} bytes is below what one sample needs ({pair_bytes} bytes)"
+            f"max_memory {max_memory} bytes is below what one sample needs ({pair_bytes} bytes)",
+            parameters=("max_memory",),
         )
     batch = max(1, min(images, pairs // k))
     return batch, max(1, min(k, pairs // batch))
@@ -198,46 +200,33 @@ def importance_weighted(
     stays under `max_memory` bytes. The same seed, k, max_memory and device give the same numbers.
     """
     if k < 1:
-        raise VaelabError(f"the number of importance samples must be at least 1, got {k}")
+        raise VaelabError(f"k (importance samples) must be at least 1, got {k}", parameters=("k",))
     if len(images) == 0:
         raise VaelabError("there are no images to evaluate")
-    was_training = model.training
-    model.eval()
     parameter = next(model.parameters())
     batch, chunk = plan_chunks(model, len(images), k, parse_size(max_memory))
     generator = torch.Generator(device=parameter.device).manual_seed(seed)
     parts: list[PerImage] = []
-    with tqdm(total=len(images), desc=f"IWAE k={k}", unit="img", disable=not progress) as bar:
+    bar = tqdm(total=len(images), desc=f"IWAE k={k}", unit="img", disable=not progress)
+    with bar, evaluating(model):
         for start in range(0, len(images), batch):
             x = images[start : start + batch].to(parameter.device, parameter.dtype)
             parts.append(_batch_bounds(model, x.reshape(len(x), -1), k, chunk, generator))
             bar.update(len(x))
-    model.train(was_training)
     return PerImage(*(torch.cat(column).cpu() for column in zip(*parts)))
 
 
-def _estimate(values: torch.Tensor) -> Estimate:
+def estimate(values: torch.Tensor) -> Estimate:
+    """The mean of per-image `values` and its standard error."""
     stderr = values.std().item() / math.sqrt(len(values)) if len(values) > 1 else 0.0
     return Estimate(values.mean().item(), stderr)
-
-
-def iwae_nll(
-    model: VAE,
-    images: torch.Tensor,
-    k: int = DEFAULT_IW_SAMPLES,
-    max_memory: int | str = DEFAULT_MAX_MEMORY,
-    seed: int = EVAL_SEED,
-    progress: bool = False,
-) -> Estimate:
-    """The IWAE estimate of -log p(x) in nats, mean over `images`, and its standard error."""
-    per_image = importance_weighted(model, images, k, max_memory, seed, progress)
-    return _estimate(per_image.iwae_nll)
 
 
 def evaluate_likelihood(
     model: VAE,
     images: torch.Tensor,
     k: int = DEFAULT_IW_SAMPLES,
+    *,
     max_memory: int | str = DEFAULT_MAX_MEMORY,
     seed: int = EVAL_SEED,
     progress: bool = False,
@@ -245,7 +234,7 @@ def evaluate_likelihood(
     """Negative ELBO (reconstruction from the same k samples, KL in closed form) and IWAE."""
     started = time.perf_counter()
     per_image = importance_weighted(model, images, k, max_memory, seed, progress)
-    iwae = _estimate(per_image.iwae_nll)
+    iwae = estimate(per_image.iwae_nll)
     reconstruction, kl = per_image.reconstruction.mean().item(), per_image.kl.mean().item()
     return LikelihoodReport(
         likelihood=model.config.likelihood,

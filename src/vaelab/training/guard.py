@@ -16,9 +16,9 @@ from typing import Any
 
 import torch
 
-from vaelab.checkpoints import CHECKPOINT_FILE
 from vaelab.errors import VaelabError
-from vaelab.resume import (
+from vaelab.rundir import CHECKPOINT_FILE
+from vaelab.training.checkpoint import (
     EpochProgress,
     Layout,
     Trainables,
@@ -37,17 +37,31 @@ class NonFiniteLoss(VaelabError):
 
 
 class TrainingInterrupted(VaelabError):
-    """SIGINT or SIGTERM stopped training after a checkpoint was written."""
+    """SIGINT or SIGTERM stopped training after a checkpoint was written.
 
-    def __init__(self, message: str, signum: int) -> None:
-        super().__init__(message)
+    `where` says at which epoch and step; `run_dir` holds the checkpoint to resume from.
+    """
+
+    def __init__(self, signum: int, where: str, run_dir: Path) -> None:
+        self.signal_name = signal.Signals(signum).name
+        super().__init__(
+            f"stopped by {self.signal_name} {where}; checkpoint saved; resume=True with run_dir "
+            f"{run_dir} continues it",
+            parameters=("resume",),
+        )
         self.signum = signum
+        self.where = where
+        self.run_dir = run_dir
         self.exit_code = 128 + signum
 
 
 def check_checkpoint_every(steps: int | None) -> None:
+    """Refuse a checkpoint interval below one step."""
     if steps is not None and steps < 1:
-        raise VaelabError(f"--checkpoint-every must be at least 1 step, got {steps}")
+        raise VaelabError(
+            f"checkpoint_every must be at least 1 step, got {steps}",
+            parameters=("checkpoint_every",),
+        )
 
 
 class StopRequest:
@@ -108,6 +122,7 @@ class RunGuard:
 
     @property
     def path(self) -> Path | None:
+        """The checkpoint file, or None without a run directory."""
         return None if self.run_dir is None else self.run_dir / CHECKPOINT_FILE
 
     def begin(self, resume: bool) -> TrainingState:
@@ -188,17 +203,13 @@ class RunGuard:
             kept = f"; the last good checkpoint (at {self.saved_at}) is kept in {self.run_dir}"
         raise NonFiniteLoss(
             f"{what}; training stopped and these weights were not saved{kept}; "
-            "a smaller --lr may help"
+            "a smaller lr may help",
+            parameters=("lr",),
         )
 
     def _interrupted(self, where: str) -> None:
-        assert self.stop.signum is not None
-        name = signal.Signals(self.stop.signum).name
-        raise TrainingInterrupted(
-            f"stopped by {name} {where}; checkpoint saved; resume with: "
-            f"vaelab train --resume {self.run_dir}",
-            self.stop.signum,
-        )
+        assert self.stop.signum is not None and self.run_dir is not None
+        raise TrainingInterrupted(self.stop.signum, where, self.run_dir)
 
     def _say(self, line: str) -> None:
         if self.log:

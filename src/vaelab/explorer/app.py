@@ -1,4 +1,4 @@
-"""The latent-space explorer: a local web app that decodes points of a run's latent space live.
+"""The latent-space explorer's web app: decodes points of a run's latent space live.
 
 `create_app(run_dir)` builds the FastAPI app (the page under `/`, its assets under `/static`, the
 JSON API under `/api`); `serve(run_dir, host, port)` runs it on uvicorn. Every model call happens on
@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import secrets
 import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from vaelab._extras import require_extra
+
+require_extra("serve", "fastapi", "uvicorn", "PIL")
 
 import numpy as np
 import torch
@@ -25,7 +30,7 @@ from starlette.exceptions import HTTPException
 
 from vaelab.data import Dataset
 from vaelab.errors import VaelabError
-from vaelab.explorer import Explorer, load_explorer, png_data_url
+from vaelab.explorer.core import Explorer, load_explorer, png_data_url
 
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_VECTORS = 256  # latent vectors (or images) per request
@@ -166,9 +171,13 @@ def check_fields(body: dict[str, Any], allowed: tuple[str, ...]) -> None:
 
 def images_payload(explorer: Explorer, z: np.ndarray, fmt: str) -> dict[str, Any]:
     """Decoded images as PNG data URLs, or as raw uint8 rows (H*W values each, row-major)."""
-    pixels = explorer.decode_pixels(z)
+    return pixels_payload(explorer.decode_pixels(z), fmt)
+
+
+def pixels_payload(pixels: np.ndarray, fmt: str) -> dict[str, Any]:
+    """uint8 images (N x H x W) as PNG data URLs, or as raw rows (H*W values each)."""
     if fmt == "raw":
-        return {"shape": list(pixels.shape), "pixels": pixels.reshape(len(z), -1).tolist()}
+        return {"shape": list(pixels.shape), "pixels": pixels.reshape(len(pixels), -1).tolist()}
     return {"images": [png_data_url(image) for image in pixels]}
 
 
@@ -215,9 +224,11 @@ def create_app(
         body = await read_json_object(request)
         check_fields(body, ("count", "seed", "format"))
         count = int_field(body, "count", 8, 1, MAX_VECTORS)
-        rng = np.random.default_rng(optional_seed(body))
-        z = rng.standard_normal((count, dim)).astype(np.float32)
-        return JSONResponse({"z": z.tolist(), **images_payload(explorer, z, image_format(body))})
+        seed = optional_seed(body)
+        seed = secrets.randbits(63) if seed is None else seed
+        z, pixels = explorer.prior_samples(count, seed)
+        payload = pixels_payload(pixels, image_format(body))
+        return JSONResponse({"z": z.tolist(), "seed": seed, **payload})
 
     return app
 
@@ -245,11 +256,13 @@ def _add_error_handlers(app: FastAPI) -> None:
 def listening_socket(host: str, port: int) -> socket.socket:
     """A TCP socket bound to host:port (port 0 picks a free one) and listening."""
     if not 0 <= port <= 65535:
-        raise VaelabError(f"--port must be from 0 to 65535, got {port}")
+        raise VaelabError(f"port must be from 0 to 65535, got {port}", parameters=("port",))
     try:
         family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     except socket.gaierror as exc:
-        raise VaelabError(f"--host {host}: cannot resolve it ({exc.strerror})") from None
+        raise VaelabError(
+            f"host {host}: cannot resolve it ({exc.strerror})", parameters=("host",)
+        ) from None
     # proto must say TCP: asyncio sets TCP_NODELAY only on sockets that do, and without it every
     # answer waits ~40 ms for the client's delayed ACK (socket.create_server leaves proto 0).
     sock = socket.socket(family, kind, socket.IPPROTO_TCP)
@@ -288,7 +301,7 @@ def serve(
     import uvicorn  # only the server needs it; the app and its tests do not
 
     torch.set_num_threads(threads)
-    with listening_socket(host, port) as sock:  # first, so a bad --host/--port fails at once
+    with listening_socket(host, port) as sock:  # first, so a bad host or port fails at once
         app = create_app(run_dir, data_dir=data_dir)
         announce(f"latent explorer for {Path(run_dir)}: {server_url(sock)}  (Ctrl+C to stop)")
         if not is_loopback(host):

@@ -23,11 +23,11 @@ from vaelab.config import GAUSSIAN_LIKELIHOODS, LIKELIHOODS
 class LossTerms(NamedTuple):
     """Per-image averages over a batch: total loss and its reconstruction and KL parts.
 
-    `mse` is the reconstruction part: the tutorial's MSE, or -log p(x|z) for other likelihoods.
+    `reconstruction` is the tutorial's MSE for 'tutorial-mse', else -log p(x|z) in nats.
     """
 
     loss: torch.Tensor
-    mse: torch.Tensor
+    reconstruction: torch.Tensor
     kld: torch.Tensor
 
 
@@ -77,9 +77,9 @@ def continuous_bernoulli_log_partition(logits: torch.Tensor) -> torch.Tensor:
     """A(l) = log of the integral over [0, 1] of exp(l x) dx = log((e^l - 1) / l), elementwise.
 
     The continuous Bernoulli is the exponential family p(x|l) = exp(l x - A(l)) on [0, 1], with
-    l = logit(lambda) the decoder's output. A(l) = max(l, 0) + log(1 - e^-|l|) - log|l| never
-    overflows; near l = 0, where it is 0 / 0 in disguise and its gradient cancels in fp32, the
-    series l/2 + l^2/24 - l^4/2880 + l^6/181440 (error below 1e-15 for |l| < 0.1) is used.
+    l = logit(lambda) the decoder's output. A(l) = max(l, 0) + log(1 - e^-abs(l)) - log(abs(l))
+    never overflows; near l = 0, where it is 0 / 0 in disguise and its gradient cancels in fp32, the
+    series l/2 + l^2/24 - l^4/2880 + l^6/181440 (error below 1e-15 for abs(l) < 0.1) is used.
     """
     small = logits.abs() < _CB_SERIES_BELOW
     safe = torch.where(small, 1.0, logits)
@@ -102,7 +102,7 @@ def continuous_bernoulli_log_norm(logits: torch.Tensor) -> torch.Tensor:
 def continuous_bernoulli_mean(logits: torch.Tensor) -> torch.Tensor:
     """E[x] under the continuous Bernoulli, A'(l) = 1 / (1 - e^-l) - 1 / l, elementwise.
 
-    Equal to lambda / (2 lambda - 1) + 1 / (2 artanh(1 - 2 lambda)); for |l| < 1 the series
+    Equal to lambda / (2 lambda - 1) + 1 / (2 artanh(1 - 2 lambda)); for abs(l) < 1 the series
     1/2 + l/12 - l^3/720 + l^5/30240 - l^7/1209600 (error below 3e-8) avoids the cancellation.
     """
     small = logits.abs() < 1.0

@@ -8,29 +8,42 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import json
 import platform
 import shlex
-import struct
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from vaelab._extras import require_extra
+
+require_extra("plots", "matplotlib", "PIL")
+
 import matplotlib
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 
-import vaelab
-from vaelab import checkpoints, plots
+from vaelab._io import atomic_write_text, read_text
+from vaelab._version import __version__
 from vaelab.data import Dataset
 from vaelab.errors import VaelabError
 from vaelab.evaluation import Metrics, evaluate
-from vaelab.losses import gaussian_constant
+from vaelab.models.likelihoods import gaussian_constant
+from vaelab.rundir import (
+    EVAL_FILE,
+    FIGURES_DIR,
+    METRICS_FILE,
+    REPORT_FILE,
+    WEIGHTS_FILE,
+    Run,
+    open_run,
+)  # fmt: skip
+from vaelab.viz import plots
 
-REPORT_FILE = "report.html"
-EVAL_FILE = "eval.json"
 # eval.json (written by `vaelab evaluate`): its keys in display order, with labels.
 EVAL_LABELS = {
     "likelihood": "decoder likelihood p(x|z)",
@@ -45,7 +58,8 @@ EVAL_LABELS = {
     "seconds": "seconds taken",
 }
 CAPTIONS = {
-    "learning_curves.png": "Train (blue) and test (red) loss per epoch: loss solid, MSE dotted, "
+    "learning_curves.png": "Train (blue) and test (red) loss per epoch: loss solid, "
+    "reconstruction (MSE for the tutorial's loss) dotted, "
     "KLD dashed, as in the tutorial's learning-curve plot.",
     "reconstructions.png": "The first 40 test images, each row of inputs above its "
     "reconstructions decoded from the posterior mean \u03bc(x).",
@@ -105,20 +119,19 @@ def write_report(
 ) -> Path:
     """Write RUN/report.html and return its path, drawing the figures first if they are missing
     or older than the weights."""
-    run = plots.open_run(run_dir, dataset, device)
+    run = open_run(run_dir, dataset, device=device)
     evaluation = read_evaluation(run.run_dir)
     figures = _current_figures(run, log)
     metrics = evaluate(run.model, run.dataset.test_images, run.config.train.test_batch_size)
-    info = checkpoints.load_run_info(run.run_dir)
-    page = render_report(run, info, metrics, evaluation, figures)
+    page = render_report(run, metrics, evaluation, figures)
     path = run.run_dir / REPORT_FILE
-    checkpoints.atomic_write_text(path, page)
+    atomic_write_text(path, page)
     return path
 
 
-def _current_figures(run: plots.RunData, log: Callable[[str], None] | None) -> dict[str, bytes]:
-    folder = run.run_dir / plots.FIGURES_DIR
-    weights_time = (run.run_dir / checkpoints.WEIGHTS_FILE).stat().st_mtime
+def _current_figures(run: Run, log: Callable[[str], None] | None) -> dict[str, bytes]:
+    folder = run.run_dir / FIGURES_DIR
+    weights_time = (run.run_dir / WEIGHTS_FILE).stat().st_mtime
     paths = [folder / name for name in plots.FIGURE_FILES]
     if not all(p.is_file() and p.stat().st_mtime >= weights_time for p in paths):
         plots.save_figures(run, log=log)
@@ -131,8 +144,8 @@ def read_evaluation(run_dir: str | Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raw = json.loads(read_text(path, "a JSON file"))
+    except json.JSONDecodeError as exc:
         raise VaelabError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(raw, dict):
         raise VaelabError(f"{path}: expected a JSON object")
@@ -163,14 +176,16 @@ def _table(
     return f"<table{attributes}>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody>\n</table>"
 
 
-def _final_metrics_table(run: plots.RunData, metrics: Metrics) -> str:
+def _final_metrics_table(run: Run, metrics: Metrics) -> str:
     last = run.history[-1]
     likelihood = run.config.model.likelihood
     dim = run.dataset.input_dim
 
     def logged(split: str) -> Metrics:
-        values = [last[f"{split}_{term}"] for term in ("loss", "mse", "kld")]
-        return Metrics(*values, images=0, likelihood=likelihood)
+        loss, reconstruction, kld = (
+            last[f"{split}_{t}"] for t in ("loss", "reconstruction", "kld")
+        )
+        return Metrics(loss, reconstruction, kld, images=0, likelihood=likelihood)
 
     columns = [logged("train"), logged("test"), metrics]
     reconstruction = "MSE (sum of squares / 2)" if likelihood == "tutorial-mse" else (
@@ -178,7 +193,7 @@ def _final_metrics_table(run: plots.RunData, metrics: Metrics) -> str:
     )  # fmt: skip
     rows = [
         ["loss (training units)", *(_number(m.loss) for m in columns)],
-        [reconstruction, *(_number(m.mse) for m in columns)],
+        [reconstruction, *(_number(m.reconstruction) for m in columns)],
         ["KLD", *(_number(m.kld) for m in columns)],
         ["negative ELBO (nats per image)", *(_number(_elbo(m, dim)) for m in columns)],
     ]
@@ -194,11 +209,11 @@ def _final_metrics_table(run: plots.RunData, metrics: Metrics) -> str:
 
 def _elbo(metrics: Metrics, input_dim: int) -> float:
     """The negative ELBO from the two parts, so a KL weight used in training does not enter it."""
-    unweighted = replace(metrics, loss=metrics.mse + metrics.kld)
+    unweighted = replace(metrics, loss=metrics.reconstruction + metrics.kld)
     return unweighted.negative_elbo_nats(input_dim)
 
 
-def _elbo_note(run: plots.RunData) -> str:
+def _elbo_note(run: Run) -> str:
     dim = run.dataset.input_dim
     train = run.config.train
     weighted = (
@@ -285,7 +300,7 @@ def _keys_table(pairs: Iterable[tuple[str, Any]], table_id: str) -> str:
 
 def _versions_now() -> dict[str, str]:
     return {
-        "vaelab": vaelab.__version__,
+        "vaelab": __version__,
         "torch": torch.__version__,
         "numpy": np.__version__,
         "matplotlib": matplotlib.__version__,
@@ -294,10 +309,13 @@ def _versions_now() -> dict[str, str]:
 
 
 def _png_size(png: bytes) -> tuple[int, int]:
-    if png[:8] != b"\x89PNG\r\n\x1a\n" or png[12:16] != b"IHDR":
-        raise VaelabError("a figure is not a PNG file; draw the figures again with vaelab plot")
-    width, height = struct.unpack(">II", png[16:24])
-    return width, height
+    try:
+        with Image.open(io.BytesIO(png), formats=["PNG"]) as image:
+            return image.size
+    except (UnidentifiedImageError, OSError):
+        raise VaelabError(
+            "a figure is not a PNG file; draw the figures again (write_figures)"
+        ) from None
 
 
 def _figure(name: str, png: bytes) -> str:
@@ -313,15 +331,15 @@ def _figure(name: str, png: bytes) -> str:
 
 
 def render_report(
-    run: plots.RunData,
-    info: Mapping[str, Any],
+    run: Run,
     metrics: Metrics,
     evaluation: Mapping[str, Any] | None,
     figures: Mapping[str, bytes],
 ) -> str:
     """The report as an HTML5 document (see `write_report`)."""
+    info = run.info
     run_path = str(run.run_dir)
-    name = run.run_dir.resolve().name
+    name = run.name
     total, median, timing = _timing(run.history)
     dim = run.dataset.input_dim
     data_info = info.get("dataset", {}) if isinstance(info.get("dataset"), Mapping) else {}
@@ -366,7 +384,7 @@ def render_report(
         "</section>",
         '<section id="epochs-section">',
         "<h2>Per-epoch metrics</h2>",
-        f'<p class="muted">From <code>{checkpoints.METRICS_FILE}</code>; train values are '
+        f'<p class="muted">From <code>{METRICS_FILE}</code>; train values are '
         "means over the epoch's batches, test values one pass over the test set after it.</p>",
         _epochs_table(run.history),
         "</section>",
@@ -386,7 +404,7 @@ def render_report(
             "versions",
         ),
         "</section>",
-        f"<footer>Written by vaelab {_e(vaelab.__version__)} on "
+        f"<footer>Written by vaelab {_e(__version__)} on "
         f"{_e(time.strftime('%Y-%m-%d %H:%M:%S %Z'))}.</footer>",
         "</main>",
         "</body>",

@@ -1,4 +1,5 @@
-"""Data-parallel training on PyTorch's own engine: torchrun starts the ranks, DDP syncs gradients.
+"""Devices and ranks: data-parallel training on PyTorch's own engine (torchrun starts the ranks,
+DDP syncs the gradients), and the device a config's name resolves to.
 
 Every rank draws the same permutation and the same noise as a single process would (one shared
 seed), takes its contiguous share of each global batch, and DistributedDataParallel averages the
@@ -17,8 +18,7 @@ import torch.distributed as dist
 from torch import nn
 
 from vaelab.errors import VaelabError
-from vaelab.losses import LossTerms
-from vaelab.models import VAE
+from vaelab.models import VAE, LossTerms
 
 DEFAULT_TIMEOUT_S = 300
 
@@ -33,14 +33,27 @@ class World:
 
     @property
     def is_main(self) -> bool:
+        """Rank 0: the one that logs and writes."""
         return self.rank == 0
 
     @property
     def distributed(self) -> bool:
+        """Whether several ranks train together."""
         return self.size > 1 or dist.is_initialized()
 
 
 SINGLE_PROCESS = World()
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks CUDA when present, else the CPU; 'cuda' without a CUDA device is refused."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise VaelabError(
+            "device cuda was asked for but no CUDA device is available", parameters=("device",)
+        )
+    return torch.device(name)
 
 
 def launched_by_torchrun() -> bool:
@@ -77,15 +90,18 @@ def rank_device(device: torch.device, world: World) -> torch.device:
 
 
 def close_world(world: World) -> None:
+    """Leave the process group, if this process joined one."""
     if world.distributed and dist.is_initialized():
         dist.destroy_process_group()
 
 
 def check_divisible(batch_size: int, world: World) -> None:
+    """Refuse a global batch that the ranks cannot share equally."""
     if batch_size % world.size:
         raise VaelabError(
-            f"--batch-size {batch_size} is the global batch and must divide evenly among "
-            f"{world.size} ranks"
+            f"batch_size {batch_size} is the global batch and must divide evenly among "
+            f"{world.size} ranks",
+            parameters=("batch_size",),
         )
 
 
@@ -109,6 +125,7 @@ class TrainingObjective(nn.Module):
         kl_scale: float = 1.0,
         noise: torch.Tensor | None = None,
     ) -> LossTerms:
+        """The model's training loss of batch `x`."""
         return self.model.loss(x, generator, kl_scale, noise)
 
 
@@ -131,5 +148,6 @@ def mean_over_ranks(values: torch.Tensor, world: World) -> torch.Tensor:
 
 
 def barrier(world: World) -> None:
+    """Wait for every rank (a no-op in a single process)."""
     if world.distributed:
         dist.barrier()

@@ -1,13 +1,18 @@
-"""The run directory: config.json, metrics.csv and model.safetensors, all written atomically."""
+"""The run directory: what a run leaves on disk, written atomically, and the one loader of a run.
+
+RUN/config.json (the config and what was recorded beside it), metrics.csv (one row per epoch),
+model.safetensors (the weights), checkpoint.safetensors (the resumable training state, see
+`vaelab.training.checkpoint`), eval.json, figures/ and report.html.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
-import os
-import tempfile
-from dataclasses import asdict, fields
+import math
+from dataclasses import asdict, dataclass, fields
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +21,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save
 
-from vaelab.config import RunConfig
+from vaelab._io import atomic_write_bytes, atomic_write_text, read_bytes, remove_stale_temp_files
+from vaelab.config import DataConfig, RunConfig
+from vaelab.data import Dataset, load_dataset, require_image_size
 from vaelab.errors import VaelabError
 from vaelab.models import VAE
 
@@ -24,51 +31,24 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.csv"
 WEIGHTS_FILE = "model.safetensors"
 CHECKPOINT_FILE = "checkpoint.safetensors"
+EVAL_FILE = "eval.json"
+REPORT_FILE = "report.html"
+FIGURES_DIR = "figures"
 # What --overwrite removes: the files of the earlier run that a new one could be mixed up with.
 RUN_FILES = (CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, CHECKPOINT_FILE)
 
 
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    """Write `path` so that a crash leaves either the old file or the new one, whole.
+class RunExists(VaelabError):
+    """A run directory that already holds a run, and neither overwrite nor resume was asked for."""
 
-    The bytes go to a temporary file in the same directory, are fsynced, then renamed over `path`;
-    a failed write (disk full, permissions) leaves the earlier `path` untouched.
-    """
-    temp_name = None
-    try:
-        handle, temp_name = tempfile.mkstemp(
-            dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+    def __init__(self, run_dir: Path, resumable: bool) -> None:
+        hint = ", or resume=True to continue it" if resumable else ""
+        super().__init__(
+            f"{run_dir}: run directory already exists; pass overwrite=True to replace it{hint}",
+            parameters=("overwrite", "resume"),
         )
-        with os.fdopen(handle, "wb") as out:
-            out.write(payload)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp_name, path)
-        _fsync_directory(path.parent)
-    except OSError as exc:
-        kept = "the previous version is kept" if path.exists() else "nothing was written"
-        raise VaelabError(f"{path}: could not write ({exc.strerror or exc}); {kept}") from None
-    finally:
-        if temp_name is not None and os.path.exists(temp_name):
-            os.unlink(temp_name)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename itself durable, so a power cut cannot bring back the old file."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems refuse fsync on directories; the rename is still atomic
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+        self.run_dir = run_dir
+        self.resumable = resumable
 
 
 def prepare_run_dir(run_dir: Path, overwrite: bool = False, resume: bool = False) -> Path:
@@ -83,15 +63,10 @@ def prepare_run_dir(run_dir: Path, overwrite: bool = False, resume: bool = False
         if not (run_dir / CHECKPOINT_FILE).is_file():
             what = "run directory not found" if not run_dir.is_dir() else f"no {CHECKPOINT_FILE}"
             raise VaelabError(f"{run_dir}: {what}; nothing to resume")
-        _remove_stale_temp_files(run_dir)
+        remove_stale_temp_files(run_dir, RUN_FILES)
     elif run_dir.is_dir() and any(run_dir.iterdir()):
         if not overwrite:
-            resumable = (run_dir / CHECKPOINT_FILE).is_file()
-            hint = f"--resume {run_dir} to continue it, " if resumable else ""
-            raise VaelabError(
-                f"{run_dir}: run directory already exists; pass {hint}--overwrite to replace it "
-                "or --name to choose another"
-            )
+            raise RunExists(run_dir, resumable=(run_dir / CHECKPOINT_FILE).is_file())
         for name in RUN_FILES:
             (run_dir / name).unlink(missing_ok=True)
     try:
@@ -104,39 +79,39 @@ def prepare_run_dir(run_dir: Path, overwrite: bool = False, resume: bool = False
     return run_dir
 
 
-def _remove_stale_temp_files(run_dir: Path) -> None:
-    """Remove temporary files of writes that a crash cut short; the files they target are whole."""
-    for name in RUN_FILES:
-        for temp in run_dir.glob(f".{name}.*.tmp"):
-            temp.unlink(missing_ok=True)
-
-
 def save_config(run_dir: Path, config: RunConfig, extra: dict[str, Any]) -> None:
+    """Write RUN/config.json: the config, and what vaelab records beside it (`extra`)."""
     payload = {**config.to_dict(), **extra}
     atomic_write_text(run_dir / CONFIG_FILE, json.dumps(payload, indent=2) + "\n")
 
 
-def load_config(run_dir: Path) -> RunConfig:
+def load_run_info(run_dir: str | Path) -> dict[str, Any]:
+    """The whole config.json, including what vaelab recorded beside the config (versions, data)."""
     if not Path(run_dir).is_dir():
         raise VaelabError(f"{run_dir}: run directory not found")
     path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise VaelabError(f"{path}: not found; is {run_dir} a vaelab run directory?")
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise VaelabError(f"{path}: not found; is {run_dir} a vaelab run directory?") from None
+        raw = json.loads(read_bytes(path).decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise VaelabError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(raw, dict):
         raise VaelabError(f"{path}: expected a JSON object")
+    return raw
+
+
+def load_config(run_dir: str | Path) -> RunConfig:
+    """The RunConfig of a run directory, every field checked."""
+    raw = load_run_info(run_dir)
     try:
         return RunConfig.from_dict({key: raw.get(key, {}) for key in ("model", "data", "train")})
     except (TypeError, VaelabError) as exc:
-        raise VaelabError(f"{path}: {exc}") from None
+        raise VaelabError(f"{Path(run_dir) / CONFIG_FILE}: {exc}") from None
 
 
-def load_run_info(run_dir: Path) -> dict[str, Any]:
-    """The whole config.json, including what vaelab recorded beside the config (versions, data)."""
-    return json.loads((Path(run_dir) / CONFIG_FILE).read_text(encoding="utf-8"))
+# Columns renamed since vaelab 0.1: runs written then are read under the new names.
+_OLD_METRIC_NAMES = {"train_mse": "train_reconstruction", "test_mse": "test_reconstruction"}
 
 
 def save_metrics(run_dir: Path, history: list[Any]) -> None:
@@ -151,20 +126,21 @@ def save_metrics(run_dir: Path, history: list[Any]) -> None:
     atomic_write_text(run_dir / METRICS_FILE, out.getvalue())
 
 
-def read_metrics(run_dir: Path) -> list[dict[str, float]]:
+def read_metrics(run_dir: str | Path) -> list[dict[str, float]]:
+    """The rows of RUN/metrics.csv as floats, under today's column names."""
     path = Path(run_dir) / METRICS_FILE
+    text = read_bytes(path).decode("utf-8", errors="replace")
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            return [
-                {key: float(value) for key, value in row.items()} for row in csv.DictReader(handle)
-            ]
-    except FileNotFoundError:
-        raise VaelabError(f"{path}: not found") from None
+        return [
+            {_OLD_METRIC_NAMES.get(key, key): float(value) for key, value in row.items()}
+            for row in csv.DictReader(io.StringIO(text, newline=""))
+        ]
     except (ValueError, TypeError) as exc:
         raise VaelabError(f"{path}: not a vaelab metrics file ({exc})") from None
 
 
 def save_weights(run_dir: Path, model: VAE) -> None:
+    """Write the model's weights to RUN/model.safetensors."""
     tensors = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
     atomic_write_bytes(run_dir / WEIGHTS_FILE, save(tensors))
 
@@ -184,14 +160,7 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """The tensors and the string metadata of a safetensors file; never unpickles anything."""
-    try:
-        raw = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise VaelabError(f"{path}: not found") from None
-    except IsADirectoryError:
-        raise VaelabError(f"{path}: is a directory, expected a safetensors file") from None
-    except OSError as exc:
-        raise VaelabError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    raw = read_bytes(path, expected="a safetensors file")
     try:
         tensors = load_safetensors(raw)
     except (SafetensorError, ValueError, TypeError, OverflowError, RuntimeError) as exc:
@@ -255,7 +224,7 @@ def model_skeleton(config: RunConfig, source: Path) -> VAE:
         raise VaelabError(f"{source}: describes a model that cannot be built ({exc})") from None
 
 
-def load(run_dir: str | Path, device: str | torch.device = "cpu") -> VAE:
+def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> VAE:
     """Rebuild the model of a run directory from config.json and model.safetensors, in eval mode."""
     run_dir = Path(run_dir)
     config = load_config(run_dir)
@@ -265,3 +234,62 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu") -> VAE:
     model = VAE(config.model)
     model.load_state_dict(state)
     return model.to(device).eval()
+
+
+def image_shape(info: dict[str, Any], input_dim: int, run_dir: str | Path) -> tuple[int, int]:
+    """(height, width) of a run's images as its config.json recorded them, else square."""
+    dataset = info.get("dataset")
+    shape = dataset.get("image_shape") if isinstance(dataset, dict) else None
+    if (
+        isinstance(shape, list)
+        and len(shape) == 2
+        and all(type(v) is int for v in shape)
+        and shape[0] * shape[1] == input_dim
+    ):
+        return shape[0], shape[1]
+    side = math.isqrt(input_dim)
+    if side * side != input_dim:
+        raise VaelabError(f"{run_dir}: config.json does not say the shape of its images")
+    return side, side
+
+
+@dataclass(frozen=True)
+class Run:
+    """A saved run opened for use: its model, config, the record beside the config, and its data."""
+
+    run_dir: Path
+    model: VAE
+    config: RunConfig
+    info: dict[str, Any]
+    dataset: Dataset
+
+    @cached_property
+    def history(self) -> list[dict[str, float]]:
+        """The rows of RUN/metrics.csv."""
+        return read_metrics(self.run_dir)
+
+    @property
+    def name(self) -> str:
+        """The run directory's own name."""
+        return self.run_dir.resolve().name
+
+
+def open_run(
+    run_dir: str | Path,
+    dataset: Dataset | None = None,
+    data_dir: str | Path | None = None,
+    device: str | torch.device = "cpu",
+) -> Run:
+    """Open a run: its model (in eval mode on `device`), config and data.
+
+    The data is `dataset`, else Fashion-MNIST from `data_dir`, else what the run was trained on;
+    data whose images have another size than the model's is refused.
+    """
+    run_dir = Path(run_dir)
+    model = load_model(run_dir, device)
+    config = load_config(run_dir)
+    if dataset is None:
+        data_config = config.data if data_dir is None else DataConfig(data_dir=str(data_dir))
+        dataset = load_dataset(data_config)
+    require_image_size(dataset, model.config.input_dim, run_dir)
+    return Run(run_dir, model, config, load_run_info(run_dir), dataset)

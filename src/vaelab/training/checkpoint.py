@@ -22,8 +22,10 @@ import torch
 from safetensors.torch import save
 from torch import nn
 
-from vaelab.checkpoints import atomic_write_bytes, check_weights, read_safetensors
+from vaelab._io import atomic_write_bytes
 from vaelab.errors import VaelabError
+from vaelab.rundir import check_weights, read_safetensors
+from vaelab.training.checkpoint_checks import conform, optimizer_state, prefixed, rng_restorer
 
 FORMAT = "vaelab-checkpoint-1"
 METADATA_KEY = "vaelab"
@@ -44,7 +46,7 @@ class TrainingState:
 
     epochs_done: int = 0
     progress: EpochProgress | None = None
-    history: list[dict[str, float]] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -96,7 +98,7 @@ def run_identity(
 
 def compare_identity(path: Path, saved: Any, current: dict[str, Any]) -> list[str]:
     """Refuse a checkpoint of another config, data or device; warn of other precision/threads."""
-    saved = _conform(current, saved, path, "identity")
+    saved = conform(current, saved, path, "identity")
     for key, what in (
         ("config", "config.json has changed since the checkpoint was written"),
         ("data", "the training or test data differ from those the run was started with"),
@@ -161,7 +163,7 @@ def _rng_tensors(generator: torch.Generator) -> dict[str, torch.Tensor]:
     tensors = {
         "rng/torch": torch.get_rng_state(),
         "rng/generator": generator.get_state(),
-        "rng/numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
+        "rng/numpy": torch.from_numpy(_numpy_state()[1].astype(np.int64)),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         for index, cuda_state in enumerate(torch.cuda.get_rng_state_all()):
@@ -169,8 +171,15 @@ def _rng_tensors(generator: torch.Generator) -> dict[str, torch.Tensor]:
     return tensors
 
 
+def _numpy_state() -> tuple[Any, ...]:
+    """NumPy's global MT19937 state as its legacy tuple (name, keys, pos, has_gauss, cached)."""
+    state = np.random.get_state(legacy=True)
+    assert isinstance(state, tuple)
+    return state
+
+
 def _rng_meta() -> dict[str, Any]:
-    _, _, pos, has_gauss, cached = np.random.get_state()
+    _, _, pos, has_gauss, cached = _numpy_state()
     version, internal, gauss_next = random.getstate()
     return {
         "numpy": {"pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
@@ -192,10 +201,10 @@ def load_checkpoint(
     meta = _parse_meta(path, metadata)
     notes = compare_identity(path, meta.get("identity"), identity)
     state = _training_state(path, meta, tensors, layout)
-    model_state = _prefixed(tensors, "model/")
+    model_state = prefixed(tensors, "model/")
     check_weights(path, model_state, parts.model.state_dict())
-    optimizer_state = _optimizer_state(path, meta, tensors, parts.optimizer)
-    scheduler_state = _conform(
+    optimizer_restored = optimizer_state(path, meta, tensors, parts.optimizer)
+    scheduler_state = conform(
         parts.scheduler.state_dict(), meta.get("scheduler"), path, "scheduler"
     )
     global_step = state.epochs_done * layout.steps_per_epoch + (
@@ -204,10 +213,10 @@ def load_checkpoint(
     if scheduler_state["last_epoch"] != global_step:
         raise VaelabError(f"{path}: scheduler is at step {scheduler_state['last_epoch']}, "
                           f"the checkpoint at step {global_step}")  # fmt: skip
-    restore_rng = _rng_restorer(path, meta, tensors, parts.generator)
+    restore_rng = rng_restorer(path, meta, tensors, parts.generator)
 
     parts.model.load_state_dict(model_state)
-    parts.optimizer.load_state_dict(optimizer_state)
+    parts.optimizer.load_state_dict(optimizer_restored)
     parts.scheduler.load_state_dict(scheduler_state)
     restore_rng()
     if state.progress is not None:
@@ -257,180 +266,15 @@ def _integer(path: Path, meta: dict[str, Any], key: str, low: int, high: int) ->
     return value
 
 
+# Metrics renamed since vaelab 0.1, so that its checkpoints still resume.
+_OLD_METRIC_NAMES = {"train_mse": "train_reconstruction", "test_mse": "test_reconstruction"}
+
+
 def _history(path: Path, rows: Any, epochs_done: int, row: dict[str, Any]) -> list[dict[str, Any]]:
     if not isinstance(rows, list) or len(rows) != epochs_done:
         raise VaelabError(f"{path}: history must list the {epochs_done} finished epochs")
-    return _conform([row] * epochs_done, rows, path, "history")
-
-
-def _prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-
-
-def _optimizer_state(
-    path: Path, meta: dict[str, Any], tensors: dict[str, torch.Tensor], optimizer: Any
-) -> dict[str, Any]:
-    """The optimizer's state_dict from the file, checked against the optimizer it will fill."""
-    current = optimizer.state_dict()
-    saved = meta.get("optimizer")
-    if not isinstance(saved, dict):
-        raise VaelabError(f"{path}: optimizer must be a JSON object")
-    groups = _conform(current["param_groups"], saved.get("param_groups"), path, "optimizer")
-    if [g["params"] for g in groups] != [g["params"] for g in current["param_groups"]]:
-        raise VaelabError(f"{path}: optimizer parameter groups differ from the model's")
-    state: dict[int, dict[str, Any]] = {}
-    for name, tensor in _prefixed(tensors, "optimizer/").items():
-        index_text, _, key = name.partition("/")
-        state.setdefault(_param_index(path, index_text), {})[key] = tensor
-    scalars = saved.get("scalars")
-    if not isinstance(scalars, dict) or not all(isinstance(v, dict) for v in scalars.values()):
-        raise VaelabError(f"{path}: optimizer.scalars must be a JSON object of objects")
-    for index_text, entries in scalars.items():
-        state.setdefault(_param_index(path, index_text), {}).update(entries)
-    if state:
-        _check_optimizer_state(path, state, _optimizer_template(optimizer))
-    return {"state": state, "param_groups": groups}
-
-
-def _param_index(path: Path, text: str) -> int:
-    if not text.isdigit() or len(text) > 9:
-        raise VaelabError(f"{path}: optimizer state {text!r:.20} names no parameter")
-    return int(text)
-
-
-def _optimizer_template(optimizer: torch.optim.Optimizer) -> dict[int, dict[str, Any]]:
-    """The per-parameter state this optimizer keeps: one step of a scratch copy on zero grads."""
-    groups = []
-    for group in optimizer.param_groups:
-        params = [torch.zeros_like(p, requires_grad=True) for p in group["params"]]
-        for param in params:
-            param.grad = torch.zeros_like(param)
-        groups.append({**group, "params": params})
-    scratch = type(optimizer)(groups)
-    scratch.step()
-    return scratch.state_dict()["state"]
-
-
-def _check_optimizer_state(
-    path: Path, state: dict[int, dict[str, Any]], template: dict[int, dict[str, Any]]
-) -> None:
-    if set(state) != set(template):
-        raise VaelabError(f"{path}: optimizer state does not cover the model's parameters")
-    for index, entries in state.items():
-        expected = template[index]
-        if set(entries) != set(expected):
-            raise VaelabError(
-                f"{path}: optimizer state of parameter {index} has {sorted(entries)}, "
-                f"expected {sorted(expected)}"
-            )
-        for key, value in entries.items():
-            like = expected[key]
-            if not isinstance(like, torch.Tensor):
-                if type(value) is not type(like):
-                    raise VaelabError(f"{path}: optimizer.scalars.{index}.{key} is not {like!r}")
-                continue
-            if (
-                not isinstance(value, torch.Tensor)
-                or value.shape != like.shape
-                or value.dtype != like.dtype
-            ):
-                raise VaelabError(
-                    f"{path}: optimizer/{index}/{key} is not a {like.dtype} tensor of shape "
-                    f"{tuple(like.shape)}"
-                )
-            if value.is_floating_point() and not torch.isfinite(value).all():
-                raise VaelabError(f"{path}: optimizer/{index}/{key} holds non-finite values")
-
-
-def _rng_restorer(
-    path: Path, meta: dict[str, Any], tensors: dict[str, torch.Tensor], generator: torch.Generator
-):
-    """Check the saved RNG states; return a function that restores them (called last)."""
-    saved = meta.get("rng")
-    if not isinstance(saved, dict):
-        raise VaelabError(f"{path}: rng must be a JSON object")
-    numpy_meta = _conform(
-        {"pos": 0, "has_gauss": 0, "cached_gaussian": 0.0}, saved.get("numpy"), path, "rng.numpy"
-    )
-    python_state = _python_random_state(path, saved.get("python"))
-    torch_state = _byte_state(path, tensors, "rng/torch", torch.get_rng_state())
-    generator_state = _byte_state(path, tensors, "rng/generator", generator.get_state())
-    numpy_keys = tensors.get("rng/numpy")
-    if (
-        numpy_keys is None
-        or numpy_keys.dtype != torch.int64
-        or numpy_keys.shape != (624,)
-        or not bool(((numpy_keys >= 0) & (numpy_keys < 2**32)).all())
-        or not 0 <= numpy_meta["pos"] <= 624
-        or numpy_meta["has_gauss"] not in (0, 1)
-    ):
-        raise VaelabError(f"{path}: rng/numpy is not a NumPy MT19937 state")
-    cuda_states = [tensors[k] for k in sorted(tensors) if k.startswith("rng/cuda/")]
-    keys = numpy_keys.numpy().astype(np.uint32)
-    try:  # on scratch generators first, so that a bad state changes nothing
-        torch.Generator().set_state(torch_state)
-        torch.Generator(device=generator.device).set_state(generator_state)
-        np.random.RandomState().set_state(("MT19937", keys, *numpy_meta.values()))
-        random.Random().setstate(python_state)
-    except (RuntimeError, ValueError, TypeError, OverflowError) as exc:
-        raise VaelabError(f"{path}: an RNG state is invalid ({exc})") from None
-
-    def restore() -> None:
-        torch.set_rng_state(torch_state)
-        generator.set_state(generator_state)
-        np.random.set_state(("MT19937", keys, *numpy_meta.values()))
-        random.setstate(python_state)
-        if generator.device.type == "cuda" and len(cuda_states) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(cuda_states)
-
-    return restore
-
-
-def _python_random_state(path: Path, saved: Any) -> tuple[int, tuple[int, ...], float | None]:
-    """random.getstate() as stored in JSON: version 3, 624 words and a position, gauss_next."""
-    valid = (
-        isinstance(saved, list)
-        and len(saved) == 3
-        and saved[0] == 3
-        and isinstance(saved[1], list)
-        and len(saved[1]) == 625
-        and all(type(v) is int and 0 <= v < 2**32 for v in saved[1][:-1])
-        and type(saved[1][-1]) is int
-        and 0 < saved[1][-1] <= 624
-        and (saved[2] is None or type(saved[2]) is float)
-    )
-    if not valid:
-        raise VaelabError(f"{path}: rng.python is not a Python random state")
-    return 3, tuple(saved[1]), saved[2]
-
-
-def _byte_state(
-    path: Path, tensors: dict[str, torch.Tensor], name: str, like: torch.Tensor
-) -> torch.Tensor:
-    state = tensors.get(name)
-    if state is None or state.dtype != torch.uint8 or state.shape != like.shape:
-        raise VaelabError(f"{path}: {name} is not a torch RNG state like this one")
-    return state
-
-
-def _conform(template: Any, value: Any, path: Path, where: str) -> Any:
-    """`value` (parsed JSON) with the structure and types of `template`, else a VaelabError.
-
-    Lists become tuples where the template has tuples, so restored settings equal the originals.
-    """
-    if isinstance(template, dict):
-        if not isinstance(value, dict) or set(value) != set(template):
-            raise VaelabError(f"{path}: {where} does not have the expected fields")
-        return {k: _conform(template[k], value[k], path, f"{where}.{k}") for k in template}
-    if isinstance(template, (list, tuple)):
-        if not isinstance(value, list) or len(value) != len(template):
-            raise VaelabError(f"{path}: {where} must be a list of {len(template)}")
-        items = [
-            _conform(t, v, path, f"{where}[{i}]") for i, (t, v) in enumerate(zip(template, value))
-        ]
-        return tuple(items) if isinstance(template, tuple) else items
-    if isinstance(template, float) and type(value) in (int, float):
-        return float(value)
-    if type(value) is not type(template):
-        raise VaelabError(f"{path}: {where} must be {type(template).__name__}, got {value!r:.40}")
-    return value
+    renamed = [
+        {_OLD_METRIC_NAMES.get(k, k): v for k, v in r.items()} if isinstance(r, dict) else r
+        for r in rows
+    ]
+    return conform([row] * epochs_done, renamed, path, "history")

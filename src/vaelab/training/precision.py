@@ -6,9 +6,8 @@ import copy
 
 import torch
 
-from vaelab.cpu import has_native_bf16
-from vaelab.losses import LossTerms
-from vaelab.models import VAE
+from vaelab.models import VAE, LossTerms
+from vaelab.training.cpu import has_native_bf16
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -49,8 +48,8 @@ class Bf16Copy:
         self.copy = copy.deepcopy(model)
         for layer in self.copy.children():
             layer.to(torch.bfloat16)
-        self.weights = list(model.parameters())
-        self.copied = list(self.copy.parameters())
+        self.weights: list[torch.Tensor] = list(model.parameters())
+        self.copied: list[torch.Tensor] = list(self.copy.parameters())
 
     def loss(
         self, batch: torch.Tensor, kl_scale: float, noise: torch.Tensor | None = None

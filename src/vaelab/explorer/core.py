@@ -1,0 +1,89 @@
+"""A run opened for exploring: its model, its test set's latent means on the 2-D plane, and the
+images the page asks for (decoded points, prior samples) as PNG.
+
+This is the part of the latent explorer that knows nothing of the web; `vaelab.explorer.app`
+wraps it. Everything about the latent space comes from `vaelab.latent`, so the map has the
+report's orientation and a seed gives the images `vaelab sample` and the report give.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vaelab.data import Dataset
+from vaelab.latent import LatentPlane, decode, latent_plane, posterior, prior_codes
+from vaelab.models import VAE
+from vaelab.rundir import open_run
+from vaelab.viz.images import png_bytes, to_uint8
+
+MAX_POINTS = 10_000  # test points kept for the scatter
+
+
+def png_data_url(pixels: np.ndarray) -> str:
+    """An H x W uint8 image as a `data:image/png;base64,...` URL."""
+    return "data:image/png;base64," + base64.b64encode(png_bytes(pixels)).decode("ascii")
+
+
+@dataclass(frozen=True)
+class Explorer:
+    """A run's model and its test set's latent means, ready to answer the page."""
+
+    run_name: str
+    model: VAE
+    image_shape: tuple[int, int]
+    class_names: tuple[str, ...]
+    source: str
+    labels: np.ndarray  # N
+    latents: np.ndarray  # N x latent_dim
+    view: LatentPlane
+
+    @property
+    def latent_dim(self) -> int:
+        """Dimensions of the latent space."""
+        return self.latents.shape[1]
+
+    def decode_pixels(self, z: np.ndarray) -> np.ndarray:
+        """uint8 images (N x H x W) decoded from latent vectors (N x latent_dim)."""
+        images = decode(self.model, z).float().cpu().numpy()
+        return to_uint8(images).reshape(len(z), *self.image_shape)
+
+    def prior_samples(self, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """`count` codes z ~ N(0, I) from `seed` (those of `vaelab sample`) and their images."""
+        z = prior_codes(count, self.latent_dim, seed).numpy()
+        return z, self.decode_pixels(z)
+
+
+def load_explorer(
+    run_dir: str | Path, data_dir: str | Path | None = None, dataset: Dataset | None = None
+) -> Explorer:
+    """Load a run, its test set (from where the run found it, `data_dir`, or `dataset`) and the
+    test set's latent means."""
+    run = open_run(run_dir, dataset, data_dir, device="cpu")
+    test = run.dataset
+    keep = _evenly_spaced(len(test.test_images), MAX_POINTS)
+    latents = posterior(run.model, test.test_images[keep])[0].double().numpy()
+    labels = test.test_labels[keep].numpy().astype(np.int64)
+    names = tuple(test.class_names) + tuple(
+        str(label) for label in range(len(test.class_names), int(labels.max(initial=-1)) + 1)
+    )
+    return Explorer(
+        run_name=run.name,
+        model=run.model,
+        image_shape=test.image_shape,
+        class_names=names,
+        source=test.source,
+        labels=labels,
+        latents=latents,
+        view=latent_plane(latents),
+    )
+
+
+def _evenly_spaced(total: int, most: int) -> torch.Tensor:
+    if total <= most:
+        return torch.arange(total)
+    return torch.linspace(0, total - 1, most).round().long()

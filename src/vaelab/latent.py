@@ -1,0 +1,115 @@
+"""A trained model's latent space, one implementation for every caller: batched posterior means,
+decoding, prior samples, and the 2-D plane in which the figures and the explorer draw it.
+
+The report, `vaelab sample` and the explorer all come through here, so the same seed gives the
+same images everywhere and the latent map has the same orientation in the report and the explorer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from vaelab.errors import VaelabError
+from vaelab.models import VAE, evaluating
+
+BATCH = 2000  # images or codes per forward pass
+MAX_SAMPLES = 100_000
+
+
+def as_model_input(values: torch.Tensor | np.ndarray, model: VAE) -> torch.Tensor:
+    """`values` as a tensor on the model's device and in its dtype (rows flattened for images)."""
+    parameter = next(model.parameters())
+    return torch.as_tensor(values).to(device=parameter.device, dtype=parameter.dtype)
+
+
+@torch.no_grad()
+def posterior(
+    model: VAE, images: torch.Tensor | np.ndarray, batch_size: int = BATCH
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and log-variance of q(z|x) for images (N x D, or N x H x W), on the model's device."""
+    means, logvars = [], []
+    with evaluating(model):
+        for start in range(0, len(images), batch_size):
+            batch = as_model_input(images[start : start + batch_size], model)
+            mu, logvar = model.encode(batch.reshape(len(batch), -1))
+            means.append(mu)
+            logvars.append(logvar)
+    if not means:
+        raise VaelabError("there are no images to encode")
+    return torch.cat(means), torch.cat(logvars)
+
+
+def encode(model: VAE, images: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """Posterior means of images in [0, 1] (N x D, or N x H x W): N x latent_dim."""
+    return posterior(model, images)[0]
+
+
+@torch.no_grad()
+def decode(model: VAE, z: torch.Tensor | np.ndarray, batch_size: int = BATCH) -> torch.Tensor:
+    """The decoder's expected images (N x D, intensities in [0, 1]) for latent codes z."""
+    codes = as_model_input(z, model)
+    with evaluating(model):
+        parts = [model.decode(codes[i : i + batch_size]) for i in range(0, len(codes), batch_size)]
+    return torch.cat(parts) if parts else codes.new_zeros(0, model.config.input_dim)
+
+
+def prior_codes(n: int, latent_dim: int, seed: int = 0) -> torch.Tensor:
+    """`n` codes z ~ N(0, I), float32 on the CPU, the same for a seed on every machine."""
+    if not 1 <= n <= MAX_SAMPLES:
+        raise VaelabError(
+            f"n (samples) must be between 1 and {MAX_SAMPLES}, got {n}", parameters=("n",)
+        )
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(n, latent_dim, generator=generator)
+
+
+def sample(model: VAE, n: int, seed: int = 0) -> torch.Tensor:
+    """`n` new images (n x D in [0, 1], on the CPU): the decoder's mean for z ~ N(0, I)."""
+    return decode(model, prior_codes(n, model.config.latent_dim, seed)).float().cpu()
+
+
+def most_active_dims(means: np.ndarray) -> tuple[int, int]:
+    """The two latent dimensions whose posterior means vary most across the images.
+
+    Dimensions the model does not use keep q(z|x) near the prior: their means stay near 0 for
+    every image, so the spread of the means (not the posterior variance itself) picks the used ones.
+    """
+    order = np.argsort(-means.var(axis=0), kind="stable")
+    return int(order[0]), int(order[1])
+
+
+@dataclass(frozen=True)
+class LatentPlane:
+    """How a latent space is drawn in 2-D: `xy = (z - mean) @ components.T`.
+
+    `z = mean + xy @ components` maps a point of the plane back into the latent space. For
+    latent_dim 2 this is the identity (for 1 the second axis is 0); for more dimensions it is the
+    plane of the first two principal components of the means it was fitted to, each axis's sign
+    fixed so that the first latent dimension has a non-negative weight.
+    """
+
+    kind: str  # "latent" (the axes are z's own) or "pca"
+    mean: np.ndarray  # latent_dim
+    components: np.ndarray  # 2 x latent_dim, orthonormal rows
+    explained_variance: tuple[float, float] | None  # fractions of the variance, for "pca"
+
+    def project(self, z: np.ndarray) -> np.ndarray:
+        """Plane coordinates (N x 2) of latent codes (N x latent_dim)."""
+        return (np.asarray(z, dtype=np.float64) - self.mean) @ self.components.T
+
+
+def latent_plane(means: np.ndarray) -> LatentPlane:
+    """The plane to draw posterior means (N x latent_dim) in: identity up to 2-D, else 2-D PCA."""
+    means = np.asarray(means, dtype=np.float64)
+    dim = means.shape[1]
+    if dim <= 2:
+        return LatentPlane("latent", np.zeros(dim), np.eye(2, dim), None)
+    mean = means.mean(axis=0)
+    _, singular, vh = np.linalg.svd(means - mean, full_matrices=False)
+    components = vh[:2] * np.sign(vh[:2, [0]] + (vh[:2, [0]] == 0))
+    variance = singular**2
+    explained = variance[:2] / max(float(variance.sum()), 1e-30)
+    return LatentPlane("pca", mean, components, (float(explained[0]), float(explained[1])))

@@ -1,0 +1,120 @@
+"""What the training loop reports, and the callback interface that receives it.
+
+The loop calls, on the process that logs (rank 0): `on_run_start` once, `on_epoch_start` and
+`on_step_end` for each epoch and optimizer step, `on_epoch_end` with the epoch's metrics, `on_note`
+for a remark (resuming, a setting that differs from the checkpoint's), and `on_run_end` with the
+result. A callback overrides the methods it needs; the others do nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from vaelab.config import RunConfig
+from vaelab.models import VAE, LossTerms
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    """One row of metrics.csv: the epoch's time, its mean training loss, and the test pass after it.
+
+    `*_reconstruction` is the tutorial's MSE for 'tutorial-mse', else -log p(x|z) in nats.
+    """
+
+    epoch: int
+    seconds: float
+    train_loss: float
+    train_reconstruction: float
+    train_kld: float
+    test_loss: float
+    test_reconstruction: float
+    test_kld: float
+
+
+@dataclass
+class TrainResult:
+    """A trained model, its per-epoch history and where (if anywhere) the run was saved."""
+
+    model: VAE
+    history: list[EpochMetrics]
+    total_seconds: float
+    run_dir: Path | None
+
+
+@dataclass(frozen=True)
+class RunStart:
+    """The run about to train: its config (input size set from the data) and where it runs."""
+
+    config: RunConfig
+    device: torch.device
+    precision: str
+    world_size: int
+    steps_per_epoch: int
+    run_dir: Path | None
+
+
+@dataclass(frozen=True)
+class StepEnd:
+    """An optimizer step just taken. `terms` are tensors on the device (`.item()` syncs it)."""
+
+    epoch: int
+    step: int  # steps done in this epoch, 1 to steps_per_epoch
+    steps_per_epoch: int
+    terms: LossTerms
+
+
+class Callback:
+    """Receives the training loop's events; every method here does nothing."""
+
+    def on_run_start(self, start: RunStart) -> None:
+        """Training is about to start (or resume)."""
+
+    def on_epoch_start(self, epoch: int, steps: int) -> None:
+        """Epoch `epoch` (1-based) begins; it will take `steps` optimizer steps."""
+
+    def on_step_end(self, step: StepEnd) -> None:
+        """An optimizer step ended."""
+
+    def on_epoch_end(self, metrics: EpochMetrics) -> None:
+        """An epoch and its test pass ended."""
+
+    def on_note(self, text: str) -> None:
+        """A remark for the user (resuming, a setting that differs from the checkpoint's)."""
+
+    def on_run_end(self, result: TrainResult) -> None:
+        """Training ended and the weights were saved."""
+
+
+class Callbacks(Callback):
+    """Several callbacks called in order, as one."""
+
+    def __init__(self, callbacks: Iterable[Callback] = ()) -> None:
+        self.callbacks = list(callbacks)
+
+    def on_run_start(self, start: RunStart) -> None:
+        for callback in self.callbacks:
+            callback.on_run_start(start)
+
+    def on_epoch_start(self, epoch: int, steps: int) -> None:
+        for callback in self.callbacks:
+            callback.on_epoch_start(epoch, steps)
+
+    def on_step_end(self, step: StepEnd) -> None:
+        for callback in self.callbacks:
+            callback.on_step_end(step)
+
+    def on_epoch_end(self, metrics: EpochMetrics) -> None:
+        for callback in self.callbacks:
+            callback.on_epoch_end(metrics)
+
+    def on_note(self, text: str) -> None:
+        for callback in self.callbacks:
+            callback.on_note(text)
+
+    def on_run_end(self, result: TrainResult) -> None:
+        for callback in self.callbacks:
+            callback.on_run_end(result)

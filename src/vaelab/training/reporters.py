@@ -1,0 +1,68 @@
+"""Callbacks that tell a person how training goes: the tutorial's log line and a progress bar."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from tqdm import tqdm
+
+from vaelab.training.events import Callback, EpochMetrics, RunStart, StepEnd, TrainResult
+
+
+def reconstruction_label(likelihood: str) -> str:
+    """'MSE' for the tutorial's loss; '-log p(x|z)' (nats) for the other likelihoods."""
+    return "MSE" if likelihood == "tutorial-mse" else "-log p(x|z)"
+
+
+def format_epoch(row: EpochMetrics, reconstruction: str = "MSE") -> str:
+    """The tutorial's log line; `reconstruction` names the first part of the test loss."""
+    return (
+        f"epoch {row.epoch:02d} - {row.seconds:.1f}s - loss {row.train_loss:.2f} - "
+        f"test_loss {row.test_loss:.2f} ({reconstruction} {row.test_reconstruction:.2f} | "
+        f"KLD {row.test_kld:.2f})"
+    )
+
+
+class EpochLog(Callback):
+    """The tutorial's lines: the device, one line per epoch, the total time (to `write`)."""
+
+    def __init__(self, write: Callable[[str], None] = print) -> None:
+        self.write = write
+        self.label = "MSE"
+
+    def on_run_start(self, start: RunStart) -> None:
+        self.label = reconstruction_label(start.config.model.likelihood)
+        ranks = f", {start.world_size} ranks" if start.world_size > 1 else ""
+        self.write(f"device {start.device}, precision {start.precision}{ranks}")
+
+    def on_epoch_end(self, metrics: EpochMetrics) -> None:
+        self.write(format_epoch(metrics, self.label))
+
+    def on_note(self, text: str) -> None:
+        self.write(text)
+
+    def on_run_end(self, result: TrainResult) -> None:
+        epochs = len(result.history)
+        self.write(f"total {result.total_seconds:.1f}s for {epochs} epochs")
+
+
+class ProgressBar(Callback):
+    """A tqdm bar over each epoch's steps, removed when the epoch ends."""
+
+    def __init__(self, file: Any = None) -> None:
+        self.file = file if file is not None else sys.stderr
+        self.bar: tqdm | None = None
+
+    def on_epoch_start(self, epoch: int, steps: int) -> None:
+        self.bar = tqdm(total=steps, desc=f"epoch {epoch:02d}", leave=False, file=self.file)
+
+    def on_step_end(self, step: StepEnd) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def on_epoch_end(self, metrics: EpochMetrics) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
