@@ -6,7 +6,7 @@ PYTHON ?= python3
 PIP_INSTALL = $(PYTHON) -m pip install --quiet --disable-pip-version-check
 DATA_DIR = /usr/share/datasets/fashion-mnist
 
-.PHONY: install data browser demo docs docs-figures test test-fast results lint bench clean
+.PHONY: install data browser demo docs docs-figures error-table test test-fast results lint bench clean
 
 install: data
 	$(PIP_INSTALL) torch==2.13.0 -e '.[dev]'
@@ -50,6 +50,10 @@ test: install browser docs
 # The unit tests without those marked slow (processes, real data, browsers): about a minute.
 test-fast:
 	$(PYTHON) -m pytest -q -m "not slow"
+
+# docs/errors.md: every bad-input case of tests/bad_input_cases.py with what vaelab prints.
+error-table:
+	VAELAB_WRITE_ERROR_TABLE=1 $(PYTHON) -m pytest -q tests/test_error_table.py
 
 # The user guide and API reference (Sphinx + MyST); any warning fails the build.
 docs:

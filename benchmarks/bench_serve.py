@@ -4,7 +4,7 @@ Starts `vaelab serve RUN --port 0` in its own process, then
 1. one client decodes one point at a time (the page's live decode) and reports p50/p95/p99, once
    through httpx (an ordinary client; the target is judged on it) and once through a bare socket;
 2. CLIENTS clients decode one point each, back to back, for SECONDS seconds, and report the
-   latency percentiles, the throughput and every error.
+   latency percentiles, the throughput and every error (a client that got no answer is one).
 Exits 1 when a request failed or the one-client p95 is 20 ms or more.
 
     python benchmarks/bench_serve.py [RUN] [--clients 50] [--seconds 30]
@@ -116,8 +116,9 @@ async def many_clients(
 ) -> tuple[list[float], list[str]]:
     """`clients` connections decoding one point each, back to back, for `seconds`.
 
-    A bare asyncio client: on two cores httpx's async client tops out near 60 requests/s and
-    would measure itself, not the server.
+    A client that never got a good answer counts as an error. A bare asyncio client: on two
+    cores httpx's async client tops out near 60 requests/s and would measure itself, not the
+    server.
     """
     host, port = re.match(r"http://\[?([^\]/]+?)\]?:(\d+)/", url).groups()
     latencies: list[float] = []
@@ -127,6 +128,7 @@ async def many_clients(
     async def client(seed: int) -> None:
         rng = np.random.default_rng(seed)
         reader, writer = await asyncio.open_connection(host, int(port))
+        answered = 0
         while time.perf_counter() < stop:
             body = json.dumps({"z": [rng.standard_normal(latent_dim).tolist()]}).encode()
             started = time.perf_counter()
@@ -141,7 +143,10 @@ async def many_clients(
                 errors.append(f"HTTP {status}: {answer[:80]!r}")
                 continue
             latencies.append(time.perf_counter() - started)
+            answered += 1
         writer.close()
+        if not answered:
+            errors.append(f"client {seed} got no answer in {seconds:g} s")
 
     await asyncio.gather(*(client(seed) for seed in range(clients)))
     return latencies, errors

@@ -40,8 +40,8 @@ from vaelab.data import load_fashion_mnist
 from vaelab.evaluation import evaluate
 from vaelab.models import VAE
 from vaelab.training.cpu import cpu_flags, cpu_info, has_native_bf16, maybe_reexec_with_mkl_override
-from vaelab.training.distributed import resolve_device
-from vaelab.training.epoch import make_optimizer, make_scheduler, train_epoch
+from vaelab.training.distributed import SINGLE_PROCESS, resolve_device
+from vaelab.training.epoch import make_objective, make_optimizer, make_scheduler, train_epoch
 
 BATCH = 200
 
@@ -249,13 +249,17 @@ def main() -> None:
             optimizer,
             make_scheduler(optimizer, train_config, steps),
             torch.Generator(device=device).manual_seed(0),
+            make_objective(model, SINGLE_PROCESS, precision),  # as vaelab train makes it
         )
     images = train_x.to(device)
     test_images = test_x.to(device)
 
     def run_vaelab(precision: str) -> None:
-        model, optimizer, scheduler, generator = loops[precision]
-        train_epoch(model, optimizer, scheduler, images, train_config, generator, precision)
+        model, optimizer, scheduler, generator, objective = loops[precision]
+        train_epoch(
+            model, optimizer, scheduler, images, train_config, generator, precision,
+            objective=objective,
+        )  # fmt: skip
 
     def test_vaelab(precision: str) -> None:
         evaluate(loops[precision][0], test_images, 1000)

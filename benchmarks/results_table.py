@@ -72,7 +72,9 @@ def measure(name: str, args: argparse.Namespace, dataset, device: torch.device) 
     run_dir, train_seconds = trained_run(name, args, dataset)
     model = rundir.load_model(run_dir, device=device)
     images = dataset.test_images[: args.images]
-    report = evaluate_likelihood(model, images, args.iw_samples, args.max_memory, progress=True)
+    report = evaluate_likelihood(
+        model, images, args.iw_samples, max_memory=args.max_memory, progress=True
+    )
     save_eval(run_dir, report)
     metrics = rundir.read_metrics(run_dir)
     row = {

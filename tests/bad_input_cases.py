@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from conftest import synthetic_images, write_csv, write_idx
 from safetensors.torch import save_file
 
+from tests.helpers import synthetic_images, write_csv, write_idx
 from vaelab.config import ModelConfig, RunConfig
 from vaelab.models import VAE
 

@@ -2,61 +2,21 @@
 
 from __future__ import annotations
 
-import gzip
 import os
-import struct
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
-import numpy as np
 import pytest
-import torch
 
-from vaelab.data import SYSTEM_DATA_DIR, Dataset, find_idx_file, load_fashion_mnist, to_unit_float
-
-
-def write_idx(path: Path, array: np.ndarray, compress: bool = False) -> Path:
-    """Write `array` (uint8) as an IDX file."""
-    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    payload = header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
-    path.write_bytes(gzip.compress(payload) if compress else payload)
-    return path
-
-
-def write_csv(path: Path, pixels: np.ndarray, labels: np.ndarray) -> Path:
-    header = "label," + ",".join(f"pixel{i + 1}" for i in range(pixels.shape[1]))
-    rows = [",".join(map(str, [int(lbl), *row])) for lbl, row in zip(labels, pixels)]
-    path.write_text("\n".join([header, *rows]) + "\n")
-    return path
-
-
-def synthetic_images(n: int, side: int = 4, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Blocky uint8 images with labels: two classes that differ in which half is bright."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 2, size=n)
-    images = rng.integers(0, 40, size=(n, side, side))
-    images[labels == 0, : side // 2] += 200
-    images[labels == 1, side // 2 :] += 200
-    return images.astype(np.uint8), labels.astype(np.uint8)
+from tests.helpers import make_tiny_dataset
+from vaelab.cli import main
+from vaelab.data import SYSTEM_DATA_DIR, Dataset, find_idx_file, load_fashion_mnist
 
 
 @pytest.fixture
 def tiny_dataset() -> Dataset:
     return make_tiny_dataset()
-
-
-def make_tiny_dataset() -> Dataset:
-    """Two classes of blocky 4x4 images: 256 for training, 64 for testing."""
-    train_x, train_y = synthetic_images(256, seed=1)
-    test_x, test_y = synthetic_images(64, seed=2)
-    return Dataset(
-        train_images=to_unit_float(train_x),
-        train_labels=torch.from_numpy(train_y.astype(np.int64)),
-        test_images=to_unit_float(test_x),
-        test_labels=torch.from_numpy(test_y.astype(np.int64)),
-        image_shape=(4, 4),
-        class_names=("top", "bottom"),
-        source="synthetic",
-    )
 
 
 @pytest.fixture(scope="session")
@@ -102,3 +62,28 @@ def chromium_browser():
         )
         yield browser
         browser.close()
+
+
+class CliResult(NamedTuple):
+    """What a command printed and its exit status."""
+
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(capsys) -> Callable[..., CliResult]:
+    """Run `vaelab ARGS...` in this process: cli("train", "--epochs", 1) -> CliResult."""
+
+    def run(*args: object) -> CliResult:
+        capsys.readouterr()  # what came before belongs to someone else
+        try:
+            main([str(arg) for arg in args])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run

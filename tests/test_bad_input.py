@@ -8,8 +8,6 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -17,14 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from bad_input_cases import CASES, Case, pickle_bomb, saved_run
-from conftest import synthetic_images, write_csv, write_idx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save
 
+from tests.bad_input_cases import CASES, Case, pickle_bomb, saved_run
+from tests.helpers import run_vaelab, synthetic_images, write_csv, write_idx
 from vaelab import rundir
-from vaelab.cli import main
 from vaelab.config import ModelConfig, RunConfig, TrainConfig
 from vaelab.data import Dataset, read_csv, read_idx, read_idx_split, to_unit_float
 from vaelab.errors import VaelabError
@@ -43,24 +40,14 @@ def snapshot(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
-def run_main(args: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 @pytest.mark.parametrize("case", CASES, ids=lambda case: f"{case.group}: {case.what}")
-def test_bad_input_is_one_line_exit_2_nothing_written(case: Case, tmp_path, monkeypatch, capsys):
+def test_bad_input_is_one_line_exit_2_nothing_written(case: Case, tmp_path, monkeypatch, cli):
     if "cuda" in case.what and torch.cuda.is_available():
         pytest.skip("a CUDA device is present")
     monkeypatch.chdir(tmp_path)
     args = case.build(tmp_path)
     runs_before = snapshot(tmp_path / "runs")
-    code, _, err = run_main(args, capsys)
+    code, _, err = cli(*args)
     lines = err.strip().splitlines()
     assert code == 2, err
     assert len(lines) == 1 and lines[0].startswith("vaelab: error: "), err
@@ -70,14 +57,12 @@ def test_bad_input_is_one_line_exit_2_nothing_written(case: Case, tmp_path, monk
     assert not (tmp_path / "PWNED").exists()
 
 
+@pytest.mark.slow
 def test_cli_process_refuses_a_pickle_without_running_it(tmp_path):
     """A real process: exit 2, one line, no traceback, and the pickle's payload never ran."""
     run = saved_run(tmp_path)
     pickle_bomb(run)
-    result = subprocess.run(
-        [sys.executable, "-m", "vaelab", "evaluate", "runs/old", "--device", "cpu"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    result = run_vaelab("evaluate", "runs/old", "--device", "cpu", cwd=tmp_path, timeout=120)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [
@@ -88,7 +73,7 @@ def test_cli_process_refuses_a_pickle_without_running_it(tmp_path):
 
 
 def test_unwritable_run_directory_is_refused_before_training(
-    tmp_path, monkeypatch, capsys, tiny_dataset
+    tmp_path, monkeypatch, cli, tiny_dataset
 ):
     """Permission denied on the probe write (as root chmod would not stop us, so simulate it)."""
     monkeypatch.chdir(tmp_path)
@@ -100,10 +85,8 @@ def test_unwritable_run_directory_is_refused_before_training(
         return real_write(self, data)
 
     monkeypatch.setattr(Path, "write_bytes", denied)
-    monkeypatch.setattr("vaelab.cli.load_dataset", lambda config: tiny_dataset)
-    code, out, err = run_main(
-        ["train", "--epochs", "1", "--batch-size", "32", "--name", "r"], capsys
-    )
+    monkeypatch.setattr("vaelab.cli.train.load_dataset", lambda config: tiny_dataset)
+    code, out, err = cli("train", "--epochs", 1, "--batch-size", 32, "--name", "r")
     assert code == 2 and "epoch 01" not in out
     assert (
         err.strip() == "vaelab: error: runs/r: cannot write the run directory (Permission denied)"
@@ -174,17 +157,17 @@ VALID_IDX = [_idx_bytes(IMAGES, False), _idx_bytes(IMAGES, True), _idx_bytes(LAB
 class TestIdxReaderProperties:
     @FUZZ
     @given(st.binary(max_size=300))
-    def test_random_bytes(self, payload):
+    def test_random_bytes_raise_only_vaelab_errors(self, payload):
         only_vaelab_errors(read_idx, payload)
 
     @FUZZ
     @given(st.sampled_from(VALID_IDX).flatmap(mutations))
-    def test_mutated_files(self, payload):
+    def test_mutated_files_raise_only_vaelab_errors(self, payload):
         only_vaelab_errors(read_idx, payload)
 
     @FUZZ
     @given(st.sampled_from(VALID_IDX).flatmap(mutations))
-    def test_mutated_images_with_labels(self, payload):
+    def test_mutated_images_beside_valid_labels_raise_only_vaelab_errors(self, payload):
         labels = fuzz_file(VALID_IDX[2])
         try:
             only_vaelab_errors(lambda path: read_idx_split(path, labels), payload)
@@ -218,12 +201,12 @@ def csv_with_a_tricky_field(draw) -> bytes:
 class TestCsvReaderProperties:
     @FUZZ
     @given(st.binary(max_size=300))
-    def test_random_bytes(self, payload):
+    def test_random_bytes_raise_only_vaelab_errors(self, payload):
         only_vaelab_errors(read_csv, payload)
 
     @FUZZ
     @given(mutations(VALID_CSV.encode()))
-    def test_mutated_files(self, payload):
+    def test_mutated_files_raise_only_vaelab_errors(self, payload):
         only_vaelab_errors(read_csv, payload)
 
     @FUZZ
@@ -242,7 +225,7 @@ class TestCsvReaderProperties:
 
 
 @pytest.mark.parametrize("field", ["1_0", "\uff11", "5.0", "1e2", "0x10", "5 5", "--3"])
-def test_integers_are_plain_ascii_digits(tmp_path, field):
+def test_integers_must_be_plain_ascii_digits(tmp_path, field):
     """Python's int() takes '1_0' and non-ASCII digits; a CSV of pixels must not."""
     path = tmp_path / "a.csv"
     path.write_text(f"label,a,b,c,d\n1,2,{field},4,5\n", encoding="utf-8")
@@ -251,7 +234,15 @@ def test_integers_are_plain_ascii_digits(tmp_path, field):
 
 
 TINY = ModelConfig(input_dim=4, hidden=(3,), latent_dim=1)
-VALID_WEIGHTS = save({k: v.contiguous() for k, v in VAE(TINY).state_dict().items()})
+
+
+def _tiny_weights() -> bytes:
+    """A TINY model's weights as safetensors bytes, the same on every run."""
+    torch.manual_seed(0)
+    return save({k: v.contiguous() for k, v in VAE(TINY).state_dict().items()})
+
+
+VALID_WEIGHTS = _tiny_weights()
 
 
 def _load_tiny(path: Path) -> None:
@@ -261,17 +252,17 @@ def _load_tiny(path: Path) -> None:
 class TestCheckpointReaderProperties:
     @FUZZ
     @given(st.binary(max_size=300))
-    def test_random_bytes(self, payload):
+    def test_random_bytes_raise_only_vaelab_errors(self, payload):
         only_vaelab_errors(_load_tiny, payload, "model.safetensors")
 
     @FUZZ
     @given(mutations(VALID_WEIGHTS))
-    def test_mutated_weights(self, payload):
+    def test_mutated_weights_raise_only_vaelab_errors(self, payload):
         only_vaelab_errors(_load_tiny, payload, "model.safetensors")
 
     @FUZZ
     @given(mutations(json.dumps(RunConfig(model=TINY).to_dict()).encode()))
-    def test_mutated_config_json(self, payload):
+    def test_mutated_config_json_raises_only_vaelab_errors(self, payload):
         only_vaelab_errors(lambda path: rundir.load_config(path.parent), payload, "config.json")
 
     @FUZZ
@@ -284,7 +275,7 @@ class TestCheckpointReaderProperties:
         st.sampled_from(["model", "data", "train"]),
         st.sampled_from(["input_dim", "hidden", "latent_dim", "epochs", "lr", "train_csv", "x"]),
     )
-    def test_config_json_values_of_any_type(self, value, section, key):
+    def test_config_json_values_of_any_type_raise_only_vaelab_errors(self, value, section, key):
         payload = json.dumps({section: {key: value}}).encode()
         only_vaelab_errors(lambda path: rundir.load_config(path.parent), payload, "config.json")
 
@@ -321,13 +312,13 @@ def mid_epoch_checkpoint(tmp_path_factory) -> tuple[dict[str, torch.Tensor], dic
     run = tmp_path_factory.mktemp("fuzz") / "run"
     original = RunGuard.after_step
 
-    def interrupt_at_step_4_of_epoch_2(self, epoch, progress):
+    def interrupt_at_step_2_of_epoch_2(self, epoch, progress):
         if (epoch, progress.step) == (2, 2):
             signal.raise_signal(signal.SIGINT)
         return original(self, epoch, progress)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(RunGuard, "after_step", interrupt_at_step_4_of_epoch_2)
+        patch.setattr(RunGuard, "after_step", interrupt_at_step_2_of_epoch_2)
         with pytest.raises(TrainingInterrupted):
             train(FUZZ_RUN, _fuzz_dataset(), run_dir=run, log=None)
     tensors, metadata = rundir.read_safetensors(run / rundir.CHECKPOINT_FILE)
@@ -374,7 +365,9 @@ TENSORS = st.sampled_from([
 
 
 class TestTrainingCheckpointProperties:
-    def test_the_unmutated_checkpoint_restores(self, mid_epoch_checkpoint, tmp_path):
+    def test_the_unmutated_checkpoint_restores_into_a_fresh_run(
+        self, mid_epoch_checkpoint, tmp_path
+    ):
         tensors, meta = mid_epoch_checkpoint
         path = tmp_path / "checkpoint.safetensors"
         path.write_bytes(save(tensors, metadata={METADATA_KEY: json.dumps(meta)}))
@@ -382,7 +375,7 @@ class TestTrainingCheckpointProperties:
 
     @FUZZ
     @given(data=st.data())
-    def test_mutated_bytes(self, mid_epoch_checkpoint, data):
+    def test_mutated_bytes_raise_only_vaelab_errors(self, mid_epoch_checkpoint, data):
         tensors, meta = mid_epoch_checkpoint
         valid = save(tensors, metadata={METADATA_KEY: json.dumps(meta)})
         payload = data.draw(mutations(valid))
@@ -390,7 +383,7 @@ class TestTrainingCheckpointProperties:
 
     @FUZZ
     @given(data=st.data())
-    def test_mutated_json_record(self, mid_epoch_checkpoint, data):
+    def test_a_mutated_json_record_raises_only_vaelab_errors(self, mid_epoch_checkpoint, data):
         """A well-formed safetensors file whose JSON record has one value replaced."""
         tensors, meta = mid_epoch_checkpoint
         meta = json.loads(json.dumps(meta))
@@ -404,7 +397,9 @@ class TestTrainingCheckpointProperties:
 
     @FUZZ
     @given(data=st.data())
-    def test_a_tensor_replaced_or_removed(self, mid_epoch_checkpoint, data):
+    def test_a_tensor_replaced_or_removed_raises_only_vaelab_errors(
+        self, mid_epoch_checkpoint, data
+    ):
         tensors, meta = mid_epoch_checkpoint
         tensors = dict(tensors)
         name = data.draw(st.sampled_from(sorted(tensors)))

@@ -1,19 +1,11 @@
+"""The command line end to end: train, evaluate and --help in-process; one real process."""
+
 import json
-import os
-import subprocess
-import sys
 
 import pytest
-from conftest import synthetic_images, write_csv
 
+from tests.helpers import run_vaelab, synthetic_images, write_csv
 from vaelab.rundir import read_metrics
-
-
-def run_vaelab(*args, cwd, env=None):
-    return subprocess.run(
-        [sys.executable, "-m", "vaelab", *args], cwd=cwd, capture_output=True, text=True,
-        env={**os.environ, **(env or {})}, timeout=300,
-    )  # fmt: skip
 
 
 @pytest.fixture
@@ -25,28 +17,29 @@ def csv_pair(tmp_path):
     return train, test
 
 
-def test_train_then_evaluate(tmp_path, csv_pair):
+def test_evaluate_reports_the_test_loss_that_train_ended_with(tmp_path, csv_pair, cli):
     train_csv, test_csv = csv_pair
-    trained = run_vaelab(
-        "train", "--epochs", "1", "--batch-size", "50", "--test-batch-size", "40",
-        "--hidden", "8,4", "--train-csv", str(train_csv), "--test-csv", str(test_csv),
-        "--name", "cli", cwd=tmp_path,
+    trained = cli(
+        "train", "--epochs", 1, "--batch-size", 50, "--test-batch-size", 40, "--hidden", "8,4",
+        "--train-csv", train_csv, "--test-csv", test_csv, "--runs-dir", tmp_path / "runs",
+        "--name", "cli",
     )  # fmt: skip
-    assert trained.returncode == 0, trained.stderr
-    assert "epoch 01 - " in trained.stdout and "test_loss" in trained.stdout
+    assert trained.code == 0, trained.err
+    assert "epoch 01 - " in trained.out and "test_loss" in trained.out
     run_dir = tmp_path / "runs" / "cli"
     final = read_metrics(run_dir)[-1]["test_loss"]
-    evaluated = run_vaelab("evaluate", str(run_dir), cwd=tmp_path)
-    assert evaluated.returncode == 0, evaluated.stderr
-    assert evaluated.stdout.startswith(f"test_loss {final:.4f}")
-    assert "negative ELBO" in evaluated.stdout
+    evaluated = cli("evaluate", run_dir)
+    assert evaluated.code == 0, evaluated.err
+    assert evaluated.out.startswith(f"test_loss {final:.4f}")
+    assert "negative ELBO" in evaluated.out
     assert json.loads((run_dir / "config.json").read_text())["model"]["input_dim"] == 16
 
 
-def test_bad_input_is_one_line_exit_2_no_traceback(tmp_path):
+@pytest.mark.slow
+def test_bad_csv_in_a_real_process_is_one_line_exit_2_no_traceback(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("label,a,b,c,d\n1,2,3,4,999\n")
-    result = run_vaelab("train", "--train-csv", str(bad), "--test-csv", str(bad), cwd=tmp_path)
+    result = run_vaelab("train", "--train-csv", bad, "--test-csv", bad, cwd=tmp_path)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [
@@ -55,9 +48,9 @@ def test_bad_input_is_one_line_exit_2_no_traceback(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-def test_help_shows_every_option_with_its_default(tmp_path):
-    result = run_vaelab("train", "--help", cwd=tmp_path)
-    assert result.returncode == 0
+def test_train_help_lists_the_options_with_their_defaults(cli):
+    result = cli("train", "--help")
+    assert result.code == 0
     for expected in (
         "--epochs",
         "[default: 60]",
@@ -70,27 +63,17 @@ def test_help_shows_every_option_with_its_default(tmp_path):
         "--seed",
         "--device",
     ):
-        assert expected in result.stdout
+        assert expected in result.out
 
 
-def test_existing_run_directory_is_refused(tmp_path, csv_pair):
+def test_existing_run_directory_is_refused_and_left_as_it_was(tmp_path, csv_pair, cli):
     train_csv, test_csv = csv_pair
     (tmp_path / "runs" / "x").mkdir(parents=True)
     (tmp_path / "runs" / "x" / "keep.txt").write_text("mine")
-    result = run_vaelab(
-        "train",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "50",
-        "--train-csv",
-        str(train_csv),
-        "--test-csv",
-        str(test_csv),
-        "--name",
-        "x",
-        cwd=tmp_path,
-    )
-    assert result.returncode == 2 and "already exists" in result.stderr
+    result = cli(
+        "train", "--epochs", 1, "--batch-size", 50, "--train-csv", train_csv,
+        "--test-csv", test_csv, "--runs-dir", tmp_path / "runs", "--name", "x",
+    )  # fmt: skip
+    assert result.code == 2 and "already exists" in result.err
     assert (tmp_path / "runs" / "x" / "keep.txt").read_text() == "mine"
     assert [p.name for p in (tmp_path / "runs" / "x").iterdir()] == ["keep.txt"]

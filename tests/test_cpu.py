@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import textwrap
 
 import pytest
 
+from tests.helpers import run_python
 from vaelab.training import cpu
 
 AMD_ZEN4 = {
@@ -83,6 +82,7 @@ def test_the_override_restarts_with_the_shim_preloaded(monkeypatch, tmp_path):
     assert env["LD_PRELOAD"] == f"{tmp_path / cpu._SHIM_NAME} /other.so"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(cpu.mkl_override_blocker() is not None, reason="needs AMD + AVX-512 + MKL")
 def test_on_this_cpu_the_shim_builds_and_mkl_runs_with_it(tmp_path):
     """A real re-exec: the child sees the shim preloaded and torch's matmul still agrees."""
@@ -91,6 +91,7 @@ def test_on_this_cpu_the_shim_builds_and_mkl_runs_with_it(tmp_path):
         textwrap.dedent(
             """
             import os, torch
+            torch.manual_seed(0)
             a, b = torch.randn(300, 200, dtype=torch.float64), torch.randn(200, 100)
             exact = a @ b.double()
             assert torch.allclose(a.float() @ b, exact.float(), atol=1e-3)
@@ -102,10 +103,8 @@ def test_on_this_cpu_the_shim_builds_and_mkl_runs_with_it(tmp_path):
         "import sys; from vaelab.training.cpu import maybe_reexec_with_mkl_override as m; "
         f"m([], program=[{str(child)!r}]); print('not re-executed')"
     )
-    env = {**os.environ, cpu.OPT_IN: "1", "XDG_CACHE_HOME": str(tmp_path / "cache")}
-    env.pop("LD_PRELOAD", None)
-    done = subprocess.run(
-        [sys.executable, "-c", parent], env=env, capture_output=True, text=True, check=True
-    )
+    env = {cpu.OPT_IN: "1", "XDG_CACHE_HOME": str(tmp_path / "cache"), "LD_PRELOAD": None}
+    done = run_python(parent, env=env)
+    assert done.returncode == 0, done.stderr
     assert done.stdout.strip().endswith(cpu._SHIM_NAME), done.stdout + done.stderr
     assert (tmp_path / "cache" / "vaelab" / cpu._SHIM_NAME).exists()

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import synthetic_images, write_csv, write_idx
 
+from tests.helpers import synthetic_images, write_csv, write_idx
 from vaelab.config import DataConfig
 from vaelab.data import (
     FASHION_MNIST_CLASSES,

@@ -5,8 +5,8 @@ import math
 
 import pytest
 import torch
-from conftest import synthetic_images
 
+from tests.helpers import synthetic_images
 from vaelab.config import ModelConfig
 from vaelab.data import to_unit_float
 from vaelab.errors import VaelabError

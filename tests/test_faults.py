@@ -8,15 +8,15 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from bad_input_cases import csv_pair
 from safetensors.torch import save
 
+from tests.bad_input_cases import csv_pair
+from tests.helpers import finish, start_vaelab
 from vaelab import rundir
 from vaelab.config import ModelConfig, RunConfig, TrainConfig
 from vaelab.errors import VaelabError
@@ -157,7 +157,7 @@ def test_non_finite_weights_are_never_saved(tiny_dataset, tmp_path, monkeypatch)
     assert checkpoint_meta(tmp_path / "r")["epochs_done"] == 0
 
 
-def test_non_finite_loss_without_a_run_directory(tiny_dataset):
+def test_non_finite_loss_without_a_run_directory_stops_training(tiny_dataset):
     with pytest.raises(NonFiniteLoss, match="at epoch 1, step 2 of 8; training stopped"):
         train(tiny_config(lr=1e6), tiny_dataset, log=None)
 
@@ -188,7 +188,9 @@ def test_failed_checkpoint_write_keeps_the_earlier_one(tiny_dataset, tmp_path, m
     assert_same_run(tmp_path / "ref", run)
 
 
-def test_overwrite_removes_the_earlier_checkpoint(tiny_dataset, tmp_path, signal_at_step):
+def test_overwrite_removes_the_earlier_runs_files_but_not_the_users(
+    tiny_dataset, tmp_path, signal_at_step
+):
     signal_at_step(signal.SIGINT, 5)
     with pytest.raises(TrainingInterrupted):
         train(tiny_config(), tiny_dataset, run_dir=tmp_path / "r", log=None)
@@ -223,14 +225,11 @@ STEPS_OPTIONS = [
     "--epochs", "5", "--batch-size", "10", "--test-batch-size", "50", "--hidden", "8,4",
     "--lr", "3e-3", "--seed", "3", "--device", "cpu", "--no-plots",
 ]  # fmt: skip
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
 
 
 def vaelab(work: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "vaelab", "train", *args], cwd=work, env=ENV,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    return start_vaelab("train", *args, cwd=work, env=ENV)
 
 
 def new_checkpoint(path: Path, since: int, process: subprocess.Popen) -> bool:
@@ -252,11 +251,12 @@ def reference_run(tmp_path_factory) -> Path:
     train_csv, test_csv = csv_pair(work)
     process = vaelab(work, *STEPS_OPTIONS, "--train-csv", train_csv, "--test-csv", test_csv,
                      "--name", "ref")  # fmt: skip
-    _, err = process.communicate(timeout=300)
-    assert process.returncode == 0, err
+    done = finish(process)
+    assert done.returncode == 0, done.stderr
     return work / "runs" / "ref"
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path, reference_run):
     train_csv, test_csv = csv_pair(tmp_path)
     run = tmp_path / "runs" / "cut"
@@ -271,7 +271,7 @@ def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path, refere
         if kills < 4 and new_checkpoint(path, since, process):
             time.sleep(chooser.uniform(0, 0.25))
             process.send_signal(signal.SIGKILL)
-        _, err = process.communicate(timeout=300)
+        err = finish(process).stderr
         if process.returncode == 0:
             break
         assert process.returncode == -signal.SIGKILL, err
@@ -285,6 +285,7 @@ def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path, refere
     assert_same_run(reference_run, run)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_sigint_and_sigterm_exit_130_and_143_with_how_to_resume(tmp_path, signum, reference_run):
     train_csv, test_csv = csv_pair(tmp_path)
@@ -292,14 +293,13 @@ def test_sigint_and_sigterm_exit_130_and_143_with_how_to_resume(tmp_path, signum
                      train_csv, "--test-csv", test_csv, "--name", "r")  # fmt: skip
     assert new_checkpoint(tmp_path / "runs" / "r" / CHECKPOINT_FILE, 0, process)
     process.send_signal(signum)
-    _, err = process.communicate(timeout=300)
+    err = finish(process).stderr
     assert process.returncode == 128 + signum
     last = err.strip().splitlines()[-1]
     assert last.startswith(f"vaelab: stopped by {signal.Signals(signum).name} ")
     assert last.endswith("; checkpoint saved; resume with: vaelab train --resume runs/r")
     assert "Traceback" not in err
     if signum == signal.SIGTERM:
-        resumed = vaelab(tmp_path, "--resume", "runs/r")
-        _, err = resumed.communicate(timeout=300)
-        assert resumed.returncode == 0, err
+        resumed = finish(vaelab(tmp_path, "--resume", "runs/r"))
+        assert resumed.returncode == 0, resumed.stderr
         assert_same_run(reference_run, tmp_path / "runs" / "r")

@@ -1,19 +1,17 @@
 import importlib.util
 import io
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import matplotlib.image
 import numpy as np
 import pytest
 import torch
-from conftest import synthetic_images, write_csv
 from matplotlib.figure import Figure
 
-from vaelab.cli import main
+from tests.helpers import run_python, synthetic_images, write_csv
 from vaelab.config import ModelConfig, RunConfig, TrainConfig
+from vaelab.data import Dataset, to_unit_float
 from vaelab.errors import VaelabError
 from vaelab.models import VAE
 from vaelab.training import train
@@ -103,7 +101,7 @@ class TestImageFigures:
         assert (ax.get_xlabel(), ax.get_ylabel()) == ("z1", "z2")
         assert ax.get_xlim()[0] < -1.5 < 1.5 < ax.get_xlim()[1]
 
-    def test_latent_grid_coordinates(self):
+    def test_latent_grid_runs_left_to_right_then_top_to_bottom(self):
         x, y = plots.latent_grid(3, 2.0)
         assert list(x) == [-2, 0, 2] * 3
         assert list(y) == [2, 2, 2, 0, 0, 0, -2, -2, -2]
@@ -177,7 +175,9 @@ class TestLatentScatter:
         means = rng.normal(size=(500, 4)) * np.array([0.1, 5.0, 0.01, 3.0])
         assert plots.most_active_dims(means) == (1, 3)
 
-    def test_one_dimensional_latent_space(self, tiny_dataset, tmp_path):
+    def test_a_one_dimensional_latent_space_gets_a_1d_scatter_and_a_manifold(
+        self, tiny_dataset, tmp_path
+    ):
         run = tiny_run(tiny_dataset, tmp_path / "z1", latent_dim=1, epochs=1)
         figures = plots.draw_figures(run, grid=6)
         assert "1-D" in figures["latent.png"].axes[0].get_title()
@@ -210,11 +210,18 @@ class TestWriteFigures:
             assert png_pixels(payload)[..., :3].std() > 0.05
         assert docs.main([str(tmp_path), str(out)]) == 2  # a folder without figures
 
-    def test_data_of_another_size_is_refused(self, run, fashion_mnist):
+    def test_data_of_another_size_is_refused(self, run):
+        images, labels = synthetic_images(8, side=3)
+        other = Dataset(
+            to_unit_float(images), torch.from_numpy(labels.astype(np.int64)),
+            to_unit_float(images), torch.from_numpy(labels.astype(np.int64)),
+            (3, 3), ("top", "bottom"), "synthetic",
+        )  # fmt: skip
         with pytest.raises(VaelabError, match="expects 16 pixels"):
-            plots.write_figures(run.run_dir, dataset=fashion_mnist)
+            plots.write_figures(run.run_dir, dataset=other)
 
 
+@pytest.mark.slow
 def test_drawing_never_imports_pyplot():
     """Figures are plain matplotlib Figures, so a notebook's pyplot backend is left alone."""
     code = (
@@ -222,6 +229,7 @@ def test_drawing_never_imports_pyplot():
         "from vaelab.viz import plots\n"
         "from vaelab.config import ModelConfig\n"
         "from vaelab.models import VAE\n"
+        "torch.manual_seed(0)\n"
         "model = VAE(ModelConfig(input_dim=16, hidden=(8,), latent_dim=3)).eval()\n"
         "images, labels = torch.rand(30, 16), torch.arange(30) % 3\n"
         "plots.figure_png(plots.latent_scatter(model, images, labels, 'abc'))\n"
@@ -229,19 +237,8 @@ def test_drawing_never_imports_pyplot():
         "plots.figure_png(plots.interpolation(model, images, labels, 'abc', (4, 4)))\n"
         "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot was imported'\n"
     )
-    probe = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    probe = run_python(code)
     assert probe.returncode == 0, probe.stderr
-
-
-def vaelab_cli(capsys, *args):
-    """Run the command line in-process: (exit status, stdout, stderr)."""
-    try:
-        main([str(arg) for arg in args])
-        status = 0
-    except SystemExit as exc:
-        status = exc.code
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
 
 
 @pytest.fixture
@@ -258,25 +255,25 @@ def csv_args(tmp_path):
 
 
 class TestCommandLine:
-    def test_train_draws_the_figures(self, tmp_path, csv_args, capsys):
-        status, out, err = vaelab_cli(capsys, "train", *csv_args, "--name", "with")
+    def test_train_draws_the_figures(self, tmp_path, csv_args, cli):
+        status, out, err = cli("train", *csv_args, "--name", "with")
         assert status == 0, err
         figures = tmp_path / "runs" / "with" / "figures"
         assert sorted(os.listdir(figures)) == sorted(plots.FIGURE_FILES)
         assert f"wrote {figures / 'manifold.png'}" in out
 
-    def test_no_plots_then_the_plot_command_and_its_errors(self, tmp_path, csv_args, capsys):
-        status, _, err = vaelab_cli(capsys, "train", *csv_args, "--no-plots", "--name", "r")
+    def test_no_plots_then_the_plot_command_and_its_errors(self, tmp_path, csv_args, cli):
+        status, _, err = cli("train", *csv_args, "--no-plots", "--name", "r")
         assert status == 0, err
         run_dir = tmp_path / "runs" / "r"
         assert not (run_dir / "figures").exists()
-        status, out, err = vaelab_cli(capsys, "plot", run_dir, "--grid", "7", "--span", "3")
+        status, out, err = cli("plot", run_dir, "--grid", "7", "--span", "3")
         assert status == 0, err
         assert sorted(os.listdir(run_dir / "figures")) == sorted(plots.FIGURE_FILES)
         assert "figures drawn in" in out
-        status, _, err = vaelab_cli(capsys, "plot", run_dir, "--grid", "1")
+        status, _, err = cli("plot", run_dir, "--grid", "1")
         assert (status, err) == (2, "vaelab: error: --grid must be between 2 and 100, got 1\n")
-        status, _, err = vaelab_cli(capsys, "plot", tmp_path / "nope")
+        status, _, err = cli("plot", tmp_path / "nope")
         assert (status, err) == (
             2,
             f"vaelab: error: {tmp_path / 'nope'}: run directory not found\n",
@@ -284,6 +281,7 @@ class TestCommandLine:
 
 
 def test_models_of_any_latent_size_decode_to_images():
+    torch.manual_seed(0)
     model = VAE(ModelConfig(input_dim=16, hidden=(8,), latent_dim=5)).eval()
     fig = plots.samples(model, (4, 4), count=4)
     assert tile(fig, 1, 1).shape == (4, 4)

@@ -7,9 +7,8 @@ import re
 import html5lib
 import matplotlib.image
 import pytest
-from conftest import make_tiny_dataset, synthetic_images, write_csv
 
-from vaelab.cli import main
+from tests.helpers import make_tiny_dataset, synthetic_images, write_csv
 from vaelab.config import ModelConfig, RunConfig, TrainConfig
 from vaelab.errors import VaelabError
 from vaelab.models.likelihoods import gaussian_constant
@@ -90,7 +89,7 @@ def test_every_figure_is_drawn_and_embedded_with_a_caption(written):
         assert CAPTIONS[name] in text_of(figure.find("figcaption"))
 
 
-def test_numbers_tables_and_run_details(written):
+def test_report_shows_final_metrics_epochs_config_data_and_versions(written):
     run, text = written
     doc = parse(text)
     last = run.history[-1]
@@ -117,7 +116,9 @@ def test_numbers_tables_and_run_details(written):
     assert doc.find(".//table[@id='evaluation']") is None
 
 
-def test_weighted_kl_and_other_likelihoods(tiny_dataset, tmp_path):
+def test_a_beta_weighted_bernoulli_run_reports_its_negative_elbo_beta_and_likelihood(
+    tiny_dataset, tmp_path
+):
     config = RunConfig(
         model=ModelConfig(hidden=(8, 4), likelihood="bernoulli"),
         train=TrainConfig(epochs=1, batch_size=32, test_batch_size=64, beta=4.0, device="cpu"),
@@ -167,26 +168,21 @@ def test_figures_older_than_the_weights_are_drawn_again(run):
     assert (figures / "manifold.png").read_bytes() != custom  # all redrawn with the defaults
 
 
-def test_report_command(run, capsys, tmp_path):
+def test_report_command_draws_the_figures_writes_the_report_and_names_a_missing_run(tmp_path, cli):
     train_x, train_y = synthetic_images(120, seed=1)
     test_x, test_y = synthetic_images(40, seed=2)
-    csv = [
+    trained = cli(
+        "train", "--epochs", 1, "--batch-size", 40, "--hidden", "8,4", "--device", "cpu",
+        "--no-plots", "--runs-dir", tmp_path / "runs", "--name", "cli",
         "--train-csv", write_csv(tmp_path / "train.csv", train_x.reshape(120, -1), train_y),
         "--test-csv", write_csv(tmp_path / "test.csv", test_x.reshape(40, -1), test_y),
-    ]  # fmt: skip
-    main(["train", "--epochs", "1", "--batch-size", "40", "--hidden", "8,4", "--device", "cpu",
-          "--no-plots", "--runs-dir", str(tmp_path / "runs"), "--name", "cli",
-          *map(str, csv)])  # fmt: skip
-    capsys.readouterr()
+    )  # fmt: skip
+    assert trained.code == 0, trained.err
     run_dir = tmp_path / "runs" / "cli"
-    main(["report", str(run_dir)])
-    out = capsys.readouterr().out
-    assert out.splitlines()[-1] == f"wrote {run_dir / 'report.html'}"
-    assert f"wrote {run_dir / 'figures' / 'samples.png'}" in out
-    with pytest.raises(SystemExit) as exit_info:
-        main(["report", str(tmp_path / "missing")])
-    assert exit_info.value.code == 2
-    assert (
-        capsys.readouterr().err
-        == f"vaelab: error: {tmp_path / 'missing'}: run directory not found\n"
-    )
+    reported = cli("report", run_dir)
+    assert reported.code == 0, reported.err
+    assert reported.out.splitlines()[-1] == f"wrote {run_dir / 'report.html'}"
+    assert f"wrote {run_dir / 'figures' / 'samples.png'}" in reported.out
+    missing = cli("report", tmp_path / "missing")
+    assert missing.code == 2
+    assert missing.err == f"vaelab: error: {tmp_path / 'missing'}: run directory not found\n"

@@ -5,11 +5,10 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import synthetic_images, write_csv
 from matplotlib.image import imread
 
+from tests.helpers import synthetic_images, write_csv
 from vaelab import rundir
-from vaelab.cli import main
 from vaelab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaelab.latent import sample
 from vaelab.training import train
@@ -32,40 +31,35 @@ def run_dir(tmp_path):
     return tmp_path / "run"
 
 
-def vaelab(*args: str) -> int:
-    try:
-        main([str(a) for a in args])
-    except SystemExit as exc:
-        return int(exc.code)
-    return 0
-
-
-def test_sample_writes_npy_and_png(run_dir, tmp_path, capsys):
-    assert vaelab("sample", run_dir, "--n", 10, "--out", tmp_path / "s.npy", "--seed", 3) == 0
+def test_sample_writes_npy_and_png(run_dir, tmp_path, cli):
+    assert cli("sample", run_dir, "--n", 10, "--out", tmp_path / "s.npy", "--seed", 3).code == 0
     array = np.load(tmp_path / "s.npy", allow_pickle=False)
     assert array.shape == (10, 4, 4) and array.dtype == np.float32
     expected = sample(rundir.load_model(run_dir), 10, seed=3).numpy().reshape(10, 4, 4)
     assert np.array_equal(array, expected) and array.min() > 0 and array.max() < 1
-    assert vaelab("sample", run_dir, "--n", 10, "--out", tmp_path / "s.png") == 0
+    drawn = cli("sample", run_dir, "--n", 10, "--out", tmp_path / "s.png")
+    assert drawn.code == 0
     png = imread(tmp_path / "s.png")
     assert png.shape[:2] == (3 * 5 - 1, 4 * 5 - 1)  # 4 per row, 3 rows, 1-pixel gaps
-    assert "wrote" in capsys.readouterr().out
+    assert "wrote" in drawn.out
 
 
-def test_sample_refuses_to_overwrite_and_odd_suffixes(run_dir, tmp_path, capsys):
+def test_sample_refuses_to_overwrite_and_odd_suffixes_and_no_images(run_dir, tmp_path, cli):
     out = tmp_path / "s.png"
     out.write_bytes(b"mine")
-    assert vaelab("sample", run_dir, "--out", out) == 2
+    refused = cli("sample", run_dir, "--out", out)
+    assert refused.code == 2 and "already exists; pass --overwrite" in refused.err
     assert out.read_bytes() == b"mine"
-    assert "already exists; pass --overwrite" in capsys.readouterr().err
-    assert vaelab("sample", run_dir, "--out", out, "--overwrite") == 0
+    assert cli("sample", run_dir, "--out", out, "--overwrite").code == 0
     assert out.read_bytes().startswith(b"\x89PNG")
-    assert vaelab("sample", run_dir, "--out", tmp_path / "s.jpg") == 2
-    assert vaelab("sample", run_dir, "--n", 0, "--out", tmp_path / "t.npy") == 2
-    assert "must end in .png or .npy" in capsys.readouterr().err
+    jpeg = cli("sample", run_dir, "--out", tmp_path / "s.jpg")
+    assert jpeg.code == 2 and "must end in .png or .npy" in jpeg.err
+    none = cli("sample", run_dir, "--n", 0, "--out", tmp_path / "t.npy")
+    assert none.code == 2 and "--n" in none.err and "got 0" in none.err
+    assert not (tmp_path / "s.jpg").exists() and not (tmp_path / "t.npy").exists()
 
 
-def test_tile_layout():
+def test_tile_lays_images_out_in_rows_with_gaps_and_fills_the_empty_cell():
     images = np.arange(5 * 2 * 3, dtype=np.float32).reshape(5, 2, 3)
     grid = tile(images, fill=-1.0)
     assert grid.shape == (2 * 3 - 1, 3 * 4 - 1)
@@ -73,24 +67,25 @@ def test_tile_layout():
     assert (grid[2] == -1).all() and (grid[3:5, 8:11] == -1).all()  # gaps and the empty cell
 
 
-def test_evaluate_writes_eval_json_and_says_when_it_replaces_it(run_dir, capsys):
+def test_evaluate_writes_eval_json_and_says_when_it_replaces_it(run_dir, cli):
     args = ("evaluate", run_dir, "--iw-samples", 50, "--max-memory", "1MB", "--seed", 4)
-    assert vaelab(*args) == 0
-    out = capsys.readouterr().out
+    first = cli(*args)
+    assert first.code == 0, first.err
+    out = first.out
     assert "negative ELBO" in out and "IWAE -log p(x)" in out and "wrote" in out
     report = json.loads((run_dir / "eval.json").read_text())
     assert report["likelihood"] == "continuous-bernoulli" and report["iw_samples"] == 50
     assert report["images"] == 64 and report["seed"] == 4
     assert report["negative_elbo_nats"] >= report["iwae_nll_nats"]
-    assert vaelab(*args, "--images", 8) == 0
-    assert "replaced" in capsys.readouterr().out
+    again = cli(*args, "--images", 8)
+    assert again.code == 0 and "replaced" in again.out
     assert json.loads((run_dir / "eval.json").read_text())["images"] == 8
-    assert vaelab("evaluate", run_dir, "--max-memory", "lots") == 2
-    assert "--max-memory 'lots'" in capsys.readouterr().err
-    assert vaelab("evaluate", run_dir, "--images", 0) == 2
+    lots = cli("evaluate", run_dir, "--max-memory", "lots")
+    assert lots.code == 2 and "--max-memory 'lots'" in lots.err
+    assert cli("evaluate", run_dir, "--images", 0).code == 2
 
 
-def test_sample_is_deterministic_and_uses_the_decoder_mean(run_dir):
+def test_sample_is_the_same_for_a_seed_and_differs_between_seeds(run_dir):
     model = rundir.load_model(run_dir)
     assert torch.equal(sample(model, 6, seed=1), sample(model, 6, seed=1))
     assert not torch.equal(sample(model, 6, seed=1), sample(model, 6, seed=2))

@@ -9,8 +9,7 @@ class VaelabError(Exception):
     """A problem with the user's input or environment, described in one line for the user.
 
     `parameters` names the arguments or config fields the message speaks of, in the Python API's
-    own words (``checkpoint_every``); the command line shows them as its flags
-    (``--checkpoint-every``).
+    own words (``checkpoint_every``); the command line shows each as the flag that sets it.
     """
 
     exit_code: int = 2  # the command line's exit status for this error

@@ -9,7 +9,7 @@ import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, TypedDict
 
 import torch
 from tqdm import tqdm
@@ -19,6 +19,9 @@ from vaelab.errors import VaelabError
 from vaelab.models import VAE, evaluating
 from vaelab.models.likelihoods import gaussian_constant
 from vaelab.rundir import EVAL_FILE
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 EVAL_SEED = 12345
 
@@ -222,18 +225,27 @@ def estimate(values: torch.Tensor) -> Estimate:
     return Estimate(values.mean().item(), stderr)
 
 
+class SamplingOptions(TypedDict, total=False):
+    """`importance_weighted`'s options after k, by name."""
+
+    max_memory: int | str
+    seed: int
+    progress: bool
+
+
 def evaluate_likelihood(
     model: VAE,
     images: torch.Tensor,
     k: int = DEFAULT_IW_SAMPLES,
-    *,
-    max_memory: int | str = DEFAULT_MAX_MEMORY,
-    seed: int = EVAL_SEED,
-    progress: bool = False,
+    **options: Unpack[SamplingOptions],
 ) -> LikelihoodReport:
-    """Negative ELBO (reconstruction from the same k samples, KL in closed form) and IWAE."""
+    """Negative ELBO (reconstruction from the same k samples, KL in closed form) and IWAE.
+
+    `options` are `importance_weighted`'s: max_memory, seed, progress.
+    """
     started = time.perf_counter()
-    per_image = importance_weighted(model, images, k, max_memory, seed, progress)
+    seed = options.get("seed", EVAL_SEED)
+    per_image = importance_weighted(model, images, k, **options)
     iwae = estimate(per_image.iwae_nll)
     reconstruction, kl = per_image.reconstruction.mean().item(), per_image.kl.mean().item()
     return LikelihoodReport(

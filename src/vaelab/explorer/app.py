@@ -141,6 +141,7 @@ def latent_vectors(value: Any, dim: int, where: str) -> np.ndarray:
 
 
 def int_field(body: dict[str, Any], name: str, default: int | None, low: int, high: int) -> int:
+    """The integer field `name` of a request body, `default` when absent, within low-high."""
     value = body.get(name, default)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise ApiError(400, f"{name} must be an integer from {low} to {high}")
@@ -148,12 +149,14 @@ def int_field(body: dict[str, Any], name: str, default: int | None, low: int, hi
 
 
 def optional_seed(body: dict[str, Any]) -> int | None:
+    """The body's `seed` (0 to 2**63 - 1), or None when it gives none."""
     if body.get("seed") is None:
         return None
     return int_field(body, "seed", None, 0, 2**63 - 1)
 
 
 def image_format(body: dict[str, Any]) -> str:
+    """The body's `format`: 'png' (the default) or 'raw'."""
     value = body.get("format", "png")
     if value not in ("png", "raw"):
         raise ApiError(400, "format must be 'png' or 'raw'")
@@ -161,6 +164,7 @@ def image_format(body: dict[str, Any]) -> str:
 
 
 def check_fields(body: dict[str, Any], allowed: tuple[str, ...]) -> None:
+    """Refuse a body with fields other than `allowed`."""
     unknown = sorted(set(body) - set(allowed))
     if unknown:
         raise ApiError(400, f"unknown field(s) {', '.join(unknown)}; expected {', '.join(allowed)}")
@@ -277,12 +281,14 @@ def listening_socket(host: str, port: int) -> socket.socket:
 
 
 def server_url(sock: socket.socket) -> str:
+    """The http:// address a listening socket answers on."""
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     return f"http://{shown}:{port}/"
 
 
 def is_loopback(host: str) -> bool:
+    """Whether `host` is reachable from this machine only."""
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:

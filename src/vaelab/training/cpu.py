@@ -44,6 +44,7 @@ def cpu_info() -> dict[str, str]:
 
 
 def cpu_flags() -> set[str]:
+    """The first processor's feature flags from /proc/cpuinfo."""
     return set(cpu_info().get("flags", "").split())
 
 

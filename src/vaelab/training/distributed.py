@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -118,15 +119,9 @@ class TrainingObjective(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        generator: torch.Generator | None = None,
-        kl_scale: float = 1.0,
-        noise: torch.Tensor | None = None,
-    ) -> LossTerms:
-        """The model's training loss of batch `x`."""
-        return self.model.loss(x, generator, kl_scale, noise)
+    def forward(self, *args: Any, **kwargs: Any) -> LossTerms:
+        """`VAE.loss` of the wrapped model, with the same arguments."""
+        return self.model.loss(*args, **kwargs)
 
 
 def wrap(model: VAE, world: World) -> nn.Module:

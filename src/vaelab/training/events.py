@@ -8,9 +8,10 @@ result. A callback overrides the methods it needs; the others do nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -95,26 +96,17 @@ class Callbacks(Callback):
     def __init__(self, callbacks: Iterable[Callback] = ()) -> None:
         self.callbacks = list(callbacks)
 
-    def on_run_start(self, start: RunStart) -> None:
-        for callback in self.callbacks:
-            callback.on_run_start(start)
 
-    def on_epoch_start(self, epoch: int, steps: int) -> None:
+def _fan_out(event: str) -> Callable[..., None]:
+    def call(self: Callbacks, *args: Any) -> None:
         for callback in self.callbacks:
-            callback.on_epoch_start(epoch, steps)
+            getattr(callback, event)(*args)
 
-    def on_step_end(self, step: StepEnd) -> None:
-        for callback in self.callbacks:
-            callback.on_step_end(step)
+    call.__name__ = call.__qualname__ = event
+    call.__doc__ = f"Call `{event}` of each callback, in order."
+    return call
 
-    def on_epoch_end(self, metrics: EpochMetrics) -> None:
-        for callback in self.callbacks:
-            callback.on_epoch_end(metrics)
 
-    def on_note(self, text: str) -> None:
-        for callback in self.callbacks:
-            callback.on_note(text)
-
-    def on_run_end(self, result: TrainResult) -> None:
-        for callback in self.callbacks:
-            callback.on_run_end(result)
+for _event in ("on_run_start", "on_epoch_start", "on_step_end", "on_epoch_end", "on_note",
+               "on_run_end"):  # fmt: skip
+    setattr(Callbacks, _event, _fan_out(_event))

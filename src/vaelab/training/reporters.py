@@ -51,12 +51,15 @@ class EpochLog(Callback):
 class ProgressBar(Callback):
     """A tqdm bar over each epoch's steps, removed when the epoch ends."""
 
-    def __init__(self, file: Any = None) -> None:
+    def __init__(self, file: Any = None, **tqdm_options: Any) -> None:
         self.file = file if file is not None else sys.stderr
+        self.options = tqdm_options  # passed on to tqdm (e.g. mininterval)
         self.bar: tqdm | None = None
 
     def on_epoch_start(self, epoch: int, steps: int) -> None:
-        self.bar = tqdm(total=steps, desc=f"epoch {epoch:02d}", leave=False, file=self.file)
+        self.bar = tqdm(
+            total=steps, desc=f"epoch {epoch:02d}", leave=False, file=self.file, **self.options
+        )
 
     def on_step_end(self, step: StepEnd) -> None:
         if self.bar is not None:

@@ -1,0 +1,50 @@
+"""Command line: a thin layer that builds configs, calls the Python API, and speaks in flags.
+
+`main` is the `vaelab` program: every user error is one line on stderr and the error's exit status.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from vaelab.cli import runs, train  # noqa: F401  (registers the commands on the group)
+from vaelab.cli.group import Refusal, cli, translate
+from vaelab.errors import VaelabError
+from vaelab.training import TrainingInterrupted
+from vaelab.training.cpu import maybe_reexec_with_mkl_override
+
+__all__ = ["cli", "main", "translate"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user errors become one line on stderr and the error's exit status."""
+    maybe_reexec_with_mkl_override(
+        sys.argv[1:] if argv is None else argv, say=lambda line: click.echo(line, err=True)
+    )
+    try:
+        cli.main(args=argv, prog_name="vaelab", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("vaelab: interrupted", err=True)
+        sys.exit(130)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+        click.echo(f"vaelab: error: {exc.format_message()}{hint}", err=True)
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except Refusal as refusal:
+        prefix = "" if isinstance(refusal.error, TrainingInterrupted) else "error: "
+        click.echo(f"vaelab: {prefix}{refusal.text}", err=True)
+        sys.exit(refusal.error.exit_code)
+    except VaelabError as exc:
+        click.echo(f"vaelab: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("vaelab: interrupted", err=True)
+        sys.exit(130)

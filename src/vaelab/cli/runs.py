@@ -1,0 +1,140 @@
+"""The commands that use a saved run: evaluate, sample, plot, report, serve."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from vaelab.cli.group import RUN, RUN_DATA_DIR, cli, device_option
+from vaelab.config import DataConfig
+from vaelab.data import Dataset, load_dataset
+from vaelab.errors import VaelabError
+from vaelab.evaluation import (
+    DEFAULT_IW_SAMPLES,
+    EVAL_SEED,
+    evaluate,
+    evaluate_likelihood,
+    parse_size,
+    save_eval,
+)
+from vaelab.latent import sample
+from vaelab.rundir import EVAL_FILE, image_shape, load_model, load_run_info, open_run
+from vaelab.training.distributed import resolve_device
+
+
+@cli.command("evaluate")
+@RUN
+@RUN_DATA_DIR
+@device_option("auto")
+@click.option(
+    "--iw-samples", "k", type=click.IntRange(min=1), default=DEFAULT_IW_SAMPLES,
+    help="Importance samples k per image for the IWAE estimate of -log p(x).",
+)  # fmt: skip
+@click.option(
+    "--max-memory", default="1GB",
+    help="Bound on the memory of one batch of decoder work (e.g. 512MB, 2GiB).",
+)  # fmt: skip
+@click.option("--seed", type=int, default=EVAL_SEED, help="Seed of the importance samples.")
+@click.option(
+    "--images", type=int, default=None,
+    help="Evaluate only the first IMAGES test images  [default: all]",
+)  # fmt: skip
+def evaluate_command(
+    run: Path, data_dir: Path | None, device: str, k: int, max_memory: str, seed: int,
+    images: int | None,
+) -> None:  # fmt: skip
+    """Test metrics of a saved run: the training loss, the negative ELBO and the IWAE estimate
+    of -log p(x) in nats; writes RUN/eval.json."""
+    memory = parse_size(max_memory)
+    opened = open_run(run, data_dir=data_dir, device=resolve_device(device))
+    test_images = opened.dataset.test_images
+    if images is not None:
+        if not 1 <= images <= len(test_images):
+            raise VaelabError(f"--images must be between 1 and {len(test_images)}, got {images}")
+        test_images = test_images[:images]
+    model = opened.model
+    metrics = evaluate(model, test_images, opened.config.train.test_batch_size)
+    part = "MSE" if metrics.likelihood == "tutorial-mse" else "reconstruction"
+    click.echo(
+        f"test_loss {metrics.loss:.4f} ({part} {metrics.reconstruction:.4f} | "
+        f"KLD {metrics.kld:.4f}) on {metrics.images} test images"
+    )
+    report = evaluate_likelihood(
+        model, test_images, k, max_memory=memory, seed=seed, progress=sys.stderr.isatty()
+    )
+    click.echo(
+        f"negative ELBO {report.negative_elbo_nats:.2f} nats per image "
+        f"(reconstruction {report.reconstruction_nats:.2f} + KL {report.kl_nats:.2f}; "
+        f"{model.config.likelihood} likelihood, all constants included)"
+    )
+    click.echo(
+        f"IWAE -log p(x) {report.iwae_nll_nats:.2f} +- {report.iwae_stderr_nats:.2f} nats per "
+        f"image (k={report.iw_samples}, {report.images} images, {report.seconds:.1f}s)"
+    )
+    replaced = (run / EVAL_FILE).exists()
+    path = save_eval(run, report)
+    click.echo(f"{'replaced' if replaced else 'wrote'} {path}")
+
+
+@cli.command("sample")
+@RUN
+@click.option("--n", "n", type=int, default=64, help="Number of images to draw.")
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=Path("samples.png"),
+    help="Output file: .png (a grid, one pixel per pixel) or .npy (n x H x W float32 in [0, 1]).",
+)  # fmt: skip
+@click.option("--seed", type=int, default=0, help="Seed of the latent codes z ~ N(0, I).")
+@click.option("--overwrite", is_flag=True, help="Replace the output file if it exists.")
+@device_option("cpu")
+def sample_command(run: Path, n: int, out: Path, seed: int, overwrite: bool, device: str) -> None:
+    """Draw new images: decoder means for z ~ N(0, I) (the report's samples for the same seed)."""
+    from vaelab.viz.images import write_samples
+
+    model = load_model(run, device=resolve_device(device))
+    shape = image_shape(load_run_info(run), model.config.input_dim, run)
+    images = sample(model, n, seed).numpy().reshape(n, *shape)
+    click.echo(f"wrote {write_samples(images, out, overwrite)} ({n} images)")
+
+
+@cli.command("serve")
+@RUN
+@click.option("--host", default="127.0.0.1", help="Address to listen on (loopback by default).")
+@click.option("--port", type=int, default=8000, help="Port to listen on; 0 picks a free one.")
+@RUN_DATA_DIR
+def serve_command(run: Path, host: str, port: int, data_dir: Path | None) -> None:
+    """Explore the latent space of a saved run in the browser; prints the URL to open."""
+    from vaelab.explorer.app import serve  # the web stack loads only for this command
+
+    serve(run, host=host, port=port, data_dir=data_dir, announce=click.echo)
+
+
+@cli.command("plot")
+@RUN
+@click.option("--grid", type=int, default=20, help="Images per side of the latent manifold.")
+@click.option("--span", type=float, default=2.0, help="The manifold covers [-SPAN, SPAN]^2.")
+@RUN_DATA_DIR
+def plot_command(run: Path, grid: int, span: float, data_dir: Path | None) -> None:
+    """Draw the six figures of a saved run into RUN/figures/."""
+    from vaelab.viz.plots import write_figures
+
+    started = time.perf_counter()
+    write_figures(run, grid, span, dataset=_dataset_from(data_dir), log=click.echo)
+    click.echo(f"figures drawn in {time.perf_counter() - started:.1f}s")
+
+
+@cli.command("report")
+@RUN
+@RUN_DATA_DIR
+def report_command(run: Path, data_dir: Path | None) -> None:
+    """Write RUN/report.html: metrics, tables and every figure in one offline file."""
+    from vaelab.viz.report import write_report
+
+    click.echo(f"wrote {write_report(run, dataset=_dataset_from(data_dir), log=click.echo)}")
+
+
+def _dataset_from(data_dir: Path | None) -> Dataset | None:
+    """The dataset in `data_dir`, or None to use the one the run was trained on."""
+    return None if data_dir is None else load_dataset(DataConfig(data_dir=str(data_dir)))

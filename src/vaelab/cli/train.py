@@ -1,0 +1,190 @@
+"""`vaelab train`: the tutorial's run by default, every setting of the config as an option."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from vaelab.cli.group import cli, device_option, optional_str
+from vaelab.config import (
+    ARCHS,
+    LIKELIHOODS,
+    LR_SCHEDULES,
+    PRECISIONS,
+    DataConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+)
+from vaelab.data import load_dataset
+from vaelab.errors import VaelabError
+from vaelab.rundir import load_config
+from vaelab.training import ProgressBar, train
+from vaelab.training.distributed import DEFAULT_TIMEOUT_S, is_main_process
+
+_MODEL = ModelConfig()
+_TRAIN = TrainConfig()
+
+
+def _parse_hidden(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part) for part in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
+    if not sizes or any(size < 1 for size in sizes):
+        raise click.BadParameter(f"hidden sizes must be positive, got {value!r}")
+    return sizes
+
+
+@cli.command("train")
+@click.option("--epochs", type=int, default=_TRAIN.epochs, help="Passes over the training set.")
+@click.option("--batch-size", type=int, default=_TRAIN.batch_size, help="Images per step.")
+@click.option(
+    "--test-batch-size", type=int, default=_TRAIN.test_batch_size,
+    help="Images per batch in the test pass after each epoch.",
+)  # fmt: skip
+@click.option("--lr", type=float, default=_TRAIN.lr, help="Adam learning rate.")
+@click.option(
+    "--lr-schedule", type=click.Choice(list(LR_SCHEDULES)), default=_TRAIN.lr_schedule,
+    help="'constant' is the tutorial's; 'cosine-tail' anneals the last third of training to 0.",
+)  # fmt: skip
+@click.option(
+    "--latent-dim", type=int, default=_MODEL.latent_dim, help="Size of the latent code z."
+)
+@click.option(
+    "--hidden", default=",".join(map(str, _MODEL.hidden)), callback=_parse_hidden,
+    help="Encoder hidden sizes, comma separated; the decoder mirrors them. For --arch conv: "
+    "conv 1 channels, conv 2 channels, dense width  [default for conv: 32,64,256]",
+)  # fmt: skip
+@click.option(
+    "--arch", type=click.Choice(list(ARCHS)), default=_MODEL.arch,
+    help="'mlp' is the tutorial's; 'conv': two stride-2 convolutions and a dense layer, mirrored "
+    "(square images, side a multiple of 4).",
+)  # fmt: skip
+@click.option(
+    "--likelihood", type=click.Choice(list(LIKELIHOODS)), default=_MODEL.likelihood,
+    help="The decoder's p(x|z). 'tutorial-mse': the tutorial's loss (unit-variance Gaussian); "
+    "'gaussian' learns one scale, 'gaussian-per-pixel' one per pixel.",
+)  # fmt: skip
+@click.option("--beta", type=float, default=_TRAIN.beta, help="Weight of the KL term (beta-VAE).")
+@click.option(
+    "--kl-warmup", type=int, default=_TRAIN.kl_warmup,
+    help="Epochs over which the KL weight rises linearly from 0 to --beta.",
+)  # fmt: skip
+@click.option(
+    "--seed", type=int, default=_TRAIN.seed, help="Seed for weights, shuffling and noise."
+)
+@click.option(
+    "--precision", type=click.Choice(list(PRECISIONS)), default=_TRAIN.precision,
+    help="'32': fp32 throughout. 'bf16-mixed': bf16 matrix products, fp32 weights and Adam. "
+    "'auto': bf16-mixed on CPUs with AVX-512 BF16 or AMX, else 32.",
+)  # fmt: skip
+@device_option(_TRAIN.device)
+@click.option(
+    "--data-dir", type=click.Path(path_type=Path), default=None,
+    help="Folder with the four Fashion-MNIST IDX files (else $VAELAB_DATA, the user cache, "
+    "/usr/share/datasets/fashion-mnist, then a verified download).",
+)  # fmt: skip
+@click.option(
+    "--train-csv", type=click.Path(path_type=Path), default=None,
+    help="Training images in the tutorial's CSV layout (label,pixel1,...).",
+)  # fmt: skip
+@click.option(
+    "--test-csv", type=click.Path(path_type=Path), default=None,
+    help="Test images in the tutorial's CSV layout; needs --train-csv.",
+)  # fmt: skip
+@click.option("--name", default=None, help="Run name  [default: a timestamp]")
+@click.option(
+    "--runs-dir", type=click.Path(path_type=Path), default=Path("runs"),
+    help="Folder that holds run directories.",
+)  # fmt: skip
+@click.option("--overwrite", is_flag=True, help="Replace an existing run directory of that name.")
+@click.option(
+    "--resume", "resume_run", type=click.Path(path_type=Path), default=None,
+    help="Continue the run in this directory from its last checkpoint, with its saved settings.",
+)  # fmt: skip
+@click.option(
+    "--checkpoint-every", type=int, default=None,
+    help="Also checkpoint every N optimizer steps  [default: every epoch only]",
+)  # fmt: skip
+@click.option("--no-plots", is_flag=True, help="Do not draw the figures into RUN/figures/.")
+@click.option(
+    "--dist-timeout", "dist_timeout_s", type=click.IntRange(min=1), default=DEFAULT_TIMEOUT_S,
+    help="Under torchrun: seconds a rank waits for the others before the job stops.",
+)  # fmt: skip
+def train_command(
+    name: str | None, runs_dir: Path, overwrite: bool, resume_run: Path | None,
+    checkpoint_every: int | None, no_plots: bool, dist_timeout_s: int, **settings: Any,
+) -> None:  # fmt: skip
+    """Train a VAE and save the run to RUNS_DIR/NAME (or continue one with --resume RUN).
+
+    Under `torchrun --nproc-per-node N -m vaelab train ...` the ranks share each batch (DDP).
+    """
+    say = click.echo if is_main_process() else None
+    if resume_run is not None:
+        _refuse_options_besides_resume(resume_run)
+        config, run_dir = load_config(resume_run), resume_run
+    else:
+        config = _run_config(**settings)
+        run_dir = runs_dir / (name or time.strftime("%Y%m%d-%H%M%S"))
+    dataset = load_dataset(config.data)
+    target = "" if resume_run is not None else f" -> {run_dir}"
+    if say:
+        say(f"training on {dataset.source}, {len(dataset.train_images)} images{target}")
+    reporters = [ProgressBar()] if say and sys.stderr.isatty() else []
+    train(
+        config, dataset, run_dir=run_dir, overwrite=overwrite, resume=resume_run is not None,
+        log=say, callbacks=reporters, checkpoint_every=checkpoint_every,
+        dist_timeout_s=dist_timeout_s,
+    )  # fmt: skip
+    if not is_main_process():
+        return
+    click.echo(f"saved {run_dir}")
+    if not no_plots:
+        from vaelab.viz.plots import write_figures  # matplotlib loads only when figures are drawn
+
+        write_figures(run_dir, dataset=dataset, log=click.echo)
+
+
+def _run_config(
+    epochs: int, batch_size: int, test_batch_size: int, lr: float, lr_schedule: str,
+    latent_dim: int, hidden: tuple[int, ...], arch: str, likelihood: str, beta: float,
+    kl_warmup: int, seed: int, precision: str, device: str, data_dir: Path | None,
+    train_csv: Path | None, test_csv: Path | None,
+) -> RunConfig:  # fmt: skip
+    return RunConfig(
+        model=ModelConfig(hidden=hidden, latent_dim=latent_dim, arch=arch, likelihood=likelihood),
+        data=DataConfig(
+            data_dir=optional_str(data_dir),
+            train_csv=optional_str(train_csv),
+            test_csv=optional_str(test_csv),
+        ),
+        train=TrainConfig(
+            epochs=epochs, batch_size=batch_size, test_batch_size=test_batch_size, lr=lr,
+            lr_schedule=lr_schedule, seed=seed, device=device, precision=precision, beta=beta,
+            kl_warmup=kl_warmup,
+        ),
+    )  # fmt: skip
+
+
+# Options that do not change what is computed, so a resumed run may set them again.
+_RESUMABLE_OPTIONS = {"resume_run", "checkpoint_every", "no_plots", "dist_timeout_s"}
+
+
+def _refuse_options_besides_resume(run: Path) -> None:
+    ctx = click.get_current_context()
+    given = [
+        "--" + name.replace("_", "-")
+        for name in ctx.params
+        if name not in _RESUMABLE_OPTIONS
+        and ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
+    ]
+    if given:
+        raise VaelabError(
+            f"--resume continues {run} with the settings in its config.json; "
+            f"drop {', '.join(given)}"
+        )
