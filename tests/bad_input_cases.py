@@ -121,6 +121,12 @@ def corrupt_gzip(directory: Path) -> None:
     path.write_bytes(bytes(raw))
 
 
+def untrained(config: ModelConfig) -> VAE:
+    """A model with the initial weights of seed 0, the same on every run."""
+    torch.manual_seed(0)
+    return VAE(config)
+
+
 def saved_run(work: Path, input_dim: int = 16, hidden: tuple[int, ...] = (8, 4)) -> Path:
     """runs/old: a run directory (config.json + weights) for a model on the CSV pair."""
     train, test = csv_pair(work)
@@ -134,7 +140,7 @@ def saved_run(work: Path, input_dim: int = 16, hidden: tuple[int, ...] = (8, 4))
         }
     )
     (run / "config.json").write_text(json.dumps(config.to_dict()))
-    model = VAE(config.model)
+    model = untrained(config.model)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, run / "model.safetensors")
     return run
 
@@ -153,13 +159,13 @@ def truncate_weights(run: Path) -> None:
 
 
 def other_architecture(run: Path) -> None:
-    other = VAE(ModelConfig(input_dim=16, hidden=(8, 4), latent_dim=3))
+    other = untrained(ModelConfig(input_dim=16, hidden=(8, 4), latent_dim=3))
     save_file({k: v.contiguous() for k, v in other.state_dict().items()}, run / "model.safetensors")
 
 
 def torch_save_renamed(run: Path) -> None:
     torch.save(
-        VAE(ModelConfig(input_dim=16, hidden=(8, 4))).state_dict(), run / "model.safetensors"
+        untrained(ModelConfig(input_dim=16, hidden=(8, 4))).state_dict(), run / "model.safetensors"
     )
 
 
@@ -175,7 +181,7 @@ def pickle_bomb(run: Path) -> None:
 
 
 def nan_weights(run: Path) -> None:
-    model = VAE(ModelConfig(input_dim=16, hidden=(8, 4)))
+    model = untrained(ModelConfig(input_dim=16, hidden=(8, 4)))
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     state["mu_head.weight"][0, 0] = float("nan")
     save_file(state, run / "model.safetensors")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
+import torch
 
 from tests.helpers import make_tiny_dataset
 from vaelab.cli import main
@@ -78,11 +79,14 @@ def cli(capsys) -> Callable[..., CliResult]:
 
     def run(*args: object) -> CliResult:
         capsys.readouterr()  # what came before belongs to someone else
+        threads = torch.get_num_threads()  # `vaelab serve` sets its own for the process
         try:
             main([str(arg) for arg in args])
             code = 0
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
+        finally:
+            torch.set_num_threads(threads)
         captured = capsys.readouterr()
         return CliResult(code, captured.out, captured.err)
 

@@ -31,13 +31,13 @@ class TestIdxReader:
             path = write_idx(tmp_path / f"x{compress}", images, compress=compress)
             np.testing.assert_array_equal(read_idx(path), images)
 
-    def test_bad_magic(self, tmp_path):
+    def test_bad_magic_is_refused(self, tmp_path):
         path = tmp_path / "bad"
         path.write_bytes(b"\x01\x00\x08\x01\x00\x00\x00\x01\x07")
         with pytest.raises(VaelabError, match="bad magic"):
             read_idx(path)
 
-    def test_unknown_dtype(self, tmp_path):
+    def test_unknown_dtype_code_is_refused(self, tmp_path):
         path = tmp_path / "bad"
         path.write_bytes(b"\x00\x00\x07\x01\x00\x00\x00\x01\x07")
         with pytest.raises(VaelabError, match="data type code 0x07"):
@@ -49,14 +49,14 @@ class TestIdxReader:
         with pytest.raises(VaelabError, match=r"declares shape \(3, 2, 2\) \(12 bytes\).*11 bytes"):
             read_idx(path)
 
-    def test_truncated_gzip(self, tmp_path):
+    def test_truncated_gzip_is_refused(self, tmp_path):
         images = np.random.default_rng(0).integers(0, 255, (20, 8, 8), dtype=np.uint8)
         path = write_idx(tmp_path / "x.gz", images, compress=True)
         path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
         with pytest.raises(VaelabError, match="corrupt or truncated gzip"):
             read_idx(path)
 
-    def test_missing_file(self, tmp_path):
+    def test_missing_file_is_refused(self, tmp_path):
         with pytest.raises(VaelabError, match="file not found"):
             read_idx(tmp_path / "nope")
 
@@ -73,14 +73,14 @@ class TestIdxReader:
 
 
 class TestCsvReader:
-    def test_round_trip(self, tmp_path):
+    def test_written_csv_reads_back_the_same_pixels_and_labels(self, tmp_path):
         pixels, labels = synthetic_images(5, side=3)
         path = write_csv(tmp_path / "a.csv", pixels.reshape(5, -1), labels)
         got_pixels, got_labels = read_csv(path)
         np.testing.assert_array_equal(got_pixels, pixels.reshape(5, -1))
         np.testing.assert_array_equal(got_labels, labels)
 
-    def test_crlf_line_endings(self, tmp_path):
+    def test_crlf_line_endings_are_read(self, tmp_path):
         path = tmp_path / "a.csv"
         path.write_bytes(b"label,p1,p2,p3,p4\r\n3,0,1,2,255\r\n")
         pixels, labels = read_csv(path)
@@ -108,7 +108,7 @@ class TestCsvReader:
             read_csv(path)
         assert str(path) in str(info.value)
 
-    def test_dataset_from_csv(self, tmp_path):
+    def test_csv_files_load_as_a_dataset_of_unit_floats(self, tmp_path):
         pixels, labels = synthetic_images(6, side=2)
         train = write_csv(tmp_path / "train.csv", pixels.reshape(6, -1), labels)
         test = write_csv(tmp_path / "test.csv", pixels[:2].reshape(2, -1), labels[:2])
@@ -151,7 +151,7 @@ class TestLocate:
         monkeypatch.delenv("VAELAB_DATA")
         assert locate_fashion_mnist(None) == cache / "vaelab" / "fashion-mnist"
 
-    def test_named_directory_lacking_a_file(self, tmp_path):
+    def test_named_directory_lacking_a_file_is_refused(self, tmp_path):
         _fake_fashion_dir(tmp_path)
         (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
         with pytest.raises(VaelabError, match="lacks t10k-labels-idx1-ubyte.gz"):

@@ -127,6 +127,15 @@ def test_two_ranks_match_one_process_with_the_same_global_batch(idx_dir, tmp_pat
     assert "2 ranks" in two.stdout
 
 
+def _wait_for_the_first_epoch(run: Path, process: subprocess.Popen) -> None:
+    """Until `run` has its metrics.csv; fails when the job ends first or takes over 120 s."""
+    deadline = time.monotonic() + 120
+    while not (run / "metrics.csv").exists():
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, f"{run}: no epoch done within 120 s"
+        time.sleep(0.05)
+
+
 def _stopped_two_rank_run(idx_dir: Path, runs: Path, name: str, epochs: int) -> Path:
     """Start a 2-rank run, SIGTERM it once epoch 1 is written; returns the run directory."""
     run = runs / name
@@ -134,11 +143,7 @@ def _stopped_two_rank_run(idx_dir: Path, runs: Path, name: str, epochs: int) -> 
         [*_train_args(idx_dir, runs, name, epochs), "--checkpoint-every", "3"],
         ranks=2, start_new_session=True,
     )  # fmt: skip
-    deadline = time.monotonic() + 120
-    while not (run / "metrics.csv").exists():
-        assert process.poll() is None, process.communicate()[1][-3000:]
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    _wait_for_the_first_epoch(run, process)
     os.killpg(process.pid, signal.SIGTERM)
     err = finish(process, timeout=120).stderr
     assert process.returncode != 0, "the run ended before it could be stopped"
@@ -181,11 +186,7 @@ def test_a_killed_rank_stops_the_job_and_the_checkpoint_still_resumes(idx_dir, t
     run = tmp_path / "killed"
     args = [*_train_args(idx_dir, tmp_path, "killed", epochs=6), "--dist-timeout", "20"]
     process = _vaelab(args, ranks=2)
-    deadline = time.monotonic() + 120
-    while not (run / "metrics.csv").exists():
-        assert process.poll() is None, process.communicate()[1][-3000:]
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    _wait_for_the_first_epoch(run, process)
     os.kill(_worker_pids(process.pid)[1], signal.SIGKILL)
     err = finish(process, timeout=90).stderr  # a job that hangs after a rank died fails here
     assert process.returncode != 0

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import ast
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 import vaelab
-from tests.helpers import make_tiny_dataset
+from tests.helpers import make_tiny_dataset, run_python
 from vaelab.cli import cli as commands
 from vaelab.cli import translate
 from vaelab.config import RunConfig, TrainConfig
@@ -108,5 +107,5 @@ def test_importing_vaelab_loads_no_optional_dependency():
         "heavy = [m for m in ('matplotlib', 'PIL', 'fastapi', 'uvicorn') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
-    probe = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    probe = run_python(code)
     assert probe.returncode == 0, probe.stderr

@@ -81,7 +81,7 @@ def quadrature_nll(
 @pytest.mark.parametrize(
     ("likelihood", "arch"),
     [("bernoulli", "mlp"), ("continuous-bernoulli", "mlp"), ("tutorial-mse", "mlp"),
-     ("bernoulli", "conv")],
+     pytest.param("bernoulli", "conv", marks=pytest.mark.slow)],  # about 5 s
 )  # fmt: skip
 def test_iwae_with_many_samples_agrees_with_quadrature(likelihood, arch):
     model, x = trained(likelihood, arch), images()[:4]
@@ -139,7 +139,7 @@ def test_chunks_fit_the_memory_bound():
         plan_chunks(model, 10, 10, 1000)
 
 
-def test_parse_size():
+def test_parse_size_reads_decimal_and_binary_units_and_refuses_the_rest():
     assert parse_size("1GB") == 10**9 and parse_size("512MiB") == 512 * 2**20
     assert parse_size("2g") == 2 * 10**9 and parse_size(" 1.5 kB ") == 1500
     assert parse_size("4096") == 4096 and parse_size(123) == 123
@@ -159,7 +159,7 @@ def test_eval_json_has_exactly_the_report_keys(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == [EVAL_FILE]  # no temporary file left
 
 
-def test_bad_requests_are_refused():
+def test_zero_samples_or_no_images_are_refused():
     model, x = trained("bernoulli", steps=1), images()[:2]
     with pytest.raises(VaelabError, match="at least 1"):
         importance_weighted(model, x, k=0)

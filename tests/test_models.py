@@ -17,6 +17,7 @@ def test_default_is_the_tutorial_architecture():
 
 
 def test_forward_shapes_and_range():
+    torch.manual_seed(0)
     model = VAE(ModelConfig(input_dim=16, hidden=(8, 4), latent_dim=3))
     recon, mu, logvar = model(torch.rand(5, 16))
     assert recon.shape == (5, 16) and mu.shape == (5, 3) and logvar.shape == (5, 3)
@@ -35,6 +36,7 @@ def test_gradients_reach_every_parameter_through_the_sample():
 
 
 def test_full_loss_gradients_are_finite():
+    torch.manual_seed(0)
     model = VAE(ModelConfig(input_dim=16, hidden=(8, 4), latent_dim=2))
     x = torch.rand(10, 16)
     out = model(x)

@@ -11,6 +11,8 @@ from vaelab.training import train
 from vaelab.viz import plots
 from vaelab.viz.report import write_report
 
+pytestmark = pytest.mark.slow  # a real browser
+
 
 @pytest.fixture
 def report(tiny_dataset, tmp_path):

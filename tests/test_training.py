@@ -24,7 +24,7 @@ def test_training_lowers_the_test_loss(tiny_dataset):
     assert result.history[-1].test_loss < result.history[0].test_loss
 
 
-def test_same_seed_same_weights(tiny_dataset):
+def test_same_seed_same_weights_and_another_seed_other_weights(tiny_dataset):
     first = train(tiny_config(), tiny_dataset, log=None).model.state_dict()
     second = train(tiny_config(), tiny_dataset, log=None).model.state_dict()
     other = train(tiny_config(seed=1), tiny_dataset, log=None).model.state_dict()
@@ -56,7 +56,7 @@ def test_cosine_tail_keeps_the_tutorial_rate_then_anneals():
     assert lr_factor("constant", total - 1, total) == 1.0
 
 
-def test_format_epoch_two_decimals():
+def test_format_epoch_writes_the_tutorials_line_with_two_decimals():
     from vaelab.training import EpochMetrics
 
     row = EpochMetrics(1, 2.14, 29.292, 0, 0, 23.3558, 20.9186, 2.4372)

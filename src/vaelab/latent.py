@@ -1,5 +1,6 @@
 """A trained model's latent space, one implementation for every caller: batched posterior means,
-decoding, prior samples, and the 2-D plane in which the figures and the explorer draw it.
+decoding, prior samples, the 2-D plane in which the figures and the explorer draw it, and the
+lattices and image pairs the manifold and interpolation figures decode.
 
 The report, `vaelab sample` and the explorer all come through here, so the same seed gives the
 same images everywhere and the latent map has the same orientation in the report and the explorer.
@@ -113,3 +114,34 @@ def latent_plane(means: np.ndarray) -> LatentPlane:
     variance = singular**2
     explained = variance[:2] / max(float(variance.sum()), 1e-30)
     return LatentPlane("pca", mean, components, (float(explained[0]), float(explained[1])))
+
+
+def latent_grid(grid: int, span: float) -> tuple[np.ndarray, np.ndarray]:
+    """Row-major (x, y) coordinates of a grid x grid lattice over [-span, span]^2.
+
+    As in the tutorial, the top row is at y = +span and the left column at x = -span.
+    """
+    values = np.linspace(-span, span, grid)
+    return np.tile(values, grid), np.repeat(values[::-1], grid)
+
+
+def interpolation_pairs(labels: np.ndarray, pairs: int) -> list[tuple[int, int]]:
+    """Indices of `pairs` image pairs of different classes: classes 0-1, 2-3, ... in order.
+
+    A test set of one class gives pairs of consecutive images instead.
+    """
+    labels = np.asarray(labels)
+    present = np.unique(labels)
+    if len(labels) < 2:
+        raise VaelabError("interpolation needs at least two test images")
+    if len(present) < 2:
+        return [((2 * k) % len(labels), (2 * k + 1) % len(labels)) for k in range(pairs)]
+    unused = {int(c): list(np.flatnonzero(labels == c)) for c in present}
+    chosen = []
+    for k in range(pairs):
+        ends = []
+        for c in (present[(2 * k) % len(present)], present[(2 * k + 1) % len(present)]):
+            candidates = unused[int(c)]
+            ends.append(int(candidates.pop(0) if len(candidates) > 1 else candidates[0]))
+        chosen.append((ends[0], ends[1]))
+    return chosen

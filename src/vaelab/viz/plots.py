@@ -24,10 +24,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from vaelab import latent
 from vaelab._io import atomic_write_bytes
 from vaelab.data import Dataset
 from vaelab.errors import VaelabError
-from vaelab.latent import decode, latent_plane, most_active_dims, posterior, sample
+from vaelab.latent import interpolation_pairs, latent_grid
 from vaelab.models import VAE
 from vaelab.rundir import FIGURES_DIR, Run, open_run
 from vaelab.training.reporters import reconstruction_label
@@ -53,42 +54,11 @@ CURVES = (("loss", "-"), ("reconstruction", ":"), ("kld", "--"))
 
 
 def _means(model: VAE, images: torch.Tensor) -> np.ndarray:
-    return posterior(model, images)[0].float().cpu().numpy()
+    return latent.posterior(model, images)[0].float().cpu().numpy()
 
 
 def _decoded(model: VAE, z: np.ndarray | torch.Tensor, image_shape: tuple[int, int]) -> np.ndarray:
-    return decode(model, z).float().cpu().numpy().reshape(len(z), *image_shape)
-
-
-def latent_grid(grid: int, span: float) -> tuple[np.ndarray, np.ndarray]:
-    """Row-major (x, y) coordinates of a grid x grid lattice over [-span, span]^2.
-
-    As in the tutorial, the top row is at y = +span and the left column at x = -span.
-    """
-    values = np.linspace(-span, span, grid)
-    return np.tile(values, grid), np.repeat(values[::-1], grid)
-
-
-def interpolation_pairs(labels: np.ndarray, pairs: int) -> list[tuple[int, int]]:
-    """Indices of `pairs` image pairs of different classes: classes 0-1, 2-3, ... in order.
-
-    A test set of one class gives pairs of consecutive images instead.
-    """
-    labels = np.asarray(labels)
-    present = np.unique(labels)
-    if len(labels) < 2:
-        raise VaelabError("interpolation needs at least two test images")
-    if len(present) < 2:
-        return [((2 * k) % len(labels), (2 * k + 1) % len(labels)) for k in range(pairs)]
-    unused = {int(c): list(np.flatnonzero(labels == c)) for c in present}
-    chosen = []
-    for k in range(pairs):
-        ends = []
-        for c in (present[(2 * k) % len(present)], present[(2 * k + 1) % len(present)]):
-            candidates = unused[int(c)]
-            ends.append(int(candidates.pop(0) if len(candidates) > 1 else candidates[0]))
-        chosen.append((ends[0], ends[1]))
-    return chosen
+    return latent.decode(model, z).float().cpu().numpy().reshape(len(z), *image_shape)
 
 
 # ---------------------------------------------------------------- drawing helpers
@@ -170,7 +140,7 @@ def reconstructions(
     """The first `count` images in rows of `cols`, each above its reconstruction decode(mu(x))."""
     _check_int("count", count, 1, 1000)
     inputs = _as_images(images[:count], image_shape)
-    outputs = _decoded(model, posterior(model, images[:count])[0], image_shape)
+    outputs = _decoded(model, latent.posterior(model, images[:count])[0], image_shape)
     blocks = math.ceil(len(inputs) / cols)
     fig = Figure(figsize=(9, 1.9 * blocks + 0.8), dpi=DPI, layout="constrained")
     fig.suptitle(
@@ -233,7 +203,7 @@ def latent_scatter(
 def _plane(means: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, str, str, str]:
     """2-D coordinates to scatter (`latent_plane`'s, as in the explorer), axis labels, a note."""
     dims = means.shape[1]
-    plane = latent_plane(means)
+    plane = latent.latent_plane(means)
     coords = plane.project(means)
     if dims == 1:
         jitter = np.random.default_rng(0).uniform(-0.3, 0.3, len(means))
@@ -285,7 +255,7 @@ def manifold(
                 f"a manifold of a {latent_dim}-dimensional latent space needs images to choose "
                 "the two dimensions to span"
             )
-        dims = list(most_active_dims(_means(model, images)))
+        dims = list(latent.most_active_dims(_means(model, images)))
         note = (
             f"\nz{dims[0] + 1} and z{dims[1] + 1}: the two dimensions whose posterior means vary "
             "most over the test set; all others 0"
@@ -314,7 +284,7 @@ def manifold(
 def samples(model: VAE, image_shape: tuple[int, int], count: int = 100, seed: int = 0) -> Figure:
     """`count` images decoded from z ~ N(0, I) drawn with `seed` (`vaelab.latent.sample`)."""
     _check_int("count", count, 1, 2500)
-    tiles = sample(model, count, seed).numpy().reshape(count, *image_shape)
+    tiles = latent.sample(model, count, seed).numpy().reshape(count, *image_shape)
     cols = math.ceil(math.sqrt(count))
     fig = Figure(figsize=(9, 9.4), dpi=DPI, layout="constrained")
     ax = fig.add_subplot()
@@ -386,7 +356,7 @@ def draw_figures(run: Run, grid: int = 20, span: float = 2.0) -> dict[str, Figur
 
 
 def figure_png(fig: Figure) -> bytes:
-    """The figure rendered to PNG bytes by Agg, whatever backend the session uses."""
+    """The figure rendered to PNG bytes by Agg, whatever backend is active."""
     FigureCanvasAgg(fig)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})

@@ -15,6 +15,7 @@ import shlex
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -71,44 +72,8 @@ CAPTIONS = {
     "interpolation.png": "Decoder outputs along straight lines between the posterior means of "
     "test images of different classes, inputs at both ends.",
 }
-STYLE = """
-:root { --ink: #1d2330; --muted: #596277; --line: #d8dde6; --soft: #eef1f5; --accent: #2458b3; }
-* { box-sizing: border-box; }
-body { margin: 0; background: #f6f7f9; color: var(--ink); font: 16px/1.5 system-ui, -apple-system,
-  "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
-main { max-width: 1100px; margin: 0 auto; padding: 1.5rem 1.25rem 3rem; }
-h1 { font-size: 1.75rem; margin: 0.25rem 0; }
-h2 { font-size: 1.3rem; margin: 2.25rem 0 0.75rem; padding-bottom: 0.3rem;
-  border-bottom: 1px solid var(--line); }
-h3 { font-size: 1.05rem; margin: 1.25rem 0 0.4rem; }
-p { margin: 0.4rem 0 0.8rem; }
-.muted, figcaption, footer { color: var(--muted); }
-nav a { color: var(--accent); margin-right: 1.1rem; text-decoration: none; }
-nav a:hover { text-decoration: underline; }
-code { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 0.92em;
-  background: var(--soft); padding: 0.1rem 0.35rem; border-radius: 4px; }
-.cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(13rem, 1fr));
-  gap: 0.75rem; margin: 1rem 0; }
-.card { background: #fff; border: 1px solid var(--line); border-radius: 6px;
-  padding: 0.6rem 0.9rem; }
-.card span { color: var(--muted); font-size: 0.9rem; }
-.card b { display: block; font-size: 1.4rem; font-variant-numeric: tabular-nums; }
-.wide { overflow-x: auto; }
-.scroll { max-height: 30rem; overflow: auto; border: 1px solid var(--line); }
-table { border-collapse: collapse; background: #fff; margin: 0.4rem 0 1rem;
-  font-variant-numeric: tabular-nums; }
-.scroll table { margin: 0; }
-th, td { padding: 0.35rem 0.75rem; border-bottom: 1px solid var(--line); text-align: right; }
-th:first-child, td:first-child { text-align: left; }
-thead th { background: var(--soft); position: sticky; top: 0; }
-tbody tr:nth-child(even) { background: #fafbfc; }
-table.keys th, table.keys td { text-align: left; }
-figure { margin: 1.25rem 0; background: #fff; border: 1px solid var(--line); border-radius: 6px;
-  padding: 0.75rem; }
-figure img { display: block; max-width: 100%; height: auto; margin: 0 auto; }
-figcaption { margin-top: 0.5rem; font-size: 0.95rem; }
-footer { margin-top: 2.5rem; font-size: 0.9rem; }
-"""
+# The page's styles, inlined into every report so that it needs no other file.
+STYLE = (resources.files("vaelab.viz") / "report.css").read_text(encoding="utf-8")
 
 
 def write_report(
