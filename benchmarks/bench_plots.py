@@ -3,8 +3,8 @@
     python benchmarks/bench_plots.py RUN        # a trained run (e.g. runs/demo)
     python benchmarks/bench_plots.py            # an untrained tutorial-shaped model in a temp run
 
-Loading the model and the data is timed apart from the figures; the target (issue 3) is the six
-figures together under 10 s on this CPU. Each repeat writes RUN/figures/ again; the median is kept.
+Loading the model and the data is timed apart from the figures; the target is the six figures
+together under 10 s on a 2-core CPU. Each repeat writes RUN/figures/ again; the median is kept.
 """
 
 from __future__ import annotations
