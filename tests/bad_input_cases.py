@@ -434,3 +434,13 @@ CASES: list[Case] = [
          "mu_head.weight holds non-finite values", "runs/old/model.safetensors"),
 ]
 # fmt: on
+
+
+def _gather() -> list[Case]:
+    """The cases above and those of the groups that keep their own module."""
+    from tests import cases_data, cases_reads, cases_runs
+
+    return [*CASES, *cases_reads.CASES, *cases_runs.CASES, *cases_data.CASES]
+
+
+CASES = _gather()
