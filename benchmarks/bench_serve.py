@@ -97,10 +97,16 @@ def one_client(url: str, requests: int, latent_dim: int) -> list[float]:
 
 
 async def post(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str, body: bytes
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    path: str,
+    body: bytes,
+    host: str,
 ) -> tuple[int, bytes]:
-    """One HTTP/1.1 request on a kept-alive connection; the server always sends Content-Length."""
-    head = f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+    """One HTTP/1.1 request on a kept-alive connection; the server always sends Content-Length.
+
+    `host` is the Host header, the server's host:port: it answers no other (421)."""
+    head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
     writer.write(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
     status = int((await reader.readline()).split()[1])
     length = 0
@@ -121,6 +127,7 @@ async def many_clients(
     server.
     """
     host, port = re.match(r"http://\[?([^\]/]+?)\]?:(\d+)/", url).groups()
+    netloc = url.split("/")[2]
     latencies: list[float] = []
     errors: list[str] = []
     stop = time.perf_counter() + seconds
@@ -133,7 +140,7 @@ async def many_clients(
             body = json.dumps({"z": [rng.standard_normal(latent_dim).tolist()]}).encode()
             started = time.perf_counter()
             try:
-                status, answer = await post(reader, writer, "/api/decode", body)
+                status, answer = await post(reader, writer, "/api/decode", body, netloc)
             except (OSError, asyncio.IncompleteReadError, ValueError, IndexError) as exc:
                 errors.append(f"{type(exc).__name__}: {exc}")
                 writer.close()

@@ -1,7 +1,83 @@
-"""Bad-input cases of one group (see tests/bad_input_cases.py, which gathers every group)."""
+"""Bad-input cases of the data's meaning: pixel ranges, seeds, sizes, paths, data that changed."""
 
 from __future__ import annotations
 
-from tests.bad_input_cases import Case
+import json
+from pathlib import Path
 
-CASES: list[Case] = []
+import numpy as np
+
+from tests.bad_input_cases import Case, saved_run, train_csv_args, trained_run
+from tests.helpers import write_csv
+
+BIG = str(2**64)
+
+
+def sample_of_saved_run(*options: str):
+    def build(work: Path) -> list[str]:
+        saved_run(work)
+        return ["sample", "runs/old", "--out", "s.npy", *options]
+
+    return build
+
+
+def plot_of_saved_run(*options: str):
+    def build(work: Path) -> list[str]:
+        saved_run(work)
+        return ["plot", "runs/old", *options]
+
+    return build
+
+
+def config_edited(change) -> object:
+    def build(work: Path) -> list[str]:
+        run = saved_run(work)
+        raw = json.loads((run / "config.json").read_text())
+        change(raw)
+        (run / "config.json").write_text(json.dumps(raw))
+        return ["evaluate", "runs/old", "--device", "cpu"]
+
+    return build
+
+
+def evaluate_with_seed(seed: str):
+    def build(work: Path) -> list[str]:
+        saved_run(work)
+        return ["evaluate", "runs/old", "--device", "cpu", "--seed", seed]
+
+    return build
+
+
+def replace_test_csv(work: Path) -> list[str]:
+    """The run's test CSV replaced by other images after training."""
+    run = trained_run(work)
+    pixels = np.random.default_rng(4).integers(0, 256, size=(100, 16))
+    write_csv(work / "test.csv", pixels.astype(np.uint8), np.zeros(100, dtype=np.uint8))
+    return ["evaluate", str(run.relative_to(work)), "--iw-samples", "2"]
+
+
+CASES: list[Case] = [
+    Case("data", "--seed 2**64", lambda w: train_csv_args(w, "--seed", BIG),
+         r"--seed must be a whole number from 0 to 2\*\*63 - 1", "--seed"),
+    Case("data", "sample --seed 2**64", sample_of_saved_run("--seed", BIG),
+         r"--seed must be a whole number from 0 to 2\*\*63 - 1", "--seed"),
+    Case("data", "evaluate --seed 2**64", evaluate_with_seed(BIG),
+         r"--seed must be a whole number from 0 to 2\*\*63 - 1", "--seed"),
+    Case("data", "--hidden 100000000", lambda w: train_csv_args(w, "--hidden", "100000000"),
+         r"more than the 500,000,000 vaelab builds; choose a smaller --hidden or --latent-dim",
+         "--hidden"),
+    Case("data", "--latent-dim 1000000000",
+         lambda w: train_csv_args(w, "--latent-dim", "1000000000"),
+         "more than the 500,000,000 vaelab builds", "--latent-dim"),
+    Case("data", "plot --span 1e308", plot_of_saved_run("--span", "1e308"),
+         "--span must be a number above 0 and at most 1000", "--span"),
+    Case("data", "config.json with hidden []",
+         config_edited(lambda raw: raw["model"].update(hidden=[])),
+         "hidden must list at least one positive layer size", "runs/old/config.json"),
+    Case("data", "config.json with a NUL in a path",
+         config_edited(lambda raw: raw["data"].update(train_csv="a\u0000b")),
+         "train_csv is not a usable path", "runs/old/config.json"),
+    Case("data", "test data changed since training", replace_test_csv,
+         "are not those this run was tested on; point vaelab at the run's data with --data-dir",
+         "runs/r"),
+]  # fmt: skip

@@ -1,11 +1,15 @@
 """The latent explorer: its API (validation included), its server, its page in a real browser."""
 
+import asyncio
 import base64
 import contextlib
 import io
 import json
+import logging
 import re
+import resource
 import socket
+import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +35,13 @@ from vaelab.explorer.app import (
     MAX_BODY_BYTES,
     MAX_VECTORS,
     STATIC_DIR,
+    Guard,
+    HostCheck,
+    OncePerWindow,
+    check_token,
+    connection_budget,
     create_app,
+    guarded_protocol,
     is_loopback,
     listening_socket,
     server_url,
@@ -306,10 +316,10 @@ class TestLoading:
 
 
 @contextmanager
-def served(app):
+def served(app, **config):
     """Run `app` on uvicorn in a background thread on a free loopback port; yield its URL."""
     sock = listening_socket("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, **config))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -453,3 +463,294 @@ def test_browser_shows_a_slider_per_dimension_past_two(chromium_browser, url_3d)
         high = decoded_after(page, low)
         assert low != high, "moving a slider did not change the decoded image"
         assert errors == []
+
+
+# ---------------------------------------------------------------- security: who may ask, how long
+
+
+class TestHostAndOrigin:
+    @pytest.fixture(scope="class")
+    def guarded(self, run_2d):
+        app = create_app(run_2d, hosts=HostCheck("127.0.0.1", 8000, "127.0.0.1"))
+        return TestClient(app, base_url="http://127.0.0.1:8000")
+
+    @pytest.mark.parametrize("host", ["127.0.0.1:8000", "localhost:8000", "[::1]:8000"])
+    def test_loopback_names_with_the_port_are_answered(self, guarded, host):
+        assert guarded.get("/api/points", headers={"host": host}).status_code == 200
+
+    @pytest.mark.parametrize(
+        "host", ["evil.example:8000", "127.0.0.1:8001", "localhost", "127.0.0.1.evil:8000", ""]
+    )
+    def test_other_hosts_are_refused_in_json(self, guarded, host):
+        for path in ("/api/points", "/", "/static/explorer.js"):
+            answer = guarded.get(path, headers={"host": host})
+            assert answer.status_code == 421, (path, host)
+            assert "does not answer for Host" in answer.json()["error"]
+
+    def test_cross_origin_posts_are_refused(self, guarded):
+        body = {"z": [[0.0, 0.0]]}
+        foreign = guarded.post("/api/decode", json=body, headers={"origin": "http://evil.example"})
+        assert foreign.status_code == 403 and "cross-origin" in foreign.json()["error"]
+        assert guarded.post("/api/decode", json=body, headers={"origin": "null"}).status_code == 403
+        own = guarded.post("/api/decode", json=body, headers={"origin": "http://127.0.0.1:8000"})
+        assert own.status_code == 200
+        assert guarded.post("/api/decode", json=body).status_code == 200  # no Origin: not a page
+
+    def test_bound_to_every_interface_any_address_is_a_host_but_no_other_name(self):
+        check = HostCheck("0.0.0.0", 8000, "0.0.0.0")
+        assert check.accepts("192.168.1.7:8000") and check.accepts("[fe80::1]:8000")
+        assert check.accepts("localhost:8000") and check.accepts(f"{socket.gethostname()}:8000")
+        assert not check.accepts("rebound.evil.example:8000")
+        assert not check.accepts("192.168.1.7:8001")
+
+    def test_a_named_host_accepts_its_name_and_address(self):
+        check = HostCheck("box.lan", 80, "10.0.0.5")
+        assert check.accepts("box.lan") and check.accepts("BOX.LAN.:80")
+        assert check.accepts("10.0.0.5") and not check.accepts("localhost")
+
+
+class TestToken:
+    @pytest.fixture(scope="class")
+    def locked(self, run_2d):
+        return TestClient(create_app(run_2d, token="s3cret-token"))
+
+    def test_api_needs_the_token(self, locked):
+        for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": "s3cret-token"}):
+            answer = locked.get("/api/points", headers=headers)
+            assert answer.status_code == 401
+            assert answer.text.count("\n") == 0 and "token" in answer.json()["error"]
+            assert answer.headers["www-authenticate"] == "Bearer"
+        answer = locked.post("/api/decode", json={"z": [[0, 0]]})
+        assert answer.status_code == 401
+
+    def test_the_token_opens_the_api(self, locked):
+        headers = {"authorization": "Bearer s3cret-token"}
+        assert locked.get("/api/points", headers=headers).status_code == 200
+        answer = locked.post("/api/decode", json={"z": [[0, 0]]}, headers=headers)
+        assert answer.status_code == 200 and len(answer.json()["images"]) == 1
+
+    def test_page_and_assets_need_no_token(self, locked):
+        assert locked.get("/").status_code == 200
+        assert locked.get("/static/explorer.js").status_code == 200
+
+    def test_page_sends_the_token_of_its_url(self):
+        script = (STATIC_DIR / "explorer.js").read_text()
+        assert 'get("token")' in script and "Authorization: `Bearer ${TOKEN}`" in script
+
+    @pytest.mark.parametrize("token", ["", "has space", "tab\there", "é"])
+    def test_tokens_that_cannot_travel_are_refused(self, token):
+        with pytest.raises(VaelabError, match="token must be"):
+            check_token(token)
+
+    def test_cli_names_the_flag_of_a_bad_token(self, cli, run_2d):
+        result = cli("serve", run_2d, "--token", "two words")
+        assert result.code == 2 and "--token must be 1 to 256 visible" in result.err
+
+
+def test_a_stalled_body_gets_a_400_and_a_closed_connection(client):
+    """Guard bounds the whole body read; here 0.2 s against a client that never sends it."""
+    guard = Guard(client.app, body_timeout=0.2)
+    sent: list[dict] = []
+
+    async def stalled_receive():
+        await asyncio.sleep(3600)
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http", "method": "POST", "path": "/api/decode", "raw_path": b"/api/decode",
+        "query_string": b"", "root_path": "", "scheme": "http", "http_version": "1.1",
+        "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 5000),
+        "headers": [(b"host", b"127.0.0.1:8000"), (b"content-length", b"100")],
+    }  # fmt: skip
+    started = time.monotonic()
+    with ThreadPoolExecutor(1) as pool:  # a loop of its own: Playwright may run one here
+        pool.submit(asyncio.run, asyncio.wait_for(guard(scope, stalled_receive, send), 5)).result()
+    assert time.monotonic() - started < 2
+    assert sent[0]["status"] == 400 and (b"connection", b"close") in sent[0]["headers"]
+    body = json.loads(sent[1]["body"])
+    assert "incomplete after 0.2 s (0 bytes of its Content-Length of 100)" in body["error"]
+
+
+class TestLogs:
+    def test_one_line_per_kind_per_window_and_no_traceback(self):
+        stream = io.StringIO()
+        logger = logging.getLogger("vaelab.test_once")
+        handler = logging.StreamHandler(stream)
+        once = OncePerWindow(window=0.3)
+        logger.addHandler(handler)
+        logger.addFilter(once)
+        logger.propagate = False
+        try:
+            for fd in range(200):
+                try:
+                    raise OSError(24, "Too many open files")
+                except OSError:
+                    logger.exception("socket.accept() out of system resource\nsocket: fd=%d", fd)
+                logger.warning("Invalid HTTP request received.")
+            time.sleep(0.35)
+            logger.warning("Invalid HTTP request received.")
+        finally:
+            logger.removeHandler(handler)
+            logger.removeFilter(once)
+        lines = stream.getvalue().splitlines()
+        assert len(lines) == 3, lines
+        assert lines[0].startswith("socket.accept() out of system resource (OSError: [Errno 24]")
+        assert lines[1] == "Invalid HTTP request received."
+        assert lines[2] == "Invalid HTTP request received. [199 more like this in the last 0.3 s]"
+
+    def test_budget_fits_the_descriptor_limit(self):
+        connections, backlog = connection_budget()
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        assert 4 <= connections <= 100 and 4 <= backlog <= 128
+        if soft != resource.RLIM_INFINITY:
+            assert connections + 5 * backlog < soft
+
+
+def raw_request(url: str, data: bytes, timeout: float = 5.0) -> bytes:
+    """Send `data` on a new connection and read the answer until the server closes or times out."""
+    host, port = re.match(r"http://([^:/]+):(\d+)/", url).groups()
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(data)
+        answer = b""
+        with contextlib.suppress(TimeoutError):
+            while chunk := sock.recv(65536):
+                answer += chunk
+                if b"\r\n\r\n" in answer and b"connection: close" not in answer.lower():
+                    break
+        return answer
+
+
+def open_idle(url: str, count: int) -> list[socket.socket]:
+    host, port = re.match(r"http://([^:/]+):(\d+)/", url).groups()
+    return [socket.create_connection((host, int(port)), timeout=5) for _ in range(count)]
+
+
+def test_idle_and_stalled_connections_are_closed_and_others_answered(run_2d):
+    """The guarded protocol over a real socket, in a thread: 8 connections at most, headers
+    within 1 s; 30 idle connections and one stalled mid-headers do not keep a request out."""
+    protocol = guarded_protocol(max_connections=8, header_timeout=1.0)
+    with served(create_app(run_2d), http=protocol, limit_concurrency=9) as url:
+        idle = open_idle(url, 30)
+        stalled = open_idle(url, 1)[0]
+        stalled.sendall(b"GET /api/points HTTP/1.1\r\nHost: 127.")
+        started = time.monotonic()
+        answer = httpx.get(url + "api/points", timeout=5)
+        assert answer.status_code == 200 and time.monotonic() - started < 2
+        stalled.settimeout(5)
+        started = time.monotonic()
+        assert stalled.recv(100) == b""  # closed, unanswered
+        assert time.monotonic() - started < 2
+        for sock in idle:
+            sock.settimeout(5)
+            assert sock.recv(100) == b""  # evicted, or closed once its second was up
+            sock.close()
+        stalled.close()
+        assert httpx.get(url + "api/points", timeout=5).status_code == 200
+
+
+def start_serve(*args: object, descriptors: int | None = None) -> tuple[subprocess.Popen, str]:
+    """`vaelab serve ARGS --port 0`, with its descriptor limit lowered in the child only."""
+
+    def limit() -> None:
+        if descriptors is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (descriptors, descriptors))
+
+    process = start_vaelab("serve", *args, "--port", 0, preexec_fn=limit)
+    line = process.stdout.readline()
+    match = re.search(r"http://\S+", line)
+    if not match:
+        process.kill()
+        pytest.fail(f"no URL in {line!r}: {process.communicate()[1][-2000:]}")
+    return process, match.group(0)
+
+
+def stop(process: subprocess.Popen) -> str:
+    """Stop the server; its stderr."""
+    process.terminate()
+    try:
+        return process.communicate(timeout=10)[1]
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.communicate()[1]
+
+
+@pytest.mark.slow
+def test_server_under_a_low_descriptor_limit_survives_idle_and_broken_clients(run_2d):
+    process, url = start_serve(run_2d, descriptors=256)
+    host_port = url.removeprefix("http://").rstrip("/")
+    try:
+        idle = open_idle(url, 300)
+        stalled = open_idle(url, 1)[0]
+        stalled.sendall(b"GET /api/points HTTP/1.1\r\nHost: 127.")
+        started = time.monotonic()
+        answer = httpx.get(url + "api/points", timeout=5)
+        assert answer.status_code == 200 and time.monotonic() - started < 3
+        short = (
+            f"POST /api/decode HTTP/1.1\r\nHost: {host_port}\r\nContent-Type: application/json"
+            '\r\nContent-Length: 100\r\n\r\n{"z": '
+        ).encode()
+        for _ in range(20):  # bodies shorter than their Content-Length, then gone
+            with socket.create_connection(stalled.getpeername(), timeout=5) as sock:
+                sock.sendall(short)
+                time.sleep(0.02)
+        waited = raw_request(url, short, timeout=15)  # one that stays: a 400 after 10 s
+        assert waited.startswith(b"HTTP/1.1 400") and b"incomplete after 10 s" in waited
+        stalled.settimeout(5)
+        assert stalled.recv(100) == b""  # its 5 s were up long ago
+        assert httpx.get(url + "api/points", timeout=5).status_code == 200
+        assert process.poll() is None, "the server died"
+        for sock in [*idle, stalled]:
+            sock.close()
+    finally:
+        err = stop(process)
+    lines = err.splitlines()
+    assert "Traceback" not in err and len(lines) <= 6, err[-3000:]
+    assert sum("disconnected" in line for line in lines) == 1, lines
+
+
+@pytest.mark.slow
+def test_every_interface_gets_a_token_in_the_url_and_the_api_needs_it(run_2d):
+    process, url = start_serve(run_2d, "--host", "0.0.0.0")
+    try:
+        match = re.fullmatch(r"http://0\.0\.0\.0:(\d+)/\?token=([\w-]{20,})", url)
+        assert match, url
+        port, token = match.groups()
+        base = f"http://127.0.0.1:{port}/"
+        refused = httpx.get(base + "api/points", timeout=5)
+        assert refused.status_code == 401 and "token" in refused.json()["error"]
+        auth = {"authorization": f"Bearer {token}"}
+        assert httpx.get(base + "api/points", headers=auth, timeout=5).status_code == 200
+        assert httpx.get(base, timeout=5).status_code == 200  # the page itself
+        rebound = httpx.get(
+            base + "api/points", headers={**auth, "host": f"rebind.evil.example:{port}"}, timeout=5
+        )
+        assert rebound.status_code == 421
+    finally:
+        stop(process)
+
+
+@pytest.mark.slow
+def test_loopback_with_a_token_flag_needs_it(run_2d):
+    process, url = start_serve(run_2d, "--token", "my-token")
+    try:
+        assert url.endswith("/?token=my-token")
+        base = url.split("?")[0]
+        assert httpx.get(base + "api/points", timeout=5).status_code == 401
+        auth = {"authorization": "Bearer my-token"}
+        assert httpx.get(base + "api/points", headers=auth, timeout=5).status_code == 200
+        foreign = httpx.get(base + "api/points", headers={**auth, "host": "x.example"}, timeout=5)
+        assert foreign.status_code == 421
+    finally:
+        stop(process)
+
+
+@pytest.mark.slow
+def test_browser_sends_the_token_of_the_pages_url(chromium_browser, run_2d):
+    app = create_app(run_2d, token="page-token")
+    with served(app) as url, page_at(chromium_browser, url + "?token=page-token") as (page, errors):
+        assert page.locator("#legend li").count() == 2
+        page.click("#sample")
+        page.wait_for_function("document.querySelectorAll('#samples img').length === 10")
+        assert page.locator("#status").inner_text() == "" and errors == []

@@ -23,7 +23,7 @@ from vaelab.errors import VaelabError
 from vaelab.rundir import CHECKPOINT_FILE, read_safetensors
 from vaelab.training import train
 from vaelab.training.checkpoint import METADATA_KEY
-from vaelab.training.guard import NonFiniteLoss, RunGuard, TrainingInterrupted
+from vaelab.training.guard import NonFiniteLoss, NothingToResume, RunGuard, TrainingInterrupted
 
 
 def tiny_config(**options) -> RunConfig:
@@ -154,7 +154,8 @@ def test_non_finite_weights_are_never_saved(tiny_dataset, tmp_path, monkeypatch)
     monkeypatch.setattr(RunGuard, "_save", poison_then_save)
     with pytest.raises(NonFiniteLoss, match=r"the weights \(mu_head.weight\) became non-finite"):
         train(tiny_config(), tiny_dataset, run_dir=tmp_path / "r", log=None)
-    assert checkpoint_meta(tmp_path / "r")["epochs_done"] == 0
+    # Only the checkpoint of the start existed: the failed attempt leaves no run directory.
+    assert not (tmp_path / "r").exists()
 
 
 def test_non_finite_loss_without_a_run_directory_stops_training(tiny_dataset):
@@ -303,3 +304,114 @@ def test_sigint_and_sigterm_exit_130_and_143_with_how_to_resume(tmp_path, signum
         resumed = finish(vaelab(tmp_path, "--resume", "runs/r"))
         assert resumed.returncode == 0, resumed.stderr
         assert_same_run(reference_run, tmp_path / "runs" / "r")
+
+
+# ---------------------------------------------------------------- failed starts, finished runs
+
+
+def test_a_start_that_fails_before_its_first_checkpoint_leaves_nothing(
+    tiny_dataset, tmp_path, monkeypatch
+):
+    def full_disk(*_args, **_kwargs):
+        raise VaelabError("checkpoint.safetensors: could not write (No space left on device)")
+
+    monkeypatch.setattr("vaelab.training.guard.save_checkpoint", full_disk)
+    with pytest.raises(VaelabError, match="No space left"):
+        train(tiny_config(epochs=1), tiny_dataset, run_dir=tmp_path / "r", log=None)
+    assert not (tmp_path / "r").exists()
+    monkeypatch.undo()
+    train(tiny_config(epochs=1), tiny_dataset, run_dir=tmp_path / "r", log=None)  # no "exists"
+    assert (tmp_path / "r" / rundir.WEIGHTS_FILE).is_file()
+
+
+def test_a_non_finite_loss_before_any_progress_checkpoint_leaves_nothing(tiny_dataset, tmp_path):
+    run = tmp_path / "r"
+    with pytest.raises(NonFiniteLoss) as info:
+        train(tiny_config(lr=1e6), tiny_dataset, run_dir=run, log=None)
+    assert f"nothing was checkpointed past the start, so {run} keeps nothing" in str(info.value)
+    assert not run.exists()
+    train(tiny_config(epochs=1), tiny_dataset, run_dir=run, log=None)
+
+
+def test_a_failed_overwrite_keeps_the_users_files_and_removes_its_own(tiny_dataset, tmp_path):
+    run = tmp_path / "r"
+    train(tiny_config(epochs=1), tiny_dataset, run_dir=run, log=None)
+    (run / "notes.txt").write_text("mine")
+    with pytest.raises(NonFiniteLoss):
+        train(tiny_config(lr=1e6), tiny_dataset, run_dir=run, overwrite=True, log=None)
+    assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]
+
+
+def test_overwrite_removes_every_file_vaelab_wrote_and_nothing_else(tiny_dataset, tmp_path):
+    run = tmp_path / "r"
+    train(tiny_config(epochs=1), tiny_dataset, run_dir=run, log=None)
+    figures = run / rundir.FIGURES_DIR
+    figures.mkdir()
+    for name in (*rundir.FIGURE_FILES, ".latent.png.k3j.tmp"):
+        (figures / name).write_bytes(b"drawn")
+    written = (rundir.EVAL_FILE, rundir.REPORT_FILE, rundir.FIGURES_RECORD, ".eval.json.a1.tmp")
+    for name in (*written, ".report.html.b.tmp", ".figures.json.c.tmp"):
+        (run / name).write_text("written")
+    (run / "notes.txt").write_text("mine")
+    (figures / "mine.png").write_bytes(b"mine")
+    rundir.prepare_run_dir(run, overwrite=True)
+    assert sorted(p.name for p in run.iterdir()) == ["figures", "notes.txt"]
+    assert [p.name for p in figures.iterdir()] == ["mine.png"]
+    (figures / "mine.png").unlink()
+    train(tiny_config(epochs=1), tiny_dataset, run_dir=run, overwrite=True, log=None)
+    assert not figures.exists()  # emptied of vaelab's files, the folder goes too
+
+
+def test_the_next_writer_removes_temp_files_a_kill_left(tiny_dataset, tmp_path):
+    """SIGKILL during an eval.json, figure or report write leaves `.NAME.*.tmp`."""
+    run = tmp_path / "r"
+    train(tiny_config(epochs=1), tiny_dataset, run_dir=run, log=None)
+    (run / "figures").mkdir()
+    stale = [
+        run / ".eval.json.x1y2.tmp",
+        run / ".report.html.q9.tmp",
+        run / "figures" / ".manifold.png.z8.tmp",
+    ]
+    for path in stale:
+        path.write_bytes(b"half")
+    (run / ".mine.tmp").write_text("a user's file")
+    with rundir.run_lock(run):
+        pass
+    assert not any(path.exists() for path in stale)
+    assert (run / ".mine.tmp").exists()
+    assert not (run / rundir.LOCK_FILE).exists()  # the lock file goes with the lock
+
+
+def test_resume_of_a_finished_run_says_there_is_nothing_to_do(tiny_dataset, tmp_path):
+    run = tmp_path / "r"
+    train(tiny_config(epochs=1), tiny_dataset, run_dir=run, log=None)
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    with pytest.raises(NothingToResume, match="finished all 1 epochs already; nothing to resume"):
+        train(tiny_config(epochs=1), tiny_dataset, run_dir=run, resume=True, log=None)
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+
+
+def test_resume_of_a_run_killed_before_saving_its_weights_saves_them(tiny_dataset, tmp_path):
+    run = tmp_path / "r"
+    first = train(tiny_config(epochs=1), tiny_dataset, run_dir=run, log=None)
+    (run / rundir.WEIGHTS_FILE).unlink()  # the last checkpoint was written, the weights not
+    again = train(tiny_config(epochs=1), tiny_dataset, run_dir=run, resume=True, log=None)
+    weights = rundir.read_tensors(run / rundir.WEIGHTS_FILE)
+    assert all(torch.equal(weights[k], v) for k, v in first.model.state_dict().items())
+    assert len(again.history) == 1
+
+
+def test_cli_resume_of_a_finished_run_exits_0_with_one_line(tmp_path, monkeypatch, cli):
+    monkeypatch.chdir(tmp_path)
+    train_csv, test_csv = csv_pair(tmp_path)
+    common = ["--epochs", 1, "--batch-size", 50, "--hidden", "8,4", "--device", "cpu"]
+    made = cli("train", *common, "--train-csv", train_csv, "--test-csv", test_csv, "--name", "r",
+               "--no-plots")  # fmt: skip
+    assert made.code == 0, made.err
+    before = {p.name: p.read_bytes() for p in (tmp_path / "runs" / "r").iterdir()}
+    resumed = cli("train", "--resume", "runs/r")
+    assert resumed.code == 0 and resumed.err == ""
+    lines = resumed.out.splitlines()
+    assert lines[-1] == "runs/r: finished all 1 epochs already; nothing to resume"
+    assert not any("resuming" in line or "saved" in line for line in lines)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "runs" / "r").iterdir()} == before

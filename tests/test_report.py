@@ -1,7 +1,6 @@
 import base64
 import io
 import json
-import os
 import re
 
 import html5lib
@@ -12,6 +11,7 @@ from tests.helpers import make_tiny_dataset, synthetic_images, write_csv
 from vaelab.config import ModelConfig, RunConfig, TrainConfig
 from vaelab.errors import VaelabError
 from vaelab.models.likelihoods import gaussian_constant
+from vaelab.rundir import weights_sha256
 from vaelab.training import train
 from vaelab.viz import plots
 from vaelab.viz.report import CAPTIONS, write_report
@@ -135,7 +135,8 @@ def test_a_beta_weighted_bernoulli_run_reports_its_negative_elbo_beta_and_likeli
 
 
 def test_eval_json_is_shown_when_present(run):
-    (run.run_dir / "eval.json").write_text(json.dumps(EVALUATION))
+    evaluation = {**EVALUATION, "weights_sha256": weights_sha256(run.run_dir)}
+    (run.run_dir / "eval.json").write_text(json.dumps(evaluation))
     doc = parse(write_report(run.run_dir, dataset=run.dataset).read_text(encoding="utf-8"))
     table = text_of(doc.find(".//table[@id='evaluation']"))
     for expected in (
@@ -155,17 +156,66 @@ def test_broken_eval_json_is_named(run, content):
         write_report(run.run_dir, dataset=run.dataset)
 
 
-def test_figures_older_than_the_weights_are_drawn_again(run):
+def test_figures_are_kept_only_when_drawn_from_the_current_weights(run):
     figures = run.run_dir / "figures"
-    plots.write_figures(run.run_dir, grid=3, dataset=run.dataset)
-    custom = (figures / "manifold.png").read_bytes()
-    write_report(run.run_dir, dataset=run.dataset)
-    assert (figures / "manifold.png").read_bytes() == custom  # current figures are kept
-    weights_time = (run.run_dir / "model.safetensors").stat().st_mtime
-    os.utime(figures / "latent.png", (weights_time - 60, weights_time - 60))
-    write_report(run.run_dir, dataset=run.dataset)
-    assert (figures / "latent.png").stat().st_mtime >= weights_time
-    assert (figures / "manifold.png").read_bytes() != custom  # all redrawn with the defaults
+    write_report(run.run_dir, dataset=run.dataset)  # draws them, recording the weights
+    drawn = (figures / "manifold.png").read_bytes()
+    page = write_report(run.run_dir, dataset=run.dataset).read_text(encoding="utf-8")
+    assert (figures / "manifold.png").read_bytes() == drawn  # current figures are kept
+    assert "not drawn from these weights" not in page
+    plots.write_figures(run.run_dir, grid=3, dataset=run.dataset)  # records no weights
+    (run.run_dir / "figures.json").write_text(json.dumps({"weights_sha256": "0" * 64}))
+    page = write_report(run.run_dir, dataset=run.dataset).read_text(encoding="utf-8")
+    assert (figures / "manifold.png").read_bytes() == drawn  # all redrawn with the defaults
+    assert "The figures found in figures/ were not drawn from these weights" in page
+    assert json.loads((run.run_dir / "figures.json").read_text()) == {
+        "weights_sha256": weights_sha256(run.run_dir)
+    }
+
+
+@pytest.mark.parametrize("fingerprint", [None, "0" * 64])
+def test_an_eval_json_of_other_weights_is_not_shown(run, fingerprint):
+    evaluation = (
+        dict(EVALUATION) if fingerprint is None else {**EVALUATION, "weights_sha256": fingerprint}
+    )
+    (run.run_dir / "eval.json").write_text(json.dumps(evaluation))
+    doc = parse(write_report(run.run_dir, dataset=run.dataset).read_text(encoding="utf-8"))
+    assert doc.find(".//table[@id='evaluation']") is None
+    assert "730.8135" not in text_of(doc.find(".//main"))
+    notes = [text_of(p) for p in doc.findall(".//p[@class='stale']")]
+    why = "records no fingerprint" if fingerprint is None else "was written for other weights"
+    assert len(notes) == 1 and why in notes[0] and "so its numbers are not shown" in notes[0]
+
+
+def _csv_args(tmp_path):
+    train_x, train_y = synthetic_images(120, seed=1)
+    test_x, test_y = synthetic_images(40, seed=2)
+    return (
+        "--train-csv", write_csv(tmp_path / "train.csv", train_x.reshape(120, -1), train_y),
+        "--test-csv", write_csv(tmp_path / "test.csv", test_x.reshape(40, -1), test_y),
+        "--runs-dir", tmp_path / "runs", "--name", "r", "--device", "cpu", "--epochs", 1,
+        "--batch-size", 40,
+    )  # fmt: skip
+
+
+def test_a_run_trained_again_with_overwrite_never_shows_the_old_iwae(tmp_path, cli):
+    run_dir = tmp_path / "runs" / "r"
+    first = cli("train", *_csv_args(tmp_path), "--hidden", "8,4", "--no-plots")
+    assert first.code == 0, first.err
+    evaluated = cli("evaluate", run_dir, "--iw-samples", 5, "--device", "cpu")
+    assert evaluated.code == 0, evaluated.err
+    old = json.loads((run_dir / "eval.json").read_text())
+    assert old["weights_sha256"] == weights_sha256(run_dir)
+    old_text = (run_dir / "eval.json").read_text()
+    again = cli("train", *_csv_args(tmp_path), "--hidden", "6,3", "--no-plots", "--overwrite")
+    assert again.code == 0, again.err
+    assert not (run_dir / "eval.json").exists()  # --overwrite removed it
+    (run_dir / "eval.json").write_text(old_text)  # an old copy put back
+    reported = cli("report", run_dir)
+    assert reported.code == 0, reported.err
+    page = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert f"{old['iwae_nll_nats']:.4f}" not in page
+    assert "eval.json was written for other weights" in page
 
 
 def test_report_command_draws_the_figures_writes_the_report_and_names_a_missing_run(tmp_path, cli):

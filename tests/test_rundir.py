@@ -15,12 +15,17 @@ from vaelab.config import ModelConfig, RunConfig, TrainConfig
 from vaelab.errors import VaelabError
 from vaelab.rundir import (
     CHECKPOINT_FILE,
+    LOCK_FILE,
     METRICS_FILE,
+    RunBusy,
+    RunExists,
+    claim_run_dir,
     image_shape,
     load_model,
     open_run,
     read_metrics,
     read_safetensors,
+    run_lock,
 )
 from vaelab.training import TrainingInterrupted, train
 from vaelab.training.checkpoint import METADATA_KEY
@@ -91,7 +96,12 @@ def test_open_run_gives_model_config_data_and_history(tmp_path):
 def test_open_run_refuses_data_of_another_image_size(tmp_path):
     dataset = make_tiny_dataset()
     train(tiny_config(epochs=1), dataset, run_dir=tmp_path / "r", log=None)
-    smaller = dataclasses.replace(dataset, image_shape=(2, 2))
+    smaller = dataclasses.replace(
+        dataset,
+        train_images=dataset.train_images.reshape(-1, 4, 4)[:, :2, :2].reshape(-1, 4),
+        test_images=dataset.test_images.reshape(-1, 4, 4)[:, :2, :2].reshape(-1, 4),
+        image_shape=(2, 2),
+    )
     with pytest.raises(VaelabError, match="the model expects 16 pixels per image"):
         open_run(tmp_path / "r", smaller)
 
@@ -102,3 +112,71 @@ def test_image_shape_comes_from_config_json_or_is_square(tmp_path):
     assert image_shape({}, 16, tmp_path) == (4, 4)
     with pytest.raises(VaelabError, match="does not say the shape"):
         image_shape({}, 15, tmp_path)
+
+
+# ---------------------------------------------------------------- the lock of a run directory
+
+
+def test_a_run_lock_refuses_another_holder_naming_its_pid_and_is_reentrant(tmp_path):
+    import fcntl
+    import os
+
+    run = tmp_path / "r"
+    run.mkdir()
+    with run_lock(run):
+        assert (run / LOCK_FILE).read_text() == f"{os.getpid()}\n"
+        with run_lock(run):  # the same process may take it again
+            pass
+        assert (run / LOCK_FILE).exists()
+        # Another holder is another open file description, as another process would have.
+        fd = os.open(run / LOCK_FILE, os.O_RDWR)
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
+    assert not (run / LOCK_FILE).exists()
+    fd = os.open(run / LOCK_FILE, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.write(fd, b"4242\n")
+    try:
+        busy = r"another vaelab process \(PID 4242\)"
+        with pytest.raises(RunBusy, match=busy) as info, run_lock(run):
+            pass
+        assert info.value.pid == 4242
+    finally:
+        os.close(fd)
+    with run_lock(run):  # the kernel dropped the lock with its holder's descriptor
+        pass
+
+
+def test_a_new_run_directory_is_made_by_one_mkdir_and_a_busy_one_is_left_alone(tmp_path):
+    import fcntl
+    import os
+
+    run = tmp_path / "runs" / "r"
+    with claim_run_dir(run) as first:
+        assert first.created and run.is_dir()
+        first.keep = True
+    with claim_run_dir(run) as again:  # an empty directory is used as it is, not made
+        assert not again.created
+        again.keep = True
+    fd = os.open(run / LOCK_FILE, os.O_RDWR | os.O_CREAT)  # another process's start
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        with pytest.raises(RunBusy), claim_run_dir(run, overwrite=True):
+            pass
+        assert [p.name for p in run.iterdir()] == [LOCK_FILE]  # neither removed nor touched
+    finally:
+        os.close(fd)
+
+
+def test_a_start_killed_before_its_first_checkpoint_says_what_to_do(tmp_path):
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    with pytest.raises(RunExists, match="already exists; pass overwrite=True"):
+        claim_run_dir(run).__enter__()
+    with pytest.raises(VaelabError, match="stopped before its first checkpoint.*overwrite=True"):
+        claim_run_dir(run, resume=True).__enter__()
+    assert sorted(p.name for p in run.iterdir()) == ["config.json"]

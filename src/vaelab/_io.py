@@ -1,12 +1,78 @@
-"""Reading and writing files: writes a crash cannot tear, and OS errors told in one line."""
+"""Reading and writing files: writes a crash cannot tear, reads that are bounded, and OS errors
+told in one line.
+
+Every read goes through `read_bytes` (or `open_regular` for readers that stream): only regular
+files are read, so a named pipe, a device such as /dev/zero, a directory or a symlink loop is
+refused in one line before anything could block, and no read takes more than a limit of bytes:
+
+- JSON and metrics files (config.json, eval.json, metrics.csv): 16 MiB (`TEXT_LIMIT`),
+- CSV data files: 2 GiB (`CSV_LIMIT`),
+- everything else, safetensors weights and checkpoints and the decompressed payload of an IDX
+  file: 4 GiB (`FILE_LIMIT`).
+
+The environment variable ``VAELAB_MAX_READ_BYTES`` (a number of bytes) replaces all of these
+limits, to read a larger file or to hold vaelab to less.
+"""
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 from vaelab.errors import VaelabError
+
+MAX_READ_ENV = "VAELAB_MAX_READ_BYTES"
+MiB = 1 << 20
+GiB = 1 << 30
+TEXT_LIMIT = 16 * MiB
+CSV_LIMIT = 2 * GiB
+FILE_LIMIT = 4 * GiB
+_TEXT_SUFFIXES = (".json", ".csv", ".txt")
+_CHUNK = 16 * MiB
+
+
+def read_limit(default: int) -> int:
+    """The most bytes one read may take: ``$VAELAB_MAX_READ_BYTES`` when set, else `default`."""
+    value = os.environ.get(MAX_READ_ENV, "").strip()
+    if not value:
+        return default
+    try:
+        limit = int(value.replace("_", ""))
+    except ValueError:
+        limit = 0
+    if limit < 1:
+        raise VaelabError(f"${MAX_READ_ENV}: expected a positive number of bytes, got '{value}'")
+    return limit
+
+
+def default_limit(path: Path | str) -> int:
+    """The limit on reading `path` when its reader names none: small for JSON and metrics."""
+    return TEXT_LIMIT if Path(path).suffix.lower() in _TEXT_SUFFIXES else FILE_LIMIT
+
+
+def size_words(n: int) -> str:
+    """`n` bytes for a reader: '12 bytes', '3.0 MiB', '4.0 GiB'."""
+    for unit, scale in (("TiB", 1 << 40), ("GiB", GiB), ("MiB", MiB), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def over_limit(limit: int) -> str:
+    """The end of a refusal for a read of more than `limit` bytes: the limit and how to raise it."""
+    return (
+        f"more than the {size_words(limit)} ({limit} bytes) vaelab reads; "
+        f"set {MAX_READ_ENV} to a larger number of bytes to read it"
+    )
+
+
+def too_large(path: Path | str, what: str, limit: int) -> VaelabError:
+    """The refusal of a read of more than `limit` bytes; `what` says how much ('5.0 GiB')."""
+    return VaelabError(f"{path}: {what} is {over_limit(limit)}")
 
 
 def read_error(path: Path | str, error: OSError, expected: str = "a file") -> VaelabError:
@@ -17,20 +83,102 @@ def read_error(path: Path | str, error: OSError, expected: str = "a file") -> Va
         return VaelabError(f"{path}: is a directory, expected {expected}")
     if isinstance(error, PermissionError):
         return VaelabError(f"{path}: permission denied")
+    if error.errno == errno.ELOOP:
+        return VaelabError(f"{path}: too many levels of symbolic links (a symlink loop?)")
     return VaelabError(f"{path}: cannot read ({error.strerror or error})")
 
 
-def read_bytes(path: Path | str, expected: str = "a file") -> bytes:
-    """The bytes of `path`; any OSError becomes a VaelabError naming the file."""
+def _not_regular(path: Path | str, mode: int, expected: str) -> VaelabError | None:
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return VaelabError(f"{path}: is a directory, expected {expected}")
+    if stat.S_ISFIFO(mode):
+        kind = "a named pipe (FIFO)"
+    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        kind = "a device"
+    elif stat.S_ISSOCK(mode):
+        kind = "a socket"
+    else:
+        kind = "not a regular file"
+    return VaelabError(f"{path}: is {kind}, not a regular file; expected {expected}")
+
+
+def open_regular(path: Path | str, expected: str = "a file") -> BinaryIO:
+    """`path` opened for binary reading, refused in one line unless it is a regular file.
+
+    The type is checked before opening (opening a named pipe for reading would wait for a
+    writer), the open does not block, and the open descriptor is checked again in case the path
+    was swapped in between.
+    """
     try:
-        return Path(path).read_bytes()
+        error = _not_regular(path, os.stat(path).st_mode, expected)
+        if error is not None:
+            raise error
+        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+        fd = os.open(path, flags)
     except OSError as exc:
         raise read_error(path, exc, expected) from None
+    try:
+        error = _not_regular(path, os.fstat(fd).st_mode, expected)
+        if error is not None:
+            raise error
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb", buffering=0)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
-def read_text(path: Path | str, expected: str = "a text file") -> str:
+def read_at_most(handle: BinaryIO, most: int) -> bytes:
+    """Up to `most` bytes of `handle`, never asking for more memory than the file holds.
+
+    The size the file reports is only a hint (files under /proc report 0), so the read goes on in
+    chunks until the end of the file or `most` bytes.
+    """
+    try:
+        hint = os.fstat(handle.fileno()).st_size - handle.tell()
+    except (OSError, AttributeError, ValueError):
+        hint = 0
+    first = min(most, hint + 1) if hint > 0 else min(most, _CHUNK)
+    chunks: list[bytes] = []
+    total = 0
+    ask = first
+    while total < most:
+        chunk = handle.read(min(ask, most - total))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+        ask = _CHUNK
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def read_bytes(path: Path | str, expected: str = "a file", limit: int | None = None) -> bytes:
+    """The bytes of `path`, a regular file of at most `limit` bytes; else one-line VaelabError.
+
+    `limit` defaults to `default_limit(path)`; ``$VAELAB_MAX_READ_BYTES`` replaces it when set.
+    """
+    most = read_limit(default_limit(path) if limit is None else limit)
+    with open_regular(path, expected) as handle:
+        try:
+            size = os.fstat(handle.fileno()).st_size
+            if size > most:
+                raise too_large(path, f"{size_words(size)} ({size} bytes)", most)
+            raw = read_at_most(handle, most + 1)
+        except OSError as exc:
+            raise read_error(path, exc, expected) from None
+        except MemoryError:
+            raise VaelabError(f"{path}: not enough memory to read {expected}") from None
+    if len(raw) > most:
+        raise too_large(path, "the file", most)
+    return raw
+
+
+def read_text(path: Path | str, expected: str = "a text file", limit: int | None = None) -> str:
     """The UTF-8 text of `path`; undecodable bytes and OS errors become a VaelabError."""
-    raw = read_bytes(path, expected)
+    raw = read_bytes(path, expected, limit)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 from vaelab.errors import VaelabError
@@ -20,6 +21,7 @@ GAUSSIAN_LIKELIHOODS = ("gaussian", "gaussian-per-pixel")
 MLP_HIDDEN = (400, 200, 100, 20)
 # The conv architecture reads `hidden` as (channels of conv 1, channels of conv 2, dense width).
 CONV_HIDDEN = (32, 64, 256)
+MAX_SEED = 2**63 - 1
 
 
 def _require(condition: bool, message: str, *parameters: str) -> None:
@@ -64,8 +66,8 @@ class ModelConfig:
             "latent_dim",
         )  # fmt: skip
         _require(
-            all(isinstance(h, int) and h >= 1 for h in self.hidden),
-            f"hidden sizes must be positive integers, got {list(self.hidden)}",
+            len(self.hidden) >= 1 and all(isinstance(h, int) and h >= 1 for h in self.hidden),
+            f"hidden must list at least one positive layer size, got {list(self.hidden)}",
             "hidden",
         )
         if self.arch == "conv":
@@ -103,6 +105,40 @@ class DataConfig:
             "train_csv",
             "test_csv",
         )
+        for name in ("data_dir", "train_csv", "test_csv"):
+            path = getattr(self, name)
+            _require(path is None or _is_path_text(path), f"{name} is not a usable path", name)
+
+    def resolved(self) -> DataConfig:
+        """The same config with its paths made absolute, so that they mean the same files from
+        any working directory."""
+        return replace(
+            self, **{
+                name: str(Path(value).resolve())
+                for name in ("data_dir", "train_csv", "test_csv")
+                if (value := getattr(self, name)) is not None
+            },
+        )  # fmt: skip
+
+
+def _is_path_text(path: str) -> bool:
+    """A non-empty path without NUL bytes or lone surrogates (which no file system can take)."""
+    if not path or "\0" in path:
+        return False
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def check_seed(seed: int, name: str = "seed") -> None:
+    """Refuse a seed that torch's generators cannot take (they hold 0 to 2**63 - 1)."""
+    _require(
+        isinstance(seed, int) and 0 <= seed <= MAX_SEED,
+        f"{name} must be a whole number from 0 to 2**63 - 1, got {str(seed)[:40]}",
+        name,
+    )
 
 
 @dataclass(frozen=True)
@@ -146,6 +182,7 @@ class TrainConfig:
             f"device must be one of {', '.join(DEVICES)}, got {self.device!r}",
             "device",
         )
+        check_seed(self.seed)
         _require(
             self.precision in PRECISIONS,
             f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",

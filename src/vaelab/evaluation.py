@@ -15,10 +15,18 @@ import torch
 from tqdm import tqdm
 
 from vaelab._io import atomic_write_text
+from vaelab.config import check_seed
+from vaelab.data.dataset import as_unit_images
 from vaelab.errors import VaelabError
 from vaelab.models import VAE, evaluating
 from vaelab.models.likelihoods import gaussian_constant
-from vaelab.rundir import EVAL_FILE
+from vaelab.rundir import (
+    EVAL_FILE,
+    WEIGHTS_FILE,
+    loaded_weights_sha256,
+    run_lock,
+    weights_sha256,
+)
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -53,6 +61,7 @@ def evaluate(
 
     The fixed seed makes the number repeatable and lets epochs be compared on the same noise.
     """
+    images = as_unit_images(images)
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
     totals = torch.zeros(3, dtype=torch.float64, device=device)
@@ -206,6 +215,8 @@ def importance_weighted(
         raise VaelabError(f"k (importance samples) must be at least 1, got {k}", parameters=("k",))
     if len(images) == 0:
         raise VaelabError("there are no images to evaluate")
+    check_seed(seed)
+    images = as_unit_images(images)
     parameter = next(model.parameters())
     batch, chunk = plan_chunks(model, len(images), k, parse_size(max_memory))
     generator = torch.Generator(device=parameter.device).manual_seed(seed)
@@ -263,7 +274,25 @@ def evaluate_likelihood(
 
 
 def save_eval(run_dir: str | Path, report: LikelihoodReport) -> Path:
-    """Write RUN/eval.json atomically; returns its path."""
-    path = Path(run_dir) / EVAL_FILE
-    atomic_write_text(path, json.dumps(asdict(report), indent=2) + "\n")
+    """Write RUN/eval.json atomically, holding the run's lock; returns its path.
+
+    When the run has weights, eval.json records their SHA-256 (`weights_sha256`), so that the
+    report never shows these numbers beside other weights; weights that changed on disk since
+    they were loaded for this evaluation are refused.
+    """
+    run_dir = Path(run_dir)
+    with run_lock(run_dir):
+        payload: dict[str, object] = dict(asdict(report))
+        weights = run_dir / WEIGHTS_FILE
+        if weights.is_file():
+            current = weights_sha256(run_dir)
+            loaded = loaded_weights_sha256(run_dir)
+            if loaded is not None and loaded != current:
+                raise VaelabError(
+                    f"{weights}: changed while it was being evaluated (another run wrote it); "
+                    "evaluate it again"
+                )
+            payload["weights_sha256"] = current
+        path = run_dir / EVAL_FILE
+        atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
     return path

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from vaelab.config import check_seed
+from vaelab.data.dataset import as_unit_images
 from vaelab.errors import VaelabError
 from vaelab.models import VAE, evaluating
 
@@ -30,11 +32,15 @@ def as_model_input(values: torch.Tensor | np.ndarray, model: VAE) -> torch.Tenso
 def posterior(
     model: VAE, images: torch.Tensor | np.ndarray, batch_size: int = BATCH
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and log-variance of q(z|x) for images (N x D, or N x H x W), on the model's device."""
+    """Mean and log-variance of q(z|x) for images (N x D, or N x H x W), on the model's device.
+
+    Images are floats in [0, 1] or uint8 0-255 (scaled by 1/255); anything else is refused.
+    """
     means, logvars = [], []
     with evaluating(model):
         for start in range(0, len(images), batch_size):
-            batch = as_model_input(images[start : start + batch_size], model)
+            pixels = as_unit_images(images[start : start + batch_size])
+            batch = as_model_input(pixels, model)
             mu, logvar = model.encode(batch.reshape(len(batch), -1))
             means.append(mu)
             logvars.append(logvar)
@@ -44,7 +50,7 @@ def posterior(
 
 
 def encode(model: VAE, images: torch.Tensor | np.ndarray) -> torch.Tensor:
-    """Posterior means of images in [0, 1] (N x D, or N x H x W): N x latent_dim."""
+    """Posterior means (N x latent_dim) of images (N x D or N x H x W, [0, 1] floats or uint8)."""
     return posterior(model, images)[0]
 
 
@@ -63,6 +69,7 @@ def prior_codes(n: int, latent_dim: int, seed: int = 0) -> torch.Tensor:
         raise VaelabError(
             f"n (samples) must be between 1 and {MAX_SAMPLES}, got {n}", parameters=("n",)
         )
+    check_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     return torch.randn(n, latent_dim, generator=generator)
 

@@ -2,15 +2,22 @@
 
 RUN/config.json (the config and what was recorded beside it), metrics.csv (one row per epoch),
 model.safetensors (the weights), checkpoint.safetensors (the resumable training state, see
-`vaelab.training.checkpoint`), eval.json, figures/ and report.html.
+`vaelab.training.checkpoint`), eval.json, figures/ and report.html. A process writing a run holds
+RUN/.lock (`run_lock`), so two writers cannot mix their files.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
+import fcntl
+import hashlib
 import io
 import json
 import math
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, fields
 from functools import cached_property
 from pathlib import Path
@@ -24,6 +31,7 @@ from safetensors.torch import save
 from vaelab._io import atomic_write_bytes, atomic_write_text, read_bytes, remove_stale_temp_files
 from vaelab.config import DataConfig, RunConfig
 from vaelab.data import Dataset, load_dataset, require_image_size
+from vaelab.data.dataset import test_fingerprint
 from vaelab.errors import VaelabError
 from vaelab.models import VAE
 
@@ -34,8 +42,24 @@ CHECKPOINT_FILE = "checkpoint.safetensors"
 EVAL_FILE = "eval.json"
 REPORT_FILE = "report.html"
 FIGURES_DIR = "figures"
-# What --overwrite removes: the files of the earlier run that a new one could be mixed up with.
+# The figures vaelab draws into RUN/figures/ (the same names as `vaelab.viz.plots.FIGURE_FILES`),
+# and RUN/figures.json, the record of which weights they were drawn from.
+FIGURE_FILES = (
+    "learning_curves.png",
+    "reconstructions.png",
+    "latent.png",
+    "manifold.png",
+    "samples.png",
+    "interpolation.png",
+)
+FIGURES_RECORD = "figures.json"
+# The advisory lock held by the process writing a run; it holds that process's PID.
+LOCK_FILE = ".lock"
+_PROBE_FILE = ".write-test"
+# The files of a run that a new one could be mixed up with.
 RUN_FILES = (CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, CHECKPOINT_FILE)
+# Every file vaelab writes at the top of a run directory: what overwrite=True removes.
+VAELAB_FILES = (*RUN_FILES, EVAL_FILE, REPORT_FILE, FIGURES_RECORD)
 
 
 class RunExists(VaelabError):
@@ -51,32 +75,273 @@ class RunExists(VaelabError):
         self.resumable = resumable
 
 
-def prepare_run_dir(run_dir: Path, overwrite: bool = False, resume: bool = False) -> Path:
-    """Create `run_dir` (or reopen it to resume) and check that it can be written.
+class RunBusy(VaelabError):
+    """Another process holds the run directory's lock: it is writing that run now."""
 
-    A directory that already holds something is refused unless `overwrite` (which removes the
-    earlier run's files) or `resume` (which needs its checkpoint).
-    """
-    if run_dir.exists() and not run_dir.is_dir():
-        raise VaelabError(f"{run_dir}: exists and is not a directory")
-    if resume:
-        if not (run_dir / CHECKPOINT_FILE).is_file():
-            what = "run directory not found" if not run_dir.is_dir() else f"no {CHECKPOINT_FILE}"
-            raise VaelabError(f"{run_dir}: {what}; nothing to resume")
-        remove_stale_temp_files(run_dir, RUN_FILES)
-    elif run_dir.is_dir() and any(run_dir.iterdir()):
-        if not overwrite:
-            raise RunExists(run_dir, resumable=(run_dir / CHECKPOINT_FILE).is_file())
-        for name in RUN_FILES:
-            (run_dir / name).unlink(missing_ok=True)
+    def __init__(self, run_dir: Path, pid: int | None) -> None:
+        holder = f"PID {pid}" if pid is not None else "PID unknown"
+        super().__init__(
+            f"{run_dir}: another vaelab process ({holder}) is writing this run directory; "
+            "wait for it to finish or stop it"
+        )
+        self.run_dir = run_dir
+        self.pid = pid
+
+
+# ---------------------------------------------------------------- the lock of a run directory
+
+# Locks this process holds: resolved run directory -> [file descriptor, depth]. A process that
+# already holds a run's lock may take it again (train, then draw the figures of the same run).
+_HELD: dict[str, list[int]] = {}
+
+
+def _lock_holder(fd: int) -> int | None:
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
+        text = os.pread(fd, 32, 0).decode("ascii", errors="replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _acquire(run_dir: Path) -> int:
+    """flock RUN/.lock without waiting and write this PID into it; refuse if another holds it.
+
+    The kernel releases the lock when its holder dies, even by SIGKILL, so it is never stale.
+    A lock file unlinked by its previous holder between our open and our flock is opened again.
+    """
+    if not run_dir.is_dir():
+        raise VaelabError(f"{run_dir}: run directory not found")
+    path = run_dir / LOCK_FILE
+    for _ in range(10):
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise VaelabError(
+                f"{run_dir}: cannot write the run directory ({exc.strerror})"
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            pid = _lock_holder(fd)
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+                raise RunBusy(run_dir, pid) from None
+            raise VaelabError(
+                f"{run_dir}: cannot lock the run directory ({exc.strerror})"
+            ) from None
+        try:
+            current = os.path.samestat(os.fstat(fd), os.stat(path))
+        except OSError:
+            current = False
+        if current:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+            return fd
+        os.close(fd)
+    raise VaelabError(f"{run_dir}: cannot lock the run directory (its lock file keeps changing)")
+
+
+def _release(run_dir: Path, fd: int) -> None:
+    try:
+        (run_dir / LOCK_FILE).unlink(missing_ok=True)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def run_lock(run_dir: str | Path) -> Iterator[Path]:
+    """Hold the run directory's lock while writing it; another writer is refused at once.
+
+    The lock is RUN/.lock, locked with flock(2) and holding the PID of its holder; the kernel
+    releases it when the process ends however it ends. Taking it removes the temporary files
+    that a write cut short by a crash left (`.NAME.*.tmp`). Reentrant within one process.
+    """
+    run_dir = Path(run_dir)
+    key = str(run_dir.resolve())
+    held = _HELD.get(key)
+    if held is not None:
+        held[1] += 1
+        try:
+            yield run_dir
+        finally:
+            held[1] -= 1
+        return
+    fd = _acquire(run_dir)
+    _HELD[key] = [fd, 1]
+    try:
+        remove_temp_files(run_dir)
+        yield run_dir
+    finally:
+        del _HELD[key]
+        _release(run_dir, fd)
+
+
+def remove_temp_files(run_dir: Path) -> None:
+    """Remove what writes of vaelab's files that a crash cut short left (`.NAME.*.tmp`)."""
+    remove_stale_temp_files(run_dir, (*VAELAB_FILES, _PROBE_FILE))
+    figures = run_dir / FIGURES_DIR
+    if figures.is_dir():
+        remove_stale_temp_files(figures, FIGURE_FILES)
+
+
+def remove_run_files(run_dir: Path) -> None:
+    """Remove every file vaelab wrote in `run_dir`, and nothing else (a user's files stay)."""
+    for name in (*VAELAB_FILES, _PROBE_FILE):
+        (run_dir / name).unlink(missing_ok=True)
+    figures = run_dir / FIGURES_DIR
+    if figures.is_dir():
+        for name in FIGURE_FILES:
+            (figures / name).unlink(missing_ok=True)
+        remove_stale_temp_files(figures, FIGURE_FILES)
+        with suppress(OSError):
+            figures.rmdir()  # only when empty: a user's file there keeps it
+    remove_temp_files(run_dir)
+
+
+def _holds_something(run_dir: Path) -> bool:
+    """Whether `run_dir` holds anything besides the lock and what crashed writes left."""
+    remove_temp_files(run_dir)
+    return any(p.name not in (LOCK_FILE, _PROBE_FILE) for p in run_dir.iterdir())
+
+
+@dataclass
+class Claim:
+    """A run directory this process holds for writing (see `claim_run_dir`).
+
+    `created`: this attempt made the directory. `keep`: what the attempt wrote stays if it
+    fails; it starts True for a resumed run and is set by the training loop otherwise.
+    """
+
+    run_dir: Path
+    created: bool
+    keep: bool
+
+
+def _make_dir(run_dir: Path) -> bool:
+    """Create `run_dir` atomically (mkdir without exist_ok); False when it was already there."""
+    try:
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        run_dir.mkdir()
+        return True
+    except FileExistsError:
+        if not run_dir.is_dir():
+            raise VaelabError(f"{run_dir}: exists and is not a directory") from None
+        return False
+    except OSError as exc:
+        raise VaelabError(f"{run_dir}: cannot write the run directory ({exc.strerror})") from None
+
+
+def _probe(run_dir: Path) -> None:
+    try:
+        probe = run_dir / _PROBE_FILE
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
         raise VaelabError(f"{run_dir}: cannot write the run directory ({exc.strerror})") from None
+
+
+def _check_resumable(run_dir: Path) -> None:
+    if (run_dir / CHECKPOINT_FILE).is_file():
+        return
+    if not run_dir.is_dir():
+        raise VaelabError(f"{run_dir}: run directory not found; nothing to resume")
+    if (run_dir / WEIGHTS_FILE).is_file() or not (run_dir / CONFIG_FILE).is_file():
+        raise VaelabError(f"{run_dir}: no {CHECKPOINT_FILE}; nothing to resume")
+    raise VaelabError(
+        f"{run_dir}: stopped before its first checkpoint (no {CHECKPOINT_FILE}); nothing to "
+        "resume; start it again with overwrite=True",
+        parameters=("overwrite",),
+    )
+
+
+@contextmanager
+def claim_run_dir(run_dir: Path, overwrite: bool = False, resume: bool = False) -> Iterator[Claim]:
+    """Create `run_dir` (or reopen it to resume), lock it, and check that it can be written.
+
+    A new directory is made by one atomic mkdir, so of two processes starting the same run one
+    wins. A directory that already holds something is refused unless `overwrite` (which removes
+    every file vaelab wrote there, and nothing else) or `resume` (which needs its checkpoint);
+    another process writing it is refused at once, naming its PID. If the body fails and
+    `Claim.keep` is False, what this attempt wrote is removed again (and the directory, if this
+    attempt made it and nothing else is in it), so a failed start does not block the next one.
+    """
+    if run_dir.exists() and not run_dir.is_dir():
+        raise VaelabError(f"{run_dir}: exists and is not a directory")
+    if resume:
+        if not run_dir.is_dir():
+            _check_resumable(run_dir)  # says it is not found
+        created = False
+    else:
+        created = _make_dir(run_dir)
+    claim = Claim(run_dir, created, keep=resume)
+    try:
+        with run_lock(run_dir):  # before anything else: a run being written is refused at once
+            _probe(run_dir)
+            if resume:
+                _check_resumable(run_dir)
+            elif not created and _holds_something(run_dir):
+                if not overwrite:
+                    raise RunExists(run_dir, resumable=(run_dir / CHECKPOINT_FILE).is_file())
+                remove_run_files(run_dir)
+            try:
+                yield claim
+            except BaseException:
+                if not claim.keep:
+                    remove_run_files(run_dir)
+                raise
+    except BaseException:
+        if claim.created and not claim.keep:
+            with suppress(OSError):
+                run_dir.rmdir()  # only when empty
+        raise
+
+
+def prepare_run_dir(run_dir: Path, overwrite: bool = False, resume: bool = False) -> Path:
+    """Create `run_dir` (or reopen it to resume) and check that it can be written.
+
+    A directory that already holds something is refused unless `overwrite` (which removes the
+    earlier run's files) or `resume` (which needs its checkpoint). See `claim_run_dir`, which
+    also keeps the directory locked while it is written.
+    """
+    with claim_run_dir(run_dir, overwrite, resume) as claim:
+        claim.keep = True
     return run_dir
+
+
+# ---------------------------------------------------------------- fingerprints of the weights
+
+# The SHA-256 of the weights file as `load_model` last read it, by resolved path: what a later
+# write about those weights (eval.json) checks the file against.
+_LOADED_WEIGHTS: dict[str, str] = {}
+
+
+def weights_sha256(run_dir: str | Path) -> str:
+    """The SHA-256 (hex) of RUN/model.safetensors: the fingerprint of the weights of a run."""
+    return hashlib.sha256(read_bytes(Path(run_dir) / WEIGHTS_FILE)).hexdigest()
+
+
+def loaded_weights_sha256(run_dir: str | Path) -> str | None:
+    """The fingerprint of RUN/model.safetensors as this process last loaded it, if it did."""
+    return _LOADED_WEIGHTS.get(str((Path(run_dir) / WEIGHTS_FILE).resolve()))
+
+
+def figures_weights_sha256(run_dir: str | Path) -> str | None:
+    """The fingerprint of the weights RUN/figures/ was drawn from, None when not recorded."""
+    path = Path(run_dir) / FIGURES_RECORD
+    try:
+        raw = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError):
+        return None
+    value = raw.get("weights_sha256") if isinstance(raw, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def record_figures(run_dir: str | Path, sha256: str) -> None:
+    """Record in RUN/figures.json the fingerprint of the weights RUN/figures/ was drawn from."""
+    path = Path(run_dir) / FIGURES_RECORD
+    atomic_write_text(path, json.dumps({"weights_sha256": sha256}) + "\n")
 
 
 def save_config(run_dir: Path, config: RunConfig, extra: dict[str, Any]) -> None:
@@ -160,7 +425,10 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """The tensors and the string metadata of a safetensors file; never unpickles anything."""
-    raw = read_bytes(path, expected="a safetensors file")
+    return _tensors_of(path, read_bytes(path, expected="a safetensors file"))
+
+
+def _tensors_of(path: Path, raw: bytes) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     try:
         tensors = load_safetensors(raw)
     except (SafetensorError, ValueError, TypeError, OverflowError, RuntimeError) as exc:
@@ -229,8 +497,10 @@ def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> VAE:
     run_dir = Path(run_dir)
     config = load_config(run_dir)
     path = run_dir / WEIGHTS_FILE
-    state = read_tensors(path)
+    raw = read_bytes(path, expected="a safetensors file")
+    state = _tensors_of(path, raw)[0]
     check_weights(path, state, model_skeleton(config, run_dir / CONFIG_FILE).state_dict())
+    _LOADED_WEIGHTS[str(path.resolve())] = hashlib.sha256(raw).hexdigest()
     model = VAE(config.model)
     model.load_state_dict(state)
     return model.to(device).eval()
@@ -279,17 +549,38 @@ def open_run(
     dataset: Dataset | None = None,
     data_dir: str | Path | None = None,
     device: str | torch.device = "cpu",
+    data: DataConfig | None = None,
 ) -> Run:
     """Open a run: its model (in eval mode on `device`), config and data.
 
-    The data is `dataset`, else Fashion-MNIST from `data_dir`, else what the run was trained on;
-    data whose images have another size than the model's is refused.
+    The data is `dataset`, else the data `data` names, else Fashion-MNIST from `data_dir`, else
+    what the run was trained on. Data whose images have another size than the model's, or whose
+    test split differs from the one the run recorded, is refused.
     """
     run_dir = Path(run_dir)
     model = load_model(run_dir, device)
     config = load_config(run_dir)
+    info = load_run_info(run_dir)
     if dataset is None:
-        data_config = config.data if data_dir is None else DataConfig(data_dir=str(data_dir))
-        dataset = load_dataset(data_config)
+        if data is None:
+            data = config.data if data_dir is None else DataConfig(data_dir=str(data_dir))
+        dataset = load_dataset(data)
     require_image_size(dataset, model.config.input_dim, run_dir)
-    return Run(run_dir, model, config, load_run_info(run_dir), dataset)
+    require_same_test_data(info, dataset, run_dir)
+    return Run(run_dir, model, config, info, dataset)
+
+
+def require_same_test_data(info: dict[str, Any], dataset: Dataset, run_dir: str | Path) -> None:
+    """Refuse a test set other than the one the run recorded (runs of vaelab 0.1 recorded none)."""
+    recorded = (
+        info.get("dataset", {}).get("test_sha256")
+        if isinstance(info.get("dataset"), dict)
+        else None
+    )
+    if recorded is None or recorded == test_fingerprint(dataset):
+        return
+    raise VaelabError(
+        f"{run_dir}: the test images of {dataset.source} are not those this run was tested on; "
+        "point vaelab at the run's data with data_dir, or train_csv and test_csv",
+        parameters=("data_dir", "train_csv", "test_csv"),
+    )

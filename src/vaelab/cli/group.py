@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from vaelab.config import DEVICES
+from vaelab.config import DEVICES, DataConfig
 from vaelab.errors import VaelabError
 from vaelab.rundir import RunExists
 from vaelab.training import TrainingInterrupted
@@ -95,6 +95,36 @@ RUN_DATA_DIR = click.option(
     help="Use the dataset from this folder instead of where the run found it.",
 )  # fmt: skip
 RUN = click.argument("run", type=click.Path(path_type=Path))
+
+
+def run_data_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--data-dir, --train-csv and --test-csv: where a saved run's data is now."""
+    for option in reversed((
+        RUN_DATA_DIR,
+        click.option(
+            "--train-csv", type=click.Path(path_type=Path), default=None,
+            help="The run's training CSV, if it has moved (with --test-csv).",
+        ),
+        click.option(
+            "--test-csv", type=click.Path(path_type=Path), default=None,
+            help="The run's test CSV, if it has moved (with --train-csv).",
+        ),
+    )):  # fmt: skip
+        command = option(command)
+    return command
+
+
+def run_data(
+    data_dir: Path | None, train_csv: Path | None, test_csv: Path | None
+) -> DataConfig | None:
+    """The data those options name, or None for the data the run recorded."""
+    if data_dir is None and train_csv is None and test_csv is None:
+        return None
+    return DataConfig(
+        data_dir=optional_str(data_dir),
+        train_csv=optional_str(train_csv),
+        test_csv=optional_str(test_csv),
+    )
 
 
 @click.group(

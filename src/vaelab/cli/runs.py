@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from vaelab.cli.group import RUN, RUN_DATA_DIR, cli, device_option
-from vaelab.config import DataConfig
+from vaelab.cli.group import RUN, RUN_DATA_DIR, cli, device_option, run_data, run_data_options
+from vaelab.config import DataConfig, check_seed
 from vaelab.data import Dataset, load_dataset
 from vaelab.errors import VaelabError
 from vaelab.evaluation import (
@@ -21,13 +21,13 @@ from vaelab.evaluation import (
     save_eval,
 )
 from vaelab.latent import sample
-from vaelab.rundir import EVAL_FILE, image_shape, load_model, load_run_info, open_run
+from vaelab.rundir import EVAL_FILE, image_shape, load_model, load_run_info, open_run, run_lock
 from vaelab.training.distributed import resolve_device
 
 
 @cli.command("evaluate")
 @RUN
-@RUN_DATA_DIR
+@run_data_options
 @device_option("auto")
 @click.option(
     "--iw-samples", "k", type=click.IntRange(min=1), default=DEFAULT_IW_SAMPLES,
@@ -43,40 +43,45 @@ from vaelab.training.distributed import resolve_device
     help="Evaluate only the first IMAGES test images  [default: all]",
 )  # fmt: skip
 def evaluate_command(
-    run: Path, data_dir: Path | None, device: str, k: int, max_memory: str, seed: int,
-    images: int | None,
+    run: Path, data_dir: Path | None, train_csv: Path | None, test_csv: Path | None, device: str,
+    k: int, max_memory: str, seed: int, images: int | None,
 ) -> None:  # fmt: skip
     """Test metrics of a saved run: the training loss, the negative ELBO and the IWAE estimate
     of -log p(x) in nats; writes RUN/eval.json."""
     memory = parse_size(max_memory)
-    opened = open_run(run, data_dir=data_dir, device=resolve_device(device))
-    test_images = opened.dataset.test_images
-    if images is not None:
-        if not 1 <= images <= len(test_images):
-            raise VaelabError(f"--images must be between 1 and {len(test_images)}, got {images}")
-        test_images = test_images[:images]
-    model = opened.model
-    metrics = evaluate(model, test_images, opened.config.train.test_batch_size)
-    part = "MSE" if metrics.likelihood == "tutorial-mse" else "reconstruction"
-    click.echo(
-        f"test_loss {metrics.loss:.4f} ({part} {metrics.reconstruction:.4f} | "
-        f"KLD {metrics.kld:.4f}) on {metrics.images} test images"
-    )
-    report = evaluate_likelihood(
-        model, test_images, k, max_memory=memory, seed=seed, progress=sys.stderr.isatty()
-    )
-    click.echo(
-        f"negative ELBO {report.negative_elbo_nats:.2f} nats per image "
-        f"(reconstruction {report.reconstruction_nats:.2f} + KL {report.kl_nats:.2f}; "
-        f"{model.config.likelihood} likelihood, all constants included)"
-    )
-    click.echo(
-        f"IWAE -log p(x) {report.iwae_nll_nats:.2f} +- {report.iwae_stderr_nats:.2f} nats per "
-        f"image (k={report.iw_samples}, {report.images} images, {report.seconds:.1f}s)"
-    )
-    replaced = (run / EVAL_FILE).exists()
-    path = save_eval(run, report)
-    click.echo(f"{'replaced' if replaced else 'wrote'} {path}")
+    check_seed(seed)
+    with run_lock(run):  # refused at once while another process writes the run
+        data = run_data(data_dir, train_csv, test_csv)
+        opened = open_run(run, data=data, device=resolve_device(device))
+        test_images = opened.dataset.test_images
+        if images is not None:
+            if not 1 <= images <= len(test_images):
+                raise VaelabError(
+                    f"--images must be between 1 and {len(test_images)}, got {images}"
+                )
+            test_images = test_images[:images]
+        model = opened.model
+        metrics = evaluate(model, test_images, opened.config.train.test_batch_size)
+        part = "MSE" if metrics.likelihood == "tutorial-mse" else "reconstruction"
+        click.echo(
+            f"test_loss {metrics.loss:.4f} ({part} {metrics.reconstruction:.4f} | "
+            f"KLD {metrics.kld:.4f}) on {metrics.images} test images"
+        )
+        report = evaluate_likelihood(
+            model, test_images, k, max_memory=memory, seed=seed, progress=sys.stderr.isatty()
+        )
+        click.echo(
+            f"negative ELBO {report.negative_elbo_nats:.2f} nats per image "
+            f"(reconstruction {report.reconstruction_nats:.2f} + KL {report.kl_nats:.2f}; "
+            f"{model.config.likelihood} likelihood, all constants included)"
+        )
+        click.echo(
+            f"IWAE -log p(x) {report.iwae_nll_nats:.2f} +- {report.iwae_stderr_nats:.2f} nats per "
+            f"image (k={report.iw_samples}, {report.images} images, {report.seconds:.1f}s)"
+        )
+        replaced = (run / EVAL_FILE).exists()
+        path = save_eval(run, report)
+        click.echo(f"{'replaced' if replaced else 'wrote'} {path}")
 
 
 @cli.command("sample")
@@ -101,40 +106,64 @@ def sample_command(run: Path, n: int, out: Path, seed: int, overwrite: bool, dev
 
 @cli.command("serve")
 @RUN
-@click.option("--host", default="127.0.0.1", help="Address to listen on (loopback by default).")
+@click.option(
+    "--host", default="127.0.0.1",
+    help="Address to listen on (loopback by default); any other gets a token (see --token).",
+)  # fmt: skip
 @click.option("--port", type=int, default=8000, help="Port to listen on; 0 picks a free one.")
+@click.option(
+    "--token", default=None,
+    help="Require TOKEN on every /api request (the printed URL carries it and the page sends "
+    "it as 'Authorization: Bearer TOKEN').  [default: none on loopback, a random one otherwise]",
+)  # fmt: skip
 @RUN_DATA_DIR
-def serve_command(run: Path, host: str, port: int, data_dir: Path | None) -> None:
-    """Explore the latent space of a saved run in the browser; prints the URL to open."""
+def serve_command(
+    run: Path, host: str, port: int, token: str | None, data_dir: Path | None
+) -> None:  # fmt: skip
+    """Explore the latent space of a saved run in the browser; prints the URL to open.
+
+    Security: only requests whose Host header names this server (its --host, or localhost,
+    127.0.0.1, [::1] on loopback) are answered, cross-origin POSTs are refused, and with a token
+    /api answers 401 without it. Connections are bounded (100, fewer under a low descriptor
+    limit; the longest-idle is closed first), and a request must send its headers within 5 s
+    and its body within 10 s more.
+    """
     from vaelab.explorer.app import serve  # the web stack loads only for this command
 
-    serve(run, host=host, port=port, data_dir=data_dir, announce=click.echo)
+    serve(run, host=host, port=port, data_dir=data_dir, announce=click.echo, token=token)
 
 
 @cli.command("plot")
 @RUN
 @click.option("--grid", type=int, default=20, help="Images per side of the latent manifold.")
 @click.option("--span", type=float, default=2.0, help="The manifold covers [-SPAN, SPAN]^2.")
-@RUN_DATA_DIR
-def plot_command(run: Path, grid: int, span: float, data_dir: Path | None) -> None:
+@run_data_options
+def plot_command(
+    run: Path, grid: int, span: float, data_dir: Path | None, train_csv: Path | None,
+    test_csv: Path | None,
+) -> None:  # fmt: skip
     """Draw the six figures of a saved run into RUN/figures/."""
     from vaelab.viz.plots import write_figures
 
     started = time.perf_counter()
-    write_figures(run, grid, span, dataset=_dataset_from(data_dir), log=click.echo)
+    dataset = _dataset_from(run_data(data_dir, train_csv, test_csv))
+    write_figures(run, grid, span, dataset=dataset, log=click.echo)
     click.echo(f"figures drawn in {time.perf_counter() - started:.1f}s")
 
 
 @cli.command("report")
 @RUN
-@RUN_DATA_DIR
-def report_command(run: Path, data_dir: Path | None) -> None:
+@run_data_options
+def report_command(
+    run: Path, data_dir: Path | None, train_csv: Path | None, test_csv: Path | None
+) -> None:
     """Write RUN/report.html: metrics, tables and every figure in one offline file."""
     from vaelab.viz.report import write_report
 
-    click.echo(f"wrote {write_report(run, dataset=_dataset_from(data_dir), log=click.echo)}")
+    dataset = _dataset_from(run_data(data_dir, train_csv, test_csv))
+    click.echo(f"wrote {write_report(run, dataset=dataset, log=click.echo)}")
 
 
-def _dataset_from(data_dir: Path | None) -> Dataset | None:
-    """The dataset in `data_dir`, or None to use the one the run was trained on."""
-    return None if data_dir is None else load_dataset(DataConfig(data_dir=str(data_dir)))
+def _dataset_from(data: DataConfig | None) -> Dataset | None:
+    """The dataset `data` names, or None to use the one the run was trained on."""
+    return None if data is None else load_dataset(data)

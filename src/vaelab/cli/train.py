@@ -25,6 +25,7 @@ from vaelab.errors import VaelabError
 from vaelab.rundir import load_config
 from vaelab.training import ProgressBar, train
 from vaelab.training.distributed import DEFAULT_TIMEOUT_S, is_main_process
+from vaelab.training.guard import NothingToResume
 
 _MODEL = ModelConfig()
 _TRAIN = TrainConfig()
@@ -136,11 +137,16 @@ def train_command(
     if say:
         say(f"training on {dataset.source}, {len(dataset.train_images)} images{target}")
     reporters = [ProgressBar()] if say and sys.stderr.isatty() else []
-    train(
-        config, dataset, run_dir=run_dir, overwrite=overwrite, resume=resume_run is not None,
-        log=say, callbacks=reporters, checkpoint_every=checkpoint_every,
-        dist_timeout_s=dist_timeout_s,
-    )  # fmt: skip
+    try:
+        train(
+            config, dataset, run_dir=run_dir, overwrite=overwrite, resume=resume_run is not None,
+            log=say, callbacks=reporters, checkpoint_every=checkpoint_every,
+            dist_timeout_s=dist_timeout_s,
+        )  # fmt: skip
+    except NothingToResume as done:
+        if say:  # a finished run: nothing is written, and that is not an error (exit 0)
+            say(str(done))
+        return
     if not is_main_process():
         return
     click.echo(f"saved {run_dir}")

@@ -5,6 +5,7 @@ Each split lives in one tensor; batches are slices of a permutation of it.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,10 +27,75 @@ class Dataset:
     class_names: tuple[str, ...]
     source: str
 
+    def __post_init__(self) -> None:
+        height, width = self.image_shape
+        for split in ("train", "test"):
+            images = as_unit_images(getattr(self, f"{split}_images"), f"{split}_images")
+            images = images.reshape(len(images), -1)
+            if images.shape[1] != height * width:
+                raise VaelabError(
+                    f"{split}_images have {images.shape[1]} pixels per image, image_shape "
+                    f"{height}x{width} has {height * width}",
+                    parameters=(f"{split}_images", "image_shape"),
+                )
+            labels = torch.as_tensor(getattr(self, f"{split}_labels"))
+            if labels.shape != (len(images),):
+                raise VaelabError(
+                    f"{split}_labels must hold one label per image ({len(images)}), "
+                    f"got shape {tuple(labels.shape)}",
+                    parameters=(f"{split}_labels",),
+                )
+            object.__setattr__(self, f"{split}_images", images.to(torch.float32))
+            object.__setattr__(self, f"{split}_labels", labels)
+
     @property
     def input_dim(self) -> int:
         """Pixels per image, D."""
         return self.image_shape[0] * self.image_shape[1]
+
+
+def test_fingerprint(dataset: Dataset) -> str:
+    """SHA-256 of the test split as the model sees it (float32 pixels, int64 labels).
+
+    A run records it, so that data read again later (from another folder, another working
+    directory, a changed file) is known to be the same, or refused.
+    """
+    digest = hashlib.sha256()
+    digest.update(dataset.test_images.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(dataset.test_labels.detach().cpu().to(torch.int64).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def as_unit_images(values: torch.Tensor | np.ndarray, name: str = "images") -> torch.Tensor:
+    """Images as floats in [0, 1]: uint8 (0-255) is scaled by 1/255, floats are checked.
+
+    Floats outside [0, 1], NaN or infinity, and other integer types are refused with one line
+    naming `name` and what was found, so 0-255 data cannot pass for intensities unnoticed.
+    """
+    tensor = torch.as_tensor(values)
+    if tensor.dtype == torch.uint8:
+        return tensor.to(torch.float32).div_(255.0)
+    if tensor.dtype == torch.bool:
+        return tensor.to(torch.float32)
+    if not tensor.is_floating_point():
+        raise VaelabError(
+            f"{name}: pixels of type {str(tensor.dtype).removeprefix('torch.')} are not "
+            "intensities; give uint8 (0-255, scaled by 1/255) or floats in [0, 1]",
+            parameters=(name,),
+        )
+    if tensor.numel() == 0:
+        return tensor
+    if not bool(torch.isfinite(tensor).all()):
+        raise VaelabError(f"{name}: pixels hold NaN or infinite values", parameters=(name,))
+    low, high = float(tensor.min()), float(tensor.max())
+    if low < 0.0 or high > 1.0:
+        hint = "; 0-255 values? give them as uint8, or divide by 255" if high > 1.0 else ""
+        raise VaelabError(
+            f"{name}: pixel values must lie in [0, 1], found min {low:.4g} and max {high:.4g}"
+            f"{hint}",
+            parameters=(name,),
+        )
+    return tensor
 
 
 def to_unit_float(images: np.ndarray) -> torch.Tensor:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vaelab._io import open_regular
 from vaelab.data.dataset import Dataset, to_unit_float
 from vaelab.data.idx import read_idx_split
 from vaelab.errors import VaelabError
@@ -49,10 +50,18 @@ def default_cache_dir() -> Path:
 
 
 def find_idx_file(directory: Path, stem: str) -> Path | None:
-    """The file `stem` or `stem.gz` in `directory`, whichever exists."""
+    """The file `stem` or `stem.gz` in `directory`, whichever exists.
+
+    Anything by that name counts (a pipe, a directory, a broken link), so that reading it names
+    what is wrong with it instead of calling it missing.
+    """
     for name in (stem + ".gz", stem):
         candidate = directory / name
         if candidate.is_file():
+            return candidate
+    for name in (stem + ".gz", stem):
+        candidate = directory / name
+        if candidate.exists() or candidate.is_symlink():
             return candidate
     return None
 
@@ -136,7 +145,7 @@ def _download_verified(opener: Opener, url: str, destination: Path, digest: str)
 
 def _sha256(path: Path) -> str:
     sha = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with open_regular(path, "a Fashion-MNIST file") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             sha.update(block)
     return sha.hexdigest()

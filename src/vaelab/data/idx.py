@@ -1,16 +1,30 @@
-"""IDX files (the MNIST family's format): raw or gzip-compressed, every header field checked."""
+"""IDX files (the MNIST family's format): raw or gzip-compressed, every header field checked.
+
+The header is read first and the payload size it declares is checked against the file, and
+against the limit on reads (see `vaelab._io`), before anything is allocated; a gzip stream is
+decompressed in chunks and never past the declared size, so a gzip bomb stops at once.
+"""
 
 from __future__ import annotations
 
 import gzip
 import math
+import os
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
-from vaelab._io import read_error
+from vaelab._io import (
+    FILE_LIMIT,
+    open_regular,
+    over_limit,
+    read_error,
+    read_limit,
+    size_words,
+    too_large,
+)
 from vaelab.errors import VaelabError
 
 _IDX_DTYPES: dict[int, np.dtype[Any]] = {
@@ -21,48 +35,96 @@ _IDX_DTYPES: dict[int, np.dtype[Any]] = {
     0x0D: np.dtype(">f4"),
     0x0E: np.dtype(">f8"),
 }
+MAX_IDX_DIMS = 4
+_GZIP_MAGIC = b"\x1f\x8b"
+_CHUNK = 16 << 20
+_DRAIN = 64 << 20  # how far past the declared size a gzip stream is read to find corruption
 
 
-def read_idx(path: str | Path) -> np.ndarray:
-    """Read one IDX file (raw or gzip-compressed), checking its magic number, dtype and size."""
+def read_idx(path: str | Path, limit: int | None = None) -> np.ndarray:
+    """Read one IDX file (raw or gzip-compressed), checking its magic number, dtype and size.
+
+    `limit` caps the bytes of data (decompressed) and of the file itself; it defaults to
+    `vaelab._io.FILE_LIMIT`, and ``$VAELAB_MAX_READ_BYTES`` replaces it when set.
+    """
     path = Path(path)
-    raw = _read_maybe_gzipped(path)
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+    most = read_limit(FILE_LIMIT if limit is None else limit)
+    with open_regular(path, "an IDX file") as handle:
+        try:
+            return _read_idx(path, handle, most)
+        except (EOFError, OSError, zlib.error) as exc:
+            if isinstance(exc, OSError) and not isinstance(exc, gzip.BadGzipFile):
+                raise read_error(path, exc, "an IDX file") from None
+            raise VaelabError(f"{path}: corrupt or truncated gzip data ({exc})") from None
+        except MemoryError:
+            raise VaelabError(f"{path}: not enough memory to hold the IDX data") from None
+
+
+def _read_idx(path: Path, handle: IO[bytes], most: int) -> np.ndarray:
+    file_size = os.fstat(handle.fileno()).st_size
+    if file_size > most:
+        raise too_large(path, f"the file's {size_words(file_size)} ({file_size} bytes)", most)
+    compressed = handle.read(2) == _GZIP_MAGIC
+    handle.seek(0)
+    stream: IO[bytes] = gzip.GzipFile(fileobj=handle) if compressed else handle  # type: ignore[assignment]
+    head = _read_up_to(stream, 4)
+    if len(head) < 4 or head[0] != 0 or head[1] != 0:
         raise VaelabError(f"{path}: not an IDX file (bad magic number)")
-    dtype = _IDX_DTYPES.get(raw[2])
+    dtype = _IDX_DTYPES.get(head[2])
     if dtype is None:
-        raise VaelabError(f"{path}: unknown IDX data type code 0x{raw[2]:02x}")
-    ndim = raw[3]
+        raise VaelabError(f"{path}: unknown IDX data type code 0x{head[2]:02x}")
+    ndim = head[3]
     if ndim == 0:
         raise VaelabError(f"{path}: IDX header declares 0 dimensions")
-    header_end = 4 + 4 * ndim
-    if len(raw) < header_end:
-        raise VaelabError(f"{path}: file ends inside the IDX header")
-    shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    expected = math.prod(shape) * dtype.itemsize
-    actual = len(raw) - header_end
-    if actual != expected:
+    if ndim > MAX_IDX_DIMS:
         raise VaelabError(
-            f"{path}: IDX header declares shape {shape} ({expected} bytes) "
-            f"but the file holds {actual} bytes of data"
+            f"{path}: IDX header declares {ndim} dimensions; vaelab reads 1 to {MAX_IDX_DIMS}"
         )
-    return np.frombuffer(raw, dtype=dtype, offset=header_end).reshape(shape)
+    dims = _read_up_to(stream, 4 * ndim)
+    if len(dims) < 4 * ndim:
+        raise VaelabError(f"{path}: file ends inside the IDX header")
+    shape = tuple(int.from_bytes(dims[i : i + 4], "big") for i in range(0, 4 * ndim, 4))
+    expected = math.prod(shape) * dtype.itemsize
+    declared = f"IDX header declares shape {shape} ({expected} bytes)"
+    if expected > most:
+        raise VaelabError(f"{path}: {declared}, {over_limit(most)}")
+    if not compressed:
+        actual = file_size - (4 + 4 * ndim)
+        if file_size and actual != expected:
+            raise _size_mismatch(path, declared, f"{max(actual, 0)} bytes")
+    data = _read_up_to(stream, expected + 1)
+    if len(data) > expected:
+        if compressed:  # corrupt data can inflate to more bytes too: let a bounded read tell
+            _drain(stream, _DRAIN)
+        raise _size_mismatch(path, declared, f"more than {expected} bytes")
+    if len(data) < expected:
+        raise _size_mismatch(path, declared, f"{len(data)} bytes")
+    return np.frombuffer(data, dtype=dtype).reshape(shape)
 
 
-def _read_maybe_gzipped(path: Path) -> bytes:
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(2)
-            handle.seek(0)
-            if head != b"\x1f\x8b":
-                return handle.read()
-            try:
-                with gzip.GzipFile(fileobj=handle) as unzipped:
-                    return unzipped.read()
-            except (EOFError, OSError, zlib.error) as exc:
-                raise VaelabError(f"{path}: corrupt or truncated gzip data ({exc})") from None
-    except OSError as exc:
-        raise read_error(path, exc) from None
+def _size_mismatch(path: Path, declared: str, holds: str) -> VaelabError:
+    return VaelabError(f"{path}: {declared} but the file holds {holds} of data")
+
+
+def _drain(stream: IO[bytes], most: int) -> None:
+    """Read on through at most `most` bytes, one chunk at a time, kept nowhere; a gzip stream
+    checks its CRC at its end, and a corrupt one raises."""
+    while most > 0:
+        chunk = stream.read(min(_CHUNK, most))
+        if not chunk:
+            return
+        most -= len(chunk)
+
+
+def _read_up_to(stream: IO[bytes], n: int) -> bytearray:
+    """Up to `n` bytes of `stream`, read in chunks, so memory follows what the file really holds."""
+    out = bytearray()
+    while len(out) < n:
+        chunk = stream.read(min(_CHUNK, n - len(out)))
+        if not chunk:
+            break
+        out += chunk
+    return out
 
 
 def read_idx_split(
@@ -75,6 +137,13 @@ def read_idx_split(
         raise VaelabError(
             f"{images_path}: expected uint8 images of shape N x H x W, "
             f"got {images.dtype} of shape {images.shape}"
+        )
+    if images.shape[0] == 0:
+        raise VaelabError(f"{images_path}: holds 0 images")
+    if images.shape[1] == 0 or images.shape[2] == 0:
+        raise VaelabError(
+            f"{images_path}: images of {images.shape[1]}x{images.shape[2]} pixels; "
+            "expected at least 1x1"
         )
     if labels.ndim != 1 or labels.dtype != np.uint8:
         raise VaelabError(

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from vaelab.config import GAUSSIAN_LIKELIHOODS, ModelConfig
+from vaelab.errors import VaelabError
 from vaelab.models.likelihoods import LossTerms, decoder_mean, log_likelihood, negative_elbo
 from vaelab.models.networks import as_input_of, at_least_fp32, conv_decoder, conv_encoder, mlp
 
@@ -34,6 +35,8 @@ class VAE(nn.Module):
     def __init__(self, config: ModelConfig | None = None) -> None:
         super().__init__()
         self.config = config or ModelConfig()
+        if torch.get_default_device().type != "meta":
+            check_model_size(self.config)  # before any layer takes real memory
         hidden, latent = list(self.config.hidden), self.config.latent_dim
         conv = self.config.arch == "conv"
         side = math.isqrt(self.config.input_dim)
@@ -118,6 +121,29 @@ class VAE(nn.Module):
         mu, logvar = self.encode(x)
         z = self.reparameterize(mu, logvar, generator)
         return VAEOutput(self.decode(z), mu, logvar)
+
+
+# 500 million weights take 2 GB in fp32 and 6 GB with Adam's two moments: far past any model of
+# these images, and a typo (`hidden=100000000`) is refused before it fills the memory.
+MAX_PARAMETERS = 500_000_000
+
+
+def parameter_count(config: ModelConfig) -> int:
+    """How many weights the VAE of `config` has, counted on PyTorch's meta device (no memory)."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in VAE(config).parameters())
+
+
+def check_model_size(config: ModelConfig) -> None:
+    """Refuse a model of more than MAX_PARAMETERS weights."""
+    count = parameter_count(config)
+    if count > MAX_PARAMETERS:
+        raise VaelabError(
+            f"the model would have {count:,} weights (hidden {list(config.hidden)}, latent_dim "
+            f"{config.latent_dim}), more than the {MAX_PARAMETERS:,} vaelab builds; choose a "
+            "smaller hidden or latent_dim",
+            parameters=("hidden", "latent_dim"),
+        )
 
 
 @contextmanager

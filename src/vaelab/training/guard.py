@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from vaelab.errors import VaelabError
-from vaelab.rundir import CHECKPOINT_FILE
+from vaelab.rundir import CHECKPOINT_FILE, WEIGHTS_FILE
 from vaelab.training.checkpoint import (
     EpochProgress,
     Layout,
@@ -53,6 +53,18 @@ class TrainingInterrupted(VaelabError):
         self.where = where
         self.run_dir = run_dir
         self.exit_code = 128 + signum
+
+
+class NothingToResume(VaelabError):
+    """resume=True of a run that finished: every epoch is done and its weights are saved.
+
+    Nothing is written; the command line says so and exits 0.
+    """
+
+    def __init__(self, run_dir: Path, epochs: int) -> None:
+        super().__init__(f"{run_dir}: finished all {epochs} epochs already; nothing to resume")
+        self.run_dir = run_dir
+        self.epochs = epochs
 
 
 def check_checkpoint_every(steps: int | None) -> None:
@@ -119,6 +131,9 @@ class RunGuard:
         self.state = TrainingState()
         self.stop = StopRequest()
         self.saved_at = "none yet"
+        # A checkpoint past the start exists (this run resumed one, or wrote one): a failure from
+        # now on keeps the run directory; before it, the attempt leaves nothing behind.
+        self.progress_saved = False
 
     @property
     def path(self) -> Path | None:
@@ -132,6 +147,10 @@ class RunGuard:
         if resume:
             self.state, notes = load_checkpoint(self.path, self.parts, self.layout, self.identity)
             self.saved_at = self._position(self.state.epochs_done, self.state.progress)
+            self.progress_saved = True
+            finished = self.state.epochs_done >= self.layout.epochs and self.state.progress is None
+            if finished and (self.path.parent / WEIGHTS_FILE).is_file():
+                raise NothingToResume(self.path.parent, self.layout.epochs)
             for note in notes:
                 self._say(note)
             self._say(f"resuming {self.run_dir} at {self.saved_at}")
@@ -185,6 +204,8 @@ class RunGuard:
         if self.writer:
             save_checkpoint(self.path, self.parts, self.state, self.identity)
         self.saved_at = where
+        if progress is not None or self.state.epochs_done > 0:
+            self.progress_saved = True
 
     def _check_weights(self, where: str) -> None:
         """Never let non-finite weights be saved (a step can break them with a finite loss)."""
@@ -199,8 +220,10 @@ class RunGuard:
 
     def _non_finite(self, what: str) -> None:
         kept = ""
-        if self.run_dir is not None:
+        if self.run_dir is not None and self.progress_saved:
             kept = f"; the last good checkpoint (at {self.saved_at}) is kept in {self.run_dir}"
+        elif self.run_dir is not None:
+            kept = f"; nothing was checkpointed past the start, so {self.run_dir} keeps nothing"
         raise NonFiniteLoss(
             f"{what}; training stopped and these weights were not saved{kept}; "
             "a smaller lr may help",

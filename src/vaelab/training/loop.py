@@ -5,6 +5,7 @@ from __future__ import annotations
 import platform
 import time
 from collections.abc import Callable, Iterable
+from contextlib import ExitStack
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from vaelab import rundir
 from vaelab._version import __version__
 from vaelab.config import RunConfig
 from vaelab.data import Dataset, load_dataset
+from vaelab.data.dataset import test_fingerprint
 from vaelab.errors import VaelabError
 from vaelab.evaluation import evaluate
 from vaelab.models import VAE, LossTerms
@@ -71,6 +73,7 @@ def run_info(config: RunConfig, dataset: Dataset, device: torch.device) -> dict[
             "test_images": len(dataset.test_images),
             "image_shape": list(dataset.image_shape),
             "class_names": list(dataset.class_names),
+            "test_sha256": test_fingerprint(dataset),
         },
         "device": str(device),
         "precision": resolve_precision(config.train.precision, device),
@@ -105,7 +108,11 @@ def train(
     """
     config = config or RunConfig()
     dataset = dataset or load_dataset(config.data)
-    config = replace(config, model=replace(config.model, input_dim=dataset.input_dim))
+    config = replace(
+        config,
+        model=replace(config.model, input_dim=dataset.input_dim),
+        data=config.data.resolved(),  # config.json then names the same files from anywhere
+    )
     _check_fits(config, dataset)
     check_checkpoint_every(checkpoint_every)
     if resume and run_dir is None:
@@ -139,11 +146,38 @@ def _train(
     resume: bool,
     checkpoint_every: int | None,
 ) -> TrainResult:
-    out_dir = None  # where this process writes: rank 0's run directory
-    if run_dir is not None and world.is_main:
-        out_dir = rundir.prepare_run_dir(Path(run_dir), overwrite=overwrite, resume=resume)
-        if not resume:
-            rundir.save_config(out_dir, config, run_info(config, dataset, device))
+    with ExitStack() as stack:
+        claim = None
+        if run_dir is not None and world.is_main:
+            claim = stack.enter_context(rundir.claim_run_dir(Path(run_dir), overwrite, resume))
+        guards: list[RunGuard] = []
+        try:
+            return _train_in(
+                config, dataset, device, world, run_dir, claim, report, resume, checkpoint_every,
+                guards.append,
+            )  # fmt: skip
+        except BaseException:
+            if claim is not None and not resume:
+                # A failed start (nothing checkpointed past the start) leaves nothing behind.
+                claim.keep = any(guard.progress_saved for guard in guards)
+            raise
+
+
+def _train_in(
+    config: RunConfig,
+    dataset: Dataset,
+    device: torch.device,
+    world: World,
+    run_dir: str | Path | None,
+    claim: rundir.Claim | None,
+    report: Callbacks,
+    resume: bool,
+    checkpoint_every: int | None,
+    on_guard: Callable[[RunGuard], None],
+) -> TrainResult:
+    out_dir = None if claim is None else claim.run_dir  # where this process writes: rank 0's
+    if out_dir is not None and not resume:
+        rundir.save_config(out_dir, config, run_info(config, dataset, device))
     barrier(world)
 
     torch.manual_seed(config.train.seed)
@@ -168,6 +202,7 @@ def _train(
         run_layout(config, dataset, steps_per_epoch), identity, checkpoint_every, report.on_note,
         writer=world.is_main,
     )  # fmt: skip
+    on_guard(guard)
     started = time.perf_counter()
     with guard.catching_signals():
         state = guard.begin(resume)

@@ -27,10 +27,19 @@ from matplotlib.ticker import MaxNLocator
 from vaelab import latent
 from vaelab._io import atomic_write_bytes
 from vaelab.data import Dataset
+from vaelab.data.dataset import as_unit_images
 from vaelab.errors import VaelabError
 from vaelab.latent import interpolation_pairs, latent_grid
 from vaelab.models import VAE
-from vaelab.rundir import FIGURES_DIR, Run, open_run
+from vaelab.rundir import (
+    FIGURES_DIR,
+    Run,
+    loaded_weights_sha256,
+    open_run,
+    record_figures,
+    run_lock,
+    weights_sha256,
+)
 from vaelab.training.reporters import reconstruction_label
 from vaelab.viz.images import tile
 
@@ -43,6 +52,7 @@ FIGURE_FILES = (
     "interpolation.png",
 )
 DPI = 100
+MAX_SPAN = 1000.0  # far outside any posterior; beyond it the decoder's layers can overflow
 # The tutorial's markers; colours come from a qualitative colour map.
 MARKERS = ("*", "s", "v", "^", "+", "o", "P", "D", "p", "d")
 # Dark garments on white, as the tutorial draws them (it shows -x in grey); gaps are blue-grey.
@@ -78,7 +88,8 @@ def _tile_centres(count: int, size: int, pad: int = 1) -> list[float]:
 
 
 def _as_images(images: torch.Tensor | np.ndarray, image_shape: tuple[int, int]) -> np.ndarray:
-    return np.asarray(torch.as_tensor(images).cpu(), dtype=np.float32).reshape(-1, *image_shape)
+    pixels = as_unit_images(torch.as_tensor(images).cpu())
+    return pixels.numpy().astype(np.float32).reshape(-1, *image_shape)
 
 
 def _check_int(name: str, value: int, low: int, high: int) -> None:
@@ -223,8 +234,11 @@ def _plane(means: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, str, str,
 def check_grid(grid: int, span: float) -> None:
     """Refuse a manifold grid that cannot be drawn, before any work is done."""
     _check_int("grid", grid, 2, 100)
-    if not (math.isfinite(span) and span > 0):
-        raise VaelabError(f"span must be a finite number above 0, got {span}", parameters=("span",))
+    if not (math.isfinite(span) and 0 < span <= MAX_SPAN):
+        raise VaelabError(
+            f"span must be a number above 0 and at most {MAX_SPAN:g}, got {span}",
+            parameters=("span",),
+        )
 
 
 def manifold(
@@ -373,10 +387,16 @@ def write_figures(
 ) -> list[Path]:
     """Draw the six figures of a run into RUN/figures/, each PNG written atomically.
 
-    Figures are derived from the run, so drawing them again replaces the previous ones.
+    Figures are derived from the run, so drawing them again replaces the previous ones; the run's
+    lock is held meanwhile, and RUN/figures.json records which weights they show.
     """
     check_grid(grid, span)
-    return save_figures(open_run(run_dir, dataset, device=device), grid, span, log)
+    with run_lock(run_dir):
+        run = open_run(run_dir, dataset, device=device)
+        written = save_figures(run, grid, span, log)
+        weights = loaded_weights_sha256(run.run_dir) or weights_sha256(run.run_dir)
+        record_figures(run.run_dir, weights)
+    return written
 
 
 def save_figures(

@@ -41,7 +41,12 @@ from vaelab.rundir import (
     REPORT_FILE,
     WEIGHTS_FILE,
     Run,
+    figures_weights_sha256,
+    loaded_weights_sha256,
     open_run,
+    record_figures,
+    run_lock,
+    weights_sha256,
 )  # fmt: skip
 from vaelab.viz import plots
 
@@ -57,6 +62,7 @@ EVAL_LABELS = {
     "iwae_stderr_nats": "standard error of the IWAE estimate (nats)",
     "seed": "seed",
     "seconds": "seconds taken",
+    "weights_sha256": "SHA-256 of the weights evaluated",
 }
 CAPTIONS = {
     "learning_curves.png": "Train (blue) and test (red) loss per epoch: loss solid, "
@@ -82,25 +88,56 @@ def write_report(
     device: str | torch.device = "cpu",
     log: Callable[[str], None] | None = None,
 ) -> Path:
-    """Write RUN/report.html and return its path, drawing the figures first if they are missing
-    or older than the weights."""
-    run = open_run(run_dir, dataset, device=device)
-    evaluation = read_evaluation(run.run_dir)
-    figures = _current_figures(run, log)
-    metrics = evaluate(run.model, run.dataset.test_images, run.config.train.test_batch_size)
-    page = render_report(run, metrics, evaluation, figures)
-    path = run.run_dir / REPORT_FILE
-    atomic_write_text(path, page)
+    """Write RUN/report.html and return its path, holding the run's lock.
+
+    Only what belongs to the current weights is shown: eval.json must record their SHA-256, and
+    RUN/figures/ must have been drawn from them (RUN/figures.json records which), else the
+    figures are drawn again; the page says so in a sentence when it set something aside.
+    """
+    with run_lock(run_dir):
+        run = open_run(run_dir, dataset, device=device)
+        # The fingerprint of the weights just loaded (the lock keeps vaelab from changing them).
+        current = loaded_weights_sha256(run.run_dir) or weights_sha256(run.run_dir)
+        evaluation = read_evaluation(run.run_dir)
+        stale = []
+        if evaluation is not None and evaluation.get("weights_sha256") != current:
+            stale.append(_stale_evaluation_sentence(evaluation))
+            evaluation = None
+        figures, redrawn = _current_figures(run, current, log)
+        if redrawn:
+            stale.append(
+                f"The figures found in {FIGURES_DIR}/ were not drawn from these weights, so they "
+                "were drawn again from them."
+            )
+        metrics = evaluate(run.model, run.dataset.test_images, run.config.train.test_batch_size)
+        page = render_report(run, metrics, evaluation, figures, stale)
+        path = run.run_dir / REPORT_FILE
+        atomic_write_text(path, page)
     return path
 
 
-def _current_figures(run: Run, log: Callable[[str], None] | None) -> dict[str, bytes]:
+def _stale_evaluation_sentence(evaluation: Mapping[str, Any]) -> str:
+    why = (
+        "records no fingerprint of the weights it evaluated"
+        if "weights_sha256" not in evaluation
+        else f"was written for other weights than the current {WEIGHTS_FILE}"
+    )
+    return f"{EVAL_FILE} {why}, so its numbers are not shown."
+
+
+def _current_figures(
+    run: Run, weights: str, log: Callable[[str], None] | None
+) -> tuple[dict[str, bytes], bool]:
+    """The figures of the current weights, drawn again unless RUN/figures/ records them; and
+    whether figures of other (or unknown) weights were found and replaced."""
     folder = run.run_dir / FIGURES_DIR
-    weights_time = (run.run_dir / WEIGHTS_FILE).stat().st_mtime
     paths = [folder / name for name in plots.FIGURE_FILES]
-    if not all(p.is_file() and p.stat().st_mtime >= weights_time for p in paths):
+    redrawn = False
+    if figures_weights_sha256(run.run_dir) != weights or not all(p.is_file() for p in paths):
+        redrawn = any(p.is_file() for p in paths)
         plots.save_figures(run, log=log)
-    return {p.name: p.read_bytes() for p in paths}
+        record_figures(run.run_dir, weights)
+    return {p.name: p.read_bytes() for p in paths}, redrawn
 
 
 def read_evaluation(run_dir: str | Path) -> dict[str, Any] | None:
@@ -300,8 +337,10 @@ def render_report(
     metrics: Metrics,
     evaluation: Mapping[str, Any] | None,
     figures: Mapping[str, bytes],
+    set_aside: Sequence[str] = (),
 ) -> str:
-    """The report as an HTML5 document (see `write_report`)."""
+    """The report as an HTML5 document (see `write_report`); `set_aside` are the sentences saying
+    what was found in the run but not shown, because it belongs to other weights."""
     info = run.info
     run_path = str(run.run_dir)
     name = run.name
@@ -331,6 +370,7 @@ def render_report(
         f"\u00b7 device: {_e(info.get('device', 'unknown'))}</p>",
         '<nav><a href="#metrics">Metrics</a><a href="#figures">Figures</a>'
         '<a href="#epochs-section">Per epoch</a><a href="#run">Run</a></nav>',
+        *(f'<p class="stale">{_e(sentence)}</p>' for sentence in set_aside),
         '<div class="cards">'
         + "".join(f'<div class="card"><span>{_e(k)}</span><b>{v}</b></div>' for k, v in cards)
         + "</div>",

@@ -15,9 +15,15 @@ const state = {
   picks: [], samples: [], pending: null, busy: false,
 };
 
+// A server that wants a token puts it in the page's URL (?token=...); every API request sends it.
+const TOKEN = new URLSearchParams(window.location.search).get("token");
+
 async function api(path, body) {
-  const options = body === undefined ? {} : {
-    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+  const headers = TOKEN ? { Authorization: `Bearer ${TOKEN}` } : {};
+  const options = body === undefined ? { headers } : {
+    method: "POST",
+    headers: { ...headers, "Content-Type": "application/json" },
+    body: JSON.stringify(body),
   };
   const response = await fetch(path, options);
   const payload = await response.json();
