@@ -24,6 +24,7 @@ import vaelab
 from vaelab import _io, rundir
 from vaelab.config import RunConfig
 from vaelab.models import VAE
+from vaelab.rundir import FIGURE_FILES
 from vaelab.viz import plots
 
 TARGET_S = 10.0
@@ -86,7 +87,7 @@ def main() -> None:
     median = statistics.median(totals)
     count = len(run.dataset.test_images)
     print(f"run {run_dir}: load model + data {load_s:.2f} s; {count} test images")
-    for name in plots.FIGURE_FILES:
+    for name in FIGURE_FILES:
         print(f"  {name:22s} {statistics.median(r[name] for r in repeats):.2f} s")
     verdict = "met" if median < TARGET_S else "MISSED"
     print(

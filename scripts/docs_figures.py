@@ -16,7 +16,7 @@ from pathlib import Path
 from PIL import Image
 
 from vaelab._io import atomic_write_bytes
-from vaelab.viz.plots import FIGURE_FILES, FIGURES_DIR
+from vaelab.rundir import FIGURE_FILES, FIGURES_DIR
 
 SHRINK = 0.85
 

@@ -31,21 +31,17 @@ from vaelab import decode, encode, rundir
 from vaelab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaelab.data import load_dataset
 from vaelab.errors import VaelabError
-from vaelab.explorer.app import (
-    MAX_BODY_BYTES,
-    MAX_VECTORS,
-    STATIC_DIR,
+from vaelab.explorer.app import STATIC_DIR, create_app, listening_socket, server_url
+from vaelab.explorer.guard import (
     Guard,
     HostCheck,
     OncePerWindow,
     check_token,
     connection_budget,
-    create_app,
     guarded_protocol,
     is_loopback,
-    listening_socket,
-    server_url,
 )
+from vaelab.explorer.requests import MAX_BODY_BYTES, MAX_VECTORS
 from vaelab.training import train
 from vaelab.viz.images import png_bytes
 

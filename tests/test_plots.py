@@ -15,6 +15,7 @@ from vaelab.config import ModelConfig, RunConfig, TrainConfig
 from vaelab.data import Dataset, to_unit_float
 from vaelab.errors import VaelabError
 from vaelab.models import VAE
+from vaelab.rundir import FIGURE_FILES
 from vaelab.training import train
 from vaelab.viz import plots
 
@@ -196,8 +197,8 @@ class TestWriteFigures:
     def test_writes_six_pngs_atomically_and_small_copies_for_the_docs(self, run, tmp_path):
         written = plots.write_figures(run.run_dir, dataset=run.dataset)
         folder = run.run_dir / "figures"
-        assert [p.name for p in written] == list(plots.FIGURE_FILES)
-        assert sorted(os.listdir(folder)) == sorted(plots.FIGURE_FILES)  # no temporary left
+        assert [p.name for p in written] == list(FIGURE_FILES)
+        assert sorted(os.listdir(folder)) == sorted(FIGURE_FILES)  # no temporary left
         for path in written:
             pixels = png_pixels(path.read_bytes())
             assert pixels.shape[0] > 200 and pixels.shape[1] > 200
@@ -205,7 +206,7 @@ class TestWriteFigures:
         docs = load_script("docs_figures")
         out = tmp_path / "docs"
         assert docs.main([str(run.run_dir), str(out), "--max-kb", "8"]) == 0
-        for name in plots.FIGURE_FILES:
+        for name in FIGURE_FILES:
             payload = (out / name).read_bytes()
             assert len(payload) <= 8000
             assert png_pixels(payload)[..., :3].std() > 0.05
@@ -260,7 +261,7 @@ class TestCommandLine:
         status, out, err = cli("train", *csv_args, "--name", "with")
         assert status == 0, err
         figures = tmp_path / "runs" / "with" / "figures"
-        assert sorted(os.listdir(figures)) == sorted(plots.FIGURE_FILES)
+        assert sorted(os.listdir(figures)) == sorted(FIGURE_FILES)
         assert f"wrote {figures / 'manifold.png'}" in out
 
     def test_no_plots_then_the_plot_command_and_its_errors(self, tmp_path, csv_args, cli):
@@ -270,7 +271,7 @@ class TestCommandLine:
         assert not (run_dir / "figures").exists()
         status, out, err = cli("plot", run_dir, "--grid", "7", "--span", "3")
         assert status == 0, err
-        assert sorted(os.listdir(run_dir / "figures")) == sorted(plots.FIGURE_FILES)
+        assert sorted(os.listdir(run_dir / "figures")) == sorted(FIGURE_FILES)
         assert "figures drawn in" in out
         status, _, err = cli("plot", run_dir, "--grid", "1")
         assert (status, err) == (2, "vaelab: error: --grid must be between 2 and 100, got 1\n")

@@ -11,7 +11,7 @@ from tests.helpers import make_tiny_dataset, synthetic_images, write_csv
 from vaelab.config import ModelConfig, RunConfig, TrainConfig
 from vaelab.errors import VaelabError
 from vaelab.models.likelihoods import gaussian_constant
-from vaelab.rundir import weights_sha256
+from vaelab.rundir import FIGURE_FILES, weights_sha256
 from vaelab.training import train
 from vaelab.viz import plots
 from vaelab.viz.report import CAPTIONS, write_report
@@ -78,8 +78,8 @@ def test_every_figure_is_drawn_and_embedded_with_a_caption(written):
     run, text = written
     doc = parse(text)
     figures = doc.findall(".//figure")
-    assert [f.get("id") for f in figures] == [n.removesuffix(".png") for n in plots.FIGURE_FILES]
-    for figure, name in zip(figures, plots.FIGURE_FILES):
+    assert [f.get("id") for f in figures] == [n.removesuffix(".png") for n in FIGURE_FILES]
+    for figure, name in zip(figures, FIGURE_FILES):
         image = figure.find("img")
         payload = base64.b64decode(image.get("src").removeprefix("data:image/png;base64,"))
         assert payload == (run.run_dir / "figures" / name).read_bytes()

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from vaelab.config import ModelConfig, RunConfig, TrainConfig
+from vaelab.rundir import FIGURE_FILES
 from vaelab.training import train
 from vaelab.viz import plots
 from vaelab.viz.report import write_report
@@ -41,7 +42,7 @@ def test_report_renders_in_chromium(chromium_browser, report):
         images = page.eval_on_selector_all(
             "img", "els => els.map(e => [e.complete, e.naturalWidth, e.naturalHeight])"
         )
-        assert len(images) == len(plots.FIGURE_FILES)
+        assert len(images) == len(FIGURE_FILES)
         assert all(done and width > 0 and height > 0 for done, width, height in images), images
         final_test_loss = f"{run.history[-1]['test_loss']:.4f}"
         assert final_test_loss in page.inner_text("#final-metrics")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,6 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
 from vaelab import latent
 from vaelab._io import atomic_write_bytes
@@ -40,26 +39,14 @@ from vaelab.rundir import (
     run_lock,
     weights_sha256,
 )
-from vaelab.training.reporters import reconstruction_label
+from vaelab.viz.curves import DPI, learning_curves
 from vaelab.viz.images import tile
 
-FIGURE_FILES = (
-    "learning_curves.png",
-    "reconstructions.png",
-    "latent.png",
-    "manifold.png",
-    "samples.png",
-    "interpolation.png",
-)
-DPI = 100
 MAX_SPAN = 1000.0  # far outside any posterior; beyond it the decoder's layers can overflow
 # The tutorial's markers; colours come from a qualitative colour map.
 MARKERS = ("*", "s", "v", "^", "+", "o", "P", "D", "p", "d")
 # Dark garments on white, as the tutorial draws them (it shows -x in grey); gaps are blue-grey.
 IMAGE_CMAP = matplotlib.colormaps["gray_r"].with_extremes(bad="#c9d3df")
-CURVES = (("loss", "-"), ("reconstruction", ":"), ("kld", "--"))
-
-
 # ---------------------------------------------------------------- the model as arrays
 
 
@@ -100,49 +87,6 @@ def _check_int(name: str, value: int, low: int, high: int) -> None:
 
 
 # ---------------------------------------------------------------- the six figures
-
-
-def learning_curves(
-    history: Sequence[Mapping[str, float] | Any], likelihood: str = "tutorial-mse"
-) -> Figure:
-    """Train (blue) and test (red) loss, reconstruction and KLD per epoch, as the tutorial draws.
-
-    `history` is `Run.history` (metrics.csv) or `TrainResult.history`; `likelihood` names the
-    reconstruction term in the legend (MSE for the tutorial's).
-    """
-    if not history:
-        raise VaelabError("no epochs to plot: the metrics are empty")
-
-    def column(key: str) -> list[float]:
-        try:
-            return [float(r[key] if isinstance(r, Mapping) else getattr(r, key)) for r in history]
-        except (KeyError, AttributeError):
-            raise VaelabError(f"the metrics have no {key!r} column") from None
-
-    epochs = column("epoch")
-    fig = Figure(figsize=(10, 5.5), dpi=DPI, layout="constrained")
-    ax = fig.add_subplot()
-    marker = "o" if len(epochs) == 1 else None
-    for split, colour in (("train", "tab:blue"), ("test", "tab:red")):
-        for term, style in CURVES:
-            ax.plot(
-                epochs, column(f"{split}_{term}"), linestyle=style, color=colour, marker=marker,
-                label=f"{split} {_term_label(term, likelihood)}",
-            )  # fmt: skip
-    final = column("test_loss")[-1]
-    ax.set_title(f"Learning curves over {len(epochs)} epochs (final test loss {final:.2f})")
-    ax.set_xlabel("Epoch")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel("Loss per image (tutorial units: MSE = sum of squares / 2)")
-    ax.grid(True, alpha=0.4)
-    ax.legend(ncols=2)
-    return fig
-
-
-def _term_label(term: str, likelihood: str) -> str:
-    if term == "reconstruction":
-        return reconstruction_label(likelihood)
-    return term.upper() if term == "kld" else term
 
 
 def reconstructions(

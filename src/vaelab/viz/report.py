@@ -7,13 +7,11 @@ can be mailed or archived on its own.
 from __future__ import annotations
 
 import base64
-import html
-import io
 import json
 import platform
 import shlex
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
@@ -26,7 +24,6 @@ require_extra("plots", "matplotlib", "PIL")
 import matplotlib
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from vaelab._io import atomic_write_text, read_text
 from vaelab._version import __version__
@@ -36,6 +33,7 @@ from vaelab.evaluation import Metrics, evaluate
 from vaelab.models.likelihoods import gaussian_constant
 from vaelab.rundir import (
     EVAL_FILE,
+    FIGURE_FILES,
     FIGURES_DIR,
     METRICS_FILE,
     REPORT_FILE,
@@ -49,6 +47,12 @@ from vaelab.rundir import (
     weights_sha256,
 )  # fmt: skip
 from vaelab.viz import plots
+from vaelab.viz.page import escape as _e
+from vaelab.viz.page import flatten as _flatten
+from vaelab.viz.page import keys_table as _keys_table
+from vaelab.viz.page import number as _number
+from vaelab.viz.page import png_size as _png_size
+from vaelab.viz.page import table as _table
 
 # eval.json (written by `vaelab evaluate`): its keys in display order, with labels.
 EVAL_LABELS = {
@@ -131,7 +135,7 @@ def _current_figures(
     """The figures of the current weights, drawn again unless RUN/figures/ records them; and
     whether figures of other (or unknown) weights were found and replaced."""
     folder = run.run_dir / FIGURES_DIR
-    paths = [folder / name for name in plots.FIGURE_FILES]
+    paths = [folder / name for name in FIGURE_FILES]
     redrawn = False
     if figures_weights_sha256(run.run_dir) != weights or not all(p.is_file() for p in paths):
         redrawn = any(p.is_file() for p in paths)
@@ -155,27 +159,6 @@ def read_evaluation(run_dir: str | Path) -> dict[str, Any] | None:
 
 
 # ---------------------------------------------------------------- HTML
-
-
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _number(value: Any, digits: int = 4) -> str:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return _e(value)
-    if isinstance(value, int):
-        return f"{value:,}"
-    return f"{value:.{digits}f}"
-
-
-def _table(
-    headers: Sequence[str], rows: Iterable[Sequence[Any]], table_id: str = "", kind: str = ""
-) -> str:
-    attributes = (f' id="{table_id}"' if table_id else "") + (f' class="{kind}"' if kind else "")
-    head = "".join(f'<th scope="col">{_e(h)}</th>' for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>\n" for row in rows)
-    return f"<table{attributes}>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody>\n</table>"
 
 
 def _final_metrics_table(run: Run, metrics: Metrics) -> str:
@@ -285,21 +268,6 @@ def _epochs_table(history: Sequence[Mapping[str, float]]) -> str:
     return f'<div class="scroll">{_table(headers, rows, "epochs")}</div>'
 
 
-def _flatten(prefix: str, value: Any) -> Iterable[tuple[str, Any]]:
-    if isinstance(value, Mapping):
-        for key, inner in value.items():
-            yield from _flatten(f"{prefix}.{key}" if prefix else str(key), inner)
-    elif isinstance(value, (list, tuple)):
-        yield prefix, ", ".join(map(str, value))
-    else:
-        yield prefix, value
-
-
-def _keys_table(pairs: Iterable[tuple[str, Any]], table_id: str) -> str:
-    rows = [[f"<code>{_e(k)}</code>", _e("none" if v is None else v)] for k, v in pairs]
-    return _table(["setting", "value"], rows, table_id, "keys")
-
-
 def _versions_now() -> dict[str, str]:
     return {
         "vaelab": __version__,
@@ -308,16 +276,6 @@ def _versions_now() -> dict[str, str]:
         "matplotlib": matplotlib.__version__,
         "python": platform.python_version(),
     }
-
-
-def _png_size(png: bytes) -> tuple[int, int]:
-    try:
-        with Image.open(io.BytesIO(png), formats=["PNG"]) as image:
-            return image.size
-    except (UnidentifiedImageError, OSError):
-        raise VaelabError(
-            "a figure is not a PNG file; draw the figures again (write_figures)"
-        ) from None
 
 
 def _figure(name: str, png: bytes) -> str:
@@ -385,7 +343,7 @@ def render_report(
         "</section>",
         '<section id="figures">',
         "<h2>Figures</h2>",
-        *(_figure(file, figures[file]) for file in plots.FIGURE_FILES),
+        *(_figure(file, figures[file]) for file in FIGURE_FILES),
         "</section>",
         '<section id="epochs-section">',
         "<h2>Per-epoch metrics</h2>",

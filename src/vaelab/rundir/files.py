@@ -1,0 +1,262 @@
+"""The files of a run directory: config.json, metrics.csv, the weights (safetensors, never
+pickle), the record of which weights the figures show, and the one loader of a model."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save
+
+from vaelab._io import atomic_write_bytes, atomic_write_text, read_bytes
+from vaelab.config import RunConfig
+from vaelab.errors import VaelabError
+from vaelab.models import VAE
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.csv"
+WEIGHTS_FILE = "model.safetensors"
+CHECKPOINT_FILE = "checkpoint.safetensors"
+EVAL_FILE = "eval.json"
+REPORT_FILE = "report.html"
+FIGURES_DIR = "figures"
+# The figures vaelab draws into RUN/figures/ (`vaelab.viz.plots.draw_figures` in this order),
+# and RUN/figures.json, the record of which weights they were drawn from.
+FIGURE_FILES = (
+    "learning_curves.png",
+    "reconstructions.png",
+    "latent.png",
+    "manifold.png",
+    "samples.png",
+    "interpolation.png",
+)
+FIGURES_RECORD = "figures.json"
+# The advisory lock held by the process writing a run; it holds that process's PID.
+LOCK_FILE = ".lock"
+_PROBE_FILE = ".write-test"
+# The files of a run that a new one could be mixed up with.
+RUN_FILES = (CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, CHECKPOINT_FILE)
+# Every file vaelab writes at the top of a run directory: what overwrite=True removes.
+VAELAB_FILES = (*RUN_FILES, EVAL_FILE, REPORT_FILE, FIGURES_RECORD)
+
+
+# ---------------------------------------------------------------- fingerprints of the weights
+
+# The SHA-256 of the weights file as `load_model` last read it, by resolved path: what a later
+# write about those weights (eval.json) checks the file against.
+_LOADED_WEIGHTS: dict[str, str] = {}
+
+
+def weights_sha256(run_dir: str | Path) -> str:
+    """The SHA-256 (hex) of RUN/model.safetensors: the fingerprint of the weights of a run."""
+    return hashlib.sha256(read_bytes(Path(run_dir) / WEIGHTS_FILE)).hexdigest()
+
+
+def loaded_weights_sha256(run_dir: str | Path) -> str | None:
+    """The fingerprint of RUN/model.safetensors as this process last loaded it, if it did."""
+    return _LOADED_WEIGHTS.get(str((Path(run_dir) / WEIGHTS_FILE).resolve()))
+
+
+def figures_weights_sha256(run_dir: str | Path) -> str | None:
+    """The fingerprint of the weights RUN/figures/ was drawn from, None when not recorded."""
+    path = Path(run_dir) / FIGURES_RECORD
+    try:
+        raw = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError):
+        return None
+    value = raw.get("weights_sha256") if isinstance(raw, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def record_figures(run_dir: str | Path, sha256: str) -> None:
+    """Record in RUN/figures.json the fingerprint of the weights RUN/figures/ was drawn from."""
+    path = Path(run_dir) / FIGURES_RECORD
+    atomic_write_text(path, json.dumps({"weights_sha256": sha256}) + "\n")
+
+
+def save_config(run_dir: Path, config: RunConfig, extra: dict[str, Any]) -> None:
+    """Write RUN/config.json: the config, and what vaelab records beside it (`extra`)."""
+    payload = {**config.to_dict(), **extra}
+    atomic_write_text(run_dir / CONFIG_FILE, json.dumps(payload, indent=2) + "\n")
+
+
+def load_run_info(run_dir: str | Path) -> dict[str, Any]:
+    """The whole config.json, including what vaelab recorded beside the config (versions, data)."""
+    if not Path(run_dir).is_dir():
+        raise VaelabError(f"{run_dir}: run directory not found")
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise VaelabError(f"{path}: not found; is {run_dir} a vaelab run directory?")
+    try:
+        raw = json.loads(read_bytes(path).decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise VaelabError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise VaelabError(f"{path}: expected a JSON object")
+    return raw
+
+
+def load_config(run_dir: str | Path) -> RunConfig:
+    """The RunConfig of a run directory, every field checked."""
+    raw = load_run_info(run_dir)
+    try:
+        return RunConfig.from_dict({key: raw.get(key, {}) for key in ("model", "data", "train")})
+    except (TypeError, VaelabError) as exc:
+        raise VaelabError(f"{Path(run_dir) / CONFIG_FILE}: {exc}") from None
+
+
+# Columns renamed since vaelab 0.1: runs written then are read under the new names.
+_OLD_METRIC_NAMES = {"train_mse": "train_reconstruction", "test_mse": "test_reconstruction"}
+
+
+def save_metrics(run_dir: Path, history: list[Any]) -> None:
+    """Write one row per epoch (a list of dataclass instances) as metrics.csv."""
+    if not history:
+        return
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=[f.name for f in fields(history[0])])
+    writer.writeheader()
+    for row in history:
+        writer.writerow(asdict(row))
+    atomic_write_text(run_dir / METRICS_FILE, out.getvalue())
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, float]]:
+    """The rows of RUN/metrics.csv as floats, under today's column names."""
+    path = Path(run_dir) / METRICS_FILE
+    text = read_bytes(path).decode("utf-8", errors="replace")
+    try:
+        return [
+            {_OLD_METRIC_NAMES.get(key, key): float(value) for key, value in row.items()}
+            for row in csv.DictReader(io.StringIO(text, newline=""))
+        ]
+    except (ValueError, TypeError) as exc:
+        raise VaelabError(f"{path}: not a vaelab metrics file ({exc})") from None
+
+
+def save_weights(run_dir: Path, model: VAE) -> None:
+    """Write the model's weights to RUN/model.safetensors."""
+    tensors = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
+    atomic_write_bytes(run_dir / WEIGHTS_FILE, save(tensors))
+
+
+# Told apart only to explain a refusal: a zip archive (torch.save's format since 1.6) or a
+# pickle stream of protocol 2-5. safetensors itself never runs code from a file.
+_FOREIGN_SIGNATURES = (
+    ((b"PK\x03\x04",), "a torch.save (zip) file"),
+    ((b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05"), "a Python pickle"),
+)
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; anything else is refused and never unpickled."""
+    return read_safetensors(path)[0]
+
+
+def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and the string metadata of a safetensors file; never unpickles anything."""
+    return _tensors_of(path, read_bytes(path, expected="a safetensors file"))
+
+
+def _tensors_of(path: Path, raw: bytes) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    try:
+        tensors = load_safetensors(raw)
+    except (SafetensorError, ValueError, TypeError, OverflowError, RuntimeError) as exc:
+        for signatures, kind in _FOREIGN_SIGNATURES:
+            if raw.startswith(signatures):
+                raise VaelabError(
+                    f"{path}: is {kind}, not safetensors; refused and not unpickled "
+                    "(vaelab loads only safetensors)"
+                ) from None
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise VaelabError(f"{path}: not a valid safetensors file ({reason})") from None
+    # The header was just validated by safetensors: 8 bytes of length, then a JSON object.
+    header = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])
+    return tensors, header.get("__metadata__") or {}
+
+
+def load_weights(path: Path, model: VAE) -> VAE:
+    """Load safetensors weights into `model`, naming any mismatch; never unpickles anything."""
+    state = read_tensors(path)
+    check_weights(path, state, model.state_dict())
+    model.load_state_dict(state)
+    return model
+
+
+def check_weights(
+    path: Path, state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]
+) -> None:
+    """Refuse tensors whose names, shapes or kinds differ from `expected`, or that hold NaN/inf."""
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise VaelabError(
+            f"{path}: weights do not match the model (missing: {', '.join(missing) or 'none'}; "
+            f"unexpected: {', '.join(unexpected) or 'none'})"
+        )
+    for name, tensor in expected.items():
+        got = state[name]
+        if got.shape != tensor.shape:
+            raise VaelabError(
+                f"{path}: {name} has shape {tuple(got.shape)}, "
+                f"the model expects {tuple(tensor.shape)}"
+            )
+        if got.is_floating_point() != tensor.is_floating_point():
+            raise VaelabError(
+                f"{path}: {name} has dtype {got.dtype}, the model expects {tensor.dtype}"
+            )
+        if got.is_floating_point() and not torch.isfinite(got).all():
+            raise VaelabError(f"{path}: {name} holds non-finite values; the file is damaged")
+
+
+def model_skeleton(config: RunConfig, source: Path) -> VAE:
+    """The model `config` describes, on the meta device: its shapes without allocating memory.
+
+    A config.json is not trusted: its sizes are checked against the weights file before any real
+    tensor of that size is made.
+    """
+    try:
+        with torch.device("meta"):
+            return VAE(config.model)
+    except (RuntimeError, ValueError, OverflowError, TypeError, MemoryError) as exc:
+        raise VaelabError(f"{source}: describes a model that cannot be built ({exc})") from None
+
+
+def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> VAE:
+    """Rebuild the model of a run directory from config.json and model.safetensors, in eval mode."""
+    run_dir = Path(run_dir)
+    config = load_config(run_dir)
+    path = run_dir / WEIGHTS_FILE
+    raw = read_bytes(path, expected="a safetensors file")
+    state = _tensors_of(path, raw)[0]
+    check_weights(path, state, model_skeleton(config, run_dir / CONFIG_FILE).state_dict())
+    _LOADED_WEIGHTS[str(path.resolve())] = hashlib.sha256(raw).hexdigest()
+    model = VAE(config.model)
+    model.load_state_dict(state)
+    return model.to(device).eval()
+
+
+def image_shape(info: dict[str, Any], input_dim: int, run_dir: str | Path) -> tuple[int, int]:
+    """(height, width) of a run's images as its config.json recorded them, else square."""
+    dataset = info.get("dataset")
+    shape = dataset.get("image_shape") if isinstance(dataset, dict) else None
+    if (
+        isinstance(shape, list)
+        and len(shape) == 2
+        and all(type(v) is int for v in shape)
+        and shape[0] * shape[1] == input_dim
+    ):
+        return shape[0], shape[1]
+    side = math.isqrt(input_dim)
+    if side * side != input_dim:
+        raise VaelabError(f"{run_dir}: config.json does not say the shape of its images")
+    return side, side
