@@ -81,3 +81,40 @@ CASES: list[Case] = [
          "are not those this run was tested on; point vaelab at the run's data with --data-dir",
          "runs/r"),
 ]  # fmt: skip
+
+
+def config_text(text: str):
+    def build(work: Path) -> list[str]:
+        run = saved_run(work)
+        (run / "config.json").write_text(text)
+        return ["evaluate", "runs/old", "--device", "cpu"]
+
+    return build
+
+
+def metrics_text(text: str):
+    def build(work: Path) -> list[str]:
+        run = trained_run(work)
+        (run / "metrics.csv").write_text(text)
+        return ["report", str(run.relative_to(work))]
+
+    return build
+
+
+HEADER = "epoch,seconds,train_loss,train_reconstruction,train_kld,test_loss,test_reconstruction,"
+HEADER += "test_kld\n"
+
+CASES += [
+    Case("data", "config.json with a 5000-digit number",
+         config_text('{"model": {"latent_dim": ' + "9" * 5000 + "}}"),
+         r"runs/old/config.json: not valid JSON \(Exceeds the limit", "runs/old/config.json"),
+    Case("data", "config.json nested 100,000 deep",
+         config_text('{"model": ' + "[" * 100_000 + "]" * 100_000 + "}"),
+         "runs/old/config.json: JSON nested too deeply", "runs/old/config.json"),
+    Case("data", "metrics.csv with only its header", metrics_text(HEADER),
+         "metrics.csv: no epochs recorded", "runs/r/metrics.csv"),
+    Case("data", "metrics.csv without a column", metrics_text("epoch,seconds\n1,2.0\n"),
+         "metrics.csv: line 2 lacks train_loss", "runs/r/metrics.csv"),
+    Case("data", "metrics.csv of NaN", metrics_text(HEADER + ",".join(["nan"] * 8) + "\n"),
+         "metrics.csv: line 2 holds a value that is not finite", "runs/r/metrics.csv"),
+]  # fmt: skip

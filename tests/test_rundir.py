@@ -180,3 +180,40 @@ def test_a_start_killed_before_its_first_checkpoint_says_what_to_do(tmp_path):
     with pytest.raises(VaelabError, match="stopped before its first checkpoint.*overwrite=True"):
         claim_run_dir(run, resume=True).__enter__()
     assert sorted(p.name for p in run.iterdir()) == ["config.json"]
+
+
+def test_metrics_columns_are_the_fields_of_epoch_metrics():
+    from dataclasses import fields
+
+    from vaelab.rundir import METRICS_COLUMNS
+    from vaelab.training import EpochMetrics
+
+    assert tuple(f.name for f in fields(EpochMetrics)) == METRICS_COLUMNS
+
+
+def test_files_vaelab_writes_take_the_umask_not_0600(tmp_path):
+    import os
+    import stat
+
+    from vaelab._io import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "new.json", "{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "new.json").stat().st_mode) == 0o644
+    (tmp_path / "new.json").chmod(0o600)
+    atomic_write_text(tmp_path / "new.json", "{}")  # a rewrite keeps the file's own mode
+    assert stat.S_IMODE((tmp_path / "new.json").stat().st_mode) == 0o600
+
+
+def test_json_that_cannot_be_parsed_safely_is_one_error(tmp_path):
+    from vaelab._io import parse_json
+
+    with pytest.raises(VaelabError, match="x.json: JSON nested too deeply"):
+        parse_json("[" * 100_000 + "]" * 100_000, "x.json")
+    with pytest.raises(VaelabError, match="x.json: not valid JSON"):
+        parse_json("9" * 5000, "x.json")
+    with pytest.raises(VaelabError, match="x.json: not valid JSON"):
+        parse_json(b"\xff{", "x.json")

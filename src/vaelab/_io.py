@@ -17,11 +17,12 @@ limits, to read a larger file or to hold vaelab to less.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import stat
 import tempfile
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from vaelab.errors import VaelabError
 
@@ -185,17 +186,41 @@ def read_text(path: Path | str, expected: str = "a text file", limit: int | None
         raise VaelabError(f"{path}: not a text file (byte {exc.start} is not UTF-8)") from None
 
 
+def parse_json(text: str | bytes, where: Path | str) -> Any:
+    """Parsed JSON; malformed text, nesting too deep or a number too long is one VaelabError."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise VaelabError(f"{where}: JSON nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, integers of 4300+ digits
+        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise VaelabError(f"{where}: not valid JSON ({reason})") from None
+
+
+def _new_file_mode(path: Path) -> int:
+    """The mode a rewritten file keeps, or the one the umask gives a new file."""
+    try:
+        return os.stat(path).st_mode & 0o777
+    except OSError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask
+
+
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
     """Write `path` so that a crash leaves either the old file or the new one, whole.
 
     The bytes go to a temporary file in the same directory, are fsynced, then renamed over `path`;
-    a failed write (disk full, permissions) leaves the earlier `path` untouched.
+    a failed write (disk full, permissions) leaves the earlier `path` untouched. The file gets
+    the mode it had, or the one the umask gives a new file (not mkstemp's 0600).
     """
     temp_name = None
     try:
+        mode = _new_file_mode(path)
         handle, temp_name = tempfile.mkstemp(
             dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
         )
+        os.fchmod(handle, mode)
         with os.fdopen(handle, "wb") as out:
             out.write(payload)
             out.flush()

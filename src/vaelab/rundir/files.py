@@ -17,13 +17,18 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save
 
-from vaelab._io import atomic_write_bytes, atomic_write_text, read_bytes
+from vaelab._io import atomic_write_bytes, atomic_write_text, parse_json, read_bytes, read_text
 from vaelab.config import RunConfig
 from vaelab.errors import VaelabError
 from vaelab.models import VAE
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.csv"
+# metrics.csv's columns: the fields of `vaelab.training.events.EpochMetrics`, in that order.
+METRICS_COLUMNS = (
+    "epoch", "seconds", "train_loss", "train_reconstruction", "train_kld", "test_loss",
+    "test_reconstruction", "test_kld",
+)  # fmt: skip
 WEIGHTS_FILE = "model.safetensors"
 CHECKPOINT_FILE = "checkpoint.safetensors"
 EVAL_FILE = "eval.json"
@@ -70,8 +75,8 @@ def figures_weights_sha256(run_dir: str | Path) -> str | None:
     """The fingerprint of the weights RUN/figures/ was drawn from, None when not recorded."""
     path = Path(run_dir) / FIGURES_RECORD
     try:
-        raw = json.loads(path.read_bytes().decode("utf-8"))
-    except (OSError, ValueError):
+        raw = parse_json(read_bytes(path), path)
+    except VaelabError:
         return None
     value = raw.get("weights_sha256") if isinstance(raw, dict) else None
     return value if isinstance(value, str) else None
@@ -96,10 +101,7 @@ def load_run_info(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise VaelabError(f"{path}: not found; is {run_dir} a vaelab run directory?")
-    try:
-        raw = json.loads(read_bytes(path).decode("utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise VaelabError(f"{path}: not valid JSON ({exc})") from None
+    raw = parse_json(read_bytes(path, "a JSON file"), path)
     if not isinstance(raw, dict):
         raise VaelabError(f"{path}: expected a JSON object")
     return raw
@@ -131,16 +133,27 @@ def save_metrics(run_dir: Path, history: list[Any]) -> None:
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, float]]:
-    """The rows of RUN/metrics.csv as floats, under today's column names."""
+    """The rows of RUN/metrics.csv as floats, under today's column names.
+
+    Every column of METRICS_COLUMNS must be there, with at least one row of finite numbers.
+    """
     path = Path(run_dir) / METRICS_FILE
-    text = read_bytes(path).decode("utf-8", errors="replace")
+    reader = csv.DictReader(io.StringIO(read_text(path, "a CSV file"), newline=""))
+    rows = []
     try:
-        return [
-            {_OLD_METRIC_NAMES.get(key, key): float(value) for key, value in row.items()}
-            for row in csv.DictReader(io.StringIO(text, newline=""))
-        ]
+        for line_no, row in enumerate(reader, start=2):
+            values = {_OLD_METRIC_NAMES.get(k, k): float(v) for k, v in row.items() if k}
+            missing = [name for name in METRICS_COLUMNS if name not in values]
+            if missing:
+                raise VaelabError(f"{path}: line {line_no} lacks {', '.join(missing)}")
+            if not all(math.isfinite(values[name]) for name in METRICS_COLUMNS):
+                raise VaelabError(f"{path}: line {line_no} holds a value that is not finite")
+            rows.append(values)
     except (ValueError, TypeError) as exc:
         raise VaelabError(f"{path}: not a vaelab metrics file ({exc})") from None
+    if not rows:
+        raise VaelabError(f"{path}: no epochs recorded (only a header, or empty)")
+    return rows
 
 
 def save_weights(run_dir: Path, model: VAE) -> None:

@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import save
 from torch import nn
 
-from vaelab._io import atomic_write_bytes
+from vaelab._io import atomic_write_bytes, parse_json
 from vaelab.errors import VaelabError
 from vaelab.rundir import check_weights, read_safetensors
 from vaelab.training.checkpoint_checks import conform, optimizer_state, prefixed, rng_restorer
@@ -228,8 +228,8 @@ def load_checkpoint(
 
 def _parse_meta(path: Path, metadata: dict[str, str]) -> dict[str, Any]:
     try:
-        meta = json.loads(metadata.get(METADATA_KEY, ""))
-    except json.JSONDecodeError:
+        meta = parse_json(metadata.get(METADATA_KEY, ""), path)
+    except VaelabError:
         meta = None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise VaelabError(f"{path}: not a vaelab training checkpoint ({FORMAT})")

@@ -53,12 +53,12 @@ def keys_table(pairs: Iterable[tuple[str, Any]], table_id: str) -> str:
     return table(["setting", "value"], rows, table_id, "keys")
 
 
-def png_size(png: bytes) -> tuple[int, int]:
+def png_size(png: bytes, name: str = "a figure") -> tuple[int, int]:
     """(width, height) of PNG bytes, read by Pillow; anything else is refused."""
     try:
         with Image.open(io.BytesIO(png), formats=["PNG"]) as image:
             return image.size
     except (UnidentifiedImageError, OSError):
         raise VaelabError(
-            "a figure is not a PNG file; draw the figures again (write_figures)"
+            f"{name}: not a PNG file; draw the figures again (write_figures)"
         ) from None

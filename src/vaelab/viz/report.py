@@ -7,7 +7,6 @@ can be mailed or archived on its own.
 from __future__ import annotations
 
 import base64
-import json
 import platform
 import shlex
 import time
@@ -25,7 +24,7 @@ import matplotlib
 import numpy as np
 import torch
 
-from vaelab._io import atomic_write_text, read_text
+from vaelab._io import atomic_write_text, parse_json, read_text
 from vaelab._version import __version__
 from vaelab.data import Dataset
 from vaelab.errors import VaelabError
@@ -149,10 +148,7 @@ def read_evaluation(run_dir: str | Path) -> dict[str, Any] | None:
     path = Path(run_dir) / EVAL_FILE
     if not path.is_file():
         return None
-    try:
-        raw = json.loads(read_text(path, "a JSON file"))
-    except json.JSONDecodeError as exc:
-        raise VaelabError(f"{path}: not valid JSON ({exc})") from None
+    raw = parse_json(read_text(path, "a JSON file"), path)
     if not isinstance(raw, dict):
         raise VaelabError(f"{path}: expected a JSON object")
     return raw
@@ -279,7 +275,7 @@ def _versions_now() -> dict[str, str]:
 
 
 def _figure(name: str, png: bytes) -> str:
-    width, height = _png_size(png)
+    width, height = _png_size(png, f"{FIGURES_DIR}/{name}")
     data = base64.b64encode(png).decode("ascii")
     caption = CAPTIONS[name]
     return (
