@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.bad_input_cases import Case, saved_run, train_csv_args, trained_run
+from tests.bad_input_cases import Case, evaluate_spoiled, saved_run, train_csv_args, trained_run
 from tests.helpers import write_csv
 
 BIG = str(2**64)
@@ -117,4 +117,20 @@ CASES += [
          "metrics.csv: line 2 lacks train_loss", "runs/r/metrics.csv"),
     Case("data", "metrics.csv of NaN", metrics_text(HEADER + ",".join(["nan"] * 8) + "\n"),
          "metrics.csv: line 2 holds a value that is not finite", "runs/r/metrics.csv"),
+]  # fmt: skip
+
+
+def float8_weights(run: Path) -> None:
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    path = run / "model.safetensors"
+    tensors = {k: v.to(torch.float8_e4m3fn) for k, v in load_file(path).items()}
+    save_file(tensors, path)
+
+
+CASES += [
+    Case("data", "weights stored as float8", evaluate_spoiled(float8_weights),
+         "has dtype torch.float8_e4m3fn, the model expects torch.float32",
+         "runs/old/model.safetensors"),
 ]  # fmt: skip

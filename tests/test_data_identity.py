@@ -165,3 +165,19 @@ def test_seeds_beyond_what_torch_takes_are_refused():
     for bad in (2**63, 2**64, -1):
         with pytest.raises(VaelabError, match=r"seed must be a whole number from 0 to 2\*\*63 - 1"):
             TrainConfig(seed=bad)
+
+
+def test_the_explorer_takes_moved_csv_data_too(tmp_path, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from vaelab.explorer.app import create_app
+
+    run_dir = csv_run(tmp_path / "a", monkeypatch)
+    moved = tmp_path / "moved"
+    shutil.copytree(tmp_path / "a", moved, ignore=shutil.ignore_patterns("run"))
+    (tmp_path / "a" / "test.csv").unlink()
+    data = DataConfig(train_csv=str(moved / "train.csv"), test_csv=str(moved / "test.csv"))
+    points = TestClient(create_app(run_dir, data=data)).get("/api/points").json()
+    assert len(points["x"]) == 40
+    with pytest.raises(VaelabError, match="file not found"):
+        create_app(run_dir)

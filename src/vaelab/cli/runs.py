@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from vaelab.cli.group import RUN, RUN_DATA_DIR, cli, device_option, run_data, run_data_options
+from vaelab.cli.group import RUN, cli, device_option, run_data, run_data_options
 from vaelab.config import DataConfig, check_seed
 from vaelab.data import Dataset, load_dataset
 from vaelab.errors import VaelabError
@@ -116,9 +116,10 @@ def sample_command(run: Path, n: int, out: Path, seed: int, overwrite: bool, dev
     help="Require TOKEN on every /api request (the printed URL carries it and the page sends "
     "it as 'Authorization: Bearer TOKEN').  [default: none on loopback, a random one otherwise]",
 )  # fmt: skip
-@RUN_DATA_DIR
+@run_data_options
 def serve_command(
-    run: Path, host: str, port: int, token: str | None, data_dir: Path | None
+    run: Path, host: str, port: int, token: str | None, data_dir: Path | None,
+    train_csv: Path | None, test_csv: Path | None,
 ) -> None:  # fmt: skip
     """Explore the latent space of a saved run in the browser; prints the URL to open.
 
@@ -130,7 +131,8 @@ def serve_command(
     """
     from vaelab.explorer.app import serve  # the web stack loads only for this command
 
-    serve(run, host=host, port=port, data_dir=data_dir, announce=click.echo, token=token)
+    data = run_data(data_dir, train_csv, test_csv)
+    serve(run, host=host, port=port, announce=click.echo, token=token, data=data)
 
 
 @cli.command("plot")

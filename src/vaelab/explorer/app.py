@@ -32,6 +32,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
+from vaelab.config import DataConfig
 from vaelab.data import Dataset
 from vaelab.errors import VaelabError
 from vaelab.explorer.core import Explorer, load_explorer, png_data_url
@@ -119,13 +120,14 @@ def create_app(
     *,
     token: str | None = None,
     hosts: HostCheck | None = None,
+    data: DataConfig | None = None,
 ) -> FastAPI:
     """The explorer app for one run; loads the model and encodes the test set once, here.
 
     With `token`, every /api request must carry it (`Authorization: Bearer TOKEN`); with `hosts`,
     a request whose Host header it does not accept is refused (`serve` passes both).
     """
-    explorer = load_explorer(run_dir, data_dir=data_dir, dataset=dataset)
+    explorer = load_explorer(run_dir, data_dir=data_dir, dataset=dataset, data=data)
     points = json.dumps(points_payload(explorer), separators=(",", ":")).encode()
     dim = explorer.latent_dim
     app = FastAPI(title="vaelab explorer", docs_url=None, redoc_url=None, openapi_url=None)
@@ -229,8 +231,11 @@ def serve(
     threads: int = 1,
     announce: Callable[[str], None] = print,
     token: str | None = None,
+    data: DataConfig | None = None,
 ) -> None:
     """Serve the explorer for `run_dir` until interrupted; `announce` gets its URL.
+
+    The test set is the one `data` names, else Fashion-MNIST from `data_dir`, else the run's own.
 
     With a `token`, or on a host that is not loopback (which then gets a random one), every /api
     request must carry it; the announced URL holds it, and the page sends it on.
@@ -245,7 +250,7 @@ def serve(
     with listening_socket(host, port) as sock:  # first, so a bad host or port fails at once
         bound, actual_port = sock.getsockname()[:2]
         hosts = HostCheck(host, actual_port, bound)
-        app = create_app(run_dir, data_dir=data_dir, token=token, hosts=hosts)
+        app = create_app(run_dir, data_dir=data_dir, data=data, token=token, hosts=hosts)
         budget, backlog = connection_budget()
         url = server_url(sock) + ("" if token is None else f"?token={quote(token, safe='')}")
         announce(f"latent explorer for {Path(run_dir)}: {url}  (Ctrl+C to stop)")

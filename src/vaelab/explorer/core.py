@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vaelab.config import DataConfig
 from vaelab.data import Dataset
 from vaelab.latent import LatentPlane, decode, latent_plane, posterior, prior_codes
 from vaelab.models import VAE
@@ -59,11 +60,14 @@ class Explorer:
 
 
 def load_explorer(
-    run_dir: str | Path, data_dir: str | Path | None = None, dataset: Dataset | None = None
+    run_dir: str | Path,
+    data_dir: str | Path | None = None,
+    dataset: Dataset | None = None,
+    data: DataConfig | None = None,
 ) -> Explorer:
-    """Load a run, its test set (from where the run found it, `data_dir`, or `dataset`) and the
-    test set's latent means."""
-    run = open_run(run_dir, dataset, data_dir, device="cpu")
+    """Load a run, its test set (from where the run found it, `data_dir`, `data` or `dataset`)
+    and the test set's latent means."""
+    run = open_run(run_dir, dataset, data_dir, device="cpu", data=data)
     test = run.dataset
     keep = _evenly_spaced(len(test.test_images), MAX_POINTS)
     latents = posterior(run.model, test.test_images[keep])[0].double().numpy()

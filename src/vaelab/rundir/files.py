@@ -205,6 +205,10 @@ def load_weights(path: Path, model: VAE) -> VAE:
     return model
 
 
+# Floating dtypes whose values can be checked and loaded into the model's fp32 layers.
+_WEIGHT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
 def check_weights(
     path: Path, state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]
 ) -> None:
@@ -223,7 +227,9 @@ def check_weights(
                 f"{path}: {name} has shape {tuple(got.shape)}, "
                 f"the model expects {tuple(tensor.shape)}"
             )
-        if got.is_floating_point() != tensor.is_floating_point():
+        if got.is_floating_point() != tensor.is_floating_point() or (
+            got.is_floating_point() and got.dtype not in _WEIGHT_DTYPES
+        ):
             raise VaelabError(
                 f"{path}: {name} has dtype {got.dtype}, the model expects {tensor.dtype}"
             )
