@@ -6,6 +6,7 @@ Each split lives in one tensor; batches are slices of a permutation of it.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,9 +86,10 @@ def as_unit_images(values: torch.Tensor | np.ndarray, name: str = "images") -> t
         )
     if tensor.numel() == 0:
         return tensor
-    if not bool(torch.isfinite(tensor).all()):
+    # One pass: min and max propagate NaN, and an infinity is one of them.
+    low, high = (float(v) for v in torch.aminmax(tensor))
+    if not (math.isfinite(low) and math.isfinite(high)):
         raise VaelabError(f"{name}: pixels hold NaN or infinite values", parameters=(name,))
-    low, high = float(tensor.min()), float(tensor.max())
     if low < 0.0 or high > 1.0:
         hint = "; 0-255 values? give them as uint8, or divide by 255" if high > 1.0 else ""
         raise VaelabError(
