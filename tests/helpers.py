@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -124,3 +125,18 @@ def run_python(
         [sys.executable, "-c", code], env=child_env(env), capture_output=True, text=True,
         timeout=timeout,
     )  # fmt: skip
+
+
+def stop_training_at(patch, epoch: int, step: int, signum: int = signal.SIGINT) -> None:
+    """Make training stop after `step` of `epoch` as if `signum` had arrived then (`patch` is a
+    pytest MonkeyPatch; undo it to train normally again)."""
+    from vaelab.training.guard import RunGuard
+
+    original = RunGuard.after_step
+
+    def after_step(self, at_epoch, progress):
+        if (at_epoch, progress.step) == (epoch, step):
+            self.stop.signum = signum
+        return original(self, at_epoch, progress)
+
+    patch.setattr(RunGuard, "after_step", after_step)

@@ -4,18 +4,16 @@ by default, a progress bar on request."""
 from __future__ import annotations
 
 import io
-import signal
 from dataclasses import asdict
 
 import pytest
 import torch
 
-from tests.helpers import make_tiny_dataset
+from tests.helpers import make_tiny_dataset, stop_training_at
 from vaelab.config import ModelConfig, RunConfig, TrainConfig
 from vaelab.models import VAE
 from vaelab.training import Callback, EpochLog, ProgressBar, TrainingInterrupted, train
 from vaelab.training.epoch import make_optimizer, make_scheduler, train_epoch
-from vaelab.training.guard import RunGuard
 from vaelab.training.precision import Bf16Copy
 
 
@@ -73,14 +71,7 @@ def test_the_tutorials_lines_come_by_default(capsys):
 
 
 def test_a_resumed_run_notes_where_it_resumes(tmp_path, monkeypatch):
-    original = RunGuard.after_step
-
-    def stop_at_step_2_of_epoch_2(self, epoch, progress):
-        if (epoch, progress.step) == (2, 2):
-            self.stop.signum = signal.SIGINT
-        return original(self, epoch, progress)
-
-    monkeypatch.setattr(RunGuard, "after_step", stop_at_step_2_of_epoch_2)
+    stop_training_at(monkeypatch, epoch=2, step=2)
     with pytest.raises(TrainingInterrupted):
         train(tiny_config(), make_tiny_dataset(), run_dir=tmp_path / "r", log=None)
     monkeypatch.undo()

@@ -623,17 +623,24 @@ def open_idle(url: str, count: int) -> list[socket.socket]:
     return [socket.create_connection((host, int(port)), timeout=5) for _ in range(count)]
 
 
+def crowd_then_ask(url: str, idle_count: int, within_s: float) -> tuple[list, socket.socket]:
+    """Open `idle_count` idle connections and one stalled mid-headers, then check that a normal
+    request is still answered within `within_s` seconds; the idle and stalled sockets."""
+    idle = open_idle(url, idle_count)
+    stalled = open_idle(url, 1)[0]
+    stalled.sendall(b"GET /api/points HTTP/1.1\r\nHost: 127.")
+    started = time.monotonic()
+    answer = httpx.get(url + "api/points", timeout=5)
+    assert answer.status_code == 200 and time.monotonic() - started < within_s
+    return idle, stalled
+
+
 def test_idle_and_stalled_connections_are_closed_and_others_answered(run_2d):
     """The guarded protocol over a real socket, in a thread: 8 connections at most, headers
     within 1 s; 30 idle connections and one stalled mid-headers do not keep a request out."""
     protocol = guarded_protocol(max_connections=8, header_timeout=1.0)
     with served(create_app(run_2d), http=protocol, limit_concurrency=9) as url:
-        idle = open_idle(url, 30)
-        stalled = open_idle(url, 1)[0]
-        stalled.sendall(b"GET /api/points HTTP/1.1\r\nHost: 127.")
-        started = time.monotonic()
-        answer = httpx.get(url + "api/points", timeout=5)
-        assert answer.status_code == 200 and time.monotonic() - started < 2
+        idle, stalled = crowd_then_ask(url, idle_count=30, within_s=2)
         stalled.settimeout(5)
         started = time.monotonic()
         assert stalled.recv(100) == b""  # closed, unanswered
@@ -677,12 +684,7 @@ def test_server_under_a_low_descriptor_limit_survives_idle_and_broken_clients(ru
     process, url = start_serve(run_2d, descriptors=256)
     host_port = url.removeprefix("http://").rstrip("/")
     try:
-        idle = open_idle(url, 300)
-        stalled = open_idle(url, 1)[0]
-        stalled.sendall(b"GET /api/points HTTP/1.1\r\nHost: 127.")
-        started = time.monotonic()
-        answer = httpx.get(url + "api/points", timeout=5)
-        assert answer.status_code == 200 and time.monotonic() - started < 3
+        idle, stalled = crowd_then_ask(url, idle_count=300, within_s=3)
         short = (
             f"POST /api/decode HTTP/1.1\r\nHost: {host_port}\r\nContent-Type: application/json"
             '\r\nContent-Length: 100\r\n\r\n{"z": '

@@ -29,6 +29,18 @@ CHILD_MEMORY = 3 << 29  # 1.5 GiB of address space; `import torch` alone takes a
 HEADROOM = 3 << 28  # at least this much above what importing vaelab's command line maps
 
 
+def refusal_and_peak_memory(read, *args):
+    """The VaelabError `read(*args)` raises, and the most Python memory it held meanwhile."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(VaelabError) as info:
+            read(*args)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return info.value, peak
+
+
 @contextlib.contextmanager
 def no_hang(seconds: int = 20):
     """Fail instead of hanging forever should a read block (opening a FIFO waits for a writer)."""
@@ -198,15 +210,9 @@ class TestIdxHeader:
 
     def test_a_header_claiming_terabytes_is_refused_before_any_allocation(self, tmp_path, compress):
         path = self.write(tmp_path, idx_header(0x0E, (60000, 10000, 10000)) + bytes(64), compress)
-        tracemalloc.start()
-        try:
-            with pytest.raises(VaelabError) as info:
-                read_idx(path)
-            peak = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
+        error, peak = refusal_and_peak_memory(read_idx, path)
         assert "declares shape (60000, 10000, 10000) (48000000000000 bytes), more than the 4.0" in (
-            str(info.value)
+            str(error)
         )
         assert peak < 1 << 20
 
@@ -238,14 +244,8 @@ def test_a_gzip_bomb_stops_at_the_declared_size_in_little_memory(tmp_path):
     path = tmp_path / "bomb.gz"
     path.write_bytes(gzip_bomb())
     assert path.stat().st_size < 2 << 20
-    tracemalloc.start()
-    try:
-        with pytest.raises(VaelabError) as info:
-            read_idx(path)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert str(info.value) == (
+    error, peak = refusal_and_peak_memory(read_idx, path)
+    assert str(error) == (
         f"{path}: IDX header declares shape (300, 4, 4) (4800 bytes) but the file holds more than "
         "4800 bytes of data"
     )

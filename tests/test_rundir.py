@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tests.helpers import make_tiny_dataset
+from tests.helpers import make_tiny_dataset, stop_training_at
 from vaelab.config import ModelConfig, RunConfig, TrainConfig
 from vaelab.errors import VaelabError
 from vaelab.rundir import (
@@ -29,7 +29,6 @@ from vaelab.rundir import (
 )
 from vaelab.training import TrainingInterrupted, train
 from vaelab.training.checkpoint import METADATA_KEY
-from vaelab.training.guard import RunGuard
 from vaelab.viz import plots
 
 OLD_HEADER = "epoch,seconds,train_loss,train_mse,train_kld,test_loss,test_mse,test_kld"
@@ -53,14 +52,7 @@ def test_metrics_of_a_0_1_run_are_read_under_todays_names(tmp_path):
 def test_a_0_1_checkpoint_with_mse_columns_resumes_to_the_same_run(tmp_path, monkeypatch):
     dataset = make_tiny_dataset()
     reference = train(tiny_config(), dataset, run_dir=tmp_path / "ref", log=None)
-    original = RunGuard.after_step
-
-    def stop_inside_epoch_2(self, epoch, progress):
-        if (epoch, progress.step) == (2, 1):
-            self.stop.signum = signal.SIGTERM
-        return original(self, epoch, progress)
-
-    monkeypatch.setattr(RunGuard, "after_step", stop_inside_epoch_2)
+    stop_training_at(monkeypatch, epoch=2, step=1, signum=signal.SIGTERM)
     with pytest.raises(TrainingInterrupted):
         train(tiny_config(), dataset, run_dir=tmp_path / "old", log=None)
     monkeypatch.undo()
