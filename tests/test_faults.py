@@ -21,7 +21,7 @@ from vaelab import rundir
 from vaelab.config import ModelConfig, RunConfig, TrainConfig
 from vaelab.errors import VaelabError
 from vaelab.rundir import CHECKPOINT_FILE, read_safetensors
-from vaelab.training import train
+from vaelab.training import Callback, train
 from vaelab.training.checkpoint import METADATA_KEY
 from vaelab.training.guard import NonFiniteLoss, NothingToResume, RunGuard, TrainingInterrupted
 
@@ -412,6 +412,86 @@ def test_cli_resume_of_a_finished_run_exits_0_with_one_line(tmp_path, monkeypatc
     resumed = cli("train", "--resume", "runs/r")
     assert resumed.code == 0 and resumed.err == ""
     lines = resumed.out.splitlines()
-    assert lines[-1] == "runs/r: finished all 1 epochs already; nothing to resume"
+    assert lines[-1] == (
+        "runs/r: finished all 1 epochs already; nothing to resume (--epochs above 1 trains it "
+        "further)"
+    )
     assert not any("resuming" in line or "saved" in line for line in lines)
     assert {p.name: p.read_bytes() for p in (tmp_path / "runs" / "r").iterdir()} == before
+
+
+def test_extending_a_constant_lr_run_equals_training_it_that_long_at_once(tiny_dataset, tmp_path):
+    constant = {"lr_schedule": "constant"}
+    train(tiny_config(epochs=2, **constant), tiny_dataset, run_dir=tmp_path / "short", log=None)
+    notes = []
+    extended = train(
+        tiny_config(epochs=3, **constant), tiny_dataset, run_dir=tmp_path / "short", resume=True,
+        log=notes.append,
+    )  # fmt: skip
+    train(tiny_config(epochs=3, **constant), tiny_dataset, run_dir=tmp_path / "long", log=None)
+    assert_same_run(tmp_path / "short", tmp_path / "long")
+    assert [row.epoch for row in extended.history] == [1, 2, 3]
+    assert rundir.load_config(tmp_path / "short").train.epochs == 3
+    assert any("extending the run from 2 to 3 epochs" in note for note in notes)
+
+
+def test_an_extension_follows_the_longer_schedule_from_the_current_step(
+    tiny_dataset, tmp_path, monkeypatch
+):
+    from vaelab.training.epoch import lr_factor
+
+    run = tmp_path / "r"
+    train(tiny_config(epochs=3), tiny_dataset, run_dir=run, log=None)  # cosine-tail: ends near 0
+    seen: list[float] = []
+    original = torch.optim.Adam.step
+
+    class Training(Callback):  # steps of the loop only (loading a checkpoint steps a scratch Adam)
+        on = False
+
+        def on_epoch_start(self, epoch, steps):
+            Training.on = True
+
+    def step(self, *args, **kwargs):
+        if Training.on:
+            seen.append(self.param_groups[0]["lr"])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
+    train(tiny_config(epochs=6), tiny_dataset, run_dir=run, resume=True, log=None,
+          callbacks=[Training()])  # fmt: skip
+    steps = 256 // 32
+    expected = [3e-3 * lr_factor("cosine-tail", s, 6 * steps) for s in range(3 * steps, 6 * steps)]
+    assert seen == pytest.approx(expected)
+    assert seen[0] == pytest.approx(3e-3)  # the 6-epoch schedule holds the full rate at step 24
+
+
+def test_a_resume_cannot_shorten_a_run_or_change_other_settings(tiny_dataset, tmp_path):
+    run = tmp_path / "r"
+    train(tiny_config(epochs=2), tiny_dataset, run_dir=run, log=None)
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    with pytest.raises(VaelabError, match="not shorten it: epochs=1 is below the 2 it is set for"):
+        train(tiny_config(epochs=1), tiny_dataset, run_dir=run, resume=True, log=None)
+    with pytest.raises(VaelabError, match="config.json has changed"):
+        train(tiny_config(epochs=3, lr=1e-3), tiny_dataset, run_dir=run, resume=True, log=None)
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+
+
+def test_cli_resume_with_epochs_trains_the_run_further(tmp_path, monkeypatch, cli):
+    monkeypatch.chdir(tmp_path)
+    train_csv, test_csv = csv_pair(tmp_path)
+    common = ["--batch-size", 50, "--hidden", "8,4", "--device", "cpu", "--no-plots"]
+    made = cli("train", "--epochs", 1, *common, "--train-csv", train_csv, "--test-csv", test_csv,
+               "--name", "r")  # fmt: skip
+    assert made.code == 0, made.err
+    extended = cli("train", "--resume", "runs/r", "--epochs", 2, "--no-plots")
+    assert extended.code == 0, extended.err
+    assert "extending the run from 1 to 2 epochs" in extended.out
+    assert [row["epoch"] for row in rundir.read_metrics(tmp_path / "runs" / "r")] == [1, 2]
+    refused = cli("train", "--resume", "runs/r", "--epochs", 2, "--lr", 0.1)
+    assert refused.code == 2 and "drop --lr" in refused.err
+    shorter = cli("train", "--resume", "runs/r", "--epochs", 1)
+    assert shorter.code == 2
+    assert shorter.err == (
+        "vaelab: error: runs/r: a resume can extend a run, not shorten it: --epochs=1 is below "
+        "the 2 it is set for\n"
+    )

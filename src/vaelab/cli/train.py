@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +107,8 @@ def _parse_hidden(_ctx: click.Context, _param: click.Parameter, value: str) -> t
 @click.option("--overwrite", is_flag=True, help="Replace an existing run directory of that name.")
 @click.option(
     "--resume", "resume_run", type=click.Path(path_type=Path), default=None,
-    help="Continue the run in this directory from its last checkpoint, with its saved settings.",
+    help="Continue the run in this directory from its last checkpoint, with its saved settings "
+    "(with --epochs N: train it on to N epochs).",
 )  # fmt: skip
 @click.option(
     "--checkpoint-every", type=int, default=None,
@@ -129,6 +131,8 @@ def train_command(
     if resume_run is not None:
         _refuse_options_besides_resume(resume_run)
         config, run_dir = load_config(resume_run), resume_run
+        if _given("epochs"):  # --resume RUN --epochs N trains the run on to N epochs
+            config = replace(config, train=replace(config.train, epochs=settings["epochs"]))
     else:
         config = _run_config(**settings)
         run_dir = runs_dir / (name or time.strftime("%Y%m%d-%H%M%S"))
@@ -145,7 +149,10 @@ def train_command(
         )  # fmt: skip
     except NothingToResume as done:
         if say:  # a finished run: nothing is written, and that is not an error (exit 0)
-            say(str(done))
+            say(
+                f"{done.run_dir}: finished all {done.epochs} epochs already; nothing to resume "
+                f"(--epochs above {done.epochs} trains it further)"
+            )
         return
     if not is_main_process():
         return
@@ -177,8 +184,14 @@ def _run_config(
     )  # fmt: skip
 
 
-# Options that do not change what is computed, so a resumed run may set them again.
-_RESUMABLE_OPTIONS = {"resume_run", "checkpoint_every", "no_plots", "dist_timeout_s"}
+# Options a resumed run may set: those that do not change what is computed, and --epochs, which
+# trains the run on to more epochs.
+_RESUMABLE_OPTIONS = {"resume_run", "checkpoint_every", "no_plots", "dist_timeout_s", "epochs"}
+
+
+def _given(name: str) -> bool:
+    ctx = click.get_current_context()
+    return ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
 
 
 def _refuse_options_besides_resume(run: Path) -> None:
@@ -186,8 +199,7 @@ def _refuse_options_besides_resume(run: Path) -> None:
     given = [
         "--" + name.replace("_", "-")
         for name in ctx.params
-        if name not in _RESUMABLE_OPTIONS
-        and ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
+        if name not in _RESUMABLE_OPTIONS and _given(name)
     ]
     if given:
         raise VaelabError(

@@ -94,12 +94,19 @@ def save_config(run_dir: Path, config: RunConfig, extra: dict[str, Any]) -> None
     atomic_write_text(run_dir / CONFIG_FILE, json.dumps(payload, indent=2) + "\n")
 
 
+def extend_epochs(run_dir: Path, epochs: int) -> None:
+    """Set train.epochs in RUN/config.json (a resume that trains the run further), nothing else."""
+    payload = load_run_info(run_dir)
+    payload["train"] = {**payload.get("train", {}), "epochs": epochs}
+    atomic_write_text(run_dir / CONFIG_FILE, json.dumps(payload, indent=2) + "\n")
+
+
 def load_run_info(run_dir: str | Path) -> dict[str, Any]:
     """The whole config.json, including what vaelab recorded beside the config (versions, data)."""
     if not Path(run_dir).is_dir():
         raise VaelabError(f"{run_dir}: run directory not found")
     path = Path(run_dir) / CONFIG_FILE
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         raise VaelabError(f"{path}: not found; is {run_dir} a vaelab run directory?")
     raw = parse_json(read_bytes(path, "a JSON file"), path)
     if not isinstance(raw, dict):

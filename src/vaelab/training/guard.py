@@ -62,7 +62,10 @@ class NothingToResume(VaelabError):
     """
 
     def __init__(self, run_dir: Path, epochs: int) -> None:
-        super().__init__(f"{run_dir}: finished all {epochs} epochs already; nothing to resume")
+        super().__init__(
+            f"{run_dir}: finished all {epochs} epochs already; nothing to resume (a config with "
+            f"more epochs trains it further)"
+        )
         self.run_dir = run_dir
         self.epochs = epochs
 

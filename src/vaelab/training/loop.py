@@ -193,19 +193,27 @@ def _train_in(
     guard_dir = None if run_dir is None else Path(run_dir)
     report.on_run_start(RunStart(config, device, precision, world.size, steps_per_epoch, guard_dir))
 
-    identity = {}
+    identity: dict[str, object] = {}
+    extended_from = None
     if guard_dir is not None:
         data = (dataset.train_images, dataset.test_images)
         identity = run_identity(config.to_dict(), data, device, precision)
+        extended_from = _extension_base(guard_dir, config) if resume else None
+    started_identity = identity
+    if extended_from is not None:  # the checkpoint was written under the run's saved epochs
+        started_identity = run_identity(extended_from.to_dict(), data, device, precision)
     guard = RunGuard(
         guard_dir, Trainables(model, optimizer, scheduler, generator),
-        run_layout(config, dataset, steps_per_epoch), identity, checkpoint_every, report.on_note,
-        writer=world.is_main,
+        run_layout(config, dataset, steps_per_epoch), started_identity, checkpoint_every,
+        report.on_note, writer=world.is_main,
     )  # fmt: skip
     on_guard(guard)
     started = time.perf_counter()
     with guard.catching_signals():
         state = guard.begin(resume)
+        if extended_from is not None:
+            guard.identity = identity
+            _extend(out_dir, config, extended_from, scheduler, report)
         history = [EpochMetrics(**row) for row in state.history]
         resume_from = state.progress
         for epoch in range(state.epochs_done + 1, config.train.epochs + 1):
@@ -238,6 +246,46 @@ def _train_in(
     result = TrainResult(model=model.eval(), history=history, total_seconds=total, run_dir=out_dir)
     report.on_run_end(result)
     return result
+
+
+def _extension_base(run_dir: Path, config: RunConfig) -> RunConfig | None:
+    """The run's saved config when `config` differs from it in train.epochs alone (a resume that
+    extends the run), else None (any other difference is refused by the checkpoint's identity)."""
+    saved = rundir.load_config(run_dir)
+    if saved.train.epochs == config.train.epochs:
+        return None
+    if replace(saved, train=replace(saved.train, epochs=config.train.epochs)) != config:
+        return None
+    if config.train.epochs < saved.train.epochs:
+        raise VaelabError(
+            f"{run_dir}: a resume can extend a run, not shorten it: epochs={config.train.epochs} "
+            f"is below the {saved.train.epochs} it is set for",
+            parameters=("epochs",),
+        )
+    return saved
+
+
+def _extend(
+    out_dir: Path | None,
+    config: RunConfig,
+    saved: RunConfig,
+    scheduler: torch.optim.lr_scheduler.LambdaLR,
+    report: Callbacks,
+) -> None:
+    """Carry a resumed run on to `config.train.epochs`: config.json says so, and the learning
+    rate from the current step on is that of the longer run's schedule."""
+    step = scheduler.last_epoch
+    lrs = [base * factor(step) for base, factor in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
+    for group, lr in zip(scheduler.optimizer.param_groups, lrs):
+        group["lr"] = lr
+    scheduler._last_lr = lrs  # what get_last_lr() reports until the next step
+    if out_dir is not None:
+        rundir.extend_epochs(out_dir, config.train.epochs)
+    report.on_note(
+        f"extending the run from {saved.train.epochs} to {config.train.epochs} epochs "
+        f"(learning rate from here: {lrs[0]:.3g}, {config.train.lr_schedule} over "
+        f"{config.train.epochs} epochs)"
+    )
 
 
 def lost_ranks_message(world: World, run_dir: str | Path | None, error: Exception) -> str:
