@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from tests.bad_input_cases import Case, csv_pair, train_csv_args, trained_run
+from tests.bad_input_cases import Case, csv_pair, saved_run, train_csv_args, trained_run
 
 # Locks held by the cases below on behalf of "another process": flock(2) locks of one process
 # still conflict with each other when taken through different open files.
@@ -42,6 +42,13 @@ def killed_before_first_checkpoint(work: Path) -> Path:
     return run
 
 
+def config_json_is_a_directory(work: Path) -> Path:
+    run = saved_run(work)
+    (run / "config.json").unlink()
+    (run / "config.json").mkdir()
+    return run
+
+
 BUSY = r"runs/r: another vaelab process \(PID \d+\) is writing this run directory; wait for it"
 
 # fmt: off
@@ -66,5 +73,12 @@ CASES: list[Case] = [
     Case("run directory", "train into a start killed before its first checkpoint",
          lambda w: (killed_before_first_checkpoint(w), train_csv_args(w))[1],
          "runs/r: run directory already exists; pass --overwrite", "runs/r"),
+    Case("resume", "--resume with fewer --epochs than the run is set for",
+         lambda w: (trained_run(w), ["train", "--resume", "runs/r", "--epochs", "1"])[1],
+         "runs/r: a resume can extend a run, not shorten it: --epochs=1 is below the 2 it is set "
+         "for", "--epochs"),
+    Case("run directory", "config.json is a directory",
+         lambda w: (config_json_is_a_directory(w), ["evaluate", "runs/old", "--device", "cpu"])[1],
+         "runs/old/config.json: is a directory", "runs/old/config.json"),
 ]
 # fmt: on

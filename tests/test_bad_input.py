@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -55,6 +56,45 @@ def test_bad_input_is_one_line_exit_2_nothing_written(case: Case, tmp_path, monk
     assert case.names in lines[0]
     assert snapshot(tmp_path / "runs") == runs_before
     assert not (tmp_path / "PWNED").exists()
+
+
+def _run_case_process(case: Case, work: Path) -> str | None:
+    """Run one case as `python -m vaelab ...` in `work`; what went wrong, or None."""
+    work.mkdir()
+    args = case.build(work)
+    before = snapshot(work)
+    result = run_vaelab(*args, cwd=work, timeout=120)
+    lines = result.stderr.strip().splitlines()
+    problems = []
+    if result.returncode != 2:
+        problems.append(f"exit {result.returncode}")
+    if "Traceback" in result.stderr:
+        problems.append("a traceback")
+    if len(lines) != 1 or not lines[0].startswith("vaelab: error: "):
+        problems.append(f"{len(lines)} lines on stderr")
+    elif not re.search(case.expect, lines[0]) or case.names not in lines[0]:
+        problems.append("another message")
+    if snapshot(work) != before:
+        problems.append("files written or changed")
+    if (work / "PWNED").exists():
+        problems.append("a pickle's payload ran")
+    if problems:
+        return f"{case.group}: {case.what}: {', '.join(problems)}: {result.stderr.strip()[:300]}"
+    return None
+
+
+@pytest.mark.slow
+def test_every_case_as_a_real_process_is_one_line_exit_2_nothing_changed(tmp_path):
+    """The whole catalogue again, each case a `python -m vaelab` process of its own: exit 2, one
+    line, no traceback, and every file of its working directory byte-identical afterwards."""
+    cases = [c for c in CASES if not ("cuda" in c.what and torch.cuda.is_available())]
+    with ThreadPoolExecutor(max_workers=max(os.cpu_count() or 1, 2)) as pool:
+        failures = pool.map(
+            lambda numbered: _run_case_process(numbered[1], tmp_path / f"case{numbered[0]}"),
+            enumerate(cases),
+        )
+        found = [failure for failure in failures if failure is not None]
+    assert not found, "\n".join(found)
 
 
 @pytest.mark.slow

@@ -23,9 +23,10 @@ HEADER = """# What vaelab says when the input is bad
 
 Every row was produced by running the command in a fresh directory (`make error-table`
 regenerates this file from `tests/bad_input_cases.py`; `tests/test_error_table.py` fails when it
-is out of date, and `tests/test_bad_input.py` checks the same cases). Each refusal is one line on
-stderr, exit status 2, no traceback, and nothing is written into the run directory ("untouched"
-below: the files under `runs/` are byte for byte what they were). To keep the table short, `...`
+is out of date, and `tests/test_bad_input.py` checks the same cases, in-process and once more each
+as a `python -m vaelab` process of its own). Each refusal is one line on stderr, exit status 2, no
+traceback, and nothing is written or changed (every file of the case's directory is byte for byte
+what it was; "untouched" below: the files under `runs/`). To keep the table short, `...`
 in a `train` command stands for the options every case passes:
 `--epochs 1 --batch-size 50 --test-batch-size 50 --hidden 8,4 --runs-dir runs --name r`.
 
