@@ -313,7 +313,7 @@ CASES: list[Case] = [
         idx_dir(w, side=4, test_side=5), train_idx_args())[1],
          "train images are", "data"),
     Case("IDX", "image size not what the model expects", evaluate_on_other_image_size,
-         "expects 16 pixels", "runs/old"),
+         "expects 16 values per image", "runs/old"),
     # CSV
     Case("CSV", "empty file", with_bad_train_csv(""), "empty file", "bad.csv"),
     Case("CSV", "missing header", with_bad_train_csv("1,2,3,4,5\n"),

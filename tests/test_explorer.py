@@ -290,7 +290,7 @@ class TestLoading:
         other = load_dataset(
             DataConfig(train_csv=str(tmp_path / "a.csv"), test_csv=str(tmp_path / "a.csv"))
         )
-        with pytest.raises(VaelabError, match="expects 16 pixels per image"):
+        with pytest.raises(VaelabError, match="expects 16 values per image"):
             create_app(run_2d, dataset=other)
 
     def test_port_in_use_is_a_user_error(self):

@@ -219,7 +219,7 @@ class TestWriteFigures:
             to_unit_float(images), torch.from_numpy(labels.astype(np.int64)),
             (3, 3), ("top", "bottom"), "synthetic",
         )  # fmt: skip
-        with pytest.raises(VaelabError, match="expects 16 pixels"):
+        with pytest.raises(VaelabError, match="expects 16 values per image"):
             plots.write_figures(run.run_dir, dataset=other)
 
 

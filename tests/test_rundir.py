@@ -94,7 +94,7 @@ def test_open_run_refuses_data_of_another_image_size(tmp_path):
         test_images=dataset.test_images.reshape(-1, 4, 4)[:, :2, :2].reshape(-1, 4),
         image_shape=(2, 2),
     )
-    with pytest.raises(VaelabError, match="the model expects 16 pixels per image"):
+    with pytest.raises(VaelabError, match="the model expects 16 values per image"):
         open_run(tmp_path / "r", smaller)
 
 

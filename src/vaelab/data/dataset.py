@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,41 +19,100 @@ from vaelab.errors import VaelabError
 
 @dataclass(frozen=True)
 class Dataset:
-    """Train and test splits as float32 tensors in [0, 1] (N x D) with integer labels."""
+    """Train and test splits of images as float32 tensors in [0, 1], with optional labels.
+
+    Images are stored flat, N x D with D = C*H*W in channel-major order (C x H x W); they may be
+    given as N x D, N x H x W (one channel) or N x C x H x W. `image_shape` is (H, W) and
+    `channels` is C (1 grey, 3 RGB). Labels are int64 class indices, one per image, or None for
+    both splits (unlabelled data); `class_names` names the classes (empty without labels).
+    `source` says where the images came from and `format` how they were stored ('idx', 'csv',
+    'folder', 'npy', 'npz', 'arrays', ...).
+    """
 
     train_images: torch.Tensor
-    train_labels: torch.Tensor
+    train_labels: torch.Tensor | None
     test_images: torch.Tensor
-    test_labels: torch.Tensor
+    test_labels: torch.Tensor | None
     image_shape: tuple[int, int]
     class_names: tuple[str, ...]
     source: str
+    channels: int = 1
+    format: str = ""
 
     def __post_init__(self) -> None:
-        height, width = self.image_shape
+        height, width = (int(side) for side in self.image_shape)
+        object.__setattr__(self, "image_shape", (height, width))
+        object.__setattr__(self, "class_names", tuple(str(name) for name in self.class_names))
+        if self.channels < 1 or height < 1 or width < 1:
+            raise VaelabError(
+                f"image_shape {height}x{width} with {self.channels} channel(s) holds no pixels",
+                parameters=("image_shape", "channels"),
+            )
+        if (self.train_labels is None) != (self.test_labels is None):
+            raise VaelabError(
+                "give labels for both splits or for neither (train_labels, test_labels)",
+                parameters=("train_labels", "test_labels"),
+            )
         for split in ("train", "test"):
             images = as_unit_images(getattr(self, f"{split}_images"), f"{split}_images")
             images = images.reshape(len(images), -1)
-            if images.shape[1] != height * width:
+            if images.shape[1] != self.input_dim:
                 raise VaelabError(
-                    f"{split}_images have {images.shape[1]} pixels per image, image_shape "
-                    f"{height}x{width} has {height * width}",
+                    f"{split}_images have {images.shape[1]} values per image, image_shape "
+                    f"{height}x{width} with {self.channels} channel(s) has {self.input_dim}",
                     parameters=(f"{split}_images", "image_shape"),
                 )
-            labels = torch.as_tensor(getattr(self, f"{split}_labels"))
-            if labels.shape != (len(images),):
-                raise VaelabError(
-                    f"{split}_labels must hold one label per image ({len(images)}), "
-                    f"got shape {tuple(labels.shape)}",
-                    parameters=(f"{split}_labels",),
-                )
             object.__setattr__(self, f"{split}_images", images.to(torch.float32))
-            object.__setattr__(self, f"{split}_labels", labels)
+            object.__setattr__(self, f"{split}_labels", self._labels(split, len(images)))
+
+    def _labels(self, split: str, count: int) -> torch.Tensor | None:
+        raw = getattr(self, f"{split}_labels")
+        if raw is None:
+            return None
+        labels = torch.as_tensor(raw)
+        name = f"{split}_labels"
+        if labels.shape != (count,):
+            raise VaelabError(
+                f"{name} must hold one label per image ({count}), got shape {tuple(labels.shape)}",
+                parameters=(name,),
+            )
+        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+            raise VaelabError(f"{name} must be integer class indices", parameters=(name,))
+        labels = labels.to(torch.int64)
+        if count and int(labels.min()) < 0:
+            raise VaelabError(f"{name} must not be negative", parameters=(name,))
+        if count and self.class_names and int(labels.max()) >= len(self.class_names):
+            raise VaelabError(
+                f"{name} holds class {int(labels.max())} but class_names names "
+                f"{len(self.class_names)}",
+                parameters=(name, "class_names"),
+            )
+        return labels
 
     @property
     def input_dim(self) -> int:
-        """Pixels per image, D."""
-        return self.image_shape[0] * self.image_shape[1]
+        """Values per image, D = C*H*W."""
+        return self.channels * self.image_shape[0] * self.image_shape[1]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """One image's shape, (C, H, W)."""
+        return (self.channels, *self.image_shape)
+
+    @property
+    def labelled(self) -> bool:
+        """Whether the images carry class labels."""
+        return self.train_labels is not None
+
+
+def class_names_for(
+    labels: Sequence[torch.Tensor | None], names: Sequence[str] = ()
+) -> tuple[str, ...]:
+    """`names` when given, else the class indices found in `labels` as text ('0', '1', ...)."""
+    if names:
+        return tuple(names)
+    present = [int(t.max()) for t in labels if t is not None and len(t)]
+    return tuple(str(i) for i in range(max(present) + 1)) if present else ()
 
 
 def test_fingerprint(dataset: Dataset) -> str:
@@ -63,7 +123,8 @@ def test_fingerprint(dataset: Dataset) -> str:
     """
     digest = hashlib.sha256()
     digest.update(dataset.test_images.detach().cpu().contiguous().numpy().tobytes())
-    digest.update(dataset.test_labels.detach().cpu().to(torch.int64).contiguous().numpy().tobytes())
+    if dataset.test_labels is not None:
+        digest.update(dataset.test_labels.to(torch.int64).contiguous().numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -109,8 +170,8 @@ def to_unit_float(images: np.ndarray) -> torch.Tensor:
 def require_image_size(dataset: Dataset, input_dim: int, owner: str | Path) -> None:
     """Refuse data whose images do not have the `input_dim` pixels the model of `owner` expects."""
     if dataset.input_dim != input_dim:
-        height, width = dataset.image_shape
+        channels, height, width = dataset.shape
         raise VaelabError(
-            f"{owner}: the model expects {input_dim} pixels per image but {dataset.source} has "
-            f"{dataset.input_dim} ({height}x{width})"
+            f"{owner}: the model expects {input_dim} values per image but {dataset.source} has "
+            f"{dataset.input_dim} ({channels}x{height}x{width})"
         )
