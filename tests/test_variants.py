@@ -1,6 +1,7 @@
 """Model variants: likelihoods, the conv arch, beta and KL warm-up; each trains, saves and loads."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -44,13 +45,31 @@ def test_defaults_are_the_tutorials():
     ("options", "message"),
     [({"arch": "resnet"}, "arch must be one of mlp, conv"),
      ({"likelihood": "poisson"}, "likelihood must be one of tutorial-mse, bernoulli"),
-     ({"arch": "conv", "input_dim": 30}, "square images whose side is a multiple of 4"),
-     ({"arch": "conv", "input_dim": 36}, "square images whose side is a multiple of 4"),
+     ({"arch": "conv", "input_dim": 30}, "needs the image_shape .channels, height, width."),
+     ({"input_dim": 30, "image_shape": (3, 2, 4)}, "image_shape must be .channels, height"),
+     ({"input_dim": 30, "image_shape": (30,)}, "image_shape must be .channels, height"),
      ({"arch": "conv", "hidden": (8, 8)}, "conv 1 channels, conv 2 channels, dense width")],
 )  # fmt: skip
 def test_bad_model_options_are_refused(options, message):
     with pytest.raises(VaelabError, match=message):
         ModelConfig(**options)
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32), (1, 30, 30), (3, 17, 9), (4, 5, 6)])
+def test_conv_vae_takes_any_size_and_crops_its_output_back_exactly(shape):
+    config = ModelConfig(
+        input_dim=math.prod(shape), image_shape=shape, arch="conv", hidden=(4, 8, 16)
+    )
+    torch.manual_seed(0)
+    model = VAE(config)
+    x = torch.rand(3, math.prod(shape))
+    out = model(x)
+    assert out.recon.shape == x.shape and out.mu.shape == (3, 2)
+    assert torch.isfinite(model.loss(x).loss).all()
+    # the reconstruction of a value depends on the latent code alone, not on padding it never saw
+    padded = model.encoder[0](x)
+    assert padded.shape[-2] % 4 == 0 and padded.shape[-1] % 4 == 0
+    assert torch.equal(padded[..., : shape[1], : shape[2]].flatten(1), x)
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,9 @@ MLP_HIDDEN = (400, 200, 100, 20)
 # The conv architecture reads `hidden` as (channels of conv 1, channels of conv 2, dense width).
 CONV_HIDDEN = (32, 64, 256)
 MAX_SEED = 2**63 - 1
+# Whether the test set is evaluated after every epoch: 'auto' does unless a validation split is
+# held out (then the test set is used once, by `vaelab evaluate`).
+TEST_EACH_EPOCH = ("auto", "yes", "no")
 
 
 def _require(condition: bool, message: str, *parameters: str) -> None:
@@ -34,9 +37,11 @@ def _require(condition: bool, message: str, *parameters: str) -> None:
 class ModelConfig:
     """VAE shape and decoder distribution.
 
-    `arch` 'mlp': `hidden` are the encoder's layer widths (the decoder mirrors them). 'conv' (square
-    images, side a multiple of 4): `hidden` is (channels of conv 1, channels of conv 2, dense
-    width); left at the MLP default it becomes CONV_HIDDEN. `likelihood` names p(x|z).
+    `input_dim` is the values per image, C*H*W; `image_shape` is (C, H, W) (empty: one channel of
+    a square image, as vaelab 0.1 recorded it). `arch` 'mlp': `hidden` are the encoder's layer
+    widths (the decoder mirrors them). 'conv' (any C, H, W): `hidden` is (channels of conv 1,
+    channels of conv 2, dense width); left at the MLP default it becomes CONV_HIDDEN.
+    `likelihood` names p(x|z), applied to every value (each channel of each pixel).
     """
 
     input_dim: int = 784
@@ -44,6 +49,7 @@ class ModelConfig:
     latent_dim: int = 2
     arch: str = "mlp"
     likelihood: str = "tutorial-mse"
+    image_shape: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         hidden = tuple(self.hidden)
@@ -70,16 +76,35 @@ class ModelConfig:
             f"hidden must list at least one positive layer size, got {list(self.hidden)}",
             "hidden",
         )
+        object.__setattr__(self, "image_shape", tuple(self.image_shape))
+        if self.image_shape:
+            _require(
+                len(self.image_shape) == 3
+                and all(isinstance(n, int) and n >= 1 for n in self.image_shape)
+                and math.prod(self.image_shape) == self.input_dim,
+                f"image_shape must be (channels, height, width) of input_dim {self.input_dim} "
+                f"values, got {list(self.image_shape)}",
+                "image_shape",
+            )
         if self.arch == "conv":
             self._check_conv()
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of an image: `image_shape`, else one channel of a square image."""
+        if self.image_shape:
+            channels, height, width = self.image_shape
+            return channels, height, width
+        side = math.isqrt(self.input_dim)
+        return 1, side, side
 
     def _check_conv(self) -> None:
         side = math.isqrt(self.input_dim)
         _require(
-            side * side == self.input_dim and side % 4 == 0,
-            "the conv arch needs square images whose side is a multiple of 4 (28x28 is); "
-            f"got {self.input_dim} pixels",
-            "arch",
+            bool(self.image_shape) or side * side == self.input_dim,
+            "the conv arch needs the image_shape (channels, height, width) of its "
+            f"{self.input_dim} values",
+            "image_shape",
         )
         _require(
             len(self.hidden) == 3,
@@ -89,14 +114,39 @@ class ModelConfig:
         )
 
 
+BINARIZE = ("none", "dynamic", "static")
+_PATH_FIELDS = ("data_dir", "train_csv", "test_csv", "source", "test_source")
+
+
 @dataclass(frozen=True)
 class DataConfig:
-    """Where the images come from: the built-in dataset, or the tutorial's CSV files."""
+    """Where the images come from and how they are prepared.
+
+    `source` is a path (an image folder, a .npy or .npz file, IDX files, a CSV file) or the name of
+    a built-in dataset; `test_source` a separate test set. Without a source: the built-in
+    `dataset`, from `data_dir` when given, or the tutorial's `train_csv`/`test_csv`.
+    `image_size` (H, W) resizes folder images; `labels` False ignores any labels; `class_names`
+    names the classes; `array_keys` names the .npz arrays (train images, train labels, test
+    images, test labels; or images, labels). A source without a test split is split with
+    `test_split` (a fraction, or a count of images) and `split_seed`; `val_split` holds out that
+    much of the training set for validation, with the same seed. `binarize`: 'none', 'dynamic'
+    (x ~ Bernoulli(pixels) drawn afresh every batch) or 'static' (drawn once from `split_seed`).
+    """
 
     dataset: str = "fashion-mnist"
     data_dir: str | None = None
     train_csv: str | None = None
     test_csv: str | None = None
+    source: str | None = None
+    test_source: str | None = None
+    image_size: tuple[int, ...] = ()
+    labels: bool = True
+    class_names: tuple[str, ...] = ()
+    array_keys: tuple[str, ...] = ()
+    test_split: float = 0.1
+    val_split: float = 0.0
+    split_seed: int = 0
+    binarize: str = "none"
 
     def __post_init__(self) -> None:
         _require(
@@ -105,20 +155,80 @@ class DataConfig:
             "train_csv",
             "test_csv",
         )
-        for name in ("data_dir", "train_csv", "test_csv"):
+        _require(
+            self.source is None or self.train_csv is None,
+            "give source or train_csv/test_csv, not both",
+            "source",
+            "train_csv",
+        )
+        _require(
+            self.test_source is None or self.source is not None,
+            "test_source needs source (the training data)",
+            "test_source",
+        )
+        for name in _PATH_FIELDS:
             path = getattr(self, name)
             _require(path is None or _is_path_text(path), f"{name} is not a usable path", name)
+        for name in ("image_size", "class_names", "array_keys"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        _require(
+            not self.image_size
+            or (len(self.image_size) == 2 and all(_positive_int(n) for n in self.image_size)),
+            f"image_size must be (height, width) in pixels, got {list(self.image_size)}",
+            "image_size",
+        )
+        _require(
+            all(isinstance(n, str) and n for n in self.class_names)
+            and len(set(self.class_names)) == len(self.class_names),
+            "class_names must be distinct non-empty names",
+            "class_names",
+        )
+        _require(
+            all(isinstance(k, str) and k for k in self.array_keys)
+            and len(self.array_keys) in (0, 2, 4),
+            "array_keys names 2 arrays (images, labels) or 4 (x_train, y_train, x_test, y_test)",
+            "array_keys",
+        )
+        _check_split(self.test_split, "test_split", allow_zero=False)
+        _check_split(self.val_split, "val_split", allow_zero=True)
+        check_seed(self.split_seed, "split_seed")
+        _require(
+            self.binarize in BINARIZE,
+            f"binarize must be one of {', '.join(BINARIZE)}, got {self.binarize!r}",
+            "binarize",
+        )
 
     def resolved(self) -> DataConfig:
         """The same config with its paths made absolute, so that they mean the same files from
-        any working directory."""
+        any working directory (a source that names a built-in dataset stays a name)."""
+        from vaelab.data.registry import is_builtin_name  # data imports config
+
         return replace(
             self, **{
                 name: str(Path(value).resolve())
-                for name in ("data_dir", "train_csv", "test_csv")
+                for name in _PATH_FIELDS
                 if (value := getattr(self, name)) is not None
+                and not (name == "source" and is_builtin_name(value))
             },
         )  # fmt: skip
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _check_split(value: float, name: str, allow_zero: bool) -> None:
+    """A split is a fraction in (0, 1) or a whole count of images (0 only where allowed)."""
+    whole = isinstance(value, int) or (
+        isinstance(value, float) and value.is_integer() and value >= 1
+    )
+    fraction = isinstance(value, float) and 0 < value < 1
+    _require(
+        not isinstance(value, bool)
+        and (fraction or (whole and value >= 1) or (allow_zero and value == 0)),
+        f"{name} must be a fraction between 0 and 1 or a number of images, got {value}",
+        name,
+    )
 
 
 def _is_path_text(path: str) -> bool:
@@ -143,7 +253,12 @@ def check_seed(seed: int, name: str = "seed") -> None:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation settings; defaults are the tutorial's (Adam 1e-3, batch 200, 60 epochs)."""
+    """Optimisation settings; defaults are the tutorial's (Adam 1e-3, batch 200, 60 epochs).
+
+    `early_stopping` N > 0 stops after N epochs without a better validation loss (needs
+    `DataConfig.val_split`); `test_each_epoch` says whether the test set is evaluated after every
+    epoch ('auto': yes without a validation split, as the tutorial does).
+    """
 
     epochs: int = 60
     batch_size: int = 200
@@ -155,6 +270,8 @@ class TrainConfig:
     beta: float = 1.0
     kl_warmup: int = 0
     precision: str = "auto"
+    early_stopping: int = 0
+    test_each_epoch: str = "auto"
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}", "epochs")
@@ -192,6 +309,17 @@ class TrainConfig:
             math.isfinite(self.beta) and self.beta >= 0,
             f"beta must be a finite number of at least 0, got {self.beta}",
             "beta",
+        )
+        _require(
+            isinstance(self.early_stopping, int) and self.early_stopping >= 0,
+            f"early_stopping must be a whole number of epochs (0: off), got {self.early_stopping}",
+            "early_stopping",
+        )
+        _require(
+            self.test_each_epoch in TEST_EACH_EPOCH,
+            f"test_each_epoch must be one of {', '.join(TEST_EACH_EPOCH)}, got "
+            f"{self.test_each_epoch!r}",
+            "test_each_epoch",
         )
         _require(
             isinstance(self.kl_warmup, int) and self.kl_warmup >= 0,
@@ -245,8 +373,9 @@ def _same_kind(default: Any, value: Any) -> bool:
     if isinstance(default, float):
         return isinstance(value, (int, float))
     if isinstance(default, tuple):
+        kind = str if default == () and value and isinstance(value[0], str) else int
         return isinstance(value, (list, tuple)) and all(
-            isinstance(v, int) and not isinstance(v, bool) for v in value
+            isinstance(v, kind) and not isinstance(v, bool) for v in value
         )
     if default is None:
         return value is None or isinstance(value, str)
@@ -255,7 +384,7 @@ def _same_kind(default: Any, value: Any) -> bool:
 
 def _kind_name(default: Any) -> str:
     if isinstance(default, tuple):
-        return "a list of integers"
+        return "a list of integers" if default else "a list"
     if default is None:
         return "a string or null"
     names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}

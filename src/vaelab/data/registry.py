@@ -11,6 +11,11 @@ from vaelab.errors import VaelabError
 DATASETS = ("fashion-mnist",)
 
 
+def is_builtin_name(source: str) -> bool:
+    """Whether `source` names a built-in dataset (rather than a path)."""
+    return source in DATASETS
+
+
 def load_dataset(config: DataConfig | None = None, opener: Opener | None = None) -> Dataset:
     """Load the dataset a `DataConfig` names (Fashion-MNIST by default)."""
     config = config or DataConfig()

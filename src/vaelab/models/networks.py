@@ -14,33 +14,76 @@ def mlp(sizes: list[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def conv_encoder(side: int, hidden: tuple[int, ...]) -> nn.Sequential:
-    """Flat images -> two stride-2 4x4 convolutions (side -> side/4) -> a dense layer."""
+def padded_side(side: int) -> int:
+    """`side` rounded up to a multiple of 4, the size two stride-2 convolutions halve twice."""
+    return -(-side // 4) * 4
+
+
+class PadTo(nn.Module):
+    """Flat C*H*W images -> C x H' x W' maps, zero-padded at the bottom and right to H', W'."""
+
+    def __init__(self, shape: tuple[int, int, int], padded: tuple[int, int]) -> None:
+        super().__init__()
+        self.shape = shape
+        self.padding = (0, padded[1] - shape[2], 0, padded[0] - shape[1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        maps = x.reshape(-1, *self.shape)
+        return nn.functional.pad(maps, self.padding) if any(self.padding) else maps
+
+
+class CropTo(nn.Module):
+    """C x H' x W' maps -> the top-left C x H x W, flat: the exact inverse of `PadTo`'s padding."""
+
+    def __init__(self, shape: tuple[int, int, int]) -> None:
+        super().__init__()
+        self.shape = shape
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        _, height, width = self.shape
+        return maps[..., :height, :width].flatten(1)
+
+
+def conv_encoder(shape: tuple[int, int, int], hidden: tuple[int, ...]) -> nn.Sequential:
+    """Flat C x H x W images -> two stride-2 4x4 convolutions (each side padded up to a multiple
+    of 4, then quartered) -> a dense layer."""
+    channels, height, width = shape
     first, second, dense = hidden
+    padded = (padded_side(height), padded_side(width))
     return nn.Sequential(
-        nn.Unflatten(-1, (1, side, side)),
-        nn.Conv2d(1, first, 4, stride=2, padding=1),
+        PadTo(shape, padded),
+        nn.Conv2d(channels, first, 4, stride=2, padding=1),
         nn.ReLU(),
         nn.Conv2d(first, second, 4, stride=2, padding=1),
         nn.ReLU(),
         nn.Flatten(),
-        nn.Linear(second * (side // 4) ** 2, dense),
+        nn.Linear(second * (padded[0] // 4) * (padded[1] // 4), dense),
         nn.ReLU(),
     )
 
 
-def conv_decoder(side: int, hidden: tuple[int, ...], latent_dim: int) -> nn.Sequential:
+def conv_decoder(
+    shape: tuple[int, int, int], hidden: tuple[int, ...], latent_dim: int
+) -> nn.Sequential:
     """The encoder mirrored up to the last layer: dense layers, then a stride-2 transposed conv."""
+    _, height, width = shape
     first, second, dense = hidden
-    quarter = side // 4
+    quarter = (padded_side(height) // 4, padded_side(width) // 4)
     return nn.Sequential(
         nn.Linear(latent_dim, dense),
         nn.ReLU(),
-        nn.Linear(dense, second * quarter * quarter),
+        nn.Linear(dense, second * quarter[0] * quarter[1]),
         nn.ReLU(),
-        nn.Unflatten(-1, (second, quarter, quarter)),
+        nn.Unflatten(-1, (second, *quarter)),
         nn.ConvTranspose2d(second, first, 4, stride=2, padding=1),
         nn.ReLU(),
+    )
+
+
+def conv_output(shape: tuple[int, int, int], hidden: tuple[int, ...]) -> nn.Sequential:
+    """The decoder's last transposed conv to C channels, cropped back to H x W, flat."""
+    return nn.Sequential(
+        nn.ConvTranspose2d(hidden[0], shape[0], 4, stride=2, padding=1), CropTo(shape)
     )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import NamedTuple
@@ -13,7 +12,14 @@ from torch import nn
 from vaelab.config import GAUSSIAN_LIKELIHOODS, ModelConfig
 from vaelab.errors import VaelabError
 from vaelab.models.likelihoods import LossTerms, decoder_mean, log_likelihood, negative_elbo
-from vaelab.models.networks import as_input_of, at_least_fp32, conv_decoder, conv_encoder, mlp
+from vaelab.models.networks import (
+    as_input_of,
+    at_least_fp32,
+    conv_decoder,
+    conv_encoder,
+    conv_output,
+    mlp,
+)
 
 
 class VAEOutput(NamedTuple):
@@ -39,20 +45,18 @@ class VAE(nn.Module):
             check_model_size(self.config)  # before any layer takes real memory
         hidden, latent = list(self.config.hidden), self.config.latent_dim
         conv = self.config.arch == "conv"
-        side = math.isqrt(self.config.input_dim)
+        shape = self.config.shape
         # Built in this order so that a seed gives the same initial weights as vaelab 0.1.
         self.encoder = (
-            conv_encoder(side, self.config.hidden)
+            conv_encoder(shape, self.config.hidden)
             if conv
             else mlp([self.config.input_dim, *hidden])
         )
         self.mu_head = nn.Linear(hidden[-1], latent)
         self.logvar_head = nn.Linear(hidden[-1], latent)
         if conv:
-            self.decoder = conv_decoder(side, self.config.hidden, latent)
-            self.output: nn.Module = nn.Sequential(
-                nn.ConvTranspose2d(hidden[0], 1, 4, stride=2, padding=1), nn.Flatten()
-            )
+            self.decoder = conv_decoder(shape, self.config.hidden, latent)
+            self.output: nn.Module = conv_output(shape, self.config.hidden)
         else:
             self.decoder = mlp([latent, *reversed(hidden)])
             self.output = nn.Linear(hidden[0], self.config.input_dim)

@@ -110,7 +110,7 @@ def train(
     dataset = dataset or load_dataset(config.data)
     config = replace(
         config,
-        model=replace(config.model, input_dim=dataset.input_dim),
+        model=replace(config.model, input_dim=dataset.input_dim, image_shape=dataset.shape),
         data=config.data.resolved(),  # config.json then names the same files from anywhere
     )
     _check_fits(config, dataset)
