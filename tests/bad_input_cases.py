@@ -438,9 +438,12 @@ CASES: list[Case] = [
 
 def _gather() -> list[Case]:
     """The cases above and those of the groups that keep their own module."""
-    from tests import cases_data, cases_reads, cases_runs
+    from tests import cases_builtin, cases_data, cases_reads, cases_runs, cases_sources
 
-    return [*CASES, *cases_reads.CASES, *cases_runs.CASES, *cases_data.CASES]
+    return [
+        *CASES, *cases_reads.CASES, *cases_runs.CASES, *cases_data.CASES, *cases_sources.CASES,
+        *cases_builtin.CASES,
+    ]  # fmt: skip
 
 
 CASES = _gather()

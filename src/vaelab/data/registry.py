@@ -19,6 +19,10 @@ def is_builtin_name(source: str) -> bool:
 def load_dataset(config: DataConfig | None = None, opener: Opener | None = None) -> Dataset:
     """Load the dataset a `DataConfig` names (Fashion-MNIST by default)."""
     config = config or DataConfig()
+    if config.source is not None:
+        from vaelab.data.sources import load_source
+
+        return load_source(config, opener=opener)
     if config.train_csv and config.test_csv:
         return load_csv_dataset(config.train_csv, config.test_csv)
     if config.dataset not in DATASETS:
