@@ -13,6 +13,7 @@ from vaelab.rundir.files import (
     FIGURE_FILES,
     FIGURES_DIR,
     FIGURES_RECORD,
+    LAST_WEIGHTS_FILE,
     LOCK_FILE,
     METRICS_COLUMNS,
     METRICS_FILE,
@@ -37,6 +38,7 @@ from vaelab.rundir.files import (
     save_config,
     save_metrics,
     save_weights,
+    update_run_info,
     weights_sha256,
 )
 from vaelab.rundir.lock import (
@@ -63,6 +65,7 @@ __all__ = [
     "FIGURES_DIR",
     "FIGURES_RECORD",
     "FIGURE_FILES",
+    "LAST_WEIGHTS_FILE",
     "LOCK_FILE",
     "METRICS_COLUMNS",
     "METRICS_FILE",
@@ -97,5 +100,6 @@ __all__ = [
     "save_config",
     "save_metrics",
     "save_weights",
+    "update_run_info",
     "weights_sha256",
 ]

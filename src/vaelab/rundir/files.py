@@ -16,6 +16,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save
+from torch import nn
 
 from vaelab._io import atomic_write_bytes, atomic_write_text, parse_json, read_bytes, read_text
 from vaelab.config import RunConfig
@@ -24,12 +25,19 @@ from vaelab.models import VAE
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.csv"
-# metrics.csv's columns: the fields of `vaelab.training.events.EpochMetrics`, in that order.
+# metrics.csv's columns: the fields of `vaelab.training.events.EpochMetrics`, in that order. The
+# test and validation columns may be empty (not measured that epoch; read as NaN), and runs of
+# vaelab 0.1 lack the validation columns.
 METRICS_COLUMNS = (
     "epoch", "seconds", "train_loss", "train_reconstruction", "train_kld", "test_loss",
-    "test_reconstruction", "test_kld",
+    "test_reconstruction", "test_kld", "val_loss", "val_reconstruction", "val_kld",
 )  # fmt: skip
+_REQUIRED_COLUMNS = METRICS_COLUMNS[:8]
+_MEASURED_COLUMNS = METRICS_COLUMNS[:5]  # never empty: every epoch trains
+# The model a run ends with: the best validation epoch's weights when a validation split was held
+# out (else the last epoch's), and the last epoch's weights beside them.
 WEIGHTS_FILE = "model.safetensors"
+LAST_WEIGHTS_FILE = "last.safetensors"
 CHECKPOINT_FILE = "checkpoint.safetensors"
 EVAL_FILE = "eval.json"
 REPORT_FILE = "report.html"
@@ -49,7 +57,7 @@ FIGURES_RECORD = "figures.json"
 LOCK_FILE = ".lock"
 _PROBE_FILE = ".write-test"
 # The files of a run that a new one could be mixed up with.
-RUN_FILES = (CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, CHECKPOINT_FILE)
+RUN_FILES = (CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, LAST_WEIGHTS_FILE, CHECKPOINT_FILE)
 # Every file vaelab writes at the top of a run directory: what overwrite=True removes.
 VAELAB_FILES = (*RUN_FILES, EVAL_FILE, REPORT_FILE, FIGURES_RECORD)
 
@@ -97,7 +105,12 @@ def save_config(run_dir: Path, config: RunConfig, extra: dict[str, Any]) -> None
 def extend_epochs(run_dir: Path, epochs: int) -> None:
     """Set train.epochs in RUN/config.json (a resume that trains the run further), nothing else."""
     payload = load_run_info(run_dir)
-    payload["train"] = {**payload.get("train", {}), "epochs": epochs}
+    update_run_info(run_dir, train={**payload.get("train", {}), "epochs": epochs})
+
+
+def update_run_info(run_dir: Path, **sections: Any) -> None:
+    """Replace (or add) top-level sections of RUN/config.json, keeping the rest as it is."""
+    payload = {**load_run_info(run_dir), **sections}
     atomic_write_text(run_dir / CONFIG_FILE, json.dumps(payload, indent=2) + "\n")
 
 
@@ -135,25 +148,31 @@ def save_metrics(run_dir: Path, history: list[Any]) -> None:
     writer = csv.DictWriter(out, fieldnames=[f.name for f in fields(history[0])])
     writer.writeheader()
     for row in history:
-        writer.writerow(asdict(row))
+        writer.writerow({k: "" if _not_measured(v) else v for k, v in asdict(row).items()})
     atomic_write_text(run_dir / METRICS_FILE, out.getvalue())
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, float]]:
     """The rows of RUN/metrics.csv as floats, under today's column names.
 
-    Every column of METRICS_COLUMNS must be there, with at least one row of finite numbers.
+    At least one row; every row has the columns of METRICS_COLUMNS (the validation columns may be
+    absent, as in vaelab 0.1's runs), finite numbers, and empty cells (NaN here) only in the test
+    and validation columns, for passes that did not run.
     """
     path = Path(run_dir) / METRICS_FILE
     reader = csv.DictReader(io.StringIO(read_text(path, "a CSV file"), newline=""))
     rows = []
     try:
         for line_no, row in enumerate(reader, start=2):
-            values = {_OLD_METRIC_NAMES.get(k, k): float(v) for k, v in row.items() if k}
-            missing = [name for name in METRICS_COLUMNS if name not in values]
+            cells = {_OLD_METRIC_NAMES.get(k, k): v for k, v in row.items() if k}
+            missing = [name for name in _REQUIRED_COLUMNS if name not in cells]
             if missing:
                 raise VaelabError(f"{path}: line {line_no} lacks {', '.join(missing)}")
-            if not all(math.isfinite(values[name]) for name in METRICS_COLUMNS):
+            given = {name: cells[name] for name in METRICS_COLUMNS if cells.get(name, "") != ""}
+            values = {name: float(given[name]) if name in given else math.nan
+                      for name in METRICS_COLUMNS}  # fmt: skip
+            measured = all(name in given for name in _MEASURED_COLUMNS)
+            if not measured or not all(math.isfinite(values[name]) for name in given):
                 raise VaelabError(f"{path}: line {line_no} holds a value that is not finite")
             rows.append(values)
     except (ValueError, TypeError) as exc:
@@ -163,10 +182,17 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, float]]:
     return rows
 
 
-def save_weights(run_dir: Path, model: VAE) -> None:
-    """Write the model's weights to RUN/model.safetensors."""
-    tensors = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
-    atomic_write_bytes(run_dir / WEIGHTS_FILE, save(tensors))
+def _not_measured(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+def save_weights(
+    run_dir: Path, model: VAE | dict[str, torch.Tensor], name: str = WEIGHTS_FILE
+) -> None:
+    """Write a model's weights (or a state dict) to RUN/model.safetensors, or RUN/`name`."""
+    state = model.state_dict() if isinstance(model, nn.Module) else model
+    tensors = {key: t.detach().cpu().contiguous() for key, t in state.items()}
+    atomic_write_bytes(run_dir / name, save(tensors))
 
 
 # Told apart only to explain a refusal: a zip archive (torch.save's format since 1.6) or a

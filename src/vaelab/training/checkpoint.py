@@ -47,6 +47,7 @@ class TrainingState:
     epochs_done: int = 0
     progress: EpochProgress | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, torch.Tensor] | None = None  # the best validation epoch's weights so far
 
 
 @dataclass
@@ -127,6 +128,8 @@ def save_checkpoint(
     tensors = {f"model/{k}": v.detach() for k, v in parts.model.state_dict().items()}
     optimizer_meta = _optimizer_tensors(parts.optimizer, tensors)
     tensors.update(_rng_tensors(parts.generator))
+    if state.best is not None:
+        tensors.update({f"best/{k}": v for k, v in state.best.items()})
     if state.progress is not None:
         tensors["epoch/order"] = state.progress.order
         tensors["epoch/totals"] = state.progress.totals
@@ -203,6 +206,10 @@ def load_checkpoint(
     state = _training_state(path, meta, tensors, layout)
     model_state = prefixed(tensors, "model/")
     check_weights(path, model_state, parts.model.state_dict())
+    best = prefixed(tensors, "best/") or None
+    if best is not None:
+        check_weights(path, best, parts.model.state_dict())
+    state.best = best
     optimizer_restored = optimizer_state(path, meta, tensors, parts.optimizer)
     scheduler_state = conform(
         parts.scheduler.state_dict(), meta.get("scheduler"), path, "scheduler"

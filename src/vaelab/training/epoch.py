@@ -98,6 +98,7 @@ def train_epoch(
     after_step: Callable[[EpochProgress, LossTerms], None] | None = None,
     objective: nn.Module | Bf16Copy | None = None,
     world: World = SINGLE_PROCESS,
+    binarize: bool = False,
 ) -> tuple[float, float, float]:
     """One pass over a fresh permutation of `images`; returns mean (loss, reconstruction, KLD).
 
@@ -106,7 +107,8 @@ def train_epoch(
     `resume_from` continues an epoch a checkpoint stopped inside; `after_step` sees the progress
     and the step's loss terms after each step. Each rank of `world` trains on its rows of every
     batch, with the noise a single process would draw for them; the metrics are averaged over the
-    ranks.
+    ranks. `binarize` draws each batch afresh as x ~ Bernoulli(pixels) from `generator` (dynamic
+    binarization), before the step's noise.
     """
     model.train()
     objective = objective if objective is not None else wrap(model, world)
@@ -124,6 +126,10 @@ def train_epoch(
         first = step * batch_size
         # index_select gathers rows 3x faster than advanced indexing (images[idx]) on the CPU.
         batch = torch.index_select(images, 0, order[first + rows.start : first + rows.stop])
+        if binarize:  # uniforms for the whole batch, so every rank draws what one process would
+            uniform = torch.rand((batch_size, images.shape[1]), generator=generator,
+                                 device=generator.device)[rows]  # fmt: skip
+            batch = (uniform < batch).to(batch.dtype)
         noise = torch.randn(noise_shape, generator=generator, device=generator.device)[rows]
         kl_scale = kl_weight(config.beta, config.kl_warmup, first_step + step, n_batches)
         terms = training_step(objective, optimizer, batch, noise, precision, kl_scale)

@@ -8,6 +8,7 @@ result. A callback overrides the methods it needs; the others do nothing.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +19,17 @@ import torch
 from vaelab.config import RunConfig
 from vaelab.models import VAE, LossTerms
 
+NOT_MEASURED = math.nan  # a metric the epoch did not compute (an empty cell in metrics.csv)
+
 
 @dataclass(frozen=True)
 class EpochMetrics:
-    """One row of metrics.csv: the epoch's time, its mean training loss, and the test pass after it.
+    """One row of metrics.csv: the epoch's time, its mean training loss, and the passes after it
+    over the test set and the validation set.
 
-    `*_reconstruction` is the tutorial's MSE for 'tutorial-mse', else -log p(x|z) in nats.
+    `*_reconstruction` is the tutorial's MSE for 'tutorial-mse', else -log p(x|z) in nats. A pass
+    that did not run (no validation split; the test set when it is not evaluated every epoch)
+    leaves its three values NaN.
     """
 
     epoch: int
@@ -31,9 +37,22 @@ class EpochMetrics:
     train_loss: float
     train_reconstruction: float
     train_kld: float
-    test_loss: float
-    test_reconstruction: float
-    test_kld: float
+    test_loss: float = NOT_MEASURED
+    test_reconstruction: float = NOT_MEASURED
+    test_kld: float = NOT_MEASURED
+    val_loss: float = NOT_MEASURED
+    val_reconstruction: float = NOT_MEASURED
+    val_kld: float = NOT_MEASURED
+
+    @property
+    def tested(self) -> bool:
+        """Whether the test set was evaluated after this epoch."""
+        return not math.isnan(self.test_loss)
+
+    @property
+    def validated(self) -> bool:
+        """Whether the validation set was evaluated after this epoch."""
+        return not math.isnan(self.val_loss)
 
 
 @dataclass
@@ -44,6 +63,7 @@ class TrainResult:
     history: list[EpochMetrics]
     total_seconds: float
     run_dir: Path | None
+    best_epoch: int | None = None  # the validation epoch whose weights `model` holds, if any
 
 
 @dataclass(frozen=True)

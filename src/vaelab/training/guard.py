@@ -61,13 +61,18 @@ class NothingToResume(VaelabError):
     Nothing is written; the command line says so and exits 0.
     """
 
-    def __init__(self, run_dir: Path, epochs: int) -> None:
+    def __init__(self, run_dir: Path, epochs: int, stopped_early_at: int | None = None) -> None:
+        done = (
+            f"finished all {epochs} epochs already"
+            if stopped_early_at is None
+            else f"stopped early after epoch {stopped_early_at} (no better validation loss)"
+        )
         super().__init__(
-            f"{run_dir}: finished all {epochs} epochs already; nothing to resume (a config with "
-            f"more epochs trains it further)"
+            f"{run_dir}: {done}; nothing to resume (a config with more epochs trains it further)"
         )
         self.run_dir = run_dir
         self.epochs = epochs
+        self.stopped_early_at = stopped_early_at
 
 
 def check_checkpoint_every(steps: int | None) -> None:
@@ -160,6 +165,12 @@ class RunGuard:
         else:
             self._save(None)
         return self.state
+
+    def finished_early(self, best: int | None) -> None:
+        """A resumed run that early stopping had ended: nothing to do once its weights exist."""
+        assert self.path is not None
+        if (self.path.parent / WEIGHTS_FILE).is_file():
+            raise NothingToResume(self.path.parent, self.layout.epochs, self.state.epochs_done)
 
     @contextmanager
     def catching_signals(self) -> Iterator[None]:

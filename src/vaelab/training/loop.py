@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from dataclasses import asdict, fields, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -16,6 +17,7 @@ from vaelab._version import __version__
 from vaelab.config import RunConfig
 from vaelab.data import Dataset, load_dataset
 from vaelab.data.dataset import test_fingerprint
+from vaelab.data.prepare import ModelData, model_data
 from vaelab.errors import VaelabError
 from vaelab.evaluation import evaluate
 from vaelab.models import VAE, LossTerms
@@ -44,34 +46,49 @@ from vaelab.training.events import (
     StepEnd,
     TrainResult,
 )
+from vaelab.training.extension import extend, extension_base
 from vaelab.training.guard import RunGuard, check_checkpoint_every
 from vaelab.training.precision import resolve_precision
 from vaelab.training.reporters import EpochLog
+from vaelab.training.selection import best_epoch, selection_record, stopped_early, weights_copy
 
 
-def run_layout(config: RunConfig, dataset: Dataset, steps_per_epoch: int) -> Layout:
+def run_layout(config: RunConfig, train_images: int, steps_per_epoch: int) -> Layout:
     """The numbers a checkpoint of this run must agree with."""
     row = {f.name: 0 if f.type == "int" else 0.0 for f in fields(EpochMetrics)}
-    return Layout(config.train.epochs, steps_per_epoch, len(dataset.train_images), row)
+    return Layout(config.train.epochs, steps_per_epoch, train_images, row)
 
 
-def _check_fits(config: RunConfig, dataset: Dataset) -> None:
-    if config.train.batch_size > len(dataset.train_images):
+def _check_fits(config: RunConfig, data: ModelData) -> None:
+    if config.train.batch_size > len(data.train):
+        held = "" if data.val is None else f", after {len(data.val)} held out for validation"
         raise VaelabError(
             f"batch_size {config.train.batch_size} is larger than the training set "
-            f"({len(dataset.train_images)} images)",
+            f"({len(data.train)} images{held})",
             parameters=("batch_size",),
+        )
+    if config.train.early_stopping and data.val is None:
+        raise VaelabError(
+            "early_stopping needs a validation set to watch: give val_split too",
+            parameters=("early_stopping", "val_split"),
         )
 
 
-def run_info(config: RunConfig, dataset: Dataset, device: torch.device) -> dict[str, object]:
+def run_info(
+    config: RunConfig, dataset: Dataset, device: torch.device, data: ModelData | None = None
+) -> dict[str, object]:
     """What config.json records beside the config itself."""
+    data = data or model_data(dataset, config.data)
     return {
         "dataset": {
             "source": dataset.source,
-            "train_images": len(dataset.train_images),
-            "test_images": len(dataset.test_images),
+            "format": dataset.format,
+            "train_images": len(data.train),
+            "val_images": 0 if data.val is None else len(data.val),
+            "test_images": len(data.test),
             "image_shape": list(dataset.image_shape),
+            "channels": dataset.channels,
+            "labelled": dataset.labelled,
             "class_names": list(dataset.class_names),
             "test_sha256": test_fingerprint(dataset),
         },
@@ -95,25 +112,38 @@ def train(
     checkpoint_every: int | None = None,
     dist_timeout_s: int = DEFAULT_TIMEOUT_S,
     callbacks: Iterable[Callback] = (),
+    data: Any = None,
+    test_data: Any = None,
 ) -> TrainResult:
     """Train a VAE as the config says; when `run_dir` is given, save the run there.
 
-    The model's input size follows the data. `log` receives the tutorial's lines (None for
-    silence); `callbacks` receive every event of the loop (see `vaelab.training.events`). With a
-    run directory, a full checkpoint is written every epoch (and every `checkpoint_every` steps),
-    SIGINT/SIGTERM stop cleanly after a checkpoint, and `resume` continues from the last one. A
-    non-finite loss stops training. Started by torchrun, each rank trains on its share of every
-    batch (DDP); rank 0 alone reports and writes. Returns the model, the per-epoch history and the
-    time.
+    The images are `dataset`, else `data` (NumPy arrays or torch tensors of images, an
+    `(images, labels)` pair, a torch Dataset, or a path; see `vaelab.data.as_dataset`) with
+    `test_data` as its test set, else what `config.data` names. The model's input size follows
+    the data. With `config.data.val_split`, the run keeps the best validation epoch's weights
+    (and stops early after `config.train.early_stopping` epochs without a better one). `log`
+    receives the tutorial's lines (None for silence); `callbacks` receive every event of the loop
+    (see `vaelab.training.events`). With a run directory, a full checkpoint is written every
+    epoch (and every `checkpoint_every` steps), SIGINT/SIGTERM stop cleanly after a checkpoint,
+    and `resume` continues from the last one. A non-finite loss stops training. Started by
+    torchrun, each rank trains on its share of every batch (DDP); rank 0 alone reports and
+    writes. Returns the model, the per-epoch history and the time.
     """
     config = config or RunConfig()
+    if data is not None or test_data is not None:
+        if dataset is not None:
+            raise VaelabError("give dataset or data, not both", parameters=("dataset", "data"))
+        from vaelab.data.arrays import as_dataset  # the in-memory and path forms of data
+
+        dataset = as_dataset(data, config.data, test_data)
     dataset = dataset or load_dataset(config.data)
     config = replace(
         config,
         model=replace(config.model, input_dim=dataset.input_dim, image_shape=dataset.shape),
         data=config.data.resolved(),  # config.json then names the same files from anywhere
     )
-    _check_fits(config, dataset)
+    prepared = model_data(dataset, config.data)
+    _check_fits(config, prepared)
     check_checkpoint_every(checkpoint_every)
     if resume and run_dir is None:
         raise VaelabError("resume=True needs the run_dir to continue", parameters=("resume",))
@@ -124,8 +154,8 @@ def train(
     try:
         check_divisible(config.train.batch_size, world)
         return _train(
-            config, dataset, rank_device(device, world), world, run_dir, overwrite, report,
-            resume, checkpoint_every,
+            config, dataset, prepared, rank_device(device, world), world, run_dir, overwrite,
+            report, resume, checkpoint_every,
         )  # fmt: skip
     except RuntimeError as exc:  # gloo and nccl report a dead or silent peer as RuntimeError
         if not world.distributed:
@@ -138,6 +168,7 @@ def train(
 def _train(
     config: RunConfig,
     dataset: Dataset,
+    prepared: ModelData,
     device: torch.device,
     world: World,
     run_dir: str | Path | None,
@@ -153,8 +184,8 @@ def _train(
         guards: list[RunGuard] = []
         try:
             return _train_in(
-                config, dataset, device, world, run_dir, claim, report, resume, checkpoint_every,
-                guards.append,
+                config, dataset, prepared, device, world, run_dir, claim, report, resume,
+                checkpoint_every, guards.append,
             )  # fmt: skip
         except BaseException:
             if claim is not None and not resume:
@@ -166,6 +197,7 @@ def _train(
 def _train_in(
     config: RunConfig,
     dataset: Dataset,
+    prepared: ModelData,
     device: torch.device,
     world: World,
     run_dir: str | Path | None,
@@ -177,7 +209,7 @@ def _train_in(
 ) -> TrainResult:
     out_dir = None if claim is None else claim.run_dir  # where this process writes: rank 0's
     if out_dir is not None and not resume:
-        rundir.save_config(out_dir, config, run_info(config, dataset, device))
+        rundir.save_config(out_dir, config, run_info(config, dataset, device, prepared))
     barrier(world)
 
     torch.manual_seed(config.train.seed)
@@ -185,11 +217,16 @@ def _train_in(
     precision = resolve_precision(config.train.precision, device)
     objective = make_objective(model, world, precision)
     optimizer = make_optimizer(model, config.train)
-    steps_per_epoch = len(dataset.train_images) // config.train.batch_size
+    steps_per_epoch = len(prepared.train) // config.train.batch_size
     scheduler = make_scheduler(optimizer, config.train, steps_per_epoch)
     generator = torch.Generator(device=device).manual_seed(config.train.seed)
-    train_images = dataset.train_images.to(device)
-    test_images = dataset.test_images.to(device)
+    train_images = prepared.train.to(device)
+    val_images = None if prepared.val is None else prepared.val.to(device)
+    test_images = prepared.test.to(device)
+    test_each_epoch = config.train.test_each_epoch == "yes" or (
+        config.train.test_each_epoch == "auto" and val_images is None
+    )
+    patience = config.train.early_stopping
     guard_dir = None if run_dir is None else Path(run_dir)
     report.on_run_start(RunStart(config, device, precision, world.size, steps_per_epoch, guard_dir))
 
@@ -198,25 +235,29 @@ def _train_in(
     if guard_dir is not None:
         data = (dataset.train_images, dataset.test_images)
         identity = run_identity(config.to_dict(), data, device, precision)
-        extended_from = _extension_base(guard_dir, config) if resume else None
+        extended_from = extension_base(guard_dir, config) if resume else None
     started_identity = identity
     if extended_from is not None:  # the checkpoint was written under the run's saved epochs
         started_identity = run_identity(extended_from.to_dict(), data, device, precision)
     guard = RunGuard(
         guard_dir, Trainables(model, optimizer, scheduler, generator),
-        run_layout(config, dataset, steps_per_epoch), started_identity, checkpoint_every,
-        report.on_note, writer=world.is_main,
+        run_layout(config, len(prepared.train), steps_per_epoch), started_identity,
+        checkpoint_every, report.on_note, writer=world.is_main,
     )  # fmt: skip
     on_guard(guard)
     started = time.perf_counter()
     with guard.catching_signals():
         state = guard.begin(resume)
+        history = [EpochMetrics(**row) for row in state.history]
+        if resume and stopped_early(history, patience) and extended_from is None:
+            guard.finished_early(best_epoch(history))
         if extended_from is not None:
             guard.identity = identity
-            _extend(out_dir, config, extended_from, scheduler, report)
-        history = [EpochMetrics(**row) for row in state.history]
+            extend(out_dir, config, extended_from, scheduler, report)
         resume_from = state.progress
         for epoch in range(state.epochs_done + 1, config.train.epochs + 1):
+            if stopped_early(history, patience):
+                break
             epoch_start = time.perf_counter()
             report.on_epoch_start(epoch, steps_per_epoch - (resume_from.step if resume_from else 0))
 
@@ -228,64 +269,51 @@ def _train_in(
                 model, optimizer, scheduler, train_images, config.train, generator, precision,
                 first_step=(epoch - 1) * steps_per_epoch, resume_from=resume_from,
                 after_step=after_step, objective=objective, world=world,
+                binarize=config.data.binarize == "dynamic",
             )  # fmt: skip
             resume_from = None
-            test = evaluate(model, test_images, config.train.test_batch_size)
             row = EpochMetrics(
-                epoch, time.perf_counter() - epoch_start, *train_terms, test.loss,
-                test.reconstruction, test.kld,
+                epoch, time.perf_counter() - epoch_start, *train_terms,
+                **_pass_metrics("test", model, test_images if test_each_epoch else None, config),
+                **_pass_metrics("val", model, val_images, config),
             )  # fmt: skip
             history.append(row)
+            if best_epoch(history) == epoch:
+                state.best = weights_copy(model)
             report.on_epoch_end(row)
             if out_dir is not None:
                 rundir.save_metrics(out_dir, history)
             guard.after_epoch(epoch, asdict(row))
     total = time.perf_counter() - started
+    if state.best is not None:
+        if out_dir is not None:
+            rundir.save_weights(out_dir, model, rundir.LAST_WEIGHTS_FILE)
+        model.load_state_dict(state.best)
     if out_dir is not None:
         rundir.save_weights(out_dir, model)
-    result = TrainResult(model=model.eval(), history=history, total_seconds=total, run_dir=out_dir)
+        if val_images is not None:
+            selection = selection_record(history, config.train.epochs, patience)
+            rundir.update_run_info(out_dir, selection=selection)
+    result = TrainResult(
+        model=model.eval(), history=history, total_seconds=total, run_dir=out_dir,
+        best_epoch=best_epoch(history),
+    )  # fmt: skip
     report.on_run_end(result)
     return result
 
 
-def _extension_base(run_dir: Path, config: RunConfig) -> RunConfig | None:
-    """The run's saved config when `config` differs from it in train.epochs alone (a resume that
-    extends the run), else None (any other difference is refused by the checkpoint's identity)."""
-    saved = rundir.load_config(run_dir)
-    if saved.train.epochs == config.train.epochs:
-        return None
-    if replace(saved, train=replace(saved.train, epochs=config.train.epochs)) != config:
-        return None
-    if config.train.epochs < saved.train.epochs:
-        raise VaelabError(
-            f"{run_dir}: a resume can extend a run, not shorten it: epochs={config.train.epochs} "
-            f"is below the {saved.train.epochs} it is set for",
-            parameters=("epochs",),
-        )
-    return saved
-
-
-def _extend(
-    out_dir: Path | None,
-    config: RunConfig,
-    saved: RunConfig,
-    scheduler: torch.optim.lr_scheduler.LambdaLR,
-    report: Callbacks,
-) -> None:
-    """Carry a resumed run on to `config.train.epochs`: config.json says so, and the learning
-    rate from the current step on is that of the longer run's schedule."""
-    step = scheduler.last_epoch
-    lrs = [base * factor(step) for base, factor in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
-    for group, lr in zip(scheduler.optimizer.param_groups, lrs):
-        group["lr"] = lr
-    scheduler._last_lr = lrs  # what get_last_lr() reports until the next step
-    if out_dir is not None:
-        rundir.extend_epochs(out_dir, config.train.epochs)
-    report.on_note(
-        f"extending the run from {saved.train.epochs} to {config.train.epochs} epochs "
-        f"(learning rate from here: {lrs[0]:.3g}, {config.train.lr_schedule} over "
-        f"{config.train.epochs} epochs)"
-    )
+def _pass_metrics(
+    split: str, model: VAE, images: torch.Tensor | None, config: RunConfig
+) -> dict[str, float]:
+    """The loss terms of a pass over `images` as EpochMetrics fields `split`_*; none if None."""
+    if images is None:
+        return {}
+    terms = evaluate(model, images, config.train.test_batch_size)
+    return {
+        f"{split}_loss": terms.loss,
+        f"{split}_reconstruction": terms.reconstruction,
+        f"{split}_kld": terms.kld,
+    }
 
 
 def lost_ranks_message(world: World, run_dir: str | Path | None, error: Exception) -> str:

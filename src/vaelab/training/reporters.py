@@ -17,12 +17,23 @@ def reconstruction_label(likelihood: str) -> str:
 
 
 def format_epoch(row: EpochMetrics, reconstruction: str = "MSE") -> str:
-    """The tutorial's log line; `reconstruction` names the first part of the test loss."""
-    return (
-        f"epoch {row.epoch:02d} - {row.seconds:.1f}s - loss {row.train_loss:.2f} - "
-        f"test_loss {row.test_loss:.2f} ({reconstruction} {row.test_reconstruction:.2f} | "
-        f"KLD {row.test_kld:.2f})"
-    )
+    """The tutorial's log line; `reconstruction` names the first part of the test loss.
+
+    With a validation split the line shows val_loss, and test_loss only when the test set was
+    evaluated that epoch.
+    """
+    parts = [f"epoch {row.epoch:02d} - {row.seconds:.1f}s - loss {row.train_loss:.2f}"]
+    if row.validated:
+        parts.append(
+            f"val_loss {row.val_loss:.2f} ({reconstruction} {row.val_reconstruction:.2f} | "
+            f"KLD {row.val_kld:.2f})"
+        )
+    if row.tested:
+        parts.append(
+            f"test_loss {row.test_loss:.2f} ({reconstruction} {row.test_reconstruction:.2f} | "
+            f"KLD {row.test_kld:.2f})"
+        )
+    return " - ".join(parts)
 
 
 class EpochLog(Callback):
