@@ -1,6 +1,7 @@
 """A trained model's latent space, one implementation for every caller: batched posterior means,
 decoding, prior samples, the 2-D plane in which the figures and the explorer draw it, and the
-lattices and image pairs the manifold and interpolation figures decode.
+lattices and image pairs the manifold and interpolation figures decode, and the names of the
+classes they are coloured by.
 
 The report, `vaelab sample` and the explorer all come through here, so the same seed gives the
 same images everywhere and the latent map has the same orientation in the report and the explorer.
@@ -8,6 +9,7 @@ same images everywhere and the latent map has the same orientation in the report
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -132,17 +134,22 @@ def latent_grid(grid: int, span: float) -> tuple[np.ndarray, np.ndarray]:
     return np.tile(values, grid), np.repeat(values[::-1], grid)
 
 
-def interpolation_pairs(labels: np.ndarray, pairs: int) -> list[tuple[int, int]]:
+def interpolation_pairs(
+    labels: np.ndarray | None, pairs: int, count: int | None = None
+) -> list[tuple[int, int]]:
     """Indices of `pairs` image pairs of different classes: classes 0-1, 2-3, ... in order.
 
-    A test set of one class gives pairs of consecutive images instead.
+    Without labels (`labels` None, `count` images) or with a test set of one class, the pairs
+    are consecutive images instead: (0, 1), (2, 3), ...
     """
+    if labels is None:
+        if count is None:
+            raise VaelabError("interpolation pairs without labels need the number of images")
+        return _consecutive_pairs(count, pairs)
     labels = np.asarray(labels)
     present = np.unique(labels)
-    if len(labels) < 2:
-        raise VaelabError("interpolation needs at least two test images")
     if len(present) < 2:
-        return [((2 * k) % len(labels), (2 * k + 1) % len(labels)) for k in range(pairs)]
+        return _consecutive_pairs(len(labels), pairs)
     unused = {int(c): list(np.flatnonzero(labels == c)) for c in present}
     chosen = []
     for k in range(pairs):
@@ -152,3 +159,19 @@ def interpolation_pairs(labels: np.ndarray, pairs: int) -> list[tuple[int, int]]
             ends.append(int(candidates.pop(0) if len(candidates) > 1 else candidates[0]))
         chosen.append((ends[0], ends[1]))
     return chosen
+
+
+def _consecutive_pairs(count: int, pairs: int) -> list[tuple[int, int]]:
+    if count < 2:
+        raise VaelabError("interpolation needs at least two test images")
+    return [((2 * k) % count, (2 * k + 1) % count) for k in range(pairs)]
+
+
+def label_names(labels: np.ndarray | None, class_names: Sequence[str]) -> tuple[str, ...]:
+    """A name for every class index in `labels`: `class_names`, then the indices past them as
+    text; none without labels."""
+    if labels is None:
+        return ()
+    highest = int(np.max(labels, initial=-1))
+    extra = (str(index) for index in range(len(class_names), highest + 1))
+    return (*(str(name) for name in class_names), *extra)

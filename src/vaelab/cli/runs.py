@@ -89,7 +89,8 @@ def evaluate_command(
 @click.option("--n", "n", type=int, default=64, help="Number of images to draw.")
 @click.option(
     "--out", type=click.Path(path_type=Path), default=Path("samples.png"),
-    help="Output file: .png (a grid, one pixel per pixel) or .npy (n x H x W float32 in [0, 1]).",
+    help="Output file: .png (a grid, one pixel per pixel, RGB for colour images) or .npy "
+    "(float32 in [0, 1]: n x H x W, or n x C x H x W for more than one channel).",
 )  # fmt: skip
 @click.option("--seed", type=int, default=0, help="Seed of the latent codes z ~ N(0, I).")
 @click.option("--overwrite", is_flag=True, help="Replace the output file if it exists.")
@@ -99,7 +100,10 @@ def sample_command(run: Path, n: int, out: Path, seed: int, overwrite: bool, dev
     from vaelab.viz.images import write_samples
 
     model = load_model(run, device=resolve_device(device))
-    shape = image_shape(load_run_info(run), model.config.input_dim, run)
+    channels, height, width = model.config.shape
+    if not model.config.image_shape:  # runs before (C, H, W) was recorded: one channel
+        height, width = image_shape(load_run_info(run), model.config.input_dim, run)
+    shape = (height, width) if channels == 1 else (channels, height, width)
     images = sample(model, n, seed).numpy().reshape(n, *shape)
     click.echo(f"wrote {write_samples(images, out, overwrite)} ({n} images)")
 

@@ -77,6 +77,8 @@ def points_payload(explorer: Explorer) -> dict[str, Any]:
         "source": explorer.source,
         "latent_dim": explorer.latent_dim,
         "image_shape": list(explorer.image_shape),
+        "channels": explorer.channels,
+        "labelled": explorer.labels is not None,
         "class_names": list(explorer.class_names),
         "view": {
             "kind": view.kind,
@@ -86,7 +88,7 @@ def points_payload(explorer: Explorer) -> dict[str, Any]:
         },
         "x": _rounded(xy[:, 0]),
         "y": _rounded(xy[:, 1]),
-        "labels": explorer.labels.tolist(),
+        "labels": None if explorer.labels is None else explorer.labels.tolist(),
         "latent_min": _rounded(explorer.latents.min(axis=0, initial=0.0)),
         "latent_max": _rounded(explorer.latents.max(axis=0, initial=0.0)),
         "limits": {
@@ -102,12 +104,13 @@ def _rounded(values: np.ndarray) -> list[Any]:
 
 
 def images_payload(explorer: Explorer, z: np.ndarray, fmt: str) -> dict[str, Any]:
-    """Decoded images as PNG data URLs, or as raw uint8 rows (H*W values each, row-major)."""
+    """Decoded images as PNG data URLs, or as raw uint8 rows (see `pixels_payload`)."""
     return pixels_payload(explorer.decode_pixels(z), fmt)
 
 
 def pixels_payload(pixels: np.ndarray, fmt: str) -> dict[str, Any]:
-    """uint8 images (N x H x W) as PNG data URLs, or as raw rows (H*W values each)."""
+    """uint8 images (N x H x W, or N x H x W x 3 for RGB) as PNG data URLs (greyscale or RGB),
+    or as raw rows: H*W values each, or H*W*3 (R, G, B of each pixel in turn), row-major."""
     if fmt == "raw":
         return {"shape": list(pixels.shape), "pixels": pixels.reshape(len(pixels), -1).tolist()}
     return {"images": [png_data_url(image) for image in pixels]}

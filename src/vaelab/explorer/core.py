@@ -1,6 +1,9 @@
 """A run opened for exploring: its model, its test set's latent means on the 2-D plane, and the
 images the page asks for (decoded points, prior samples) as PNG.
 
+Images of any size are sent as they are shown: one channel as greyscale, three as RGB (see
+`vaelab.viz.images.displayable`). Unlabelled test sets have no labels and no class names.
+
 This is the part of the latent explorer that knows nothing of the web; `vaelab.explorer.app`
 wraps it. Everything about the latent space comes from `vaelab.latent`, so the map has the
 report's orientation and a seed gives the images `vaelab sample` and the report give.
@@ -17,16 +20,16 @@ import torch
 
 from vaelab.config import DataConfig
 from vaelab.data import Dataset
-from vaelab.latent import LatentPlane, decode, latent_plane, posterior, prior_codes
+from vaelab.latent import LatentPlane, decode, label_names, latent_plane, posterior, prior_codes
 from vaelab.models import VAE
 from vaelab.rundir import open_run
-from vaelab.viz.images import png_bytes, to_uint8
+from vaelab.viz.images import displayable, png_bytes, to_uint8
 
 MAX_POINTS = 10_000  # test points kept for the scatter
 
 
 def png_data_url(pixels: np.ndarray) -> str:
-    """An H x W uint8 image as a `data:image/png;base64,...` URL."""
+    """An H x W (grey) or H x W x 3 (RGB) uint8 image as a `data:image/png;base64,...` URL."""
     return "data:image/png;base64," + base64.b64encode(png_bytes(pixels)).decode("ascii")
 
 
@@ -36,22 +39,29 @@ class Explorer:
 
     run_name: str
     model: VAE
-    image_shape: tuple[int, int]
-    class_names: tuple[str, ...]
+    image_shape: tuple[int, int]  # H, W
+    class_names: tuple[str, ...]  # empty without labels
     source: str
-    labels: np.ndarray  # N
+    labels: np.ndarray | None  # N class indices, None for unlabelled data
     latents: np.ndarray  # N x latent_dim
     view: LatentPlane
+    channels: int = 1
 
     @property
     def latent_dim(self) -> int:
         """Dimensions of the latent space."""
         return self.latents.shape[1]
 
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """One image's shape, (C, H, W)."""
+        return (self.channels, *self.image_shape)
+
     def decode_pixels(self, z: np.ndarray) -> np.ndarray:
-        """uint8 images (N x H x W) decoded from latent vectors (N x latent_dim)."""
+        """uint8 images decoded from latent vectors (N x latent_dim): N x H x W for one channel,
+        N x H x W x 3 for RGB."""
         images = decode(self.model, z).float().cpu().numpy()
-        return to_uint8(images).reshape(len(z), *self.image_shape)
+        return displayable(to_uint8(images), self.shape)
 
     def prior_samples(self, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """`count` codes z ~ N(0, I) from `seed` (those of `vaelab sample`) and their images."""
@@ -71,19 +81,17 @@ def load_explorer(
     test = run.dataset
     keep = _evenly_spaced(len(test.test_images), MAX_POINTS)
     latents = posterior(run.model, test.test_images[keep])[0].double().numpy()
-    labels = test.test_labels[keep].numpy().astype(np.int64)
-    names = tuple(test.class_names) + tuple(
-        str(label) for label in range(len(test.class_names), int(labels.max(initial=-1)) + 1)
-    )
+    labels = None if test.test_labels is None else test.test_labels[keep].numpy().astype(np.int64)
     return Explorer(
         run_name=run.name,
         model=run.model,
         image_shape=test.image_shape,
-        class_names=names,
+        class_names=label_names(labels, test.class_names),
         source=test.source,
         labels=labels,
         latents=latents,
         view=latent_plane(latents),
+        channels=test.channels,
     )
 
 

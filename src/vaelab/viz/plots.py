@@ -2,6 +2,10 @@
 
 Figures are built from `matplotlib.figure.Figure` directly, never through pyplot, so using them
 leaves a notebook's backend alone; `write_figures` renders them with Agg into RUN/figures/.
+
+Images of any size are drawn one pixel per data pixel: one channel dark on white, as the tutorial
+draws them, three channels in their own colours (see `vaelab.viz.images.displayable`). An
+`image_shape` is (H, W) for one channel or (C, H, W).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from vaelab._io import atomic_write_bytes
 from vaelab.data import Dataset
 from vaelab.data.dataset import as_unit_images
 from vaelab.errors import VaelabError
-from vaelab.latent import interpolation_pairs, latent_grid
+from vaelab.latent import interpolation_pairs, label_names, latent_grid
 from vaelab.models import VAE
 from vaelab.rundir import (
     FIGURES_DIR,
@@ -40,29 +44,46 @@ from vaelab.rundir import (
     weights_sha256,
 )
 from vaelab.viz.curves import DPI, learning_curves
-from vaelab.viz.images import tile
+from vaelab.viz.describe import selected_epoch
+from vaelab.viz.images import displayable, tile
+from vaelab.viz.latent_plots import latent_scatter
+from vaelab.viz.latent_plots import posterior_means as _means
+
+__all__ = [
+    "check_grid", "draw_figures", "figure_png", "interpolation", "latent_scatter",
+    "learning_curves", "manifold", "reconstructions", "samples", "save_figures", "write_figures",
+]  # fmt: skip
 
 MAX_SPAN = 1000.0  # far outside any posterior; beyond it the decoder's layers can overflow
-# The tutorial's markers; colours come from a qualitative colour map.
-MARKERS = ("*", "s", "v", "^", "+", "o", "P", "D", "p", "d")
-# Dark garments on white, as the tutorial draws them (it shows -x in grey); gaps are blue-grey.
-IMAGE_CMAP = matplotlib.colormaps["gray_r"].with_extremes(bad="#c9d3df")
+GAP = "#c9d3df"  # blue-grey between tiles and in empty cells
+# Dark garments on white, as the tutorial draws them (it shows -x in grey).
+IMAGE_CMAP = matplotlib.colormaps["gray_r"].with_extremes(bad=GAP)
+GAP_RGB = np.asarray(matplotlib.colors.to_rgb(GAP), dtype=np.float32)
 # ---------------------------------------------------------------- the model as arrays
 
-
-def _means(model: VAE, images: torch.Tensor) -> np.ndarray:
-    return latent.posterior(model, images)[0].float().cpu().numpy()
+ImageShape = tuple[int, ...]  # (H, W) for one channel, or (C, H, W)
 
 
-def _decoded(model: VAE, z: np.ndarray | torch.Tensor, image_shape: tuple[int, int]) -> np.ndarray:
-    return latent.decode(model, z).float().cpu().numpy().reshape(len(z), *image_shape)
+def _decoded(model: VAE, z: np.ndarray | torch.Tensor, image_shape: ImageShape) -> np.ndarray:
+    return displayable(latent.decode(model, z).float().cpu().numpy(), image_shape)
 
 
 # ---------------------------------------------------------------- drawing helpers
 
 
 def _show(ax: Axes, mosaic: np.ndarray, **options: Any) -> None:
-    ax.imshow(mosaic, cmap=IMAGE_CMAP, vmin=0.0, vmax=1.0, interpolation="nearest", **options)
+    """Tiles drawn one pixel per pixel: grey through IMAGE_CMAP, RGB as they are."""
+    if mosaic.ndim == 2:
+        ax.imshow(mosaic, cmap=IMAGE_CMAP, vmin=0.0, vmax=1.0, interpolation="nearest", **options)
+        return
+    coloured = np.where(np.isnan(mosaic), GAP_RGB, np.clip(mosaic, 0.0, 1.0))
+    ax.imshow(coloured, interpolation="nearest", **options)
+
+
+def _aspect(tiles: np.ndarray) -> float:
+    """Height over width of one shown tile, bounded so that figures keep a sensible size."""
+    height, width = tiles.shape[1:3]
+    return min(max(height / width, 0.25), 2.0)
 
 
 def _no_ticks(ax: Axes) -> None:
@@ -74,9 +95,9 @@ def _tile_centres(count: int, size: int, pad: int = 1) -> list[float]:
     return [i * (size + pad) + (size - 1) / 2 for i in range(count)]
 
 
-def _as_images(images: torch.Tensor | np.ndarray, image_shape: tuple[int, int]) -> np.ndarray:
+def _as_images(images: torch.Tensor | np.ndarray, image_shape: ImageShape) -> np.ndarray:
     pixels = as_unit_images(torch.as_tensor(images).cpu())
-    return pixels.numpy().astype(np.float32).reshape(-1, *image_shape)
+    return displayable(pixels.numpy().astype(np.float32).reshape(len(pixels), -1), image_shape)
 
 
 def _check_int(name: str, value: int, low: int, high: int) -> None:
@@ -90,14 +111,14 @@ def _check_int(name: str, value: int, low: int, high: int) -> None:
 
 
 def reconstructions(
-    model: VAE, images: torch.Tensor, image_shape: tuple[int, int], count: int = 40, cols: int = 10
+    model: VAE, images: torch.Tensor, image_shape: ImageShape, count: int = 40, cols: int = 10
 ) -> Figure:
     """The first `count` images in rows of `cols`, each above its reconstruction decode(mu(x))."""
     _check_int("count", count, 1, 1000)
     inputs = _as_images(images[:count], image_shape)
     outputs = _decoded(model, latent.posterior(model, images[:count])[0], image_shape)
     blocks = math.ceil(len(inputs) / cols)
-    fig = Figure(figsize=(9, 1.9 * blocks + 0.8), dpi=DPI, layout="constrained")
+    fig = Figure(figsize=(9, 1.9 * blocks * _aspect(inputs) + 0.8), dpi=DPI, layout="constrained")
     fig.suptitle(
         f"First {len(inputs)} test images (input rows) and their reconstructions\n"
         "decoded from the posterior mean, decode(\u03bc(x))"
@@ -107,7 +128,7 @@ def reconstructions(
         pair = np.concatenate([_pad_row(inputs[part], cols), _pad_row(outputs[part], cols)])
         _show(ax, tile(pair, cols))
         ax.set_xticks([])
-        ax.set_yticks(_tile_centres(2, image_shape[0]), ["input", "reconstruction"])
+        ax.set_yticks(_tile_centres(2, inputs.shape[1]), ["input", "reconstruction"])
         ax.tick_params(length=0)
     return fig
 
@@ -116,63 +137,6 @@ def _pad_row(tiles: np.ndarray, cols: int) -> np.ndarray:
     """A short last row filled with NaN tiles, so inputs and reconstructions stay aligned."""
     missing = cols - len(tiles)
     return np.concatenate([tiles, np.full((missing, *tiles.shape[1:]), np.nan, np.float32)])
-
-
-def latent_scatter(
-    model: VAE,
-    images: torch.Tensor,
-    labels: torch.Tensor | np.ndarray,
-    class_names: Sequence[str],
-) -> Figure:
-    """Posterior means of `images`, one colour and marker per class.
-
-    With more than two latent dimensions, the first two principal components of the means.
-    """
-    means = _means(model, images)
-    labels = np.asarray(torch.as_tensor(labels).cpu())
-    fig = Figure(figsize=(10, 8), dpi=DPI, layout="constrained")
-    ax = fig.add_subplot()
-    coords, xlabel, ylabel, note = _plane(means, labels)
-    colours = matplotlib.colormaps["tab10" if len(class_names) <= 10 else "tab20"]
-    for index, name in enumerate(class_names):
-        chosen = labels == index
-        if not chosen.any():
-            continue
-        marker = MARKERS[index % len(MARKERS)]
-        edges = {"linewidths": 0.8} if marker == "+" else {"edgecolors": "none"}
-        ax.scatter(
-            coords[chosen, 0], coords[chosen, 1], s=9, color=colours(index % colours.N),
-            marker=marker, alpha=0.55, label=name, **edges,
-        )  # fmt: skip
-    ax.set_title(f"Posterior means of {len(means)} test images{note}")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.grid(True, alpha=0.4)
-    legend = ax.legend(title="class", loc="upper left", bbox_to_anchor=(1.01, 1), markerscale=2.5)
-    for handle in legend.legend_handles:
-        if handle is not None:
-            handle.set_alpha(1.0)
-    return fig
-
-
-def _plane(means: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, str, str, str]:
-    """2-D coordinates to scatter (`latent_plane`'s, as in the explorer), axis labels, a note."""
-    dims = means.shape[1]
-    plane = latent.latent_plane(means)
-    coords = plane.project(means)
-    if dims == 1:
-        jitter = np.random.default_rng(0).uniform(-0.3, 0.3, len(means))
-        coords[:, 1] = labels + jitter
-        return coords, "z1 (posterior mean)", "class index (jittered)", " (1-D latent space)"
-    if plane.explained_variance is None:
-        return coords, "z1 (posterior mean)", "z2 (posterior mean)", ""
-    first, second = plane.explained_variance
-    return (
-        coords,
-        f"principal component 1 of the posterior means ({first:.0%} of variance)",
-        f"principal component 2 of the posterior means ({second:.0%} of variance)",
-        f"\nfirst two principal components of the {dims}-dimensional latent space",
-    )
 
 
 def check_grid(grid: int, span: float) -> None:
@@ -187,7 +151,7 @@ def check_grid(grid: int, span: float) -> None:
 
 def manifold(
     model: VAE,
-    image_shape: tuple[int, int],
+    image_shape: ImageShape,
     grid: int = 20,
     span: float = 2.0,
     images: torch.Tensor | None = None,
@@ -223,10 +187,14 @@ def manifold(
     tiles = _decoded(model, z, image_shape)
     half = span / (grid - 1)  # half a cell, so each tile is centred on its coordinate
     rows = 1 if latent_dim == 1 else grid
-    fig = Figure(figsize=(9.5, 10 if rows > 1 else 2.2), dpi=DPI, layout="constrained")
+    aspect = _aspect(tiles)
+    fig = Figure(figsize=(9.5, (10 if rows > 1 else 2.2) * aspect), dpi=DPI, layout="constrained")
     ax = fig.add_subplot()
     top = span + half if rows > 1 else half
-    _show(ax, tile(tiles, grid, pad=0), extent=(-span - half, span + half, -top, top))
+    # Each tile covers 2 * half of the plane both ways; its pixels keep their own proportions.
+    height, width = tiles.shape[1:3]
+    extent = (-span - half, span + half, -top, top)
+    _show(ax, tile(tiles, grid, pad=0), extent=extent, aspect=height / width)
     square = "\u00b2" if rows > 1 else ""
     ax.set_title(
         f"Decoder output over a {grid}\u00d7{rows} grid of [{-span:g}, {span:g}]{square}{note}"
@@ -239,12 +207,12 @@ def manifold(
     return fig
 
 
-def samples(model: VAE, image_shape: tuple[int, int], count: int = 100, seed: int = 0) -> Figure:
+def samples(model: VAE, image_shape: ImageShape, count: int = 100, seed: int = 0) -> Figure:
     """`count` images decoded from z ~ N(0, I) drawn with `seed` (`vaelab.latent.sample`)."""
     _check_int("count", count, 1, 2500)
-    tiles = latent.sample(model, count, seed).numpy().reshape(count, *image_shape)
+    tiles = displayable(latent.sample(model, count, seed).numpy(), image_shape)
     cols = math.ceil(math.sqrt(count))
-    fig = Figure(figsize=(9, 9.4), dpi=DPI, layout="constrained")
+    fig = Figure(figsize=(9, 9 * _aspect(tiles) + 0.4), dpi=DPI, layout="constrained")
     ax = fig.add_subplot()
     _show(ax, tile(tiles, cols))
     _no_ticks(ax)
@@ -255,20 +223,21 @@ def samples(model: VAE, image_shape: tuple[int, int], count: int = 100, seed: in
 def interpolation(
     model: VAE,
     images: torch.Tensor,
-    labels: torch.Tensor | np.ndarray,
+    labels: torch.Tensor | np.ndarray | None,
     class_names: Sequence[str],
-    image_shape: tuple[int, int],
+    image_shape: ImageShape,
     pairs: int = 5,
     steps: int = 10,
 ) -> Figure:
     """Straight lines from mu(A) to mu(B) for pairs of images of different classes, decoded.
 
-    Each row: input A, `steps` decoded points from t = 0 to t = 1, input B.
+    Each row: input A, `steps` decoded points from t = 0 to t = 1, input B. Without labels
+    (`labels` None) the pairs are consecutive test images, named by their index.
     """
     _check_int("pairs", pairs, 1, 50)
     _check_int("steps", steps, 2, 50)
-    labels = np.asarray(torch.as_tensor(labels).cpu())
-    chosen = interpolation_pairs(labels, pairs)
+    classes = None if labels is None else np.asarray(torch.as_tensor(labels).cpu())
+    chosen = interpolation_pairs(classes, pairs, len(images))
     ends = [index for pair in chosen for index in pair]
     means = _means(model, images[ends])
     t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
@@ -279,21 +248,33 @@ def interpolation(
         path = _decoded(model, (1 - t) * start + t * end, image_shape)
         rows.extend([inputs[2 * k][None], path, inputs[2 * k + 1][None]])
     cols = steps + 2
-    fig = Figure(figsize=(10.5, 0.75 * len(chosen) + 1.1), dpi=DPI, layout="constrained")
+    height = 0.75 * len(chosen) * _aspect(inputs) + 1.1
+    fig = Figure(figsize=(10.5, height), dpi=DPI, layout="constrained")
     ax = fig.add_subplot()
     _show(ax, tile(np.concatenate(rows), cols))
-    height, width = image_shape
-    names = [f"{class_names[labels[a]]} \u2192 {class_names[labels[b]]}" for a, b in chosen]
-    ax.set_yticks(_tile_centres(len(chosen), height), names)
+    ax.set_yticks(
+        _tile_centres(len(chosen), inputs.shape[1]), _pair_names(chosen, classes, class_names)
+    )
     ticks = ["input A", *(f"{v:.2f}" for v in t[:, 0]), "input B"]
-    ax.set_xticks(_tile_centres(cols, width), ticks, fontsize=8)
+    ax.set_xticks(_tile_centres(cols, inputs.shape[2]), ticks, fontsize=8)
     ax.tick_params(length=0)
     ax.set_xlabel("t along the straight line z = (1 - t) \u03bc(A) + t \u03bc(B)")
+    different = classes is not None and len(np.unique(classes)) > 1
     ax.set_title(
         f"Latent interpolation between {len(chosen)} pairs of test images"
-        f"{' of different classes' if len(np.unique(labels)) > 1 else ''}, {steps} steps"
+        f"{' of different classes' if different else ''}, {steps} steps"
     )
     return fig
+
+
+def _pair_names(
+    chosen: Sequence[tuple[int, int]], labels: np.ndarray | None, class_names: Sequence[str]
+) -> list[str]:
+    """Each pair's row label: its classes, or its images' indices without labels."""
+    if labels is None:
+        return [f"image {a} \u2192 image {b}" for a, b in chosen]
+    names = label_names(labels, class_names)
+    return [f"{names[labels[a]]} \u2192 {names[labels[b]]}" for a, b in chosen]
 
 
 # ---------------------------------------------------------------- a run directory
@@ -302,9 +283,11 @@ def interpolation(
 def draw_figures(run: Run, grid: int = 20, span: float = 2.0) -> dict[str, Figure]:
     """All six figures of a run (see `vaelab.rundir.open_run`), keyed by their file names."""
     data = run.dataset
-    images, labels, shape = data.test_images, data.test_labels, data.image_shape
+    images, labels, shape = data.test_images, data.test_labels, data.shape
     return {
-        "learning_curves.png": learning_curves(run.history, run.config.model.likelihood),
+        "learning_curves.png": learning_curves(
+            run.history, run.config.model.likelihood, selected_epoch(run.info)
+        ),
         "reconstructions.png": reconstructions(run.model, images, shape),
         "latent.png": latent_scatter(run.model, images, labels, data.class_names),
         "manifold.png": manifold(run.model, shape, grid, span, images=images),

@@ -11,7 +11,6 @@ import platform
 import shlex
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,6 @@ from vaelab._version import __version__
 from vaelab.data import Dataset
 from vaelab.errors import VaelabError
 from vaelab.evaluation import Metrics, evaluate
-from vaelab.models.likelihoods import gaussian_constant
 from vaelab.rundir import (
     EVAL_FILE,
     FIGURE_FILES,
@@ -46,27 +44,21 @@ from vaelab.rundir import (
     weights_sha256,
 )  # fmt: skip
 from vaelab.viz import plots
+from vaelab.viz.describe import data_facts, data_sentence, selection_sentence, weight_selection
 from vaelab.viz.page import escape as _e
 from vaelab.viz.page import flatten as _flatten
 from vaelab.viz.page import keys_table as _keys_table
 from vaelab.viz.page import number as _number
 from vaelab.viz.page import png_size as _png_size
-from vaelab.viz.page import table as _table
+from vaelab.viz.report_metrics import (
+    elbo_notes,
+    epochs_table,
+    evaluation_section,
+    final_metrics_table,
+    test_loss_card,
+    timing,
+)
 
-# eval.json (written by `vaelab evaluate`): its keys in display order, with labels.
-EVAL_LABELS = {
-    "likelihood": "decoder likelihood p(x|z)",
-    "images": "test images",
-    "negative_elbo_nats": "negative ELBO (nats per image)",
-    "reconstruction_nats": "reconstruction, E_q[-log p(x|z)] (nats per image)",
-    "kl_nats": "KL(q(z|x) || p(z)) (nats per image)",
-    "iw_samples": "importance samples k",
-    "iwae_nll_nats": "IWAE estimate of -log p(x) (nats per image)",
-    "iwae_stderr_nats": "standard error of the IWAE estimate (nats)",
-    "seed": "seed",
-    "seconds": "seconds taken",
-    "weights_sha256": "SHA-256 of the weights evaluated",
-}
 CAPTIONS = {
     "learning_curves.png": "Train (blue) and test (red) loss per epoch: loss solid, "
     "reconstruction (MSE for the tutorial's loss) dotted, "
@@ -157,113 +149,6 @@ def read_evaluation(run_dir: str | Path) -> dict[str, Any] | None:
 # ---------------------------------------------------------------- HTML
 
 
-def _final_metrics_table(run: Run, metrics: Metrics) -> str:
-    last = run.history[-1]
-    likelihood = run.config.model.likelihood
-    dim = run.dataset.input_dim
-
-    def logged(split: str) -> Metrics:
-        loss, reconstruction, kld = (
-            last[f"{split}_{t}"] for t in ("loss", "reconstruction", "kld")
-        )
-        return Metrics(loss, reconstruction, kld, images=0, likelihood=likelihood)
-
-    columns = [logged("train"), logged("test"), metrics]
-    reconstruction = "MSE (sum of squares / 2)" if likelihood == "tutorial-mse" else (
-        "reconstruction, -log p(x|z) (nats)"
-    )  # fmt: skip
-    rows = [
-        ["loss (training units)", *(_number(m.loss) for m in columns)],
-        [reconstruction, *(_number(m.reconstruction) for m in columns)],
-        ["KLD", *(_number(m.kld) for m in columns)],
-        ["negative ELBO (nats per image)", *(_number(_elbo(m, dim)) for m in columns)],
-    ]
-    epoch = int(last["epoch"])
-    headers = [
-        "per image",
-        f"train (epoch {epoch})",
-        f"test (epoch {epoch}, as logged)",
-        f"test (saved weights, evaluated now on {metrics.images:,} images)",
-    ]
-    return _table(headers, rows, "final-metrics")
-
-
-def _elbo(metrics: Metrics, input_dim: int) -> float:
-    """The negative ELBO from the two parts, so a KL weight used in training does not enter it."""
-    unweighted = replace(metrics, loss=metrics.reconstruction + metrics.kld)
-    return unweighted.negative_elbo_nats(input_dim)
-
-
-def _elbo_note(run: Run) -> str:
-    dim = run.dataset.input_dim
-    train = run.config.train
-    weighted = (
-        f'<p class="muted">Training weighted the KL term (\u03b2 = {train.beta:g}, warm-up '
-        f"{train.kl_warmup} epochs), so the train loss is the weighted one; the negative ELBO "
-        "adds reconstruction and KL unweighted.</p>"
-        if train.beta != 1 or train.kl_warmup
-        else ""
-    )
-    seed = (
-        '<p class="muted">The test pass samples z with a fixed seed, so evaluating the saved '
-        "weights again gives the logged number (up to float rounding when the report runs on "
-        "another device than training did).</p>"
-    )
-    return weighted + _likelihood_note(run.config.model.likelihood, dim) + seed
-
-
-def _likelihood_note(likelihood: str, dim: int) -> str:
-    if likelihood != "tutorial-mse":
-        return (
-            f'<p class="muted">Likelihood <code>{_e(likelihood)}</code>: the '
-            "loss is already the negative ELBO in nats, every constant included.</p>"
-        )
-    return (
-        '<p class="muted">The tutorial\'s loss is the negative ELBO of a unit-variance Gaussian '
-        f"decoder without its constant (D/2) log 2\u03c0 = {gaussian_constant(dim):.2f} nats for "
-        f"D = {dim} pixels; the last row adds it back.</p>"
-    )
-
-
-def _evaluation_section(evaluation: Mapping[str, Any] | None, run_dir: str) -> str:
-    if evaluation is None:
-        return (
-            '<p class="muted">No importance-weighted evaluation yet: '
-            f"<code>vaelab evaluate {_e(shlex.quote(run_dir))}</code> writes "
-            f"<code>{EVAL_FILE}</code>, and this report then shows it.</p>"
-        )
-    keys = [k for k in EVAL_LABELS if k in evaluation] + sorted(set(evaluation) - set(EVAL_LABELS))
-    rows = [[_e(EVAL_LABELS.get(k, k)), _number(evaluation[k])] for k in keys]
-    return f"<h3>Likelihood evaluation (<code>{EVAL_FILE}</code>)</h3>\n" + _table(
-        ["quantity", "value"], rows, "evaluation"
-    )
-
-
-def _timing(history: Sequence[Mapping[str, float]]) -> tuple[float, float, str]:
-    """Total and median epoch seconds, and a sentence about them."""
-    seconds = [row["seconds"] for row in history]
-    total = float(sum(seconds))
-    median = float(np.median(seconds))
-    text = (
-        f"{total:.1f} s of training over {len(seconds)} epochs (the sum of the epoch times): "
-        f"{total / len(seconds):.2f} s per epoch on average, median {median:.2f} s, "
-        f"first epoch {seconds[0]:.2f} s, slowest {max(seconds):.2f} s."
-    )
-    return total, median, text
-
-
-def _epochs_table(history: Sequence[Mapping[str, float]]) -> str:
-    headers = list(history[0])
-
-    def cell(key: str, value: float) -> str:
-        if key == "epoch":
-            return str(int(value))
-        return f"{value:.2f}" if key == "seconds" else f"{value:.4f}"
-
-    rows = [[cell(k, row[k]) for k in headers] for row in history]
-    return f'<div class="scroll">{_table(headers, rows, "epochs")}</div>'
-
-
 def _versions_now() -> dict[str, str]:
     return {
         "vaelab": __version__,
@@ -286,6 +171,23 @@ def _figure(name: str, png: bytes) -> str:
     )
 
 
+def _summary(run: Run) -> str:
+    """One paragraph: the data (source, format, channels, size, labels) and the weights kept."""
+    data = data_sentence(data_facts(run.info, run.dataset))
+    weights = selection_sentence(weight_selection(run.info), len(run.history))
+    return (
+        f'<p id="summary">Data: <span id="data-summary">{_e(data)}</span>. '
+        f'Weights: <span id="weights-summary">{_e(weights)}</span>.</p>'
+    )
+
+
+def _selection_table(info: Mapping[str, Any]) -> list[str]:
+    selection = info.get("selection")
+    if not isinstance(selection, Mapping):
+        return []
+    return ["<h3>Weights kept</h3>", _keys_table(_flatten("", selection), "selection")]
+
+
 def render_report(
     run: Run,
     metrics: Metrics,
@@ -298,11 +200,11 @@ def render_report(
     info = run.info
     run_path = str(run.run_dir)
     name = run.name
-    total, median, timing = _timing(run.history)
+    total, median, time_text = timing(run.history)
     dim = run.dataset.input_dim
     data_info = info.get("dataset", {}) if isinstance(info.get("dataset"), Mapping) else {}
     cards = [
-        ("final test loss", _number(run.history[-1]["test_loss"])),
+        test_loss_card(run, metrics),
         ("negative ELBO, test (nats/image)", _number(metrics.negative_elbo_nats(dim), 2)),
         ("epochs", str(len(run.history))),
         ("training time", f"{total:.1f} s (median {median:.2f} s/epoch)"),
@@ -322,6 +224,7 @@ def render_report(
         f"<h1>vaelab run <code>{_e(name)}</code></h1>",
         f'<p class="muted">{_e(run_path)} \u00b7 data: {_e(data_info.get("source", "unknown"))} '
         f"\u00b7 device: {_e(info.get('device', 'unknown'))}</p>",
+        _summary(run),
         '<nav><a href="#metrics">Metrics</a><a href="#figures">Figures</a>'
         '<a href="#epochs-section">Per epoch</a><a href="#run">Run</a></nav>',
         *(f'<p class="stale">{_e(sentence)}</p>' for sentence in set_aside),
@@ -332,10 +235,10 @@ def render_report(
         f'<code id="serve-command">vaelab serve {_e(shlex.quote(run_path))}</code></p>',
         '<section id="metrics">',
         "<h2>Final metrics</h2>",
-        f'<div class="wide">{_final_metrics_table(run, metrics)}</div>',
-        _elbo_note(run),
-        _evaluation_section(evaluation, run_path),
-        f"<h3>Time</h3>\n<p>{_e(timing)}</p>",
+        f'<div class="wide">{final_metrics_table(run, metrics)}</div>',
+        elbo_notes(run),
+        evaluation_section(evaluation, run_path),
+        f"<h3>Time</h3>\n<p>{_e(time_text)}</p>",
         "</section>",
         '<section id="figures">',
         "<h2>Figures</h2>",
@@ -344,8 +247,9 @@ def render_report(
         '<section id="epochs-section">',
         "<h2>Per-epoch metrics</h2>",
         f'<p class="muted">From <code>{METRICS_FILE}</code>; train values are '
-        "means over the epoch's batches, test values one pass over the test set after it.</p>",
-        _epochs_table(run.history),
+        "means over the epoch's batches, validation and test values one pass over their split "
+        "after it (a dash: not measured that epoch).</p>",
+        epochs_table(run.history),
         "</section>",
         '<section id="run">',
         "<h2>Run</h2>",
@@ -353,6 +257,7 @@ def render_report(
         _keys_table(_flatten("", run.config.to_dict()), "config"),
         "<h3>Data</h3>",
         _keys_table(_flatten("", data_info), "data"),
+        *_selection_table(info),
         "<h3>Device and versions</h3>",
         _keys_table(
             [

@@ -1,6 +1,8 @@
 // vaelab latent explorer: draws the test set's latent means, decodes the point under the pointer
 // through the run's decoder (POST /api/decode), interpolates between two clicked points and draws
 // samples from the prior. No dependencies; served by vaelab itself so it works offline.
+// Images come as PNG (greyscale or RGB) of the run's own height and width; unlabelled test sets
+// are drawn in one colour without a legend.
 "use strict";
 
 const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
@@ -8,6 +10,10 @@ const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
 const PAD = 20;
 const STEPS = 10;
 const SAMPLES = 10;
+const UNLABELLED = "#1f77b4";
+const LEGEND_CLASSES = 20; // past these, one line says how many more there are
+const DECODED_BOX = 280; // CSS pixels of the enlarged image's longer side
+const STRIP_BOX = 80;
 
 const el = (id) => document.getElementById(id);
 const state = {
@@ -37,7 +43,16 @@ function showError(error) {
 
 function colour(label) {
   // Past ten classes, spread hues by the golden angle so neighbours differ.
+  if (label === null) return UNLABELLED;
   return label < PALETTE.length ? PALETTE[label] : `hsl(${(label * 137.5) % 360}, 60%, 45%)`;
+}
+
+// An image of the run's height and width, scaled so that its longer side is `box` CSS pixels.
+function fit(img, box) {
+  const [height, width] = state.data.image_shape;
+  const scale = box / Math.max(height, width);
+  img.style.width = `${Math.round(width * scale)}px`;
+  img.style.height = `${Math.round(height * scale)}px`;
 }
 
 // ------------------------------------------------------------ latent <-> page coordinates
@@ -95,9 +110,9 @@ function drawBase(canvas) {
   ctx.stroke();
   const { x, y, labels } = state.data;
   ctx.globalAlpha = 0.65;
-  for (let i = 0; i < labels.length; i++) {
+  for (let i = 0; i < x.length; i++) {
     const [px, py] = state.frame.toPixel(x[i], y[i]);
-    ctx.fillStyle = colour(labels[i]);
+    ctx.fillStyle = colour(labels ? labels[i] : null);
     ctx.fillRect(px - 1.5, py - 1.5, 3, 3);
   }
   return base;
@@ -138,6 +153,7 @@ function render() {
 function strip(container, images, zs) {
   container.replaceChildren(...images.map((src, i) => {
     const img = new Image();
+    fit(img, STRIP_BOX);
     img.src = src;
     img.alt = `decoded at z = ${formatZ(zs[i])}`;
     img.title = img.alt;
@@ -249,10 +265,18 @@ function pointerLatent(canvas, event) {
   return toLatent(...state.frame.toData(px, py));
 }
 
+function imageKind(data) {
+  const [height, width] = data.image_shape;
+  const channels = data.channels || 1;
+  const kind = channels === 1 ? "greyscale" : channels === 3 ? "RGB" : `${channels}-channel`;
+  return `${kind} ${height}\u00d7${width}`;
+}
+
 function describe(data) {
   const { view } = data;
-  el("run-info").textContent = `run ${data.run}: ${data.labels.length} test images from ` +
-    `${data.source}; latent dimension ${data.latent_dim}` +
+  const labelled = data.labels ? "" : ", unlabelled";
+  el("run-info").textContent = `run ${data.run}: ${data.x.length} ${imageKind(data)} test ` +
+    `images${labelled} from ${data.source}; latent dimension ${data.latent_dim}` +
     (view.kind === "pca" ? "; the map shows the plane of the first two principal components" : "");
   if (view.kind === "pca") {
     const [a, b] = view.explained_variance.map((v) => `${(100 * v).toFixed(1)}% of variance`);
@@ -262,15 +286,31 @@ function describe(data) {
     el("x-label").textContent = "z[0]";
     el("y-label").textContent = data.latent_dim > 1 ? "z[1]" : "(none)";
   }
+  el("legend").replaceChildren(...legendItems(data));
+}
+
+// One entry per class present, in index order, at most LEGEND_CLASSES; none without labels.
+function legendItems(data) {
+  if (!data.labels) return [];
   const counts = new Map();
   for (const label of data.labels) counts.set(label, (counts.get(label) || 0) + 1);
-  el("legend").replaceChildren(...[...counts.keys()].sort((a, b) => a - b).map((label) => {
+  const present = [...counts.keys()].sort((a, b) => a - b);
+  const items = present.slice(0, LEGEND_CLASSES).map((label) => {
     const item = document.createElement("li");
     const dot = document.createElement("i");
     dot.style.background = colour(label);
-    item.append(dot, `${data.class_names[label]} (${counts.get(label)})`);
+    item.append(dot, `${data.class_names[label] ?? label} (${counts.get(label)})`);
     return item;
-  }));
+  });
+  const rest = present.slice(LEGEND_CLASSES);
+  if (rest.length) {
+    const images = rest.reduce((sum, label) => sum + counts.get(label), 0);
+    const item = document.createElement("li");
+    item.className = "more";
+    item.textContent = `and ${rest.length} more classes (${images} images)`;
+    items.push(item);
+  }
+  return items;
 }
 
 async function start() {
@@ -281,6 +321,7 @@ async function start() {
     showError(error);
     return;
   }
+  fit(el("decoded"), DECODED_BOX);
   state.frame = makeFrame(canvas, state.data.x, state.data.y);
   state.base = drawBase(canvas);
   describe(state.data);
