@@ -78,7 +78,7 @@ CASES: list[Case] = [
          config_edited(lambda raw: raw["data"].update(train_csv="a\u0000b")),
          "train_csv is not a usable path", "runs/old/config.json"),
     Case("data", "test data changed since training", replace_test_csv,
-         "are not those this run was tested on; point vaelab at the run's data with --data-dir",
+         "are not those this run was tested on; point vaelab at the files it was trained on with --data .and --test-data., --data-dir",
          "runs/r"),
 ]  # fmt: skip
 

@@ -367,7 +367,9 @@ def mid_epoch_checkpoint(tmp_path_factory) -> tuple[dict[str, torch.Tensor], dic
 
 def _restore_into_a_fresh_run(path: Path) -> None:
     dataset = _fuzz_dataset()
-    config = replace(FUZZ_RUN, model=replace(FUZZ_RUN.model, input_dim=16))
+    config = replace(
+        FUZZ_RUN, model=replace(FUZZ_RUN.model, input_dim=16, image_shape=dataset.shape)
+    )
     torch.manual_seed(0)
     model = VAE(config.model)
     optimizer = make_optimizer(model, config.train)
@@ -378,7 +380,7 @@ def _restore_into_a_fresh_run(path: Path) -> None:
     identity = run_identity(
         config.to_dict(), (dataset.train_images, dataset.test_images), torch.device("cpu"), "32"
     )
-    load_checkpoint(path, parts, run_layout(config, dataset, steps), identity)
+    load_checkpoint(path, parts, run_layout(config, len(dataset.train_images), steps), identity)
 
 
 def _paths(value, prefix=()):

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import click
 
 from vaelab.config import DEVICES, DataConfig
+from vaelab.data.registry import is_builtin_name
 from vaelab.errors import VaelabError
-from vaelab.rundir import RunExists
+from vaelab.rundir import RunExists, load_config
 from vaelab.training import TrainingInterrupted
 
 
@@ -90,41 +92,65 @@ def device_option(default: str) -> Callable[[Callable[..., Any]], Callable[..., 
     )  # fmt: skip
 
 
-RUN_DATA_DIR = click.option(
-    "--data-dir", type=click.Path(path_type=Path), default=None,
-    help="Use the dataset from this folder instead of where the run found it.",
-)  # fmt: skip
 RUN = click.argument("run", type=click.Path(path_type=Path))
 
 
+def _keep_run_data(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    if param.name is not None:
+        ctx.meta.setdefault("vaelab.run_data", {})[param.name] = value
+
+
+def _run_data_option(*flags: str, help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(
+        *flags, type=click.Path(path_type=Path), default=None, expose_value=False,
+        callback=_keep_run_data, help=help,
+    )  # fmt: skip
+
+
 def run_data_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """--data-dir, --train-csv and --test-csv: where a saved run's data is now."""
+    """--data, --test-data, --data-dir, --train-csv and --test-csv: where a saved run's data is
+    now, if it has moved (read back with `run_data`)."""
     for option in reversed((
-        RUN_DATA_DIR,
-        click.option(
-            "--train-csv", type=click.Path(path_type=Path), default=None,
-            help="The run's training CSV, if it has moved (with --test-csv).",
-        ),
-        click.option(
-            "--test-csv", type=click.Path(path_type=Path), default=None,
-            help="The run's test CSV, if it has moved (with --train-csv).",
-        ),
+        _run_data_option("--data", help="The run's training data (a path or a built-in name), "
+                         "if it has moved; the run's other data settings still apply."),
+        _run_data_option("--test-data", help="The run's separate test data, if it has moved."),
+        _run_data_option("--data-dir", help="Use the built-in dataset from this folder instead "
+                         "of where the run found it."),
+        _run_data_option("--train-csv", help="The run's training CSV, if it has moved (with "
+                         "--test-csv)."),
+        _run_data_option("--test-csv", help="The run's test CSV, if it has moved (with "
+                         "--train-csv)."),
     )):  # fmt: skip
         command = option(command)
     return command
 
 
-def run_data(
-    data_dir: Path | None, train_csv: Path | None, test_csv: Path | None
-) -> DataConfig | None:
-    """The data those options name, or None for the data the run recorded."""
-    if data_dir is None and train_csv is None and test_csv is None:
+def run_data(run: Path) -> DataConfig | None:
+    """The run's data config with the paths the data options name, or None when none is given
+    (the data the run recorded). Other data settings (labels, splits, binarization) are kept."""
+    given = {
+        name: str(value)
+        for name, value in click.get_current_context().meta.get("vaelab.run_data", {}).items()
+        if value is not None
+    }
+    if not given:
         return None
-    return DataConfig(
-        data_dir=optional_str(data_dir),
-        train_csv=optional_str(train_csv),
-        test_csv=optional_str(test_csv),
-    )
+    saved = load_config(run).data
+    if "data" in given or "test_data" in given:
+        return replace(
+            saved, source=given.get("data", saved.source),
+            test_source=given.get("test_data", saved.test_source), train_csv=None, test_csv=None,
+        )  # fmt: skip
+    if "train_csv" in given or "test_csv" in given:
+        return replace(
+            saved, train_csv=given.get("train_csv"), test_csv=given.get("test_csv"), source=None,
+            test_source=None,
+        )  # fmt: skip
+    builtin = saved.source if saved.source is not None and is_builtin_name(saved.source) else None
+    return replace(
+        saved, data_dir=given["data_dir"], source=builtin, test_source=None, train_csv=None,
+        test_csv=None,
+    )  # fmt: skip
 
 
 @click.group(

@@ -43,15 +43,14 @@ from vaelab.training.distributed import resolve_device
     help="Evaluate only the first IMAGES test images  [default: all]",
 )  # fmt: skip
 def evaluate_command(
-    run: Path, data_dir: Path | None, train_csv: Path | None, test_csv: Path | None, device: str,
-    k: int, max_memory: str, seed: int, images: int | None,
+    run: Path, device: str, k: int, max_memory: str, seed: int, images: int | None,
 ) -> None:  # fmt: skip
     """Test metrics of a saved run: the training loss, the negative ELBO and the IWAE estimate
     of -log p(x) in nats; writes RUN/eval.json."""
     memory = parse_size(max_memory)
     check_seed(seed)
     with run_lock(run):  # refused at once while another process writes the run
-        data = run_data(data_dir, train_csv, test_csv)
+        data = run_data(run)
         opened = open_run(run, data=data, device=resolve_device(device))
         test_images = opened.dataset.test_images
         if images is not None:
@@ -122,8 +121,7 @@ def sample_command(run: Path, n: int, out: Path, seed: int, overwrite: bool, dev
 )  # fmt: skip
 @run_data_options
 def serve_command(
-    run: Path, host: str, port: int, token: str | None, data_dir: Path | None,
-    train_csv: Path | None, test_csv: Path | None,
+    run: Path, host: str, port: int, token: str | None
 ) -> None:  # fmt: skip
     """Explore the latent space of a saved run in the browser; prints the URL to open.
 
@@ -135,7 +133,7 @@ def serve_command(
     """
     from vaelab.explorer.app import serve  # the web stack loads only for this command
 
-    data = run_data(data_dir, train_csv, test_csv)
+    data = run_data(run)
     serve(run, host=host, port=port, announce=click.echo, token=token, data=data)
 
 
@@ -145,14 +143,13 @@ def serve_command(
 @click.option("--span", type=float, default=2.0, help="The manifold covers [-SPAN, SPAN]^2.")
 @run_data_options
 def plot_command(
-    run: Path, grid: int, span: float, data_dir: Path | None, train_csv: Path | None,
-    test_csv: Path | None,
+    run: Path, grid: int, span: float
 ) -> None:  # fmt: skip
     """Draw the six figures of a saved run into RUN/figures/."""
     from vaelab.viz.plots import write_figures
 
     started = time.perf_counter()
-    dataset = _dataset_from(run_data(data_dir, train_csv, test_csv))
+    dataset = _dataset_from(run_data(run))
     write_figures(run, grid, span, dataset=dataset, log=click.echo)
     click.echo(f"figures drawn in {time.perf_counter() - started:.1f}s")
 
@@ -160,13 +157,11 @@ def plot_command(
 @cli.command("report")
 @RUN
 @run_data_options
-def report_command(
-    run: Path, data_dir: Path | None, train_csv: Path | None, test_csv: Path | None
-) -> None:
+def report_command(run: Path) -> None:
     """Write RUN/report.html: metrics, tables and every figure in one offline file."""
     from vaelab.viz.report import write_report
 
-    dataset = _dataset_from(run_data(data_dir, train_csv, test_csv))
+    dataset = _dataset_from(run_data(run))
     click.echo(f"wrote {write_report(run, dataset=dataset, log=click.echo)}")
 
 

@@ -12,6 +12,7 @@ import torch
 from vaelab.config import DataConfig, RunConfig
 from vaelab.data import Dataset, load_dataset, require_image_size
 from vaelab.data.dataset import test_fingerprint
+from vaelab.data.prepare import binarized
 from vaelab.errors import VaelabError
 from vaelab.models import VAE
 from vaelab.rundir.files import (
@@ -54,7 +55,8 @@ def open_run(
 
     The data is `dataset`, else the data `data` names, else Fashion-MNIST from `data_dir`, else
     what the run was trained on. Data whose images have another size than the model's, or whose
-    test split differs from the one the run recorded, is refused.
+    test split differs from the one the run recorded, is refused. A run trained on binarized
+    images gets its test images binarized as in training (see `vaelab.data.prepare.binarized`).
     """
     run_dir = Path(run_dir)
     model = load_model(run_dir, device)
@@ -66,7 +68,7 @@ def open_run(
         dataset = load_dataset(data)
     require_image_size(dataset, model.config.input_dim, run_dir)
     require_same_test_data(info, dataset, run_dir)
-    return Run(run_dir, model, config, info, dataset)
+    return Run(run_dir, model, config, info, binarized(dataset, config.data))
 
 
 def require_same_test_data(info: dict[str, Any], dataset: Dataset, run_dir: str | Path) -> None:
@@ -80,6 +82,7 @@ def require_same_test_data(info: dict[str, Any], dataset: Dataset, run_dir: str 
         return
     raise VaelabError(
         f"{run_dir}: the test images of {dataset.source} are not those this run was tested on; "
-        "point vaelab at the run's data with data_dir, or train_csv and test_csv",
-        parameters=("data_dir", "train_csv", "test_csv"),
+        "point vaelab at the files it was trained on with data (and test_data), data_dir, or "
+        "train_csv and test_csv",
+        parameters=("data", "test_data", "data_dir", "train_csv", "test_csv"),
     )
