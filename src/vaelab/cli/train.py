@@ -13,9 +13,11 @@ import click
 from vaelab.cli.group import cli, device_option, optional_str
 from vaelab.config import (
     ARCHS,
+    BINARIZE,
     LIKELIHOODS,
     LR_SCHEDULES,
     PRECISIONS,
+    TEST_EACH_EPOCH,
     DataConfig,
     ModelConfig,
     RunConfig,
@@ -30,6 +32,7 @@ from vaelab.training.guard import NothingToResume
 
 _MODEL = ModelConfig()
 _TRAIN = TrainConfig()
+_DATA = DataConfig()
 
 
 def _parse_hidden(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[int, ...]:
@@ -40,6 +43,38 @@ def _parse_hidden(_ctx: click.Context, _param: click.Parameter, value: str) -> t
     if not sizes or any(size < 1 for size in sizes):
         raise click.BadParameter(f"hidden sizes must be positive, got {value!r}")
     return sizes
+
+
+def _parse_image_size(
+    _ctx: click.Context, _param: click.Parameter, value: str | None
+) -> tuple[int, ...]:
+    if value is None:
+        return ()
+    parts = value.lower().split("x")
+    if len(parts) != 2 or not all(part.strip().isdigit() and int(part) >= 1 for part in parts):
+        raise click.BadParameter(f"expected HEIGHTxWIDTH in pixels, e.g. 32x32, got {value!r}")
+    return int(parts[0]), int(parts[1])
+
+
+def _parse_names(
+    _ctx: click.Context, _param: click.Parameter, value: str | None
+) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    names = tuple(part.strip() for part in value.split(","))
+    if not all(names):
+        raise click.BadParameter(f"expected comma-separated names, got {value!r}")
+    return names
+
+
+def _parse_split(_ctx: click.Context, _param: click.Parameter, value: str) -> float:
+    """'0.1' is a fraction of the images, '5000' a number of them."""
+    try:
+        return int(value) if value.strip().isdigit() else float(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"expected a fraction such as 0.1 or a number of images, got {value!r}"
+        ) from None
 
 
 @cli.command("train")
@@ -87,9 +122,61 @@ def _parse_hidden(_ctx: click.Context, _param: click.Parameter, value: str) -> t
 )  # fmt: skip
 @device_option(_TRAIN.device)
 @click.option(
+    "--data", "source", default=None, metavar="PATH|NAME",
+    help="The training images: an image folder, a .npy or .npz file, IDX files, a CSV file, or a "
+    "built-in dataset's name (vaelab datasets lists them)  [default: fashion-mnist]",
+)  # fmt: skip
+@click.option(
+    "--test-data", "test_source", default=None, metavar="PATH",
+    help="A separate test set in any of those formats  [default: the source's own test split, "
+    "else --test-split of it]",
+)  # fmt: skip
+@click.option(
+    "--image-size", default=None, callback=_parse_image_size, metavar="HxW",
+    help="Resize folder images to H x W pixels (else images of mixed sizes are refused).",
+)  # fmt: skip
+@click.option("--no-labels", is_flag=True, help="Ignore any labels the data has.")
+@click.option(
+    "--class-names", default=None, callback=_parse_names, metavar="A,B,...",
+    help="Names of the classes 0, 1, ..., comma separated.",
+)  # fmt: skip
+@click.option(
+    "--npz-keys", "array_keys", default=None, callback=_parse_names, metavar="KEYS",
+    help="The .npz arrays to read: X_TRAIN,Y_TRAIN,X_TEST,Y_TEST or IMAGES,LABELS  "
+    "[default: x_train/y_train/x_test/y_test, or images/labels]",
+)  # fmt: skip
+@click.option(
+    "--test-split", default=str(_DATA.test_split), callback=_parse_split, metavar="F|N",
+    help="For data without a test set: the fraction (or number) of images held out for testing.",
+)  # fmt: skip
+@click.option(
+    "--val-split", default="0", callback=_parse_split, metavar="F|N",
+    help="Hold out this fraction (or number) of the training images for validation; the run "
+    "then keeps the best validation epoch's weights.",
+)  # fmt: skip
+@click.option(
+    "--split-seed", type=int, default=_DATA.split_seed,
+    help="Seed of the test and validation splits and of binarization.",
+)  # fmt: skip
+@click.option(
+    "--binarize", type=click.Choice(list(BINARIZE)), default=_DATA.binarize,
+    help="'dynamic': x ~ Bernoulli(pixels) drawn afresh for every batch; 'static': drawn once "
+    "(train and test) from --split-seed.",
+)  # fmt: skip
+@click.option(
+    "--early-stopping", type=int, default=_TRAIN.early_stopping, metavar="PATIENCE",
+    help="Stop after PATIENCE epochs without a better validation loss (needs --val-split); "
+    "0: off.",
+)  # fmt: skip
+@click.option(
+    "--test-each-epoch", type=click.Choice(list(TEST_EACH_EPOCH)),
+    default=_TRAIN.test_each_epoch,
+    help="Evaluate the test set after every epoch; 'auto': unless --val-split is given.",
+)  # fmt: skip
+@click.option(
     "--data-dir", type=click.Path(path_type=Path), default=None,
-    help="Folder with the four Fashion-MNIST IDX files (else $VAELAB_DATA, the user cache, "
-    "/usr/share/datasets/fashion-mnist, then a verified download).",
+    help="Folder with the built-in dataset's files (else $VAELAB_DATA, the user cache, "
+    "/usr/share/datasets/NAME, then a verified download).",
 )  # fmt: skip
 @click.option(
     "--train-csv", type=click.Path(path_type=Path), default=None,
@@ -167,19 +254,24 @@ def _run_config(
     epochs: int, batch_size: int, test_batch_size: int, lr: float, lr_schedule: str,
     latent_dim: int, hidden: tuple[int, ...], arch: str, likelihood: str, beta: float,
     kl_warmup: int, seed: int, precision: str, device: str, data_dir: Path | None,
-    train_csv: Path | None, test_csv: Path | None,
+    train_csv: Path | None, test_csv: Path | None, source: str | None, test_source: str | None,
+    image_size: tuple[int, ...], no_labels: bool, class_names: tuple[str, ...],
+    array_keys: tuple[str, ...], test_split: float, val_split: float, split_seed: int,
+    binarize: str, early_stopping: int, test_each_epoch: str,
 ) -> RunConfig:  # fmt: skip
     return RunConfig(
         model=ModelConfig(hidden=hidden, latent_dim=latent_dim, arch=arch, likelihood=likelihood),
         data=DataConfig(
-            data_dir=optional_str(data_dir),
-            train_csv=optional_str(train_csv),
-            test_csv=optional_str(test_csv),
+            data_dir=optional_str(data_dir), train_csv=optional_str(train_csv),
+            test_csv=optional_str(test_csv), source=source, test_source=test_source,
+            image_size=image_size, labels=not no_labels, class_names=class_names,
+            array_keys=array_keys, test_split=test_split, val_split=val_split,
+            split_seed=split_seed, binarize=binarize,
         ),
         train=TrainConfig(
             epochs=epochs, batch_size=batch_size, test_batch_size=test_batch_size, lr=lr,
             lr_schedule=lr_schedule, seed=seed, device=device, precision=precision, beta=beta,
-            kl_warmup=kl_warmup,
+            kl_warmup=kl_warmup, early_stopping=early_stopping, test_each_epoch=test_each_epoch,
         ),
     )  # fmt: skip
 
