@@ -155,3 +155,26 @@ def test_beta_and_warmup_weight_the_training_kl(tiny_dataset):
     assert third.train_loss == pytest.approx(third.train_reconstruction + third.train_kld, rel=1e-5)
     # The test loss is always the full negative ELBO.
     assert third.test_loss == pytest.approx(third.test_reconstruction + third.test_kld, rel=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["mlp", "conv"])
+@pytest.mark.parametrize("shape", [(3, 32, 32), (3, 10, 7)])
+def test_colour_images_of_any_size_train_save_and_load(arch, shape, tmp_path):
+    from vaelab import load
+    from vaelab.data import Dataset
+
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand((96, *shape), generator=generator)
+    dataset = Dataset(images[:64], None, images[64:], None, shape[1:], (), "synthetic rgb",
+                      channels=3)  # fmt: skip
+    config = RunConfig(
+        model=ModelConfig(arch=arch, hidden=(4, 8, 16) if arch == "conv" else (16, 8)),
+        train=TrainConfig(epochs=1, batch_size=16, device="cpu", precision="32"),
+    )
+    result = train(config, dataset, run_dir=tmp_path / "run", log=None)
+    assert result.model.config.shape == shape
+    assert math.isfinite(result.history[0].test_loss)
+    loaded = load(tmp_path / "run")
+    assert loaded.config.shape == shape
+    x = dataset.test_images[:4]
+    assert torch.equal(loaded(x).mu, result.model(x).mu)
