@@ -12,7 +12,7 @@ import math
 import os
 import zlib
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,6 +26,10 @@ from vaelab._io import (
     too_large,
 )
 from vaelab.errors import VaelabError
+
+if TYPE_CHECKING:
+    from vaelab.config import DataConfig
+    from vaelab.data.dataset import Dataset
 
 _IDX_DTYPES: dict[int, np.dtype[Any]] = {
     0x08: np.dtype(np.uint8),
@@ -127,31 +131,83 @@ def _read_up_to(stream: IO[bytes], n: int) -> bytearray:
     return out
 
 
+def idx_header(path: str | Path) -> tuple[np.dtype[Any], tuple[int, ...]] | None:
+    """(dtype, shape) an IDX file's header declares, reading only the header (gzip or raw); None
+    when the file does not start like an IDX file. The data itself is not checked here."""
+    path = Path(path)
+    with open_regular(path, "an IDX file") as handle:
+        try:
+            compressed = handle.read(2) == _GZIP_MAGIC
+            handle.seek(0)
+            stream: IO[bytes] = gzip.GzipFile(fileobj=handle) if compressed else handle  # type: ignore[assignment]
+            head = _read_up_to(stream, 4)
+            if len(head) < 4 or head[:2] != b"\0\0" or head[2] not in _IDX_DTYPES:
+                return None
+            if not 1 <= head[3] <= MAX_IDX_DIMS:
+                return None
+            dims = _read_up_to(stream, 4 * head[3])
+        except (EOFError, OSError, zlib.error):
+            return None
+    if len(dims) < 4 * head[3]:
+        return None
+    shape = tuple(int.from_bytes(dims[i : i + 4], "big") for i in range(0, len(dims), 4))
+    return _IDX_DTYPES[head[2]], shape
+
+
+def is_idx_file(path: str | Path) -> bool:
+    """Whether `path` is a regular file whose first bytes are an IDX header (gzip or raw)."""
+    try:
+        return idx_header(path) is not None
+    except VaelabError:
+        return False
+
+
+def read_idx_images(path: str | Path) -> np.ndarray:
+    """An IDX images file: uint8, N x H x W, at least one image of at least 1x1 pixels."""
+    images = read_idx(path)
+    if images.ndim != 3 or images.dtype != np.uint8:
+        raise VaelabError(
+            f"{path}: expected uint8 images of shape N x H x W, "
+            f"got {images.dtype} of shape {images.shape}"
+        )
+    if images.shape[0] == 0:
+        raise VaelabError(f"{path}: holds 0 images")
+    if images.shape[1] == 0 or images.shape[2] == 0:
+        raise VaelabError(
+            f"{path}: images of {images.shape[1]}x{images.shape[2]} pixels; expected at least 1x1"
+        )
+    return images
+
+
+def read_idx_labels(path: str | Path, images_path: str | Path, count: int) -> np.ndarray:
+    """An IDX labels file: uint8, one label for each of the `count` images of `images_path`."""
+    labels = read_idx(path)
+    if labels.ndim != 1 or labels.dtype != np.uint8:
+        raise VaelabError(
+            f"{path}: expected uint8 labels of shape N, got {labels.dtype} of shape {labels.shape}"
+        )
+    if len(labels) != count:
+        raise VaelabError(f"{images_path}: {count} images but {path} has {len(labels)} labels")
+    return labels
+
+
 def read_idx_split(
     images_path: str | Path, labels_path: str | Path
 ) -> tuple[np.ndarray, np.ndarray]:
     """Read an images file (N x H x W, uint8) and its labels file (N), checking they agree."""
-    images = read_idx(images_path)
-    labels = read_idx(labels_path)
-    if images.ndim != 3 or images.dtype != np.uint8:
-        raise VaelabError(
-            f"{images_path}: expected uint8 images of shape N x H x W, "
-            f"got {images.dtype} of shape {images.shape}"
-        )
-    if images.shape[0] == 0:
-        raise VaelabError(f"{images_path}: holds 0 images")
-    if images.shape[1] == 0 or images.shape[2] == 0:
-        raise VaelabError(
-            f"{images_path}: images of {images.shape[1]}x{images.shape[2]} pixels; "
-            "expected at least 1x1"
-        )
-    if labels.ndim != 1 or labels.dtype != np.uint8:
-        raise VaelabError(
-            f"{labels_path}: expected uint8 labels of shape N, "
-            f"got {labels.dtype} of shape {labels.shape}"
-        )
-    if len(images) != len(labels):
-        raise VaelabError(
-            f"{images_path}: {len(images)} images but {labels_path} has {len(labels)} labels"
-        )
-    return images, labels
+    images = read_idx_images(images_path)
+    return images, read_idx_labels(labels_path, images_path, len(images))
+
+
+def load_idx_source(path: Path, test_path: Path | None, config: DataConfig) -> Dataset:
+    """A Dataset from IDX files of any name: a folder of them (or torchvision's
+    ``<root>/<Name>/raw/``), or an images file with its labels beside it.
+
+    Images and labels are told apart by their headers (3 dimensions, 1), train and test by their
+    names ('train'; 't10k' or 'test'); a file named like an EMNIST file ('emnist') holds its
+    images transposed and is transposed back. Without test files, `config.test_split` of the
+    training images is held out (seeded by `config.split_seed`). Labels are optional.
+    """
+    from vaelab.data.idx_files import load_idx_files  # it reads files with this module
+
+    return load_idx_files(path, test_path, config)

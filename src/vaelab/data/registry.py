@@ -1,14 +1,15 @@
-"""The data a DataConfig names: the built-in dataset, or the tutorial's CSV files."""
+"""The data a DataConfig names: a source (a path, or a built-in dataset's name), a built-in
+dataset, or the tutorial's CSV files."""
 
 from __future__ import annotations
 
 from vaelab.config import DataConfig
+from vaelab.data.builtin import BUILTINS, load_builtin
 from vaelab.data.csvfile import load_csv_dataset
 from vaelab.data.dataset import Dataset
-from vaelab.data.fashion_mnist import Opener, load_fashion_mnist
-from vaelab.errors import VaelabError
+from vaelab.data.download import Opener
 
-DATASETS = ("fashion-mnist",)
+DATASETS = tuple(BUILTINS)  # fashion-mnist, mnist, kmnist, cifar10
 
 
 def is_builtin_name(source: str) -> bool:
@@ -17,7 +18,8 @@ def is_builtin_name(source: str) -> bool:
 
 
 def load_dataset(config: DataConfig | None = None, opener: Opener | None = None) -> Dataset:
-    """Load the dataset a `DataConfig` names (Fashion-MNIST by default)."""
+    """Load the dataset a `DataConfig` names (Fashion-MNIST by default): its source, else its
+    CSV files, else the built-in `dataset` (from `data_dir` when given)."""
     config = config or DataConfig()
     if config.source is not None:
         from vaelab.data.sources import load_source
@@ -25,9 +27,4 @@ def load_dataset(config: DataConfig | None = None, opener: Opener | None = None)
         return load_source(config, opener=opener)
     if config.train_csv and config.test_csv:
         return load_csv_dataset(config.train_csv, config.test_csv)
-    if config.dataset not in DATASETS:
-        raise VaelabError(
-            f"unknown dataset {config.dataset!r}; built in: {', '.join(DATASETS)}",
-            parameters=("dataset",),
-        )
-    return load_fashion_mnist(config.data_dir, opener=opener)
+    return load_builtin(config.dataset, config, opener=opener)
