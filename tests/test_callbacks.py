@@ -123,3 +123,30 @@ def test_train_epoch_without_an_objective_does_not_copy_the_model(monkeypatch):
 
 def replace_input(config: ModelConfig, input_dim: int) -> ModelConfig:
     return ModelConfig(input_dim=input_dim, hidden=config.hidden, latent_dim=config.latent_dim)
+
+
+def test_step_events_carry_the_learning_rate_and_kl_weight_of_the_step(tiny_dataset):
+    from vaelab.training.epoch import lr_factor
+    from vaelab.training.events import Callback
+
+    seen = []
+
+    class Steps(Callback):
+        def on_run_start(self, start):
+            assert start.model is not None and start.optimizer is not None
+            assert start.test_images is not None and len(start.test_images) == 64
+
+        def on_step_end(self, step):
+            seen.append((step.lr, step.kl_weight))
+
+    config = RunConfig(
+        model=ModelConfig(hidden=(8, 4)),
+        train=TrainConfig(epochs=3, batch_size=64, lr=1e-2, kl_warmup=2, device="cpu"),
+    )
+    train(config, tiny_dataset, log=None, callbacks=[Steps()])
+    steps = 256 // 64
+    assert [lr for lr, _ in seen] == pytest.approx(
+        [1e-2 * lr_factor("cosine-tail", s, 3 * steps) for s in range(3 * steps)]
+    )
+    weights = [w for _, w in seen]
+    assert weights[0] < weights[steps] < weights[-1] == pytest.approx(1.0)

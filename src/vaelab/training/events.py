@@ -76,6 +76,9 @@ class RunStart:
     world_size: int
     steps_per_epoch: int
     run_dir: Path | None
+    model: VAE | None = None  # the model being trained (for callbacks that draw or log it)
+    test_images: torch.Tensor | None = None  # the test images as the model sees them
+    optimizer: torch.optim.Optimizer | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,8 @@ class StepEnd:
     step: int  # steps done in this epoch, 1 to steps_per_epoch
     steps_per_epoch: int
     terms: LossTerms
+    lr: float = math.nan  # the learning rate the step was taken with
+    kl_weight: float = math.nan  # the weight of the KL term in the step's loss
 
 
 class Callback:

@@ -21,6 +21,7 @@ from vaelab.data.prepare import ModelData, model_data
 from vaelab.errors import VaelabError
 from vaelab.evaluation import evaluate
 from vaelab.models import VAE, LossTerms
+from vaelab.models.likelihoods import kl_weight
 from vaelab.training.checkpoint import EpochProgress, Layout, Trainables, run_identity
 from vaelab.training.distributed import (
     DEFAULT_TIMEOUT_S,
@@ -228,7 +229,10 @@ def _train_in(
     )
     patience = config.train.early_stopping
     guard_dir = None if run_dir is None else Path(run_dir)
-    report.on_run_start(RunStart(config, device, precision, world.size, steps_per_epoch, guard_dir))
+    report.on_run_start(RunStart(
+        config, device, precision, world.size, steps_per_epoch, guard_dir, model, test_images,
+        optimizer,
+    ))  # fmt: skip
 
     identity: dict[str, object] = {}
     extended_from = None
@@ -263,7 +267,12 @@ def _train_in(
 
             def after_step(progress: EpochProgress, terms: LossTerms, epoch: int = epoch) -> None:
                 guard.after_step(epoch, progress)
-                report.on_step_end(StepEnd(epoch, progress.step, steps_per_epoch, terms))
+                step = (epoch - 1) * steps_per_epoch + progress.step - 1
+                report.on_step_end(StepEnd(
+                    epoch, progress.step, steps_per_epoch, terms,
+                    scheduler.base_lrs[0] * scheduler.lr_lambdas[0](step),
+                    kl_weight(config.train.beta, config.train.kl_warmup, step, steps_per_epoch),
+                ))  # fmt: skip
 
             train_terms = train_epoch(
                 model, optimizer, scheduler, train_images, config.train, generator, precision,
