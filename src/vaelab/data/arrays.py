@@ -1,0 +1,249 @@
+"""NumPy files (.npy, .npz) of images, read without unpickling anything, and images handed over in
+memory (arrays, tensors, `(images, labels)`, a torch Dataset) for `vaelab.train(config, data=...)`.
+
+A .npy file holds images only (unlabelled). A .npz file names its arrays: `x_train`, `x_test`
+with `y_train`, `y_test` (both splits), or `images` with `labels` (a seeded test split), or the
+keys of `DataConfig.array_keys`, or a single array of any name (images); a string array
+`class_names` names the classes. The layout of the images is found by
+`vaelab.data.layout.channel_major`; uint8, bool and floats in [0, 1] are pixels.
+
+Reads are bounded: the file by `vaelab._io.read_bytes`, each array by its header (the shape and
+type it declares must fit in the bytes there are) before anything is allocated, and the arrays
+of an .npz by the sizes its zip directory declares, never decompressed further.
+"""
+
+from __future__ import annotations
+
+import io
+import lzma
+import math
+import struct
+import zipfile
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vaelab._io import FILE_LIMIT, read_bytes, read_limit, size_words, too_large
+from vaelab.config import DataConfig
+from vaelab.data.dataset import Dataset
+from vaelab.data.layout import (
+    ImageSet,
+    build_dataset,
+    channel_major,
+    label_tensor,
+    note,
+    pixel_tensor,
+)
+from vaelab.data.memory import as_dataset
+from vaelab.errors import VaelabError
+
+__all__ = ["as_dataset", "load_array_file", "read_npy", "read_npz"]
+
+_UNPICKLE = "holds Python objects (a pickle); vaelab does not unpickle"
+_NPZ_KEYS = "x_train and x_test (with y_train, y_test), images (with labels), or array_keys"
+
+
+def load_array_file(path: str | Path, test_path: str | Path | None, config: DataConfig) -> Dataset:
+    """A Dataset from a .npy or .npz file (and `test_path`, the test set, when given)."""
+    path = Path(path)
+    keys = config.array_keys
+    arrays = _read(path)
+    test: ImageSet | None = None
+    if test_path is None and _holds_both_splits(arrays, keys):
+        train_keys, test_keys = (keys[:2], keys[2:]) if keys else (_DEFAULT_KEYS[1], _TEST_KEYS)
+        train = _image_set(path, arrays, train_keys, config, bool(keys))
+        test = _image_set(path, arrays, test_keys, config, bool(keys))
+    else:
+        train = _one_set(path, arrays, keys[:2], "train", config)
+        if test_path is not None:
+            test_file = Path(test_path)
+            test = _one_set(test_file, _read(test_file), keys[2:] or keys[:2], "test", config)
+    return build_dataset(
+        train, test, config,
+        source=str(path) if test_path is None else f"{path} (test: {test_path})",
+        format=_suffix(path).lstrip("."),
+        class_names=_file_class_names(path, arrays) if config.labels else (),
+    )  # fmt: skip
+
+
+_DEFAULT_KEYS = (("images", "labels"), ("x_train", "y_train"))
+_TEST_KEYS = ("x_test", "y_test")
+
+
+def _holds_both_splits(arrays: dict[str, np.ndarray], keys: tuple[str, ...]) -> bool:
+    return len(keys) == 4 or (not keys and "x_train" in arrays and "x_test" in arrays)
+
+
+def _suffix(path: Path) -> str:
+    return path.suffix.lower()
+
+
+def _read(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of a .npz file, or {'': images} for a .npy file."""
+    if _suffix(path) == ".npz":
+        return read_npz(path)
+    if _suffix(path) == ".npy":
+        return {"": read_npy(path)}
+    raise VaelabError(f"{path}: not a .npy or .npz file")
+
+
+def _one_set(
+    path: Path, arrays: dict[str, np.ndarray], keys: tuple[str, ...], split: str,
+    config: DataConfig,
+) -> ImageSet:  # fmt: skip
+    """The images (and labels) of a file that holds one set."""
+    if "" in arrays:  # a .npy file: images only
+        return _image_set(path, arrays, ("", ""), config, False)
+    if keys:
+        return _image_set(path, arrays, keys, config, True)
+    for names in (*_DEFAULT_KEYS, (f"x_{split}", f"y_{split}")):
+        if names[0] in arrays:
+            return _image_set(path, arrays, names, config, False)
+    named = [key for key in arrays if key != "class_names"]
+    if len(named) == 1:
+        return _image_set(path, arrays, (named[0], ""), config, False)
+    raise VaelabError(
+        f"{path}: which arrays are the images? vaelab reads {_NPZ_KEYS}; the file holds "
+        f"{_listing(arrays)}",
+        parameters=("array_keys",),
+    )
+
+
+def _image_set(
+    path: Path, arrays: dict[str, np.ndarray], keys: tuple[str, ...], config: DataConfig,
+    named: bool,
+) -> ImageSet:  # fmt: skip
+    """The images of `keys[0]` and the labels of `keys[1]`: required when `named` (by
+    array_keys), else read when present."""
+    images_key, labels_key = keys
+    where = _where(path, images_key)
+    pixels = pixel_tensor(_array(path, arrays, images_key), where)
+    pixels, alpha = channel_major(pixels, where, config.image_size)
+    if alpha:
+        note(f"{where}: 4 channels (RGBA); the alpha channel is dropped")
+    labels = None
+    if config.labels and labels_key and (named or labels_key in arrays):
+        values = _array(path, arrays, labels_key)
+        labels = label_tensor(values, len(pixels), _where(path, labels_key), where)
+    return ImageSet(pixels, labels, where)
+
+
+def _array(path: Path, arrays: dict[str, np.ndarray], key: str) -> np.ndarray:
+    if key not in arrays:
+        raise VaelabError(
+            f"{path}: no array named {key!r}; the file holds {_listing(arrays)}",
+            parameters=("array_keys",),
+        )
+    return arrays[key]
+
+
+def _where(path: Path, key: str) -> str:
+    return f"{path} ({key})" if key else str(path)
+
+
+def _listing(arrays: dict[str, np.ndarray]) -> str:
+    if not arrays:
+        return "no arrays"
+    shown = [f"{key} {list(array.shape)}" for key, array in list(arrays.items())[:8]]
+    return ", ".join(shown) + (", ..." if len(arrays) > 8 else "")
+
+
+def _file_class_names(path: Path, arrays: dict[str, np.ndarray]) -> tuple[str, ...]:
+    """The names of an .npz's `class_names` array, when it has one."""
+    if "class_names" not in arrays:
+        return ()
+    names = arrays["class_names"]
+    where = _where(path, "class_names")
+    if names.ndim != 1 or names.dtype.kind not in "US":
+        raise VaelabError(f"{where}: expected a 1-D array of strings, got {names.dtype} "
+                          f"{list(names.shape)}")  # fmt: skip
+    try:
+        found = tuple(str(n) if names.dtype.kind == "U" else n.decode("utf-8") for n in names)
+    except UnicodeDecodeError:
+        raise VaelabError(f"{where}: class names that are not UTF-8 text") from None
+    if not all(found) or len(set(found)) != len(found):
+        raise VaelabError(f"{where}: class names must be distinct and not empty")
+    return found
+
+
+# ---------------------------------------------------------------- reading the files
+
+
+def read_npy(path: str | Path, limit: int | None = None) -> np.ndarray:
+    """The array of a .npy file; one holding Python objects is refused, never unpickled."""
+    raw = read_bytes(path, "a .npy file", FILE_LIMIT if limit is None else limit)
+    return parse_npy(raw, str(path))
+
+
+def read_npz(path: str | Path, limit: int | None = None) -> dict[str, np.ndarray]:
+    """The arrays of a .npz file by name (without '.npy'), none of them unpickled.
+
+    The sizes the zip directory declares must fit in the limit before anything is decompressed,
+    and no member is decompressed further than its declared size.
+    """
+    most = read_limit(FILE_LIMIT if limit is None else limit)
+    raw = read_bytes(path, "a .npz file", most)
+    try:
+        with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+            members = [m for m in archive.infolist() if not m.is_dir()]
+            declared = sum(member.file_size for member in members)
+            if declared > most:
+                raise too_large(path, f"the arrays' {size_words(declared)} (decompressed)", most)
+            return {_key(m.filename): _member(archive, m, path) for m in members}
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError) as exc:
+        raise VaelabError(f"{path}: not a valid .npz file ({_reason(exc)})") from None
+    except (OSError, ValueError, RuntimeError, zlib.error, lzma.LZMAError, struct.error) as exc:
+        # a bad CRC, a corrupt deflate stream, an encrypted member
+        raise VaelabError(f"{path}: corrupt .npz file ({_reason(exc)})") from None
+
+
+def _key(name: str) -> str:
+    return name[: -len(".npy")] if name.endswith(".npy") else name
+
+
+def _member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, path: str | Path) -> np.ndarray:
+    with archive.open(member) as handle:
+        raw = handle.read(member.file_size + 1)
+    if len(raw) != member.file_size:
+        raise VaelabError(f"{path}: corrupt .npz file ({member.filename} is not the size declared)")
+    return parse_npy(raw, _where(Path(path), _key(member.filename)))
+
+
+def parse_npy(raw: bytes, where: str) -> np.ndarray:
+    """The array of the .npy bytes `raw`: header checked (no objects, a shape that fits in the
+    bytes there are) before `np.load(..., allow_pickle=False)` allocates anything."""
+    stream = io.BytesIO(raw)
+    try:
+        version = np.lib.format.read_magic(stream)
+        shape, _, dtype = _read_header(stream, version)
+    except (ValueError, SyntaxError, EOFError, TypeError) as exc:
+        if raw[:1] == b"\x80":  # the first byte of a pickle of protocol 2 or later
+            raise VaelabError(f"{where}: {_UNPICKLE}") from None
+        raise VaelabError(f"{where}: not a valid .npy array ({_reason(exc)})") from None
+    if dtype.hasobject:
+        raise VaelabError(f"{where}: {_UNPICKLE}")
+    needed = math.prod(shape) * dtype.itemsize
+    if needed > len(raw) - stream.tell():
+        raise VaelabError(
+            f"{where}: truncated: its header declares {list(shape)} of {dtype} ({needed} bytes), "
+            f"{len(raw) - stream.tell()} bytes follow"
+        )
+    try:
+        return np.load(io.BytesIO(raw), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise VaelabError(f"{where}: not a valid .npy array ({_reason(exc)})") from None
+
+
+def _read_header(stream: io.BytesIO, version: tuple[int, int]) -> tuple[Any, bool, np.dtype]:
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(stream)
+    if version == (2, 0):
+        return np.lib.format.read_array_header_2_0(stream)
+    raise ValueError(f"format version {version[0]}.{version[1]} is not one NumPy reads")
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0][:120] if str(exc) else ""
+    return text or type(exc).__name__

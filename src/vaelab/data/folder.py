@@ -1,0 +1,163 @@
+"""Folders of image files (PNG, JPEG, BMP, TIFF, GIF, WebP, PNM), read through Pillow.
+
+A folder holds its images directly (unlabelled) or in one subfolder per class (the class names
+are the sorted subfolder names, as in torchvision's ImageFolder); `train/` and `test/`
+subfolders, when both are there, are the two splits. Files are read in a fixed order: classes
+sorted, files sorted by name within each. Hidden files and files of other types are skipped.
+
+Every image becomes 8-bit grey (1 channel) or RGB (3): '1' and 'L' are grey, 16-bit grey
+('I;16') is scaled to 8 bits (v / 257, rounded), 'LA' loses its alpha, 'P' (palette) and CMYK,
+YCbCr, LAB and HSV become RGB, RGBA's alpha is dropped (a note says so, once); 32-bit integer
+and float images ('I', 'F') are refused, their range being unknown. Images of several sizes or
+channel counts are refused unless `DataConfig.image_size` resizes them all, with Pillow's
+BILINEAR filter: on shrinking it averages over the whole footprint (no aliasing), it does not
+ring the way LANCZOS does at sharp edges, and it is torchvision's default, so resized images
+match a torchvision pipeline's.
+
+Reads are bounded: each file as `vaelab._io.read_bytes` bounds it, each image to Pillow's
+`Image.MAX_IMAGE_PIXELS`, and all the decoded images together to the read limit
+(``$VAELAB_MAX_READ_BYTES``, default 4 GiB).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from vaelab._io import read_error
+from vaelab.config import DataConfig
+from vaelab.data.dataset import Dataset
+from vaelab.data.imagefile import decode_all
+from vaelab.data.layout import ImageSet, build_dataset
+from vaelab.errors import VaelabError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp",
+                  ".pbm", ".pgm", ".ppm", ".pnm")  # fmt: skip
+FORMATS_READ = "image folders, .npy, .npz, IDX, CSV (.csv, .csv.gz) or a built-in dataset name"
+
+
+@dataclass(frozen=True)
+class Listing:
+    """The image files of one split in reading order, their labels (or None) and class names."""
+
+    folder: Path
+    files: tuple[Path, ...]
+    labels: tuple[int, ...] | None
+    classes: tuple[str, ...]
+
+
+def load_folder(path: str | Path, test_path: str | Path | None, config: DataConfig) -> Dataset:
+    """Read the images of a folder (and of `test_path`, the test set, when given).
+
+    Without `test_path`, `path/train` and `path/test` are the splits when both exist; else the
+    test set is a seeded split of the folder (`config.test_split`, `config.split_seed`).
+    """
+    root = Path(path)
+    train_dir, test_dir = _split_folders(root, None if test_path is None else Path(test_path))
+    train = list_images(train_dir)
+    test = None if test_dir is None else list_images(test_dir)
+    if test is not None:
+        test = _test_labels(train, test)
+    files = train.files + (() if test is None else test.files)
+    size = tuple(config.image_size) if config.image_size else None
+    pixels = decode_all(files, root, size)
+    train_set = ImageSet(pixels[: len(train.files)], _labels(train), str(train_dir))
+    test_set = None
+    if test is not None:
+        test_set = ImageSet(pixels[len(train.files) :], _labels(test), str(test_dir))
+    source = str(root) if test_path is None else f"{root} (test: {test_path})"
+    return build_dataset(
+        train_set, test_set, config, source=source, format="folder", class_names=train.classes
+    )
+
+
+def _split_folders(root: Path, test_path: Path | None) -> tuple[Path, Path | None]:
+    for folder in (root, test_path):
+        if folder is not None and not folder.is_dir():
+            what = "not found" if not folder.exists() else "is not a folder"
+            raise VaelabError(f"{folder}: {what}, expected a folder of images")
+    has = {name: (root / name).is_dir() for name in ("train", "test")}
+    train_dir = root / "train" if has["train"] else root
+    if test_path is not None:
+        return train_dir, test_path
+    return train_dir, root / "test" if has["train"] and has["test"] else None
+
+
+def _labels(listing: Listing) -> torch.Tensor | None:
+    return None if listing.labels is None else torch.tensor(listing.labels, dtype=torch.int64)
+
+
+def _test_labels(train: Listing, test: Listing) -> Listing:
+    """`test` labelled by the training set's classes (it may lack some, never add one)."""
+    if (train.labels is None) != (test.labels is None):
+        flat, classed = (test, train) if test.labels is None else (train, test)
+        raise VaelabError(
+            f"{flat.folder}: holds its images directly, but {classed.folder} has class folders; "
+            "give both the same layout"
+        )
+    if test.labels is None:
+        return test
+    unknown = [name for name in test.classes if name not in train.classes]
+    if unknown:
+        raise VaelabError(
+            f"{test.folder}: class folder {unknown[0]}/ is not among the training classes "
+            f"({', '.join(train.classes[:8])}{', ...' if len(train.classes) > 8 else ''})"
+        )
+    index = {name: i for i, name in enumerate(train.classes)}
+    labels = tuple(index[test.classes[label]] for label in test.labels)
+    return Listing(test.folder, test.files, labels, train.classes)
+
+
+def _entries(folder: Path) -> tuple[list[str], list[str], list[str]]:
+    """(image files, subfolders, other files) of `folder`, each sorted by name, hidden skipped."""
+    images, folders, others = [], [], []
+    try:
+        with os.scandir(folder) as scan:
+            for entry in scan:
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_dir():
+                    folders.append(entry.name)
+                elif entry.name.lower().endswith(IMAGE_SUFFIXES):
+                    images.append(entry.name)
+                else:
+                    others.append(entry.name)
+    except OSError as exc:
+        raise read_error(folder, exc, "a folder of images") from None
+    return sorted(images), sorted(folders), sorted(others)
+
+
+def list_images(folder: Path) -> Listing:
+    """The images of `folder`: its own files (unlabelled), or one subfolder per class."""
+    images, folders, others = _entries(folder)
+    if images and folders:
+        raise VaelabError(
+            f"{folder}: holds both images ({images[0]}) and subfolders ({folders[0]}/); put the "
+            "images either all in class folders or all in the folder itself"
+        )
+    if images:
+        return Listing(folder, tuple(folder / name for name in images), None, ())
+    if not folders:
+        raise VaelabError(f"{folder}: {_no_images(others)}")
+    files: list[Path] = []
+    labels: list[int] = []
+    for label, name in enumerate(folders):
+        inside, subfolders, rest = _entries(folder / name)
+        if not inside:
+            found = f"only subfolders ({subfolders[0]}/)" if subfolders else _no_images(rest)
+            raise VaelabError(f"{folder / name}: class folder holds no images; {found}")
+        files.extend(folder / name / file for file in inside)
+        labels.extend([label] * len(inside))
+    return Listing(folder, tuple(files), tuple(labels), tuple(folders))
+
+
+def _no_images(others: list[str]) -> str:
+    if not others:
+        return "empty folder, no images"
+    return (
+        f"no images ({', '.join(IMAGE_SUFFIXES[:4])}, ...), only {len(others)} other file(s) "
+        f"such as {others[0]}; vaelab reads {FORMATS_READ}"
+    )

@@ -1,0 +1,246 @@
+"""Image files decoded through Pillow into uint8 arrays, one file at a time or many in a pool of
+processes (see `vaelab.data.folder` for the rules: modes, alpha, resizing, bounds).
+
+Decoding a small PNG is mostly Python work inside Pillow (about 75 us for a 28x28 image), so
+threads do not overlap it; processes do: 60,000 Fashion-MNIST PNGs take about 5 s in one process
+and 2.6 s in two on a 2-core machine (`python benchmarks/bench_read.py`).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import warnings
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from multiprocessing import get_context
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from vaelab._io import FILE_LIMIT, read_bytes, read_limit, size_words, too_large
+from vaelab.data.layout import note
+from vaelab.errors import VaelabError
+
+if TYPE_CHECKING:
+    from PIL import Image as PILImage
+
+PARALLEL_FROM = 4000  # images: below this, starting a pool costs more than it saves
+_CHUNK = 2000  # images per task of the pool
+_TO_RGB = ("P", "PA", "RGBA", "RGBa", "CMYK", "YCbCr", "LAB", "HSV")
+Size = tuple[int, ...] | None  # (H, W) to resize to, or None
+Decoded = tuple[list[np.ndarray], list[int]]  # C x H x W arrays, indices of those with alpha
+
+
+def default_workers(count: int) -> int:
+    """Processes to decode `count` images with: the CPUs (up to 8) from PARALLEL_FROM images on
+    Linux, where a pool forks cheaply; else 1."""
+    if count < PARALLEL_FROM or not sys.platform.startswith("linux"):
+        return 1
+    return max(1, min(len(os.sched_getaffinity(0)), 8))
+
+
+def decode_all(
+    files: tuple[Path, ...], root: Path, size: Size, workers: int | None = None
+) -> torch.Tensor:
+    """All `files` decoded, as one uint8 N x C x H x W tensor: one size and channel count, or
+    one line naming what differs. `workers` > 1 decodes in that many processes (default:
+    `default_workers`); a pool that cannot start or breaks is replaced by one process."""
+    workers = default_workers(len(files)) if workers is None else workers
+    chunks = [files[i : i + _CHUNK] for i in range(0, len(files), _CHUNK)]
+    if workers > 1 and len(chunks) > 1:
+        try:
+            collected = _Collected(root)
+            _decode_pooled(chunks, size, min(workers, len(chunks)), collected.add)
+        except (BrokenProcessPool, OSError, AssertionError):  # no pool here (or a daemon)
+            workers = 1
+    if workers <= 1 or len(chunks) <= 1:
+        collected = _Collected(root)
+        for chunk in chunks:
+            collected.add(chunk, decode_chunk(chunk, size, collected.left))
+    return collected.stacked(files)
+
+
+class _Collected:
+    """The decoded arrays so far, held under the read limit, and the files with alpha."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.budget = read_limit(FILE_LIMIT)
+        self.total = 0
+        self.arrays: list[np.ndarray] = []
+        self.alpha: list[Path] = []
+
+    @property
+    def left(self) -> int:
+        return self.budget - self.total
+
+    def add(self, chunk: tuple[Path, ...], decoded: Decoded) -> None:
+        arrays, alpha = decoded
+        self.total += sum(array.nbytes for array in arrays)
+        if self.total > self.budget:
+            raise too_large(
+                self.root, f"the images decoded so far ({size_words(self.total)})", self.budget
+            )
+        self.arrays.extend(arrays)
+        self.alpha.extend(chunk[i] for i in alpha)
+
+    def stacked(self, files: tuple[Path, ...]) -> torch.Tensor:
+        check_alike(files, self.arrays, self.root)
+        if self.alpha:
+            note(
+                f"{self.root}: {len(self.alpha)} image(s) have an alpha channel (e.g. "
+                f"{self.alpha[0]}); it is dropped"
+            )
+        if not self.arrays:
+            return torch.zeros((0, 1, 1, 1), dtype=torch.uint8)
+        return torch.from_numpy(np.stack(self.arrays))
+
+
+def _decode_pooled(
+    chunks: list[tuple[Path, ...]], size: Size, workers: int,
+    add: Callable[[tuple[Path, ...], Decoded], None],
+) -> None:  # fmt: skip
+    budget = read_limit(FILE_LIMIT)
+    with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
+        futures = [pool.submit(_decode_in_worker, chunk, size, budget) for chunk in chunks]
+        try:
+            for chunk, future in zip(chunks, futures):
+                result = future.result()
+                if isinstance(result, str):
+                    raise VaelabError(result)
+                stacked, alpha = result
+                add(chunk, (list(stacked), alpha))
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _decode_in_worker(
+    files: tuple[Path, ...], size: Size, budget: int
+) -> tuple[np.ndarray | list[np.ndarray], list[int]] | str:
+    """`decode_chunk` in a worker process: an error comes back as its message, a string."""
+    try:
+        arrays, alpha = decode_chunk(files, size, budget)
+    except VaelabError as error:
+        return str(error)
+    if len({array.shape for array in arrays}) == 1:
+        return np.stack(arrays), alpha  # one buffer crosses the pipe, not one per image
+    return arrays, alpha
+
+
+def decode_chunk(files: tuple[Path, ...], size: Size, budget: int) -> Decoded:
+    """Decode `files` (C x H x W uint8 each, at most `budget` bytes in all) and say which had
+    an alpha channel (their indices)."""
+    from PIL import Image
+
+    arrays, alpha, total = [], [], 0
+    with warnings.catch_warnings():
+        # Pillow warns of a decompression bomb below the size where it refuses one: refuse both.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        for i, path in enumerate(files):
+            array, had_alpha = decode_image(path, size, budget - total)
+            total += array.nbytes
+            arrays.append(array)
+            if had_alpha:
+                alpha.append(i)
+    return arrays, alpha
+
+
+def decode_image(path: Path, size: tuple[int, ...] | None, budget: int) -> tuple[np.ndarray, bool]:
+    """One image file as C x H x W uint8 (1 or 3 channels), resized to `size` (H, W) if given,
+    and whether an alpha channel was dropped."""
+    from PIL import Image
+
+    raw = read_bytes(path, "an image file", FILE_LIMIT)
+    try:
+        image = Image.open(io.BytesIO(raw))
+        width, height = image.size
+        if width * height * len(image.getbands()) > budget:
+            raise too_large(path, f"the decoded image ({width}x{height})", budget)
+        image.load()
+        return _pixels(image, path, size)
+    except VaelabError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise VaelabError(
+            f"{path}: more than the {Image.MAX_IMAGE_PIXELS:,} pixels Pillow decodes in one "
+            "image (a decompression bomb?)"
+        ) from None
+    except Image.UnidentifiedImageError:
+        raise VaelabError(
+            f"{path}: not an image Pillow can read (corrupt, or another type of file)"
+        ) from None
+    except Exception as exc:  # a decoder given untrusted bytes may raise anything
+        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise VaelabError(f"{path}: cannot decode the image ({reason})") from None
+
+
+def pil_pixels(image: PILImage.Image, where: str) -> np.ndarray:
+    """A PIL image as C x H x W uint8 (1 or 3 channels), converted as image files are."""
+    array, _ = _pixels(image, Path(where), None)
+    return array
+
+
+def _pixels(
+    image: PILImage.Image, path: Path, size: tuple[int, ...] | None
+) -> tuple[np.ndarray, bool]:
+    from PIL import Image
+
+    mode = image.mode
+    alpha = mode in ("LA", "La", "PA", "RGBA", "RGBa") or (
+        mode == "P" and "transparency" in image.info
+    )
+    if mode.startswith("I;16"):
+        wide = np.asarray(image).astype(np.uint32)
+        image = Image.fromarray(((wide + 128) // 257).astype(np.uint8), mode="L")
+    elif mode == "P" and alpha:
+        image = image.convert("RGBA").convert("RGB")
+    elif mode in _TO_RGB:
+        image = image.convert("RGB")
+    elif mode in ("1", "LA", "La"):
+        image = image.convert("L")
+    elif mode not in ("L", "RGB"):
+        raise VaelabError(
+            f"{path}: pixels of mode {mode} (32-bit integer or float, range unknown); vaelab "
+            "reads 8- and 16-bit images: save it as 8-bit greyscale or RGB"
+        )
+    if size is not None and image.size != (size[1], size[0]):
+        image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+    array = np.asarray(image, dtype=np.uint8)
+    array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+    return np.ascontiguousarray(array), alpha
+
+
+def check_alike(files: tuple[Path, ...], arrays: list[np.ndarray], root: Path) -> None:
+    """One size and one channel count for all images, or one line naming what differs."""
+    sizes = Counter(array.shape[1:] for array in arrays)
+    if len(sizes) > 1:
+        found = ", ".join(
+            f"{h}x{w} ({count}, e.g. {_first(files, arrays, lambda a, s=(h, w): a.shape[1:] == s)})"
+            for (h, w), count in sizes.most_common(3)
+        )
+        raise VaelabError(
+            f"{root}: images of {len(sizes)} sizes (H x W): {found}; give image_size to resize "
+            "them all to one",
+            parameters=("image_size",),
+        )
+    channels = Counter(array.shape[0] for array in arrays)
+    if len(channels) > 1:
+        found = ", ".join(
+            f"{'grey' if c == 1 else 'RGB'} ({count}, e.g. "
+            f"{_first(files, arrays, lambda a, c=c: a.shape[0] == c)})"
+            for c, count in sorted(channels.items())
+        )
+        raise VaelabError(
+            f"{root}: both greyscale and colour images: {found}; convert them to one mode "
+            "(all greyscale or all RGB)"
+        )
+
+
+def _first(files: tuple[Path, ...], arrays: list[np.ndarray], match: Any) -> Path:
+    return next(path for path, array in zip(files, arrays) if match(array))

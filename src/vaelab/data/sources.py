@@ -1,0 +1,118 @@
+"""What `DataConfig.source` names, told from the path itself: a built-in dataset's name, a folder
+of images, a .npy or .npz file, IDX files (a file, or a folder of them) or a CSV file; the test
+source, when given, must be of the same kind."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from vaelab._io import read_error
+from vaelab.config import DataConfig
+from vaelab.data.dataset import Dataset
+from vaelab.data.folder import FORMATS_READ, IMAGE_SUFFIXES
+from vaelab.errors import VaelabError
+
+if TYPE_CHECKING:
+    from vaelab.data.download import Opener
+
+_FAMILY = {"folder": "an image folder", "arrays": "a NumPy file", "idx": "IDX", "csv": "CSV"}
+_PROBED = 64  # files of a folder whose first bytes are looked at for an IDX header
+
+
+def load_source(config: DataConfig, opener: Opener | None = None) -> Dataset:
+    """The Dataset `config.source` (and `config.test_source`) names."""
+    from vaelab.data.registry import DATASETS, is_builtin_name
+
+    if config.source is None:
+        raise VaelabError("no source given", parameters=("source",))
+    if is_builtin_name(config.source):
+        if config.test_source is not None:
+            raise VaelabError(
+                f"{config.source} is a built-in dataset with its own test split; drop test_source",
+                parameters=("test_source",),
+            )
+        from vaelab.data.builtin import load_builtin
+
+        return load_builtin(config.source, config, opener=opener)
+    path = Path(config.source)
+    kind = source_kind(path, DATASETS)
+    test = None if config.test_source is None else Path(config.test_source)
+    if test is not None:
+        test_kind = source_kind(test, DATASETS)
+        if test_kind != kind:
+            raise VaelabError(
+                f"{test}: the test set is {_FAMILY[test_kind]}, the training set ({path}) "
+                f"{_FAMILY[kind]}; give both in one format",
+                parameters=("test_source",),
+            )
+    return _load(kind, path, test, config)
+
+
+def _load(kind: str, path: Path, test: Path | None, config: DataConfig) -> Dataset:
+    if kind == "folder":
+        from vaelab.data.folder import load_folder
+
+        return load_folder(path, test, config)
+    if kind == "arrays":
+        from vaelab.data.arrays import load_array_file
+
+        return load_array_file(path, test, config)
+    if kind == "idx":
+        from vaelab.data.idx import load_idx_source
+
+        return load_idx_source(path, test, config)
+    from vaelab.data.csvfile import load_csv_source
+
+    return load_csv_source(path, test, config)
+
+
+def source_kind(path: Path, builtin_names: tuple[str, ...] = ()) -> str:
+    """'folder', 'arrays', 'idx' or 'csv': the reader of `path`; else one line naming it."""
+    if not os.path.lexists(path):
+        names = f"; built-in datasets: {', '.join(builtin_names)}" if builtin_names else ""
+        raise VaelabError(f"{path}: not found (neither a file, a folder nor a dataset name{names})")
+    try:
+        is_dir = path.is_dir()
+    except OSError as exc:
+        raise read_error(path, exc, "a data file or folder") from None
+    return _folder_kind(path) if is_dir else _file_kind(path)
+
+
+def _file_kind(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith((".npy", ".npz")):
+        return "arrays"
+    if name.endswith((".csv", ".csv.gz")):
+        return "csv"
+    if name.endswith(IMAGE_SUFFIXES):
+        raise VaelabError(f"{path}: is one image; give the folder that holds the images")
+    from vaelab.data.idx import is_idx_file
+
+    if is_idx_file(path):
+        return "idx"
+    raise VaelabError(f"{path}: not a format vaelab reads; it reads {FORMATS_READ}")
+
+
+def _folder_kind(path: Path) -> str:
+    """'idx' for a folder of IDX files (or torchvision's <root>/<Name>/raw/), else 'folder'."""
+    from vaelab.data.idx import is_idx_file
+
+    try:
+        with os.scandir(path) as scan:
+            entries = sorted(scan, key=lambda entry: entry.name)
+    except OSError as exc:
+        raise read_error(path, exc, "a folder of images or IDX files") from None
+    files = [e for e in entries if not e.name.startswith(".") and not e.is_dir()]
+    if any(e.name.lower().endswith(IMAGE_SUFFIXES) for e in files):
+        return "folder"
+    candidates = [Path(e.path) for e in files[:_PROBED]]
+    for entry in entries:
+        raw = Path(entry.path) / "raw"
+        if entry.is_dir() and raw.is_dir():
+            try:
+                candidates += sorted(raw.iterdir())[:_PROBED]
+            except OSError:
+                continue
+    return "idx" if any(is_idx_file(c) for c in candidates if c.is_file()) else "folder"
