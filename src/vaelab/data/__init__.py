@@ -2,7 +2,6 @@
 
 from vaelab.data.arrays import as_dataset, load_array_file, read_npy, read_npz
 from vaelab.data.builtin import builtin_datasets, load_builtin
-from vaelab.data.arrays import as_dataset, load_array_file, read_npy, read_npz
 from vaelab.data.csvfile import load_csv_dataset, load_csv_source, read_csv
 from vaelab.data.dataset import Dataset, require_image_size, to_unit_float
 from vaelab.data.fashion_mnist import (
@@ -14,10 +13,8 @@ from vaelab.data.fashion_mnist import (
     locate_fashion_mnist,
 )
 from vaelab.data.folder import load_folder
-from vaelab.data.folder import load_folder
 from vaelab.data.idx import is_idx_file, load_idx_source, read_idx, read_idx_split
 from vaelab.data.registry import DATASETS, load_dataset
-from vaelab.data.sources import load_source
 from vaelab.data.sources import load_source
 
 __all__ = [
@@ -26,6 +23,5 @@ __all__ = [
     "load_idx_source", "load_csv_dataset", "load_dataset", "load_fashion_mnist",
     "locate_fashion_mnist", "read_csv", "read_idx", "read_idx_split", "require_image_size",
     "to_unit_float",
-    "as_dataset", "load_array_file", "load_folder", "load_source", "read_npy", "read_npz",
     "as_dataset", "load_array_file", "load_folder", "load_source", "read_npy", "read_npz",
 ]  # fmt: skip
