@@ -78,7 +78,8 @@ CASES: list[Case] = [
          config_edited(lambda raw: raw["data"].update(train_csv="a\u0000b")),
          "train_csv is not a usable path", "runs/old/config.json"),
     Case("data", "test data changed since training", replace_test_csv,
-         "are not those this run was tested on; point vaelab at the files it was trained on with --data .and --test-data., --data-dir",
+         "are not those this run was tested on; point vaelab at the files it was trained on "
+         "with --data .and --test-data., --data-dir",
          "runs/r"),
 ]  # fmt: skip
 
@@ -134,3 +135,44 @@ CASES += [
          "has dtype torch.float8_e4m3fn, the model expects torch.float32",
          "runs/old/model.safetensors"),
 ]  # fmt: skip
+
+
+def with_config_file(name: str, text: str, *options: str):
+    def build(work: Path) -> list[str]:
+        (work / name).write_text(text)
+        return train_csv_args(work, "--config", name, *options)
+
+    return build
+
+
+# fmt: off
+CASES += [
+    Case("config file", "an unknown section",
+         with_config_file("c.yaml", "modle:\n  latent_dim: 3\n"),
+         "c.yaml: unknown section.s. modle; a config file has model, data, train", "c.yaml"),
+    Case("config file", "an unknown field", with_config_file("c.toml", "[train]\nepoch = 3\n"),
+         "c.toml: unknown TrainConfig field.s.: epoch", "c.toml"),
+    Case("config file", "a value of the wrong type",
+         with_config_file("c.json", '{"model": {"latent_dim": "two"}}'),
+         "c.json: latent_dim must be an integer, got 'two'", "c.json"),
+    Case("config file", "YAML that is not valid", with_config_file("c.yaml", "model: [1, 2\n"),
+         "c.yaml: line 2: not valid YAML", "c.yaml"),
+    Case("config file", "YAML asking to build a Python object",
+         with_config_file("c.yaml", "model: !!python/object/apply:os.system ['touch PWNED']\n"),
+         "c.yaml: line 1: not valid YAML .could not determine a constructor", "c.yaml"),
+    Case("config file", "TOML that is not valid", with_config_file("c.toml", "[train\n"),
+         "c.toml: not valid TOML", "c.toml"),
+    Case("config file", "another suffix", with_config_file("c.ini", "[train]\n"),
+         "c.ini: a config file must end in .json, .yaml, .yml or .toml", "c.ini"),
+    Case("config file", "a list instead of sections", with_config_file("c.json", "[1, 2]"),
+         "c.json: a config file holds a mapping of sections", "c.json"),
+    Case("config file", "a missing file", lambda w: train_csv_args(w, "--config", "none.yaml"),
+         "none.yaml: file not found", "none.yaml"),
+    Case("config file", "--config with --from", lambda w: (saved_run(w), train_csv_args(
+        w, "--config", "c.yaml", "--from", "runs/old"))[1], "give --config or --from, not both",
+         "--config"),
+    Case("config file", "--from a run that does not exist",
+         lambda w: train_csv_args(w, "--from", "runs/none"), "runs/none: run directory not found",
+         "runs/none"),
+]
+# fmt: on

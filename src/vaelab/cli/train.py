@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import replace
@@ -23,6 +24,7 @@ from vaelab.config import (
     RunConfig,
     TrainConfig,
 )
+from vaelab.config_files import config_from_sections, read_config_file
 from vaelab.data import load_dataset
 from vaelab.errors import VaelabError
 from vaelab.rundir import load_config
@@ -186,6 +188,20 @@ def _parse_split(_ctx: click.Context, _param: click.Parameter, value: str) -> fl
     "--test-csv", type=click.Path(path_type=Path), default=None,
     help="Test images in the tutorial's CSV layout; needs --train-csv.",
 )  # fmt: skip
+@click.option(
+    "--config", "config_file", type=click.Path(path_type=Path), default=None,
+    help="Start from the settings of a JSON, YAML or TOML file (the sections of config.json); "
+    "options given here override them.",
+)  # fmt: skip
+@click.option(
+    "--from", "from_run", type=click.Path(path_type=Path), default=None, metavar="RUN",
+    help="Start from the settings of an earlier run (e.g. with another --seed and --name).",
+)  # fmt: skip
+@click.option(
+    "--print-config",
+    is_flag=True,
+    help="Print the settings as config.json would hold them, and exit.",
+)
 @click.option("--name", default=None, help="Run name  [default: a timestamp]")
 @click.option(
     "--runs-dir", type=click.Path(path_type=Path), default=Path("runs"),
@@ -208,7 +224,8 @@ def _parse_split(_ctx: click.Context, _param: click.Parameter, value: str) -> fl
 )  # fmt: skip
 def train_command(
     name: str | None, runs_dir: Path, overwrite: bool, resume_run: Path | None,
-    checkpoint_every: int | None, no_plots: bool, dist_timeout_s: int, **settings: Any,
+    checkpoint_every: int | None, no_plots: bool, dist_timeout_s: int, config_file: Path | None,
+    from_run: Path | None, print_config: bool, **settings: Any,
 ) -> None:  # fmt: skip
     """Train a VAE and save the run to RUNS_DIR/NAME (or continue one with --resume RUN).
 
@@ -221,8 +238,12 @@ def train_command(
         if _given("epochs"):  # --resume RUN --epochs N trains the run on to N epochs
             config = replace(config, train=replace(config.train, epochs=settings["epochs"]))
     else:
-        config = _run_config(**settings)
+        config = _configured(settings, config_file, from_run)
         run_dir = runs_dir / (name or time.strftime("%Y%m%d-%H%M%S"))
+    if print_config:
+        resolved = replace(config, data=config.data.resolved())
+        click.echo(json.dumps(resolved.to_dict(), indent=2))
+        return
     dataset = load_dataset(config.data)
     target = "" if resume_run is not None else f" -> {run_dir}"
     if say:
@@ -236,9 +257,15 @@ def train_command(
         )  # fmt: skip
     except NothingToResume as done:
         if say:  # a finished run: nothing is written, and that is not an error (exit 0)
+            ended = (
+                f"finished all {done.epochs} epochs already"
+                if done.stopped_early_at is None
+                else f"stopped early after epoch {done.stopped_early_at} (no better validation "
+                "loss)"
+            )
             say(
-                f"{done.run_dir}: finished all {done.epochs} epochs already; nothing to resume "
-                f"(--epochs above {done.epochs} trains it further)"
+                f"{done.run_dir}: {ended}; nothing to resume (--epochs above {done.epochs} trains "
+                "it further)"
             )
         return
     if not is_main_process():
@@ -248,6 +275,42 @@ def train_command(
         from vaelab.viz.plots import write_figures  # matplotlib loads only when figures are drawn
 
         write_figures(run_dir, dataset=dataset, log=click.echo)
+
+
+# Command-line options whose config field has another name than the option.
+_FIELD_OF_OPTION = {"no_labels": ("data", "labels")}
+
+
+def _configured(
+    settings: dict[str, Any], config_file: Path | None, from_run: Path | None
+) -> RunConfig:
+    """The config of the options alone, or of a file / an earlier run with the options given on
+    the command line laid over it."""
+    if config_file is not None and from_run is not None:
+        raise VaelabError("give --config or --from, not both")
+    from_options = _run_config(**settings)
+    if config_file is None and from_run is None:
+        return from_options
+    if config_file is not None:
+        base, origin = read_config_file(config_file), config_file
+    else:
+        assert from_run is not None
+        base, origin = load_config(from_run).to_dict(), from_run / "config.json"
+        base["model"].pop("input_dim", None)  # they follow the data
+        base["model"].pop("image_shape", None)
+    options = from_options.to_dict()
+    for name in settings:
+        if _given(name):
+            section, field = _FIELD_OF_OPTION.get(name) or _field_of(name, options)
+            base.setdefault(section, {})[field] = options[section][field]
+    return config_from_sections(base, origin)
+
+
+def _field_of(option: str, config: dict[str, Any]) -> tuple[str, str]:
+    for section, values in config.items():
+        if option in values:
+            return section, option
+    raise AssertionError(f"the option {option} sets no config field")
 
 
 def _run_config(
