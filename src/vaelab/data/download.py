@@ -10,6 +10,7 @@ the table gives, and kept only when its SHA-256 matches.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import tempfile
 import urllib.error
@@ -135,7 +136,7 @@ def download_verified(
             try:
                 with opener(url) as response:  # type: ignore[attr-defined]
                     digest, size = _copy_bounded(response, out, remote.size)
-            except (urllib.error.URLError, OSError) as exc:
+            except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
                 hint = hint or (
                     f"put its files in {destination.parent} (or a folder given by data_dir)"
                 )
