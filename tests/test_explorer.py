@@ -29,7 +29,7 @@ from PIL import Image
 from tests.helpers import start_vaelab, synthetic_images, write_csv
 from vaelab import decode, encode, rundir
 from vaelab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from vaelab.data import load_dataset
+from vaelab.data import Dataset, load_dataset
 from vaelab.errors import VaelabError
 from vaelab.explorer.app import STATIC_DIR, create_app, listening_socket, server_url
 from vaelab.explorer.guard import (
@@ -752,3 +752,121 @@ def test_browser_sends_the_token_of_the_pages_url(chromium_browser, run_2d):
         page.click("#sample")
         page.wait_for_function("document.querySelectorAll('#samples img').length === 10")
         assert page.locator("#status").inner_text() == "" and errors == []
+
+
+# ---------------------------------------------------------------- colour images, no labels
+
+RGB_SHAPE = (3, 8, 6)  # channels, height, width: non-square on purpose
+
+
+def rgb_dataset(labels: tuple[torch.Tensor, torch.Tensor] | None = None) -> Dataset:
+    """3x8x6 RGB images, 64 to train and 32 to test; unlabelled unless `labels` are given."""
+    generator = torch.Generator().manual_seed(0)
+    train_labels, test_labels = labels or (None, None)
+    return Dataset(
+        torch.rand(64, *RGB_SHAPE, generator=generator), train_labels,
+        torch.rand(32, *RGB_SHAPE, generator=generator), test_labels,
+        RGB_SHAPE[1:], (), "synthetic-rgb", channels=3, format="arrays",
+    )  # fmt: skip
+
+
+def train_rgb_run(root: Path, dataset: Dataset) -> Path:
+    config = RunConfig(
+        model=ModelConfig(hidden=(8, 4)), train=TrainConfig(epochs=1, batch_size=32, device="cpu")
+    )
+    train(config, dataset, run_dir=root / "run", log=None)
+    return root / "run"
+
+
+@pytest.fixture(scope="module")
+def rgb_app(tmp_path_factory):
+    """The explorer of an unlabelled RGB run: (run directory, dataset, app)."""
+    dataset = rgb_dataset()
+    run_dir = train_rgb_run(tmp_path_factory.mktemp("rgb"), dataset)
+    return run_dir, dataset, create_app(run_dir, dataset=dataset)
+
+
+@pytest.fixture(scope="module")
+def many_classes_app(tmp_path_factory):
+    """The explorer of an RGB run with 30 classes, none of them named."""
+    dataset = rgb_dataset((torch.arange(64) % 30, torch.arange(32) % 30))
+    return create_app(train_rgb_run(tmp_path_factory.mktemp("many"), dataset), dataset=dataset)
+
+
+def expected_rgb(run_dir: Path, z: list[list[float]]) -> np.ndarray:
+    """The decoder's images for z as H x W x 3 uint8, as the page gets them."""
+    images = decode(rundir.load_model(run_dir), torch.tensor(z)).mul(255).round().to(torch.uint8)
+    return images.reshape(len(z), *RGB_SHAPE).permute(0, 2, 3, 1).numpy()
+
+
+class TestColourAndUnlabelled:
+    def test_points_say_channels_size_and_no_labels(self, rgb_app):
+        _, _, app = rgb_app
+        points = TestClient(app).get("/api/points").json()
+        assert points["image_shape"] == [8, 6] and points["channels"] == 3
+        assert points["labelled"] is False and points["labels"] is None
+        assert points["class_names"] == [] and len(points["x"]) == 32
+
+    def test_decoded_pngs_are_rgb_of_the_runs_height_and_width(self, rgb_app):
+        run_dir, _, app = rgb_app
+        z = [[0.0, 0.0], [1.0, -1.0]]
+        answer = TestClient(app).post("/api/decode", json={"z": z}).json()
+        for url, expected in zip(answer["images"], expected_rgb(run_dir, z)):
+            image = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+            assert image.mode == "RGB" and image.size == (6, 8)
+            assert np.array_equal(np.asarray(image), expected)
+
+    def test_raw_rgb_pixels_are_height_width_channel_rows(self, rgb_app):
+        run_dir, _, app = rgb_app
+        z = [[0.5, 0.5]]
+        answer = TestClient(app).post("/api/decode", json={"z": z, "format": "raw"}).json()
+        assert answer["shape"] == [1, 8, 6, 3] and len(answer["pixels"][0]) == 8 * 6 * 3
+        pixels = np.array(answer["pixels"], dtype=np.uint8).reshape(1, 8, 6, 3)
+        assert np.array_equal(pixels, expected_rgb(run_dir, z))
+
+    def test_samples_and_interpolations_are_rgb_too(self, rgb_app):
+        _, _, app = rgb_app
+        client = TestClient(app)
+        sampled = client.post("/api/sample", json={"count": 3, "seed": 1}).json()
+        body = {"start": [0, 0], "end": [1, 1], "steps": 4, "format": "raw"}
+        path = client.post("/api/interpolate", json=body).json()
+        assert len(sampled["images"]) == 3 and path["shape"] == [4, 8, 6, 3]
+        assert png_pixels(sampled["images"][0]).shape == (8, 6, 3)
+
+    def test_classes_without_names_are_named_by_index(self, many_classes_app):
+        points = TestClient(many_classes_app).get("/api/points").json()
+        assert points["labelled"] is True
+        assert points["class_names"] == [str(i) for i in range(30)]
+        assert points["labels"] == [i % 30 for i in range(32)]
+
+
+@pytest.mark.slow
+def test_browser_shows_an_unlabelled_rgb_run_without_errors(chromium_browser, rgb_app):
+    _, _, app = rgb_app
+    with served(app) as url, page_at(chromium_browser, url) as (page, errors):
+        assert page.locator("#legend li").count() == 0
+        assert "RGB 8\u00d76" in page.locator("#run-info").inner_text()
+        assert "unlabelled" in page.locator("#run-info").inner_text()
+        page.wait_for_function("document.getElementById('decoded').naturalWidth > 0")
+        size = page.eval_on_selector("#decoded", "i => [i.naturalWidth, i.naturalHeight]")
+        assert size == [6, 8]
+        shown = page.locator("#decoded").bounding_box()
+        assert shown["height"] > shown["width"]  # drawn in the image's own proportions
+        box = page.locator("#scatter").bounding_box()
+        page.mouse.move(box["x"] + 0.3 * box["width"], box["y"] + 0.6 * box["height"])
+        page.click("#sample")
+        page.wait_for_function("document.querySelectorAll('#samples img').length === 10")
+        page.wait_for_function(
+            "[...document.querySelectorAll('#samples img')].every(i => i.naturalWidth === 6)"
+        )
+        assert page.locator("#status").inner_text() == ""
+        assert errors == []
+
+
+@pytest.mark.slow
+def test_browser_caps_the_legend_of_many_classes(chromium_browser, many_classes_app):
+    with served(many_classes_app) as url, page_at(chromium_browser, url) as (page, errors):
+        items = page.locator("#legend li")
+        assert items.count() == 21
+        assert items.nth(20).inner_text() == "and 10 more classes (10 images)"
+        assert errors == []

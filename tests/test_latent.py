@@ -12,8 +12,19 @@ from fastapi.testclient import TestClient
 
 from tests.helpers import synthetic_images, write_csv
 from vaelab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from vaelab.data import Dataset
+from vaelab.errors import VaelabError
 from vaelab.explorer.app import create_app
-from vaelab.latent import decode, encode, latent_plane, posterior, prior_codes, sample
+from vaelab.latent import (
+    decode,
+    encode,
+    interpolation_pairs,
+    label_names,
+    latent_plane,
+    posterior,
+    prior_codes,
+    sample,
+)
 from vaelab.models import VAE, evaluating
 from vaelab.rundir import load_model, open_run
 from vaelab.training import train
@@ -130,3 +141,49 @@ def test_prior_codes_are_float32_and_refuse_an_empty_or_huge_request():
         with pytest.raises(Exception, match="n .samples. must be between 1 and"):
             prior_codes(bad, 3)
     assert math.isfinite(float(codes.sum()))
+
+
+def test_interpolation_pairs_without_labels_are_consecutive_images():
+    assert interpolation_pairs(None, 3, count=5) == [(0, 1), (2, 3), (4, 0)]
+    assert interpolation_pairs(None, 2, count=2) == [(0, 1), (0, 1)]
+    with pytest.raises(VaelabError, match="at least two test images"):
+        interpolation_pairs(None, 2, count=1)
+    with pytest.raises(VaelabError, match="number of images"):
+        interpolation_pairs(None, 2)
+
+
+def test_interpolation_pairs_of_many_classes_join_different_classes():
+    labels = np.arange(90) % 30
+    pairs = interpolation_pairs(labels, 5)
+    assert [(labels[a], labels[b]) for a, b in pairs] == [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9)]
+
+
+def test_every_class_index_gets_a_name():
+    assert label_names(np.array([0, 3, 1]), ("a", "b")) == ("a", "b", "2", "3")
+    assert label_names(np.array([1]), ("a", "b", "c")) == ("a", "b", "c")
+    assert label_names(None, ("a",)) == ()
+    assert label_names(np.zeros(0, dtype=np.int64), ()) == ()
+
+
+def test_an_rgb_unlabelled_run_samples_the_same_images_in_the_explorer_and_the_figures(tmp_path):
+    generator = torch.Generator().manual_seed(0)
+    shape = (3, 8, 6)
+    dataset = Dataset(
+        torch.rand(64, *shape, generator=generator), None,
+        torch.rand(32, *shape, generator=generator), None,
+        shape[1:], (), "synthetic-rgb", channels=3, format="arrays",
+    )  # fmt: skip
+    config = RunConfig(
+        model=ModelConfig(hidden=(8, 4)), train=TrainConfig(epochs=1, batch_size=32, device="cpu")
+    )
+    run_dir = train(config, dataset, run_dir=tmp_path / "run", log=None).run_dir
+    model = load_model(run_dir)
+    assert model.config.shape == shape
+    expected = sample(model, 4, 3).numpy().reshape(4, *shape).transpose(0, 2, 3, 1)
+    figure = plots.samples(model, shape, count=4, seed=3)
+    shown = np.asarray(figure.axes[0].images[0].get_array())
+    assert np.array_equal(shown[:8, :6], expected[0])
+    body = {"count": 4, "seed": 3, "format": "raw"}
+    answer = TestClient(create_app(run_dir, dataset=dataset)).post("/api/sample", json=body).json()
+    pixels = np.array(answer["pixels"], dtype=np.uint8).reshape(4, 8, 6, 3)
+    assert np.array_equal(pixels, to_uint8(expected))

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from matplotlib.figure import Figure
+from PIL import Image
 
 from tests.helpers import run_python, synthetic_images, write_csv
 from vaelab import latent
@@ -17,7 +18,8 @@ from vaelab.errors import VaelabError
 from vaelab.models import VAE
 from vaelab.rundir import FIGURE_FILES
 from vaelab.training import train
-from vaelab.viz import plots
+from vaelab.viz import images, plots
+from vaelab.viz.describe import selected_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -287,3 +289,226 @@ def test_models_of_any_latent_size_decode_to_images():
     model = VAE(ModelConfig(input_dim=16, hidden=(8,), latent_dim=5)).eval()
     fig = plots.samples(model, (4, 4), count=4)
     assert tile(fig, 1, 1).shape == (4, 4)
+
+
+# ---------------------------------------------------------------- colour, any size, no labels
+
+RGB_SHAPE = (3, 8, 6)  # channels, height, width: non-square on purpose
+
+
+def rgb_dataset(labels_per_split=None, class_names=()) -> Dataset:
+    """3x8x6 RGB images, 64 to train and 32 to test; unlabelled unless labels are given."""
+    generator = torch.Generator().manual_seed(0)
+    train_labels, test_labels = labels_per_split or (None, None)
+    return Dataset(
+        torch.rand(64, *RGB_SHAPE, generator=generator), train_labels,
+        torch.rand(32, *RGB_SHAPE, generator=generator), test_labels,
+        RGB_SHAPE[1:], class_names, "synthetic-rgb", channels=3, format="arrays",
+    )  # fmt: skip
+
+
+def one_epoch_run(dataset, run_dir):
+    config = RunConfig(
+        model=ModelConfig(hidden=(8, 4)),
+        train=TrainConfig(epochs=1, batch_size=32, device="cpu"),
+    )
+    train(config, dataset, run_dir=run_dir, log=None)
+    return plots.open_run(run_dir, dataset)
+
+
+@pytest.fixture(scope="module")
+def rgb_run(tmp_path_factory):
+    return one_epoch_run(rgb_dataset(), tmp_path_factory.mktemp("rgb") / "run")
+
+
+def shown(fig) -> np.ndarray:
+    return np.ma.getdata(fig.axes[0].images[0].get_array())
+
+
+def cell(fig, row, col, height=8, width=6, pad=1):
+    """Tile (row, col) of a figure's mosaic of height x width tiles."""
+    top, left = row * (height + pad), col * (width + pad)
+    return shown(fig)[top : top + height, left : left + width]
+
+
+def rgb_tiles(flat: torch.Tensor) -> np.ndarray:
+    """Channel-major images as the H x W x 3 tiles a figure shows."""
+    return flat.reshape(-1, *RGB_SHAPE).permute(0, 2, 3, 1).numpy()
+
+
+class TestColourImagesOfAnySize:
+    def test_every_figure_of_an_unlabelled_rgb_run_is_written(self, rgb_run):
+        written = plots.write_figures(rgb_run.run_dir, dataset=rgb_run.dataset)
+        assert [p.name for p in written] == list(FIGURE_FILES)
+        for path in written:
+            with Image.open(path) as image:
+                assert image.format == "PNG" and min(image.size) > 200
+                assert np.asarray(image.convert("RGB")).std() > 5, f"{path.name} looks blank"
+
+    def test_image_figures_show_rgb_tiles_of_the_images_height_and_width(self, rgb_run):
+        model, images = rgb_run.model, rgb_run.dataset.test_images
+        fig = plots.reconstructions(model, images, RGB_SHAPE, count=4, cols=4)
+        mosaic = shown(fig)
+        assert mosaic.shape == (2 * 8 + 1, 4 * 6 + 3, 3)
+        np.testing.assert_allclose(cell(fig, 0, 1), rgb_tiles(images[1])[0])
+        with torch.no_grad():
+            expected = rgb_tiles(model.decode(model.encode(images[:1])[0]))[0]
+        np.testing.assert_allclose(mosaic[9:17, :6], expected, atol=1e-6)
+        gap = mosaic[8, 0]  # between the input and reconstruction rows
+        np.testing.assert_allclose(gap, plots.GAP_RGB)
+        samples = shown(plots.samples(model, RGB_SHAPE, count=6))
+        assert samples.shape == (2 * 8 + 1, 3 * 6 + 2, 3)
+        manifold = shown(plots.manifold(model, RGB_SHAPE, grid=3))
+        assert manifold.shape == (3 * 8, 3 * 6, 3)
+        assert np.isfinite(manifold).all() and manifold.min() >= 0 and manifold.max() <= 1
+
+    def test_the_manifold_keeps_the_pixels_proportions(self, rgb_run):
+        ax = plots.manifold(rgb_run.model, RGB_SHAPE, grid=4).axes[0]
+        assert ax.get_aspect() == pytest.approx(8 / 6)
+
+    def test_grey_images_of_any_size_stay_grey(self):
+        torch.manual_seed(0)
+        model = VAE(ModelConfig(input_dim=15, hidden=(8,), latent_dim=2)).eval()
+        for shape in ((5, 3), (1, 5, 3)):
+            assert shown(plots.samples(model, shape, count=4)).shape == (11, 7)
+        fig = plots.reconstructions(model, torch.rand(3, 15), (5, 3), count=3, cols=3)
+        assert shown(fig).shape == (11, 11)
+
+    def test_unlabelled_latent_scatter_has_one_colour_and_no_legend(self, rgb_run):
+        data = rgb_run.dataset
+        fig = plots.latent_scatter(rgb_run.model, data.test_images, None, data.class_names)
+        ax = fig.axes[0]
+        assert len(ax.collections) == 1 and ax.get_legend() is None
+        assert len(ax.collections[0].get_offsets()) == len(data.test_images)
+        assert "unlabelled" in ax.get_title()
+
+    def test_unlabelled_interpolation_pairs_consecutive_images_named_by_index(self, rgb_run):
+        images = rgb_run.dataset.test_images
+        fig = plots.interpolation(rgb_run.model, images, None, (), RGB_SHAPE, pairs=2, steps=3)
+        names = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+        assert names == ["image 0 \u2192 image 1", "image 2 \u2192 image 3"]
+        assert "different classes" not in fig.axes[0].get_title()
+        np.testing.assert_allclose(cell(fig, 1, 4), rgb_tiles(images[3])[0])
+
+    def test_many_classes_get_a_colour_scale_instead_of_a_legend(self, rgb_run):
+        labels = torch.arange(32) % 30
+        fig = plots.latent_scatter(rgb_run.model, rgb_run.dataset.test_images, labels, ())
+        ax = fig.axes[0]
+        assert ax.get_legend() is None and len(ax.collections) == 1
+        assert len(fig.axes) == 2 and "of 30 classes" in fig.axes[1].get_ylabel()
+
+    def test_classes_past_the_named_ones_are_named_by_index(self, rgb_run):
+        labels = torch.arange(32) % 12
+        fig = plots.latent_scatter(rgb_run.model, rgb_run.dataset.test_images, labels, ("a", "b"))
+        texts = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+        assert texts == ["a", "b", *(str(i) for i in range(2, 12))]
+        pairs = plots.interpolation(
+            rgb_run.model, rgb_run.dataset.test_images, labels, ("a", "b"), RGB_SHAPE, pairs=2
+        )
+        assert [t.get_text() for t in pairs.axes[0].get_yticklabels()] == [
+            "a \u2192 b",
+            "2 \u2192 3",
+        ]
+
+    def test_labelled_rgb_data_draws_a_legend(self, tmp_path):
+        labels = (torch.arange(64) % 3, torch.arange(32) % 3)
+        run = one_epoch_run(rgb_dataset(labels, ("r", "g", "b")), tmp_path / "run")
+        figures = plots.draw_figures(run, grid=3)
+        legend = figures["latent.png"].axes[0].get_legend()
+        assert [t.get_text() for t in legend.get_texts()] == ["r", "g", "b"]
+        assert shown(figures["interpolation.png"]).shape[-1] == 3
+
+
+NAN = float("nan")
+
+
+def history_rows(epochs=4, validation=True, tested=(4,)):
+    rows = []
+    for epoch in range(1, epochs + 1):
+        row = {"epoch": float(epoch), "seconds": 1.0}
+        for split in ("train", "val", "test"):
+            measured = {"train": True, "val": validation, "test": epoch in tested}[split]
+            for term, value in (("loss", 10.0), ("reconstruction", 8.0), ("kld", 2.0)):
+                row[f"{split}_{term}"] = value / epoch if measured else NAN
+        rows.append(row)
+    return rows
+
+
+class TestCurvesOfValidationAndUnmeasuredEpochs:
+    def test_validation_is_drawn_in_green_and_an_unmeasured_split_is_left_out(self):
+        fig = plots.learning_curves(history_rows(tested=()))
+        labels = {line.get_label(): line.get_color() for line in fig.axes[0].lines}
+        assert labels == {
+            "train loss": "tab:blue", "train MSE": "tab:blue", "train KLD": "tab:blue",
+            "validation loss": "tab:green", "validation MSE": "tab:green",
+            "validation KLD": "tab:green",
+        }  # fmt: skip
+        assert "final validation loss 2.50" in fig.axes[0].get_title()
+
+    def test_a_split_measured_in_some_epochs_has_gaps(self):
+        fig = plots.learning_curves(history_rows(validation=False, tested=(2, 4)))
+        test_loss = next(line for line in fig.axes[0].lines if line.get_label() == "test loss")
+        assert np.isnan(test_loss.get_ydata()[[0, 2]]).all()
+        assert list(test_loss.get_ydata()[[1, 3]]) == [5.0, 2.5]
+        assert "final test loss 2.50" in fig.axes[0].get_title()
+        assert not any("validation" in line.get_label() for line in fig.axes[0].lines)
+
+    def test_a_split_measured_once_is_drawn_as_a_marker(self):
+        lines = plots.learning_curves(history_rows(tested=(4,))).axes[0].lines
+        markers = {line.get_label(): line.get_marker() for line in lines}
+        assert markers["test loss"] == "o" and markers["validation loss"] in ("None", None, "")
+
+    def test_rows_without_validation_columns_and_the_kept_epoch(self):
+        rows = [{k: v for k, v in row.items() if not k.startswith("val")} for row in history_rows()]
+        fig = plots.learning_curves(rows, selected_epoch=2)
+        kept = [line for line in fig.axes[0].lines if "weights kept" in line.get_label()]
+        assert len(kept) == 1 and list(kept[0].get_xdata()) == [2, 2]
+        assert len(fig.axes[0].lines) == 7
+
+    def test_the_kept_epoch_comes_from_config_json(self, rgb_run):
+        info = {"selection": {"weights": "best-validation", "best_epoch": 3, "epochs_run": 5,
+                              "stopped_early": True}}  # fmt: skip
+        assert selected_epoch(info) == 3
+        assert selected_epoch({"selection": {"weights": "last", "epochs_run": 5}}) is None
+        assert selected_epoch({}) is None and selected_epoch({"selection": []}) is None
+
+
+class TestImageFiles:
+    def test_rgb_png_bytes_are_an_rgb_png_of_width_by_height(self):
+        pixels = np.random.default_rng(0).integers(0, 256, size=(8, 6, 3), dtype=np.uint8)
+        with Image.open(io.BytesIO(images.png_bytes(pixels))) as image:
+            assert image.mode == "RGB" and image.size == (6, 8)
+            assert np.array_equal(np.asarray(image), pixels)
+        with pytest.raises(VaelabError, match="H x W x 3"):
+            images.png_bytes(np.zeros((4, 4, 2), dtype=np.uint8))
+
+    def test_channel_major_images_become_tiles_to_show(self):
+        flat = np.arange(2 * 3 * 2 * 4, dtype=np.float32).reshape(2, -1)
+        rgb = images.displayable(flat, (3, 2, 4))
+        assert rgb.shape == (2, 2, 4, 3)
+        assert list(rgb[0, 1, 2]) == [6.0, 14.0, 22.0]  # the pixel's three channel planes
+        assert images.displayable(flat[:, :8], (2, 4)).shape == (2, 2, 4)
+        side_by_side = images.displayable(flat[:, :16], (2, 2, 4))  # neither grey nor RGB
+        assert side_by_side.shape == (2, 2, 8) and side_by_side[0, 0, 4] == 8.0
+        assert images.tile(rgb, cols=2).shape == (2, 9, 3)
+
+    def test_write_samples_writes_rgb_grids_and_channel_major_arrays(self, tmp_path):
+        samples = np.random.default_rng(0).random((5, *RGB_SHAPE), dtype=np.float32)
+        images.write_samples(samples, tmp_path / "s.png")
+        with Image.open(tmp_path / "s.png") as image:
+            assert image.mode == "RGB" and image.size == (3 * 7 - 1, 2 * 9 - 1)
+            grid = np.asarray(image)
+        assert np.array_equal(grid[:8, 7:13], images.to_uint8(samples[1].transpose(1, 2, 0)))
+        assert (grid[8] == 255).all()  # white lines between the images
+        images.write_samples(samples, tmp_path / "s.npy")
+        assert np.load(tmp_path / "s.npy").shape == (5, *RGB_SHAPE)
+
+    def test_the_sample_command_writes_rgb_images_of_the_runs_size(self, rgb_run, tmp_path, cli):
+        result = cli("sample", rgb_run.run_dir, "--n", 6, "--out", tmp_path / "s.png")
+        assert result.code == 0, result.err
+        with Image.open(tmp_path / "s.png") as image:
+            assert image.mode == "RGB" and image.size == (3 * 7 - 1, 2 * 9 - 1)
+        result = cli("sample", rgb_run.run_dir, "--n", 6, "--out", tmp_path / "s.npy")
+        assert result.code == 0, result.err
+        expected = latent.sample(rgb_run.model, 6, 0).numpy().reshape(6, *RGB_SHAPE)
+        assert np.array_equal(np.load(tmp_path / "s.npy"), expected)

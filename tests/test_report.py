@@ -2,19 +2,25 @@ import base64
 import io
 import json
 import re
+from dataclasses import replace
 
 import html5lib
 import matplotlib.image
 import pytest
+import torch
 
 from tests.helpers import make_tiny_dataset, synthetic_images, write_csv
 from vaelab.config import ModelConfig, RunConfig, TrainConfig
+from vaelab.data import Dataset
 from vaelab.errors import VaelabError
+from vaelab.evaluation import evaluate
 from vaelab.models.likelihoods import gaussian_constant
 from vaelab.rundir import FIGURE_FILES, weights_sha256
 from vaelab.training import train
 from vaelab.viz import plots
-from vaelab.viz.report import CAPTIONS, write_report
+from vaelab.viz.describe import data_facts, data_sentence, selection_sentence
+from vaelab.viz.report import CAPTIONS, render_report, write_report
+from vaelab.viz.report_metrics import epochs_table
 
 EVALUATION = {
     "likelihood": "tutorial-mse",
@@ -236,3 +242,92 @@ def test_report_command_draws_the_figures_writes_the_report_and_names_a_missing_
     missing = cli("report", tmp_path / "missing")
     assert missing.code == 2
     assert missing.err == f"vaelab: error: {tmp_path / 'missing'}: run directory not found\n"
+
+
+# ---------------------------------------------------------------- colour, no labels, weights kept
+
+
+def rgb_unlabelled_dataset() -> Dataset:
+    """3x8x6 RGB images without labels: 64 to train, 32 to test."""
+    generator = torch.Generator().manual_seed(0)
+    return Dataset(
+        torch.rand(64, 3, 8, 6, generator=generator), None,
+        torch.rand(32, 3, 8, 6, generator=generator), None,
+        (8, 6), (), "synthetic-rgb", channels=3, format="arrays",
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def rgb_run(tmp_path_factory):
+    dataset = rgb_unlabelled_dataset()
+    config = RunConfig(
+        model=ModelConfig(hidden=(8, 4)), train=TrainConfig(epochs=1, batch_size=32, device="cpu")
+    )
+    run_dir = tmp_path_factory.mktemp("rgb") / "run"
+    train(config, dataset, run_dir=run_dir, log=None)
+    return plots.open_run(run_dir, dataset)
+
+
+def test_the_report_of_an_unlabelled_rgb_run_names_its_source_format_size_and_labels(rgb_run):
+    doc = parse(write_report(rgb_run.run_dir, dataset=rgb_run.dataset).read_text("utf-8"))
+    summary = text_of(doc.find(".//span[@id='data-summary']"))
+    assert summary == "synthetic-rgb (arrays): RGB images of 8 \u00d7 6 pixels, unlabelled"
+    assert text_of(doc.find(".//span[@id='weights-summary']")) == "last epoch (1)"
+    assert len(doc.findall(".//figure/img")) == len(FIGURE_FILES)
+    assert "format arrays" in text_of(doc.find(".//table[@id='data']"))
+    assert doc.find(".//table[@id='selection']") is None
+
+
+def test_data_facts_of_a_run_without_the_new_keys_come_from_its_data():
+    facts = data_facts({"dataset": {"source": "old.csv"}}, make_tiny_dataset())
+    assert data_sentence(facts) == "old.csv: greyscale images of 4 \u00d7 4 pixels, 2 classes"
+
+
+NAN = float("nan")
+
+
+def validated_history(epochs: int, tested: tuple[int, ...]) -> list[dict[str, float]]:
+    rows = []
+    for epoch in range(1, epochs + 1):
+        row = {"epoch": float(epoch), "seconds": 0.5}
+        for split, base in (("train", 30.0), ("test", 31.0), ("val", 32.0)):
+            value = base - epoch if split != "test" or epoch in tested else NAN
+            row |= {f"{split}_loss": value, f"{split}_reconstruction": value - 1}
+            row[f"{split}_kld"] = 1.0 if value == value else NAN
+        rows.append(row)
+    return rows
+
+
+def test_the_report_says_which_epochs_weights_were_kept_and_skips_what_was_not_measured(
+    rgb_run,
+):
+    selection = {"weights": "best-validation", "best_epoch": 2, "epochs_run": 4,
+                 "stopped_early": True}  # fmt: skip
+    run = replace(rgb_run, info={**rgb_run.info, "selection": selection})
+    run.__dict__["history"] = validated_history(4, tested=())  # the cached metrics.csv rows
+    metrics = evaluate(run.model, run.dataset.test_images)
+    figures = {p.name: p.read_bytes() for p in plots.save_figures(run, grid=3)}
+    doc = parse(render_report(run, metrics, None, figures))
+    weights = text_of(doc.find(".//span[@id='weights-summary']"))
+    assert weights == "best validation epoch 2 of 4, stopped early"
+    final = doc.find(".//table[@id='final-metrics']")
+    headers = [text_of(th) for th in final.findall(".//th")]
+    assert headers[1:3] == ["train (epoch 2)", "validation (epoch 2, as logged)"]
+    assert not any(h.startswith("test (epoch") for h in headers)
+    assert "30.0000" in text_of(final) and "nan" not in text_of(final).lower()
+    epochs = doc.find(".//table[@id='epochs']")
+    assert "test_loss" not in text_of(epochs.find(".//thead")) and "val_loss" in text_of(epochs)
+    cards = text_of(doc.find(".//div[@class='cards']"))
+    assert f"test loss (saved weights) {metrics.loss:.4f}" in cards
+    kept = text_of(doc.find(".//table[@id='selection']"))
+    assert "best_epoch 2" in kept and "stopped_early True" in kept
+
+
+def test_epochs_not_tested_are_dashes_in_the_per_epoch_table(rgb_run):
+    run = replace(rgb_run)
+    run.__dict__["history"] = validated_history(3, tested=(3,))
+    html = epochs_table(run.history)
+    doc = parse(f"<!DOCTYPE html><html lang='en'><title>t</title>{html}</html>")
+    first, last = (text_of(row) for row in doc.findall(".//tbody/tr")[::2])
+    assert "\u2014" in first and "\u2014" not in last
+    assert selection_sentence(None, 3) == "last epoch (3)"

@@ -44,11 +44,11 @@ def learning_curves(
     epochs = _column(history, "epoch", required=True)
     fig = Figure(figsize=(10, 5.5), dpi=DPI, layout="constrained")
     ax = fig.add_subplot()
-    marker = "o" if len(epochs) == 1 else None
     for split, name, colour in SPLITS:
         for term, style in CURVES:
             values = _column(history, f"{split}_{term}", required=split == "train")
             if any(math.isfinite(v) for v in values):
+                marker = "o" if _has_lone_points(values) else None
                 ax.plot(
                     epochs, values, linestyle=style, color=colour, marker=marker,
                     label=f"{name} {_term_label(term, likelihood)}",
@@ -72,6 +72,13 @@ def _column(history: Sequence[Mapping[str, float] | Any], key: str, required: bo
             value = math.nan
         values.append(float(value))
     return values
+
+
+def _has_lone_points(values: Sequence[float]) -> bool:
+    """Whether a measured value has no measured neighbour, so that only a marker can show it."""
+    finite = [math.isfinite(v) for v in values]
+    padded = [False, *finite, False]
+    return any(here and not (padded[i] or padded[i + 2]) for i, here in enumerate(finite))
 
 
 def _final(history: Sequence[Mapping[str, float] | Any]) -> str:
