@@ -64,6 +64,7 @@ docs:
 bench: install
 	$(PYTHON) benchmarks/bench_train.py
 	$(PYTHON) benchmarks/bench_data.py
+	$(PYTHON) benchmarks/bench_read.py
 	$(PYTHON) benchmarks/bench_distributed.py
 	$(PYTHON) benchmarks/bench_serve.py
 
