@@ -7,10 +7,12 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from vaelab._io import remove_stale_temp_files
 from vaelab.errors import VaelabError
@@ -21,6 +23,7 @@ from vaelab.rundir.files import (
     FIGURE_FILES,
     FIGURES_DIR,
     LOCK_FILE,
+    TENSORBOARD_DIR,
     VAELAB_FILES,
     WEIGHTS_FILE,
 )
@@ -65,6 +68,36 @@ def _lock_holder(fd: int) -> int | None:
     except OSError:
         return None
     return int(text) if text.isdigit() else None
+
+
+class LockState(NamedTuple):
+    """Whether a live process holds a run directory's lock, and its PID when the lock says it."""
+
+    held: bool
+    pid: int | None
+
+
+def lock_state(run_dir: str | Path) -> LockState:
+    """Whether a live process holds RUN/.lock now: asked without waiting, and without creating it.
+
+    A shared flock is tried without blocking and dropped at once: refused means a writer holds
+    the lock (the kernel drops the lock of a process that died, so a lock is never stale). For
+    the microseconds the probe holds it, a writer starting at that instant is refused as busy.
+    """
+    try:
+        fd = os.open(Path(run_dir) / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return LockState(False, None)  # no lock file: nobody writes the run
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as exc:
+        held = exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES)
+        return LockState(held, _lock_holder(fd) if held else None)
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return LockState(False, None)
+    finally:
+        os.close(fd)
 
 
 def _acquire(run_dir: Path) -> int:
@@ -161,6 +194,7 @@ def remove_run_files(run_dir: Path) -> None:
         remove_stale_temp_files(figures, FIGURE_FILES)
         with suppress(OSError):
             figures.rmdir()  # only when empty: a user's file there keeps it
+    shutil.rmtree(run_dir / TENSORBOARD_DIR, ignore_errors=True)  # event files: all vaelab's
     remove_temp_files(run_dir)
 
 

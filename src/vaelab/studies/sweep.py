@@ -1,0 +1,277 @@
+"""A sweep: a grid of settings times seeds, each one `vaelab train` run in RUNS_DIR/NAME/RUN.
+
+`plan_sweep` checks the whole grid before anything runs (every value parsed as `vaelab train`
+parses it, every run's config built) and `vaelab.studies.sweep_run.run_sweep` runs it. The grid
+is recorded in RUNS_DIR/NAME/sweep.json; running the same sweep again continues it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from vaelab._io import atomic_write_text, parse_json, read_text
+from vaelab.config import check_seed
+from vaelab.errors import VaelabError
+from vaelab.studies.runs import SWEEP_FILE, is_run_dir
+
+FORMAT = "vaelab-sweep-1"
+# `vaelab train` options a sweep sets itself (the run's folder, its seed, resuming) or that do
+# not change what a run computes: never a --set key.
+_NOT_SWEPT = {"name", "runs_dir", "overwrite", "resume_run", "seed", "checkpoint_every",
+              "no_plots", "dist_timeout_s", "class_names", "array_keys"}  # fmt: skip
+# Options the sweep chooses for every run: refused among the options passed to `vaelab train`.
+_OWN_OPTIONS = {"name": "--name", "runs_dir": "--runs-dir", "overwrite": "--overwrite",
+                "resume_run": "--resume", "seed": "--seeds"}  # fmt: skip
+# Options a resumed run takes (`vaelab train --resume` refuses the others).
+RESUME_OPTIONS = ("checkpoint_every", "no_plots", "dist_timeout_s")
+LIST_KEYS = {"hidden"}  # their values hold commas: values are separated by ';'
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+=-]")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One --set: a train option (config form) and the values the sweep gives it."""
+
+    key: str
+    values: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """One run of the grid: its folder name, its settings, its seed."""
+
+    name: str
+    settings: tuple[tuple[str, str], ...]
+    seed: int
+
+    @property
+    def label(self) -> str:
+        """The setting without the seed: what the runs of one group share."""
+        return ",".join(f"{key}={value}" for key, value in self.settings) or "all"
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """A checked sweep: where it goes, its grid, seeds, runs and the options every run gets."""
+
+    study_dir: Path
+    grid: tuple[Setting, ...]
+    seeds: tuple[int, ...]
+    train_args: tuple[str, ...]
+    runs: tuple[SweepRun, ...]
+    flags: dict[str, str]  # --set key -> the train command's flag
+
+    def record(self) -> dict[str, Any]:
+        """What sweep.json holds: enough to tell whether a later sweep is this one."""
+        return {
+            "format": FORMAT,
+            "grid": [[s.key, list(s.values)] for s in self.grid],
+            "seeds": list(self.seeds),
+            "train_args": list(self.train_args),
+            "runs": [
+                {"name": r.name, "settings": dict(r.settings), "seed": r.seed} for r in self.runs
+            ],  # fmt: skip
+        }
+
+    def train_args_of(self, run: SweepRun) -> list[str]:
+        """The arguments of `vaelab train` that start `run`."""
+        options = [part for key, value in run.settings for part in (self.flags[key], value)]
+        return [*self.train_args, *options, "--seed", str(run.seed),
+                "--runs-dir", str(self.study_dir), "--name", run.name]  # fmt: skip
+
+    def resume_args_of(self, run: SweepRun) -> list[str]:
+        """The arguments of `vaelab train` that continue `run` from its checkpoint."""
+        kept = _resume_options(self.train_args)
+        return ["--resume", str(self.study_dir / run.name), *kept]
+
+
+def parse_set(text: str) -> Setting:
+    """'latent_dim=2,10,20' -> Setting('latent_dim', ('2', '10', '20')); list-valued keys
+    (hidden) separate their values by ';': 'hidden=400,200;64,32'."""
+    key, sep, values = text.partition("=")
+    key = key.strip().replace("-", "_")
+    if not sep or not key:
+        raise VaelabError(f"--set {text!r}: expected KEY=VALUE[,VALUE...], e.g. latent_dim=2,10")
+    parts = tuple(v.strip() for v in values.split(";" if key in LIST_KEYS else ","))
+    if not all(parts):
+        raise VaelabError(f"--set {text!r}: an empty value")
+    repeated = sorted({v for v in parts if parts.count(v) > 1})
+    if repeated:
+        raise VaelabError(f"--set {text!r}: {', '.join(repeated)} given twice")
+    return Setting(key, parts)
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """'3' -> seeds 0, 1, 2; '0,5,7' -> those seeds."""
+    try:
+        if "," not in text:
+            count = int(text)
+            if count < 1:
+                raise VaelabError(f"--seeds {text}: give at least 1 seed")
+            return tuple(range(count))
+        seeds = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise VaelabError(f"--seeds {text!r}: expected a count (3) or seeds (0,5,7)") from None
+    for seed in seeds:
+        check_seed(seed, "--seeds")
+    if len(set(seeds)) != len(seeds):
+        raise VaelabError(f"--seeds {text}: a seed given twice")
+    return seeds
+
+
+def plan_sweep(
+    settings: Sequence[Setting],
+    seeds: Sequence[int],
+    study_dir: str | Path,
+    train_args: Sequence[str] = (),
+) -> SweepPlan:
+    """The sweep's runs, every one checked as `vaelab train` would check it; nothing is run."""
+    study_dir = Path(study_dir)
+    keys = [s.key for s in settings]
+    if len(set(keys)) != len(keys):
+        raise VaelabError(f"--set {sorted({k for k in keys if keys.count(k) > 1})[0]}: given twice")
+    flags = _sweepable_flags()
+    for setting in settings:
+        if setting.key not in flags:
+            raise VaelabError(
+                f"--set {setting.key}: not a setting of vaelab train; the keys are "
+                f"{', '.join(sorted(flags))}"
+            )
+    _check_train_args(train_args, keys)
+    runs = _grid(settings, seeds)
+    plan = SweepPlan(study_dir, tuple(settings), tuple(seeds), tuple(train_args), runs,
+                     {s.key: flags[s.key] for s in settings})  # fmt: skip
+    for setting in settings:
+        for value in setting.values:
+            _parse_train([*train_args, flags[setting.key], value], f"--set {setting.key}={value}")
+    for run in runs:
+        _build_config(plan.train_args_of(run), run.name)
+    return plan
+
+
+def _grid(settings: Sequence[Setting], seeds: Sequence[int]) -> tuple[SweepRun, ...]:
+    runs = []
+    for values in itertools.product(*(s.values for s in settings)):
+        pairs = tuple((s.key, value) for s, value in zip(settings, values))
+        for seed in seeds:
+            words = [f"{key}={_name_part(value)}" for key, value in pairs] + [f"seed={seed}"]
+            runs.append(SweepRun(",".join(words), pairs, seed))
+    names = [run.name for run in runs]
+    if len(set(names)) != len(names):
+        clash = next(name for name in names if names.count(name) > 1)
+        raise VaelabError(f"--set: two settings give the same run name {clash}")
+    return tuple(runs)
+
+
+def _name_part(value: str) -> str:
+    """A value as it appears in a run's folder name: commas as '-', other odd characters '_'."""
+    return _UNSAFE.sub("_", value.replace(",", "-"))
+
+
+# ---------------------------------------------------------------- the train command's options
+
+
+def _train_command() -> click.Command:
+    from vaelab.cli.train import train_command  # the command line's own parser of the options
+
+    return train_command
+
+
+def _sweepable_flags() -> dict[str, str]:
+    """--set key (the option's config-form name) -> its flag, for options that take a value."""
+    flags = {}
+    for param in _train_command().params:
+        swept = isinstance(param, click.Option) and not param.is_flag
+        if swept and param.name and param.name not in _NOT_SWEPT:
+            flags[param.name] = max(param.opts, key=len)
+    return flags
+
+
+def _parse_train(args: Sequence[str], what: str) -> click.Context:
+    """`vaelab train ARGS` parsed (not run); a bad option or value is one VaelabError."""
+    try:
+        return _train_command().make_context("train", list(args))
+    except click.UsageError as exc:
+        raise VaelabError(f"{what}: {exc.format_message()}") from None
+
+
+def _check_train_args(train_args: Sequence[str], keys: Sequence[str]) -> None:
+    ctx = _parse_train(train_args, "the options for vaelab train")
+    given = {
+        name for name in ctx.params
+        if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
+    }  # fmt: skip
+    for name, flag in _OWN_OPTIONS.items():
+        if name in given:
+            raise VaelabError(f"vaelab sweep sets {'--seed' if name == 'seed' else flag} "
+                              f"itself; drop it (use {flag} of vaelab sweep)")  # fmt: skip
+    for key in keys:
+        if key in given:
+            raise VaelabError(f"--set {key} and its option for vaelab train are both given; "
+                              "keep one")  # fmt: skip
+
+
+def _build_config(args: Sequence[str], run_name: str) -> None:
+    """Build the run's config as `vaelab train` would, so that a bad value is refused now."""
+    from vaelab.cli.train import _run_config
+
+    ctx = _parse_train(args, run_name)
+    wanted = inspect.signature(_run_config).parameters
+    try:
+        _run_config(**{k: v for k, v in ctx.params.items() if k in wanted})
+    except VaelabError as exc:
+        raise VaelabError(f"{run_name}: {exc}") from None
+
+
+def _resume_options(train_args: Sequence[str]) -> list[str]:
+    """Those of `train_args` that a resumed run takes (--no-plots, --checkpoint-every, ...)."""
+    ctx = _parse_train(train_args, "the options for vaelab train")
+    kept: list[str] = []
+    for param in _train_command().params:
+        name = param.name
+        if name not in RESUME_OPTIONS or not isinstance(param, click.Option):
+            continue
+        if ctx.get_parameter_source(name) is not click.core.ParameterSource.COMMANDLINE:
+            continue
+        flag = max(param.opts, key=len)
+        kept += [flag] if param.is_flag else [flag, str(ctx.params[name])]
+    return kept
+
+
+# ---------------------------------------------------------------- sweep.json
+
+
+def claim_study(plan: SweepPlan) -> bool:
+    """Create the study's folder and its sweep.json, or check that it is this sweep's; True when
+    it was there already (the sweep continues)."""
+    folder, path = plan.study_dir, plan.study_dir / SWEEP_FILE
+    if folder.exists() and not folder.is_dir():
+        raise VaelabError(f"{folder}: exists and is not a directory")
+    if is_run_dir(folder):
+        raise VaelabError(f"{folder}: is a run directory, not a sweep's folder; give another "
+                          "--name")  # fmt: skip
+    if path.exists():
+        saved = parse_json(read_text(path, "a JSON file"), path)
+        if saved != plan.record():
+            raise VaelabError(
+                f"{path}: this study was started with another grid, seeds or options; run "
+                "that sweep again to continue it, or give another --name"
+            )
+        return True
+    if folder.is_dir() and any(folder.iterdir()):
+        raise VaelabError(f"{folder}: holds files but no {SWEEP_FILE}; give another --name")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise VaelabError(f"{folder}: cannot create the folder ({exc.strerror})") from None
+    atomic_write_text(path, json.dumps(plan.record(), indent=2) + "\n")
+    return False
