@@ -274,6 +274,8 @@ def test_the_report_of_an_unlabelled_rgb_run_names_its_source_format_size_and_la
     assert summary == "synthetic-rgb (arrays): RGB images of 8 \u00d7 6 pixels, unlabelled"
     assert text_of(doc.find(".//span[@id='weights-summary']")) == "last epoch (1)"
     assert len(doc.findall(".//figure/img")) == len(FIGURE_FILES)
+    alt = {f.get("id"): f.find("img").get("alt") for f in doc.findall(".//figure")}
+    assert "no labels" in alt["latent"] and "consecutive test images" in alt["interpolation"]
     assert "format arrays" in text_of(doc.find(".//table[@id='data']"))
     assert doc.find(".//table[@id='selection']") is None
 
@@ -319,6 +321,8 @@ def test_the_report_says_which_epochs_weights_were_kept_and_skips_what_was_not_m
     assert "test_loss" not in text_of(epochs.find(".//thead")) and "val_loss" in text_of(epochs)
     cards = text_of(doc.find(".//div[@class='cards']"))
     assert f"test loss (saved weights) {metrics.loss:.4f}" in cards
+    curves = doc.find(".//figure[@id='learning_curves']/img").get("alt")
+    assert curves.startswith("Train (blue), validation (green)")
     kept = text_of(doc.find(".//table[@id='selection']"))
     assert "best_epoch 2" in kept and "stopped_early True" in kept
 

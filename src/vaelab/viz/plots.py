@@ -49,11 +49,6 @@ from vaelab.viz.images import displayable, tile
 from vaelab.viz.latent_plots import latent_scatter
 from vaelab.viz.latent_plots import posterior_means as _means
 
-__all__ = [
-    "check_grid", "draw_figures", "figure_png", "interpolation", "latent_scatter",
-    "learning_curves", "manifold", "reconstructions", "samples", "save_figures", "write_figures",
-]  # fmt: skip
-
 MAX_SPAN = 1000.0  # far outside any posterior; beyond it the decoder's layers can overflow
 GAP = "#c9d3df"  # blue-grey between tiles and in empty cells
 # Dark garments on white, as the tutorial draws them (it shows -x in grey).

@@ -7,6 +7,7 @@ can be mailed or archived on its own.
 from __future__ import annotations
 
 import base64
+import math
 import platform
 import shlex
 import time
@@ -159,10 +160,29 @@ def _versions_now() -> dict[str, str]:
     }
 
 
-def _figure(name: str, png: bytes) -> str:
+def captions(run: Run) -> dict[str, str]:
+    """CAPTIONS, reworded for what the run has: no labels, a validation split."""
+    chosen = dict(CAPTIONS)
+    if not run.dataset.labelled:
+        chosen["latent.png"] = (
+            "Where the encoder puts the test images: posterior means, in one colour (the images "
+            "carry no labels)."
+        )
+        chosen["interpolation.png"] = (
+            "Decoder outputs along straight lines between the posterior means of pairs of "
+            "consecutive test images, inputs at both ends."
+        )
+    if any(math.isfinite(row.get("val_loss", math.nan)) for row in run.history):
+        chosen["learning_curves.png"] = (
+            "Train (blue), validation (green) and test (red, where measured) loss per epoch: "
+            "loss solid, reconstruction dotted, KLD dashed."
+        )
+    return chosen
+
+
+def _figure(name: str, png: bytes, caption: str) -> str:
     width, height = _png_size(png, f"{FIGURES_DIR}/{name}")
     data = base64.b64encode(png).decode("ascii")
-    caption = CAPTIONS[name]
     return (
         f'<figure id="{_e(name.removesuffix(".png"))}">\n'
         f'<img src="data:image/png;base64,{data}" width="{width}" height="{height}" '
@@ -242,7 +262,7 @@ def render_report(
         "</section>",
         '<section id="figures">',
         "<h2>Figures</h2>",
-        *(_figure(file, figures[file]) for file in FIGURE_FILES),
+        *(_figure(file, figures[file], captions(run)[file]) for file in FIGURE_FILES),
         "</section>",
         '<section id="epochs-section">',
         "<h2>Per-epoch metrics</h2>",
