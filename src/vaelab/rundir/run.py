@@ -64,11 +64,24 @@ def open_run(
     info = load_run_info(run_dir)
     if dataset is None:
         if data is None:
+            _require_findable_data(config, info, run_dir)
             data = config.data if data_dir is None else DataConfig(data_dir=str(data_dir))
         dataset = load_dataset(data)
     require_image_size(dataset, model.config.input_dim, run_dir)
     require_same_test_data(info, dataset, run_dir)
     return Run(run_dir, model, config, info, binarized(dataset, config.data))
+
+
+def _require_findable_data(config: RunConfig, info: dict[str, Any], run_dir: Path) -> None:
+    """Refuse to guess the data of a run trained on images given in memory (not from a path)."""
+    recorded = info.get("dataset") if isinstance(info.get("dataset"), dict) else {}
+    in_memory = recorded.get("format") == "arrays" and config.data.source is None
+    if in_memory and config.data.train_csv is None:
+        raise VaelabError(
+            f"{run_dir}: trained on images given in memory ({recorded.get('source', 'arrays')}); "
+            "pass them again as dataset, or a file holding them as data",
+            parameters=("dataset", "data"),
+        )
 
 
 def require_same_test_data(info: dict[str, Any], dataset: Dataset, run_dir: str | Path) -> None:

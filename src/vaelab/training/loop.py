@@ -134,9 +134,14 @@ def train(
     if data is not None or test_data is not None:
         if dataset is not None:
             raise VaelabError("give dataset or data, not both", parameters=("dataset", "data"))
-        from vaelab.data.arrays import as_dataset  # the in-memory and path forms of data
+        if _is_path(data) and (test_data is None or _is_path(test_data)):
+            # named in config.json, so that the run's data can be found again
+            sources = {"source": str(data), "test_source": _optional_str(test_data)}
+            config = replace(config, data=replace(config.data, **sources))
+        else:
+            from vaelab.data.arrays import as_dataset  # the in-memory forms of data
 
-        dataset = as_dataset(data, config.data, test_data)
+            dataset = as_dataset(data, config.data, test_data)
     dataset = dataset or load_dataset(config.data)
     config = replace(
         config,
@@ -309,6 +314,14 @@ def _train_in(
     )  # fmt: skip
     report.on_run_end(result)
     return result
+
+
+def _is_path(value: Any) -> bool:
+    return isinstance(value, (str, Path))
+
+
+def _optional_str(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def _pass_metrics(
