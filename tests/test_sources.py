@@ -3,6 +3,7 @@ format from its path."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -11,8 +12,16 @@ import pytest
 import torch
 from PIL import Image
 
-from vaelab.config import DataConfig, RunConfig, TrainConfig
-from vaelab.data import Dataset, as_dataset, imagefile, load_dataset, load_source, sources
+from vaelab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from vaelab.data import (
+    Dataset,
+    arrays,
+    as_dataset,
+    imagefile,
+    load_dataset,
+    load_source,
+    sources,
+)
 from vaelab.data.splits import split_indices
 from vaelab.errors import VaelabError
 
@@ -272,6 +281,44 @@ class TestArrays:
         assert last.shape == (3, 3, 4)
 
 
+def _mutations(raw: bytes, count: int, seed: int = 0):
+    """`count` spoiled copies of `raw`: bytes flipped, cut short, or both."""
+    rng = np.random.default_rng(seed)
+    for _ in range(count):
+        spoiled = bytearray(raw)
+        for i in rng.integers(0, len(raw), size=int(rng.integers(1, 6))):
+            spoiled[i] = int(rng.integers(0, 256))
+        if rng.random() < 0.3:
+            spoiled = spoiled[: int(rng.integers(0, len(spoiled)))]
+        yield bytes(spoiled)
+
+
+class TestSpoiledFiles:
+    """Random damage to a valid file: the readers give data or one VaelabError, nothing else."""
+
+    @pytest.mark.parametrize("kind", ["npy", "npz", "npz-compressed"])
+    def test_numpy_files(self, tmp_path, kind):
+        path = tmp_path / f"x.{kind[:3]}"
+        save = {"npy": np.save, "npz": np.savez, "npz-compressed": np.savez_compressed}[kind]
+        save(path, grey(4)) if kind == "npy" else save(path, images=grey(4), labels=np.arange(4))
+        raw = path.read_bytes()
+        reader = arrays.read_npy if kind == "npy" else arrays.read_npz
+        for spoiled in _mutations(raw, 150):
+            path.write_bytes(spoiled)
+            with contextlib.suppress(VaelabError):
+                reader(path)
+
+    @pytest.mark.parametrize("suffix", [".png", ".jpg", ".bmp", ".tif", ".gif"])
+    def test_image_files(self, tmp_path, suffix):
+        path = tmp_path / f"x{suffix}"
+        Image.fromarray(rgb(1, 8, 8)[0]).save(path)
+        raw = path.read_bytes()
+        for spoiled in _mutations(raw, 100):
+            path.write_bytes(spoiled)
+            with contextlib.suppress(VaelabError):
+                imagefile.decode_chunk((path,), None, 1 << 30)
+
+
 # ---------------------------------------------------------------- in memory
 
 
@@ -339,7 +386,10 @@ class TestInMemory:
     def test_train_takes_data_in_memory(self):
         import vaelab
 
-        config = RunConfig(train=TrainConfig(epochs=1, batch_size=10, device="cpu", precision="32"))
+        config = RunConfig(
+            model=ModelConfig(hidden=(8, 4)),
+            train=TrainConfig(epochs=1, batch_size=10, device="cpu", precision="32"),
+        )
         result = vaelab.train(config, data=grey(40, 4, 4), log=None)
         assert np.isfinite(result.history[-1].test_loss)
 

@@ -218,7 +218,7 @@ def parse_npy(raw: bytes, where: str) -> np.ndarray:
     try:
         version = np.lib.format.read_magic(stream)
         shape, _, dtype = _read_header(stream, version)
-    except (ValueError, SyntaxError, EOFError, TypeError) as exc:
+    except Exception as exc:  # NumPy parses the header text; damaged text raises many things
         if raw[:1] == b"\x80":  # the first byte of a pickle of protocol 2 or later
             raise VaelabError(f"{where}: {_UNPICKLE}") from None
         raise VaelabError(f"{where}: not a valid .npy array ({_reason(exc)})") from None

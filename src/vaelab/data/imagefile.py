@@ -140,7 +140,9 @@ def decode_chunk(files: tuple[Path, ...], size: Size, budget: int) -> Decoded:
 
     arrays, alpha, total = [], [], 0
     with warnings.catch_warnings():
-        # Pillow warns of a decompression bomb below the size where it refuses one: refuse both.
+        # Pillow warns of a decompression bomb below the size where it refuses one, and of damage
+        # it skips over (tags, EXIF data) that may change the pixels: refuse all of these.
+        warnings.simplefilter("error", UserWarning)
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         for i, path in enumerate(files):
             array, had_alpha = decode_image(path, size, budget - total)
@@ -197,7 +199,7 @@ def _pixels(
     )
     if mode.startswith("I;16"):
         wide = np.asarray(image).astype(np.uint32)
-        image = Image.fromarray(((wide + 128) // 257).astype(np.uint8), mode="L")
+        image = Image.fromarray(((wide + 128) // 257).astype(np.uint8))
     elif mode == "P" and alpha:
         image = image.convert("RGBA").convert("RGB")
     elif mode in _TO_RGB:
