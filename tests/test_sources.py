@@ -366,6 +366,15 @@ class TestInMemory:
         assert data.shape == (3, 5, 6)
         assert torch.equal(data.train_images, flat(rgb(6))[kept])
 
+    def test_rgba_arrays_of_both_splits_are_noted_once(self, caplog):
+        images = np.random.default_rng(0).integers(0, 256, (6, 5, 5, 4), dtype=np.uint8)
+        with caplog.at_level(logging.WARNING, logger="vaelab.data"):
+            data = as_dataset(images, test_data=images[:2])
+        assert [r.getMessage() for r in caplog.records] == [
+            "note: data and test_data: 4 channels (RGBA); the alpha channel is dropped"
+        ]
+        assert torch.equal(data.test_images, flat(images[:2, ..., :3]))
+
     def test_a_path_is_read_as_a_source(self, tmp_path):
         np.save(tmp_path / "x.npy", grey(6))
         assert as_dataset(str(tmp_path / "x.npy")).format == "npy"

@@ -33,7 +33,6 @@ from vaelab.data.layout import (
     build_dataset,
     channel_major,
     label_tensor,
-    note,
     pixel_tensor,
 )
 from vaelab.data.memory import as_dataset
@@ -121,13 +120,11 @@ def _image_set(
     where = _where(path, images_key)
     pixels = pixel_tensor(_array(path, arrays, images_key), where)
     pixels, alpha = channel_major(pixels, where, config.image_size)
-    if alpha:
-        note(f"{where}: 4 channels (RGBA); the alpha channel is dropped")
     labels = None
     if config.labels and labels_key and (named or labels_key in arrays):
         values = _array(path, arrays, labels_key)
         labels = label_tensor(values, len(pixels), _where(path, labels_key), where)
-    return ImageSet(pixels, labels, where)
+    return ImageSet(pixels, labels, where, alpha)
 
 
 def _array(path: Path, arrays: dict[str, np.ndarray], key: str) -> np.ndarray:

@@ -34,11 +34,13 @@ def note(text: str) -> None:
 
 @dataclass(frozen=True)
 class ImageSet:
-    """Images of one split as read: N x C x H x W pixels, labels or None, where they came from."""
+    """Images of one split as read: N x C x H x W pixels, labels or None, where they came from,
+    and whether an alpha channel was dropped from them (said once, for both splits)."""
 
     pixels: torch.Tensor
     labels: torch.Tensor | None
     where: str
+    alpha_dropped: bool = False
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -197,6 +199,9 @@ def build_dataset(
             f"{test.where}: test images are {_shape(test.shape)} but training images "
             f"({train.where}) are {_shape(train.shape)}"
         )
+    dropped = [s.where for s in (train, test) if s is not None and s.alpha_dropped]
+    if dropped:
+        note(f"{' and '.join(dropped)}: 4 channels (RGBA); the alpha channel is dropped")
     train, test = _labels_agree(train, test, config)
     names = _class_names(train, test, config, class_names)
     train_pixels, train_labels = train.pixels, train.labels

@@ -15,7 +15,7 @@ import torch
 from vaelab._io import FILE_LIMIT, over_limit, read_limit, size_words
 from vaelab.config import DataConfig
 from vaelab.data.dataset import Dataset
-from vaelab.data.layout import ImageSet, build_dataset, channel_major, label_tensor, note
+from vaelab.data.layout import ImageSet, build_dataset, channel_major, label_tensor
 from vaelab.data.layout import pixel_tensor as _pixel_tensor
 from vaelab.errors import VaelabError
 
@@ -79,11 +79,9 @@ def image_set(data: Any, name: str, config: DataConfig) -> ImageSet:
             f"{name}: {type(data).__name__} is not images; give {_KINDS}", parameters=(name,)
         )
     pixels, alpha = channel_major(_pixel_tensor(data, name), name, size)
-    if alpha:
-        note(f"{name}: 4 channels (RGBA); the alpha channel is dropped")
     if labels is not None and config.labels:
         labels = label_tensor(labels, len(pixels), f"{name} labels", name)
-    return ImageSet(pixels, labels if config.labels else None, name)
+    return ImageSet(pixels, labels if config.labels else None, name, alpha)
 
 
 def _is_torch_dataset(data: Any) -> bool:
