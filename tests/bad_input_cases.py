@@ -439,10 +439,11 @@ CASES: list[Case] = [
 def _gather() -> list[Case]:
     """The cases above and those of the groups that keep their own module."""
     from tests import cases_builtin, cases_data, cases_reads, cases_runs, cases_sources
+    from tests.cases_studies import CASES as STUDIES_CASES
 
     return [
         *CASES, *cases_reads.CASES, *cases_runs.CASES, *cases_data.CASES, *cases_sources.CASES,
-        *cases_builtin.CASES,
+        *cases_builtin.CASES, *STUDIES_CASES,
     ]  # fmt: skip
 
 

@@ -178,7 +178,7 @@ def test_a_sweep_stopped_by_sigterm_and_run_again_gives_the_same_runs(tmp_path):
     """SIGTERM after the first run finished: exit 143, one line; the same command continues, and
     every run's weights are bit for bit those of an uninterrupted sweep."""
     args = [*sweep_args("beta=1,4", seeds=1, jobs=1)]
-    args[args.index("--epochs") + 1] = "20"  # long enough to be stopped after a checkpoint
+    args[args.index("--epochs") + 1] = "12"  # long enough to be stopped after a checkpoint
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     for work in (whole, cut):
         work.mkdir()

@@ -7,6 +7,7 @@ is recorded in RUNS_DIR/NAME/sweep.json; running the same sweep again continues 
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import itertools
 import json
@@ -142,10 +143,9 @@ def plan_sweep(
     flags = _sweepable_flags()
     for setting in settings:
         if setting.key not in flags:
-            raise VaelabError(
-                f"--set {setting.key}: not a setting of vaelab train; the keys are "
-                f"{', '.join(sorted(flags))}"
-            )
+            close = difflib.get_close_matches(setting.key, list(flags), n=1)
+            hint = f"did you mean {close[0]}?" if close else "keys are its options, e.g. latent_dim"
+            raise VaelabError(f"--set {setting.key}: not a setting of vaelab train; {hint}")
     _check_train_args(train_args, keys)
     runs = _grid(settings, seeds)
     plan = SweepPlan(study_dir, tuple(settings), tuple(seeds), tuple(train_args), runs,

@@ -1,0 +1,85 @@
+"""Bad-input cases of the studies: runs, compare and sweep (see tests/bad_input_cases.py, which
+gathers every group)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.bad_input_cases import Case, csv_pair, saved_run
+
+SWEEP = ["sweep", "--runs-dir", "runs", "--name", "s", "--epochs", "1"]
+
+
+def sweep_args(*options: str) -> list[str]:
+    return [*SWEEP, *options]
+
+
+def with_csv(*options: str):
+    def build(work: Path) -> list[str]:
+        train, test = csv_pair(work)
+        return sweep_args(*options, "--train-csv", train, "--test-csv", test)
+
+    return build
+
+
+def another_sweep(work: Path) -> list[str]:
+    """runs/s/sweep.json records a grid over beta; the command asks for one over lr."""
+    study = work / "runs" / "s"
+    study.mkdir(parents=True)
+    (study / "sweep.json").write_text(json.dumps({"format": "vaelab-sweep-1", "grid": []}))
+    return with_csv("--set", "lr=0.001,0.01")(work)
+
+
+def damaged_config(work: Path) -> list[str]:
+    run = saved_run(work)
+    (run / "config.json").write_text("{not json")
+    return ["compare", "runs/old", "--out", "compare.html"]
+
+
+def out_is_a_directory(work: Path) -> list[str]:
+    saved_run(work)
+    (work / "pages").mkdir()
+    return ["compare", "runs/old", "--out", "pages"]
+
+
+# fmt: off
+CASES: list[Case] = [
+    Case("studies", "runs of a folder that does not exist", lambda w: ["runs", "nowhere"],
+         r"^vaelab: error: nowhere: runs folder not found$", "nowhere"),
+    Case("studies", "compare a run that does not exist",
+         lambda w: ["compare", "runs/none", "--out", "c.html"],
+         r"^vaelab: error: runs/none: run directory not found$", "runs/none"),
+    Case("studies", "compare a run whose config.json is damaged", damaged_config,
+         r"runs/old: cannot be compared: damaged: config.json: not valid JSON", "config.json"),
+    Case("studies", "compare --out is a directory", out_is_a_directory,
+         r"pages: is a directory; give --out a file name", "--out"),
+    Case("studies", "sweep --set of an unknown key", with_csv("--set", "latent=2,10"),
+         r"--set latent: not a setting of vaelab train; did you mean latent_dim\?", "--set"),
+    Case("studies", "sweep --set with a value that is not a number",
+         with_csv("--set", "latent_dim=2,ten"),
+         r"--set latent_dim=ten: Invalid value for '--latent-dim': 'ten' is not a valid integer",
+         "latent_dim=ten"),
+    Case("studies", "sweep --set with a value the config refuses",
+         with_csv("--set", "latent_dim=2,0"),
+         r"latent_dim=0,seed=0: latent_dim must be at least 1, got 0", "latent_dim"),
+    Case("studies", "sweep --set without values", with_csv("--set", "beta"),
+         r"--set 'beta': expected KEY=VALUE", "--set"),
+    Case("studies", "sweep --set with a value given twice", with_csv("--set", "beta=1,1"),
+         r"--set 'beta=1,1': 1 given twice", "beta=1,1"),
+    Case("studies", "sweep --seeds 0", with_csv("--set", "beta=1,4", "--seeds", "0"),
+         r"--seeds 0: give at least 1 seed", "--seeds"),
+    Case("studies", "sweep with --seed for vaelab train",
+         with_csv("--set", "beta=1,4", "--seed", "3"),
+         r"vaelab sweep sets --seed itself; drop it \(use --seeds", "--seeds"),
+    Case("studies", "sweep with a --set key also given as a train option",
+         with_csv("--set", "beta=1,4", "--beta", "2"),
+         r"--set beta and its option for vaelab train are both given", "--set beta"),
+    Case("studies", "sweep with an unknown train option",
+         with_csv("--set", "beta=1,4", "--latent", "3"),
+         r"the options for vaelab train: No such option '--latent'", "--latent"),
+    Case("studies", "sweep into a study started with another grid", another_sweep,
+         r"runs/s/sweep.json: this study was started with another grid, seeds or options",
+         "runs/s/sweep.json"),
+]
+# fmt: on
