@@ -401,6 +401,11 @@ def test_resume_of_a_run_killed_before_saving_its_weights_saves_them(tiny_datase
     assert len(again.history) == 1
 
 
+def _files(run_dir: Path) -> dict[str, bytes]:
+    """Every file under `run_dir` (tensorboard/ too) by its path there, with its bytes."""
+    return {str(p.relative_to(run_dir)): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+
+
 def test_cli_resume_of_a_finished_run_exits_0_with_one_line(tmp_path, monkeypatch, cli):
     monkeypatch.chdir(tmp_path)
     train_csv, test_csv = csv_pair(tmp_path)
@@ -408,7 +413,7 @@ def test_cli_resume_of_a_finished_run_exits_0_with_one_line(tmp_path, monkeypatc
     made = cli("train", *common, "--train-csv", train_csv, "--test-csv", test_csv, "--name", "r",
                "--no-plots")  # fmt: skip
     assert made.code == 0, made.err
-    before = {p.name: p.read_bytes() for p in (tmp_path / "runs" / "r").iterdir()}
+    before = _files(tmp_path / "runs" / "r")
     resumed = cli("train", "--resume", "runs/r")
     assert resumed.code == 0 and resumed.err == ""
     lines = resumed.out.splitlines()
@@ -417,7 +422,7 @@ def test_cli_resume_of_a_finished_run_exits_0_with_one_line(tmp_path, monkeypatc
         "further)"
     )
     assert not any("resuming" in line or "saved" in line for line in lines)
-    assert {p.name: p.read_bytes() for p in (tmp_path / "runs" / "r").iterdir()} == before
+    assert _files(tmp_path / "runs" / "r") == before
 
 
 def test_extending_a_constant_lr_run_equals_training_it_that_long_at_once(tiny_dataset, tmp_path):
