@@ -97,7 +97,7 @@ class _Stop:
 
     def handle(self, signum: int, _frame: Any) -> None:
         self.signum = self.signum or signum
-        for child in self.children:
+        for child in list(self.children):
             if child.process.poll() is None:
                 child.process.send_signal(signum)
 
