@@ -64,6 +64,8 @@ document.querySelectorAll("table.sortable").forEach((table) => {
 """
 EXTRA_STYLE = """
 table.sortable th { cursor: pointer; user-select: none; }
+#runs-table th:nth-child(-n+3), #runs-table td:nth-child(-n+3),
+#config-differences td { text-align: left; }
 th[data-order="ascending"]::after { content: " \\25B2"; }
 th[data-order="descending"]::after { content: " \\25BC"; }
 .images { display: grid; grid-template-columns: repeat(auto-fill, minmax(22rem, 1fr));
