@@ -9,8 +9,7 @@ import sys
 
 import click
 
-from vaelab.cli import data, runs, train  # noqa: F401  (registers the commands on the group)
-from vaelab.cli import studies  # noqa: F401  (registers runs, compare and sweep)
+from vaelab.cli import data, export, runs, studies, train  # noqa: F401  (registers the commands)
 from vaelab.cli.group import Refusal, cli, translate
 from vaelab.errors import VaelabError
 from vaelab.training import TrainingInterrupted
