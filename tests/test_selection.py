@@ -172,8 +172,9 @@ def test_static_binarization_draws_train_and_test_once_from_the_split_seed():
     assert set(dynamic.test_images.unique().tolist()) <= {0.0, 1.0}
     # Each pixel is 1 with its intensity's probability.
     grey = torch.full((4000, 16), 0.3)
-    drawn = binarized(replace(dataset, train_images=grey, train_labels=None, test_labels=None,
-                              class_names=()), DataConfig(binarize="static")).train_images  # fmt: skip
+    grey_set = replace(dataset, train_images=grey, train_labels=None, test_labels=None,
+                       class_names=())  # fmt: skip
+    drawn = binarized(grey_set, DataConfig(binarize="static")).train_images
     assert abs(drawn.mean().item() - 0.3) < 0.02
 
 

@@ -25,12 +25,14 @@ from vaelab.config import (
     TrainConfig,
 )
 from vaelab.config_files import config_from_sections, read_config_file
-from vaelab.data import load_dataset
-from vaelab.errors import VaelabError
-from vaelab.rundir import load_config
-from vaelab.training import ProgressBar, train
+from vaelab.data import Dataset, load_dataset
+from vaelab.data.splits import split_count
+from vaelab.errors import MissingExtra, VaelabError
+from vaelab.rundir import TENSORBOARD_DIR, load_config
+from vaelab.training import Callback, ProgressBar, train
 from vaelab.training.distributed import DEFAULT_TIMEOUT_S, is_main_process
 from vaelab.training.guard import NothingToResume
+from vaelab.training.tensorboard import IMAGES_EVERY, TensorBoardLogger
 
 _MODEL = ModelConfig()
 _TRAIN = TrainConfig()
@@ -219,13 +221,24 @@ def _parse_split(_ctx: click.Context, _param: click.Parameter, value: str) -> fl
 )  # fmt: skip
 @click.option("--no-plots", is_flag=True, help="Do not draw the figures into RUN/figures/.")
 @click.option(
+    "--tensorboard/--no-tensorboard", default=None,
+    help="Log scalars, images and hparams for TensorBoard into RUN/tensorboard/  "
+    "[default: on when the tensorboard package is installed]",
+)  # fmt: skip
+@click.option(
+    "--tensorboard-images-every", type=click.IntRange(min=0), default=IMAGES_EVERY, metavar="N",
+    help="Draw reconstructions and samples into TensorBoard every N epochs and at the end "
+    "(0: never).",
+)  # fmt: skip
+@click.option(
     "--dist-timeout", "dist_timeout_s", type=click.IntRange(min=1), default=DEFAULT_TIMEOUT_S,
     help="Under torchrun: seconds a rank waits for the others before the job stops.",
 )  # fmt: skip
 def train_command(
     name: str | None, runs_dir: Path, overwrite: bool, resume_run: Path | None,
     checkpoint_every: int | None, no_plots: bool, dist_timeout_s: int, config_file: Path | None,
-    from_run: Path | None, print_config: bool, **settings: Any,
+    from_run: Path | None, print_config: bool, tensorboard: bool | None,
+    tensorboard_images_every: int, **settings: Any,
 ) -> None:  # fmt: skip
     """Train a VAE and save the run to RUNS_DIR/NAME (or continue one with --resume RUN).
 
@@ -244,11 +257,13 @@ def train_command(
         resolved = replace(config, data=config.data.resolved())
         click.echo(json.dumps(resolved.to_dict(), indent=2))
         return
+    trackers = _tensorboard_logger(tensorboard, run_dir, tensorboard_images_every)
     dataset = load_dataset(config.data)
     target = "" if resume_run is not None else f" -> {run_dir}"
     if say:
-        say(f"training on {dataset.source}, {len(dataset.train_images)} images{target}")
-    reporters = [ProgressBar()] if say and sys.stderr.isatty() else []
+        say(f"training on {_data_summary(dataset, config)}{target}")
+    reporters: list[Callback] = [ProgressBar()] if say and sys.stderr.isatty() else []
+    reporters += trackers
     try:
         train(
             config, dataset, run_dir=run_dir, overwrite=overwrite, resume=resume_run is not None,
@@ -275,6 +290,20 @@ def train_command(
         from vaelab.viz.plots import write_figures  # matplotlib loads only when figures are drawn
 
         write_figures(run_dir, dataset=dataset, log=click.echo)
+
+
+def _data_summary(dataset: Dataset, config: RunConfig) -> str:
+    """'SOURCE (FORMAT, C x H x W), N training images[, V for validation], T for testing'."""
+    channels, height, width = dataset.shape
+    kind = f"{dataset.format}, " if dataset.format else ""
+    train, val = len(dataset.train_images), 0
+    if config.data.val_split:
+        val = split_count(train, config.data.val_split, "val_split")
+    held = f", {val} for validation" if val else ""
+    return (
+        f"{dataset.source} ({kind}{channels}x{height}x{width}), {train - val} training images"
+        f"{held}, {len(dataset.test_images)} for testing"
+    )
 
 
 # Command-line options whose config field has another name than the option.
@@ -339,9 +368,25 @@ def _run_config(
     )  # fmt: skip
 
 
+def _tensorboard_logger(wanted: bool | None, run_dir: Path, images_every: int) -> list[Callback]:
+    """The TensorBoard logger into RUN/tensorboard/: when asked for, or by default when the
+    tensorboard package is installed; asked for without it, the one-line error names the extra."""
+    if wanted is False or not is_main_process():
+        return []
+    try:
+        return [TensorBoardLogger(run_dir / TENSORBOARD_DIR, images_every=images_every)]
+    except MissingExtra:
+        if wanted:
+            raise
+        return []
+
+
 # Options a resumed run may set: those that do not change what is computed, and --epochs, which
 # trains the run on to more epochs.
-_RESUMABLE_OPTIONS = {"resume_run", "checkpoint_every", "no_plots", "dist_timeout_s", "epochs"}
+_RESUMABLE_OPTIONS = {
+    "resume_run", "checkpoint_every", "no_plots", "dist_timeout_s", "epochs", "tensorboard",
+    "tensorboard_images_every",
+}  # fmt: skip
 
 
 def _given(name: str) -> bool:

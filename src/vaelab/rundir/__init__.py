@@ -2,8 +2,9 @@
 
 RUN/config.json (the config and what was recorded beside it), metrics.csv (one row per epoch),
 model.safetensors (the weights), checkpoint.safetensors (the resumable training state, see
-`vaelab.training.checkpoint`), eval.json, figures/ and report.html. A process writing a run holds
-RUN/.lock (`run_lock`), so two writers cannot mix their files.
+`vaelab.training.checkpoint`), eval.json, figures/, report.html and tensorboard/ (TensorBoard's
+event files). A process writing a run holds RUN/.lock (`run_lock`), so two writers cannot mix
+their files.
 """
 
 from vaelab.rundir.files import (
@@ -19,6 +20,7 @@ from vaelab.rundir.files import (
     METRICS_FILE,
     REPORT_FILE,
     RUN_FILES,
+    TENSORBOARD_DIR,
     VAELAB_FILES,
     WEIGHTS_FILE,
     check_weights,
@@ -74,6 +76,7 @@ __all__ = [
     "Run",
     "RunBusy",
     "RunExists",
+    "TENSORBOARD_DIR",
     "VAELAB_FILES",
     "WEIGHTS_FILE",
     "check_weights",

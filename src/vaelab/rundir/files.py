@@ -53,6 +53,8 @@ FIGURE_FILES = (
     "interpolation.png",
 )
 FIGURES_RECORD = "figures.json"
+# The TensorBoard event files of `vaelab.training.tensorboard.TensorBoardLogger`: all vaelab's.
+TENSORBOARD_DIR = "tensorboard"
 # The advisory lock held by the process writing a run; it holds that process's PID.
 LOCK_FILE = ".lock"
 _PROBE_FILE = ".write-test"
