@@ -203,14 +203,13 @@ class DataConfig:
         any working directory (a source that names a built-in dataset stays a name)."""
         from vaelab.data.registry import is_builtin_name  # data imports config
 
-        return replace(
-            self, **{
-                name: str(Path(value).resolve())
-                for name in _PATH_FIELDS
-                if (value := getattr(self, name)) is not None
-                and not (name == "source" and is_builtin_name(value))
-            },
-        )  # fmt: skip
+        paths: dict[str, Any] = {
+            name: str(Path(value).resolve())
+            for name in _PATH_FIELDS
+            if (value := getattr(self, name)) is not None
+            and not (name == "source" and is_builtin_name(value))
+        }
+        return replace(self, **paths)
 
 
 def _positive_int(value: Any) -> bool:

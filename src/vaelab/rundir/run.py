@@ -74,7 +74,7 @@ def open_run(
 
 def _require_findable_data(config: RunConfig, info: dict[str, Any], run_dir: Path) -> None:
     """Refuse to guess the data of a run trained on images given in memory (not from a path)."""
-    recorded = info.get("dataset") if isinstance(info.get("dataset"), dict) else {}
+    recorded: dict[str, Any] = info["dataset"] if isinstance(info.get("dataset"), dict) else {}
     in_memory = recorded.get("format") == "arrays" and config.data.source is None
     if in_memory and config.data.train_csv is None:
         raise VaelabError(

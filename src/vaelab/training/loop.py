@@ -136,7 +136,7 @@ def train(
             raise VaelabError("give dataset or data, not both", parameters=("dataset", "data"))
         if _is_path(data) and (test_data is None or _is_path(test_data)):
             # named in config.json, so that the run's data can be found again
-            sources = {"source": str(data), "test_source": _optional_str(test_data)}
+            sources: dict[str, Any] = {"source": str(data), "test_source": _optional_str(test_data)}
             config = replace(config, data=replace(config.data, **sources))
         else:
             from vaelab.data.arrays import as_dataset  # the in-memory forms of data
@@ -275,7 +275,7 @@ def _train_in(
                 step = (epoch - 1) * steps_per_epoch + progress.step - 1
                 report.on_step_end(StepEnd(
                     epoch, progress.step, steps_per_epoch, terms,
-                    scheduler.base_lrs[0] * scheduler.lr_lambdas[0](step),
+                    float(scheduler.base_lrs[0] * scheduler.lr_lambdas[0](step)),
                     kl_weight(config.train.beta, config.train.kl_warmup, step, steps_per_epoch),
                 ))  # fmt: skip
 
@@ -286,8 +286,10 @@ def _train_in(
                 binarize=config.data.binarize == "dynamic",
             )  # fmt: skip
             resume_from = None
+            train_loss, train_reconstruction, train_kld = train_terms
             row = EpochMetrics(
-                epoch, time.perf_counter() - epoch_start, *train_terms,
+                epoch, time.perf_counter() - epoch_start, train_loss, train_reconstruction,
+                train_kld,
                 **_pass_metrics("test", model, test_images if test_each_epoch else None, config),
                 **_pass_metrics("val", model, val_images, config),
             )  # fmt: skip
