@@ -2,8 +2,8 @@
 processes (see `vaelab.data.folder` for the rules: modes, alpha, resizing, bounds).
 
 Decoding a small PNG is mostly Python work inside Pillow (about 75 us for a 28x28 image), so
-threads do not overlap it; processes do: 60,000 Fashion-MNIST PNGs take about 5 s in one process
-and 2.6 s in two on a 2-core machine (`python benchmarks/bench_read.py`).
+threads do not overlap it; processes do: 60,000 Fashion-MNIST PNGs take 5.6 s in one process and
+2.9 s in two on a 2-core machine (`python benchmarks/bench_read.py`).
 """
 
 from __future__ import annotations
