@@ -145,9 +145,9 @@ CASES: list[Case] = [
          "300 images but .* has 299 labels", "mine/train-labels-idx1-ubyte"),
     Case("IDX", "--class-names naming too few classes",
          idx_case(MNIST, "mine", "--class-names", "a"),
-         "holds class 1 but --class-names names 1 classes", "train-labels-idx1-ubyte"),
+         "label 1 but only 1 class names .--class-names.", "train-labels-idx1-ubyte"),
     Case("IDX", "--test-data of another image size", test_of_other_size,
-         "test images are 5x5 pixels but the training images", "b/t10k-images-idx3-ubyte"),
+         "test images are 5x5 with 1 channel but training images", "b/t10k-images-idx3-ubyte"),
     Case("IDX", "torchvision's raw/ folder holding only labels", lambda w: (
         idx_files(w / "root" / "MNIST" / "raw", without("train-images", "test-images")),
         train_on("root"))[1],

@@ -12,6 +12,7 @@ import torch
 
 from tests.helpers import synthetic_images, write_csv, write_idx
 from vaelab.config import DataConfig
+from vaelab.data import load_dataset
 from vaelab.data.csvfile import load_csv_dataset, load_csv_source, read_csv_images
 from vaelab.data.idx import is_idx_file, load_idx_source
 from vaelab.errors import VaelabError
@@ -106,6 +107,8 @@ class TestIdxNames:
         path = {"root": tmp_path / "root", "name": raw.parent, "raw": raw}[level]
         data = load_idx_source(path, None, DataConfig())
         assert len(data.train_images) == 30 and len(data.test_images) == 10
+        told = load_dataset(DataConfig(source=str(path)))  # the format told from the path
+        assert told.format == "idx" and len(told.train_images) == 30
 
     def test_images_file_given_finds_labels_and_test_beside_it(self, tmp_path):
         arrays = idx_files(tmp_path / "d", MNIST_NAMES)
@@ -190,13 +193,13 @@ class TestIdxRefusals:
 
     def test_class_names_too_few(self, tmp_path):
         idx_files(tmp_path / "d", MNIST_NAMES)
-        with pytest.raises(VaelabError, match="train-labels-idx1-ubyte: holds class 1 but"):
+        with pytest.raises(VaelabError, match="idx1-ubyte: label 1 but only 1 class names"):
             load_idx_source(tmp_path / "d", None, DataConfig(class_names=("only",)))
 
     def test_train_and_test_sizes_differ(self, tmp_path):
         idx_files(tmp_path / "a", {"train-images": "train-images-idx3-ubyte"}, side=4)
         idx_files(tmp_path / "a", {"test-images": "t10k-images-idx3-ubyte"}, side=5)
-        with pytest.raises(VaelabError, match="test images are 5x5 pixels but"):
+        with pytest.raises(VaelabError, match="test images are 5x5 with 1 channel but"):
             load_idx_source(tmp_path / "a", None, DataConfig())
 
 

@@ -17,8 +17,8 @@ import torch
 
 from vaelab._io import CSV_LIMIT, read_bytes, read_limit, too_large
 from vaelab.config import DataConfig
-from vaelab.data.assembly import ImageSet, assemble
 from vaelab.data.dataset import Dataset, to_unit_float
+from vaelab.data.layout import ImageSet, build_dataset
 from vaelab.errors import VaelabError
 
 
@@ -288,14 +288,17 @@ def load_csv_source(path: Path, test_path: Path | None, config: DataConfig) -> D
     `test_path` for the test set; without it, `config.test_split` of the rows are held out
     (seeded by `config.split_seed`). `config.labels` False ignores a label column; the classes
     are named by `config.class_names`, else by their indices."""
-    train = _image_set(path)
-    test = None if test_path is None else _image_set(test_path)
+    train = read_csv_images(path)
+    test = None if test_path is None else read_csv_images(test_path)
     if test is not None:
-        _same_pixel_count(path, train.pixels, test_path or "", test.pixels)
-    side = math.isqrt(train.pixels.shape[1])
-    return assemble(train, test, config, image_shape=(side, side), source=str(path), format="csv")
+        _same_pixel_count(path, train[0], test_path or "", test[0])
+    return build_dataset(
+        _image_set(path, *train), None if test is None else _image_set(test_path, *test), config,
+        source=str(path), format="csv",
+    )  # fmt: skip
 
 
-def _image_set(path: Path) -> ImageSet:
-    pixels, labels = read_csv_images(path)
-    return ImageSet(pixels, labels, str(path), str(path))
+def _image_set(path: Path | None, pixels: np.ndarray, labels: np.ndarray | None) -> ImageSet:
+    side = math.isqrt(pixels.shape[1])  # the reader refuses pixel counts that are not square
+    images = pixels.reshape(len(pixels), side, side)
+    return ImageSet.of_grey(images, labels, str(path), str(path))

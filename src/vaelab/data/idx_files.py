@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vaelab.config import DataConfig
-from vaelab.data.assembly import ImageSet, assemble
 from vaelab.data.dataset import Dataset
 from vaelab.data.idx import idx_header, read_idx, read_idx_images, read_idx_labels
+from vaelab.data.layout import ImageSet, build_dataset
 from vaelab.errors import VaelabError
 
 _IDX_NAME = re.compile(r"idx|ubyte")
@@ -235,9 +235,9 @@ def _read(files: SplitFiles) -> ImageSet:
     if "emnist" in path.name.lower():
         images = images.transpose(0, 2, 1)  # EMNIST stores each image column by column
     if files.labels is None:
-        return ImageSet(images, None, str(path))
+        return ImageSet.of_grey(images, None, str(path), None)
     labels = read_idx_labels(files.labels.path, path, len(images))
-    return ImageSet(images, labels, str(path), str(files.labels.path))
+    return ImageSet.of_grey(images, labels, str(path), str(files.labels.path))
 
 
 def load_idx_files(path: Path, test_path: Path | None, config: DataConfig) -> Dataset:
@@ -245,7 +245,4 @@ def load_idx_files(path: Path, test_path: Path | None, config: DataConfig) -> Da
     train, test = find_splits(path, test_path, config.labels)
     train_set = _read(train)
     test_set = None if test is None else _read(test)
-    height, width = train_set.image_shape
-    return assemble(
-        train_set, test_set, config, image_shape=(height, width), source=str(path), format="idx"
-    )
+    return build_dataset(train_set, test_set, config, source=str(path), format="idx")

@@ -41,6 +41,16 @@ class ImageSet:
     labels: torch.Tensor | None
     where: str
     alpha_dropped: bool = False
+    labels_where: str | None = None  # the labels' own file, when they have one
+
+    @classmethod
+    def of_grey(
+        cls, pixels: np.ndarray, labels: np.ndarray | None, where: str, labels_where: str | None
+    ) -> ImageSet:
+        """One channel of uint8 images read as N x H x W, with int labels or None."""
+        tensor = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.uint8))[:, None]
+        label_tensor = None if labels is None else torch.from_numpy(labels.astype(np.int64))
+        return cls(tensor, label_tensor, where, labels_where=labels_where)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -238,8 +248,9 @@ def _labels_agree(
         unlabelled = test if test.labels is None else train
         labelled = train if test.labels is None else test
         raise VaelabError(
-            f"{unlabelled.where}: no labels, but {labelled.where} has them; give labels for "
-            "both or ignore them (--no-labels, DataConfig(labels=False))"
+            f"{unlabelled.where}: no labels, but {labelled.labels_where or labelled.where} has "
+            "them; give labels for both or ignore them (labels=False)",
+            parameters=("labels",),
         )
     return train, test
 
@@ -270,7 +281,8 @@ def _class_names(
         )
         if split is not None and top >= len(names):
             raise VaelabError(
-                f"{split.where}: label {top} but only {len(names)} class names (class_names)",
+                f"{split.labels_where or split.where}: label {top} but only {len(names)} class "
+                "names (class_names)",
                 parameters=("class_names",),
             )
     return names

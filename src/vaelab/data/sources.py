@@ -90,7 +90,7 @@ def _file_kind(path: Path) -> str:
         raise VaelabError(f"{path}: is one image; give the folder that holds the images")
     from vaelab.data.idx import is_idx_file
 
-    if is_idx_file(path):
+    if is_idx_file(path) or "idx" in name or "ubyte" in name:  # the IDX reader says what is wrong
         return "idx"
     raise VaelabError(f"{path}: not a format vaelab reads; it reads {FORMATS_READ}")
 
@@ -108,9 +108,10 @@ def _folder_kind(path: Path) -> str:
     if any(e.name.lower().endswith(IMAGE_SUFFIXES) for e in files):
         return "folder"
     candidates = [Path(e.path) for e in files[:_PROBED]]
-    for entry in entries:
-        raw = Path(entry.path) / "raw"
-        if entry.is_dir() and raw.is_dir():
+    folders = [path, *(Path(e.path) for e in entries if e.is_dir())]  # <Name>/ or <root>/
+    for folder in folders:
+        raw = folder / "raw"
+        if raw.is_dir():
             try:
                 candidates += sorted(raw.iterdir())[:_PROBED]
             except OSError:
