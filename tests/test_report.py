@@ -224,6 +224,21 @@ def test_a_run_trained_again_with_overwrite_never_shows_the_old_iwae(tmp_path, c
     assert "eval.json was written for other weights" in page
 
 
+def test_evaluate_rewrites_a_report_that_showed_no_evaluation(tmp_path, cli):
+    run_dir = tmp_path / "runs" / "r"
+    assert cli("train", *_csv_args(tmp_path), "--hidden", "8,4", "--no-plots").code == 0
+    assert cli("report", run_dir).code == 0
+    assert "vaelab evaluate" in (run_dir / "report.html").read_text(encoding="utf-8")
+    evaluated = cli("evaluate", run_dir, "--iw-samples", 5, "--device", "cpu")
+    assert evaluated.code == 0, evaluated.err
+    assert evaluated.out.splitlines()[-1] == f"rewrote {run_dir / 'report.html'}"
+    nll = json.loads((run_dir / "eval.json").read_text())["iwae_nll_nats"]
+    page = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert f"{nll:.2f}" in page
+    precision = json.loads((run_dir / "config.json").read_text())["precision"]
+    assert precision in ("32", "bf16-mixed") and f"<td>{precision}</td>" in page
+
+
 def test_report_command_draws_the_figures_writes_the_report_and_names_a_missing_run(tmp_path, cli):
     train_x, train_y = synthetic_images(120, seed=1)
     test_x, test_y = synthetic_images(40, seed=2)

@@ -11,7 +11,7 @@ import click
 from vaelab.cli.group import RUN, cli, device_option, run_data, run_data_options
 from vaelab.config import DataConfig, check_seed
 from vaelab.data import Dataset, load_dataset
-from vaelab.errors import VaelabError
+from vaelab.errors import MissingExtra, VaelabError
 from vaelab.evaluation import (
     DEFAULT_IW_SAMPLES,
     EVAL_SEED,
@@ -21,7 +21,15 @@ from vaelab.evaluation import (
     save_eval,
 )
 from vaelab.latent import sample
-from vaelab.rundir import EVAL_FILE, image_shape, load_model, load_run_info, open_run, run_lock
+from vaelab.rundir import (
+    EVAL_FILE,
+    REPORT_FILE,
+    image_shape,
+    load_model,
+    load_run_info,
+    open_run,
+    run_lock,
+)
 from vaelab.training.distributed import resolve_device
 
 
@@ -81,6 +89,18 @@ def evaluate_command(
         replaced = (run / EVAL_FILE).exists()
         path = save_eval(run, report)
         click.echo(f"{'replaced' if replaced else 'wrote'} {path}")
+    if (run / REPORT_FILE).exists():  # it showed the earlier eval.json, or none
+        _rewrite_report(run, data)
+
+
+def _rewrite_report(run: Path, data: DataConfig | None) -> None:
+    """Write RUN/report.html again after eval.json changed (when the plots extra is there)."""
+    try:
+        from vaelab.viz.report import write_report
+    except MissingExtra:
+        click.echo(f"{run / REPORT_FILE} predates {EVAL_FILE}; vaelab report {run} redraws it")
+        return
+    click.echo(f"rewrote {write_report(run, dataset=_dataset_from(data), log=click.echo)}")
 
 
 @cli.command("sample")

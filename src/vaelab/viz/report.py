@@ -282,6 +282,7 @@ def render_report(
         _keys_table(
             [
                 ("device (training)", info.get("device", "unknown")),
+                ("precision (training)", info.get("precision", "unknown")),
                 *_flatten("training", info.get("versions", {})),
                 *_flatten("report", _versions_now()),
             ],
