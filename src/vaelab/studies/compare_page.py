@@ -97,7 +97,10 @@ def write_compare(
     """
     out = Path(out)
     if out.is_dir():
-        raise VaelabError(f"{out}: is a directory; give --out a file name such as compare.html")
+        raise VaelabError(
+            f"{out}: is a directory; give out a file name such as compare.html",
+            parameters=("out",),
+        )
     if not run_dirs:
         raise VaelabError("no runs to compare")
     runs = [compared_run(path, _name(path, run_dirs)) for path in run_dirs]

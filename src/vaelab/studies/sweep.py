@@ -31,7 +31,7 @@ _NOT_SWEPT = {"name", "runs_dir", "overwrite", "resume_run", "seed", "checkpoint
               "no_plots", "dist_timeout_s", "class_names", "array_keys"}  # fmt: skip
 # Options the sweep chooses for every run: refused among the options passed to `vaelab train`.
 _OWN_OPTIONS = {"name": "--name", "runs_dir": "--runs-dir", "overwrite": "--overwrite",
-                "resume_run": "--resume", "seed": "--seeds"}  # fmt: skip
+                "resume_run": "--resume", "seed": "--seed"}  # fmt: skip
 # Options a resumed run takes (`vaelab train --resume` refuses the others).
 RESUME_OPTIONS = ("checkpoint_every", "no_plots", "dist_timeout_s")
 LIST_KEYS = {"hidden"}  # their values hold commas: values are separated by ';'
@@ -101,13 +101,16 @@ def parse_set(text: str) -> Setting:
     key, sep, values = text.partition("=")
     key = key.strip().replace("-", "_")
     if not sep or not key:
-        raise VaelabError(f"--set {text!r}: expected KEY=VALUE[,VALUE...], e.g. latent_dim=2,10")
+        raise VaelabError(
+            f"sets {text!r}: expected KEY=VALUE[,VALUE...], e.g. latent_dim=2,10",
+            parameters=("sets",),
+        )
     parts = tuple(v.strip() for v in values.split(";" if key in LIST_KEYS else ","))
     if not all(parts):
-        raise VaelabError(f"--set {text!r}: an empty value")
+        raise VaelabError(f"sets {text!r}: an empty value", parameters=("sets",))
     repeated = sorted({v for v in parts if parts.count(v) > 1})
     if repeated:
-        raise VaelabError(f"--set {text!r}: {', '.join(repeated)} given twice")
+        raise VaelabError(f"sets {text!r}: {', '.join(repeated)} given twice", parameters=("sets",))
     return Setting(key, parts)
 
 
@@ -117,15 +120,17 @@ def parse_seeds(text: str) -> tuple[int, ...]:
         if "," not in text:
             count = int(text)
             if count < 1:
-                raise VaelabError(f"--seeds {text}: give at least 1 seed")
+                raise VaelabError(f"seeds {text}: give at least 1 seed", parameters=("seeds",))
             return tuple(range(count))
         seeds = tuple(int(part) for part in text.split(","))
     except ValueError:
-        raise VaelabError(f"--seeds {text!r}: expected a count (3) or seeds (0,5,7)") from None
+        raise VaelabError(
+            f"seeds {text!r}: expected a count (3) or seeds (0,5,7)", parameters=("seeds",)
+        ) from None
     for seed in seeds:
-        check_seed(seed, "--seeds")
+        check_seed(seed, "seeds")
     if len(set(seeds)) != len(seeds):
-        raise VaelabError(f"--seeds {text}: a seed given twice")
+        raise VaelabError(f"seeds {text}: a seed given twice", parameters=("seeds",))
     return seeds
 
 
@@ -139,20 +144,24 @@ def plan_sweep(
     study_dir = Path(study_dir)
     keys = [s.key for s in settings]
     if len(set(keys)) != len(keys):
-        raise VaelabError(f"--set {sorted({k for k in keys if keys.count(k) > 1})[0]}: given twice")
+        twice = sorted({k for k in keys if keys.count(k) > 1})[0]
+        raise VaelabError(f"sets {twice}: given twice", parameters=("sets",))
     flags = _sweepable_flags()
     for setting in settings:
         if setting.key not in flags:
             close = difflib.get_close_matches(setting.key, list(flags), n=1)
             hint = f"did you mean {close[0]}?" if close else "keys are its options, e.g. latent_dim"
-            raise VaelabError(f"--set {setting.key}: not a setting of vaelab train; {hint}")
+            raise VaelabError(
+                f"sets {setting.key}: not a setting of vaelab train; {hint}", parameters=("sets",)
+            )
     _check_train_args(train_args, keys)
     runs = _grid(settings, seeds)
     plan = SweepPlan(study_dir, tuple(settings), tuple(seeds), tuple(train_args), runs,
                      {s.key: flags[s.key] for s in settings})  # fmt: skip
     for setting in settings:
         for value in setting.values:
-            _parse_train([*train_args, flags[setting.key], value], f"--set {setting.key}={value}")
+            _parse_train([*train_args, flags[setting.key], value], f"sets {setting.key}={value}",
+                         ("sets",))  # fmt: skip
     for run in runs:
         _build_config(plan.train_args_of(run), run.name)
     return plan
@@ -168,7 +177,8 @@ def _grid(settings: Sequence[Setting], seeds: Sequence[int]) -> tuple[SweepRun, 
     names = [run.name for run in runs]
     if len(set(names)) != len(names):
         clash = next(name for name in names if names.count(name) > 1)
-        raise VaelabError(f"--set: two settings give the same run name {clash}")
+        raise VaelabError(f"sets: two settings give one run the same folder {clash}",
+                          parameters=("sets",))  # fmt: skip
     return tuple(runs)
 
 
@@ -196,12 +206,12 @@ def _sweepable_flags() -> dict[str, str]:
     return flags
 
 
-def _parse_train(args: Sequence[str], what: str) -> click.Context:
+def _parse_train(args: Sequence[str], what: str, parameters: tuple[str, ...] = ()) -> click.Context:
     """`vaelab train ARGS` parsed (not run); a bad option or value is one VaelabError."""
     try:
         return _train_command().make_context("train", list(args))
     except click.UsageError as exc:
-        raise VaelabError(f"{what}: {exc.format_message()}") from None
+        raise VaelabError(f"{what}: {exc.format_message()}", parameters=parameters) from None
 
 
 def _check_train_args(train_args: Sequence[str], keys: Sequence[str]) -> None:
@@ -212,12 +222,12 @@ def _check_train_args(train_args: Sequence[str], keys: Sequence[str]) -> None:
     }  # fmt: skip
     for name, flag in _OWN_OPTIONS.items():
         if name in given:
-            raise VaelabError(f"vaelab sweep sets {'--seed' if name == 'seed' else flag} "
-                              f"itself; drop it (use {flag} of vaelab sweep)")  # fmt: skip
+            raise VaelabError(f"the options for vaelab train: the sweep sets {flag} itself; "
+                              "drop it from them")  # fmt: skip
     for key in keys:
         if key in given:
-            raise VaelabError(f"--set {key} and its option for vaelab train are both given; "
-                              "keep one")  # fmt: skip
+            raise VaelabError(f"sets {key} and its option for vaelab train are both given; "
+                              "keep one", parameters=("sets",))  # fmt: skip
 
 
 def _build_config(args: Sequence[str], run_name: str) -> None:
@@ -258,17 +268,20 @@ def claim_study(plan: SweepPlan) -> bool:
         raise VaelabError(f"{folder}: exists and is not a directory")
     if is_run_dir(folder):
         raise VaelabError(f"{folder}: is a run directory, not a sweep's folder; give another "
-                          "--name")  # fmt: skip
+                          "name", parameters=("name",))  # fmt: skip
     if path.exists():
         saved = parse_json(read_text(path, "a JSON file"), path)
         if saved != plan.record():
             raise VaelabError(
                 f"{path}: this study was started with another grid, seeds or options; run "
-                "that sweep again to continue it, or give another --name"
+                "that sweep again to continue it, or give the new one another name",
+                parameters=("name",),
             )
         return True
     if folder.is_dir() and any(folder.iterdir()):
-        raise VaelabError(f"{folder}: holds files but no {SWEEP_FILE}; give another --name")
+        raise VaelabError(
+            f"{folder}: holds files but no {SWEEP_FILE}; give another name", parameters=("name",)
+        )
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

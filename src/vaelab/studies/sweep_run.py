@@ -126,7 +126,7 @@ def run_sweep(
     the user to run), SweepFailed when a run failed, after the other runs ended.
     """
     if jobs < 1:
-        raise VaelabError(f"--jobs must be at least 1, got {jobs}", parameters=("jobs",))
+        raise VaelabError(f"jobs must be at least 1, got {jobs}", parameters=("jobs",))
     continued = claim_study(plan)
     total = len(plan.runs)
     say(f"sweep {plan.study_dir}: {total} runs, {jobs} at a time"
