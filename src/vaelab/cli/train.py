@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from vaelab.cli.group import cli, device_option, optional_str
+from vaelab.cli.options import parse_hidden, parse_image_size, parse_names, parse_split
 from vaelab.config import (
     ARCHS,
     BINARIZE,
@@ -39,48 +40,6 @@ _TRAIN = TrainConfig()
 _DATA = DataConfig()
 
 
-def _parse_hidden(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(int(part) for part in value.split(","))
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
-    if not sizes or any(size < 1 for size in sizes):
-        raise click.BadParameter(f"hidden sizes must be positive, got {value!r}")
-    return sizes
-
-
-def _parse_image_size(
-    _ctx: click.Context, _param: click.Parameter, value: str | None
-) -> tuple[int, ...]:
-    if value is None:
-        return ()
-    parts = value.lower().split("x")
-    if len(parts) != 2 or not all(part.strip().isdigit() and int(part) >= 1 for part in parts):
-        raise click.BadParameter(f"expected HEIGHTxWIDTH in pixels, e.g. 32x32, got {value!r}")
-    return int(parts[0]), int(parts[1])
-
-
-def _parse_names(
-    _ctx: click.Context, _param: click.Parameter, value: str | None
-) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    names = tuple(part.strip() for part in value.split(","))
-    if not all(names):
-        raise click.BadParameter(f"expected comma-separated names, got {value!r}")
-    return names
-
-
-def _parse_split(_ctx: click.Context, _param: click.Parameter, value: str) -> float:
-    """'0.1' is a fraction of the images, '5000' a number of them."""
-    try:
-        return int(value) if value.strip().isdigit() else float(value)
-    except ValueError:
-        raise click.BadParameter(
-            f"expected a fraction such as 0.1 or a number of images, got {value!r}"
-        ) from None
-
-
 @cli.command("train")
 @click.option("--epochs", type=int, default=_TRAIN.epochs, help="Passes over the training set.")
 @click.option("--batch-size", type=int, default=_TRAIN.batch_size, help="Images per step.")
@@ -97,7 +56,7 @@ def _parse_split(_ctx: click.Context, _param: click.Parameter, value: str) -> fl
     "--latent-dim", type=int, default=_MODEL.latent_dim, help="Size of the latent code z."
 )
 @click.option(
-    "--hidden", default=",".join(map(str, _MODEL.hidden)), callback=_parse_hidden,
+    "--hidden", default=",".join(map(str, _MODEL.hidden)), callback=parse_hidden,
     help="Encoder hidden sizes, comma separated; the decoder mirrors them. For --arch conv: "
     "conv 1 channels, conv 2 channels, dense width  [default for conv: 32,64,256]",
 )  # fmt: skip
@@ -136,25 +95,25 @@ def _parse_split(_ctx: click.Context, _param: click.Parameter, value: str) -> fl
     "else --test-split of it]",
 )  # fmt: skip
 @click.option(
-    "--image-size", default=None, callback=_parse_image_size, metavar="HxW",
+    "--image-size", default=None, callback=parse_image_size, metavar="HxW",
     help="Resize folder images to H x W pixels (else images of mixed sizes are refused).",
 )  # fmt: skip
 @click.option("--no-labels", is_flag=True, help="Ignore any labels the data has.")
 @click.option(
-    "--class-names", default=None, callback=_parse_names, metavar="A,B,...",
+    "--class-names", default=None, callback=parse_names, metavar="A,B,...",
     help="Names of the classes 0, 1, ..., comma separated.",
 )  # fmt: skip
 @click.option(
-    "--npz-keys", "array_keys", default=None, callback=_parse_names, metavar="KEYS",
+    "--npz-keys", "array_keys", default=None, callback=parse_names, metavar="KEYS",
     help="The .npz arrays to read: X_TRAIN,Y_TRAIN,X_TEST,Y_TEST or IMAGES,LABELS  "
     "[default: x_train/y_train/x_test/y_test, or images/labels]",
 )  # fmt: skip
 @click.option(
-    "--test-split", default=str(_DATA.test_split), callback=_parse_split, metavar="F|N",
+    "--test-split", default=str(_DATA.test_split), callback=parse_split, metavar="F|N",
     help="For data without a test set: the fraction (or number) of images held out for testing.",
 )  # fmt: skip
 @click.option(
-    "--val-split", default="0", callback=_parse_split, metavar="F|N",
+    "--val-split", default="0", callback=parse_split, metavar="F|N",
     help="Hold out this fraction (or number) of the training images for validation; the run "
     "then keeps the best validation epoch's weights.",
 )  # fmt: skip
@@ -317,7 +276,7 @@ def _configured(
     the command line laid over it."""
     if config_file is not None and from_run is not None:
         raise VaelabError("give --config or --from, not both")
-    from_options = _run_config(**settings)
+    from_options = run_config_from_options(**settings)
     if config_file is None and from_run is None:
         return from_options
     if config_file is not None:
@@ -342,7 +301,7 @@ def _field_of(option: str, config: dict[str, Any]) -> tuple[str, str]:
     raise AssertionError(f"the option {option} sets no config field")
 
 
-def _run_config(
+def run_config_from_options(
     epochs: int, batch_size: int, test_batch_size: int, lr: float, lr_schedule: str,
     latent_dim: int, hidden: tuple[int, ...], arch: str, likelihood: str, beta: float,
     kl_warmup: int, seed: int, precision: str, device: str, data_dir: Path | None,
@@ -351,6 +310,8 @@ def _run_config(
     array_keys: tuple[str, ...], test_split: float, val_split: float, split_seed: int,
     binarize: str, early_stopping: int, test_each_epoch: str,
 ) -> RunConfig:  # fmt: skip
+    """The RunConfig the values of `vaelab train`'s options describe (also how a sweep checks
+    each of its runs before starting any)."""
     return RunConfig(
         model=ModelConfig(hidden=hidden, latent_dim=latent_dim, arch=arch, likelihood=likelihood),
         data=DataConfig(

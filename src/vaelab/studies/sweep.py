@@ -232,12 +232,12 @@ def _check_train_args(train_args: Sequence[str], keys: Sequence[str]) -> None:
 
 def _build_config(args: Sequence[str], run_name: str) -> None:
     """Build the run's config as `vaelab train` would, so that a bad value is refused now."""
-    from vaelab.cli.train import _run_config
+    from vaelab.cli.train import run_config_from_options
 
     ctx = _parse_train(args, run_name)
-    wanted = inspect.signature(_run_config).parameters
+    wanted = inspect.signature(run_config_from_options).parameters
     try:
-        _run_config(**{k: v for k, v in ctx.params.items() if k in wanted})
+        run_config_from_options(**{k: v for k, v in ctx.params.items() if k in wanted})
     except VaelabError as exc:
         raise VaelabError(f"{run_name}: {exc}") from None
 

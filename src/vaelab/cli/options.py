@@ -1,0 +1,48 @@
+"""Parsers of `vaelab train`'s option values: comma lists, sizes, splits."""
+
+from __future__ import annotations
+
+import click
+
+
+def parse_hidden(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[int, ...]:
+    """'400,200,100' -> (400, 200, 100): positive layer sizes."""
+    try:
+        sizes = tuple(int(part) for part in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
+    if not sizes or any(size < 1 for size in sizes):
+        raise click.BadParameter(f"hidden sizes must be positive, got {value!r}")
+    return sizes
+
+
+def parse_image_size(
+    _ctx: click.Context, _param: click.Parameter, value: str | None
+) -> tuple[int, ...]:
+    """'32x24' -> (32, 24): height and width in pixels; None -> ()."""
+    if value is None:
+        return ()
+    parts = value.lower().split("x")
+    if len(parts) != 2 or not all(part.strip().isdigit() and int(part) >= 1 for part in parts):
+        raise click.BadParameter(f"expected HEIGHTxWIDTH in pixels, e.g. 32x32, got {value!r}")
+    return int(parts[0]), int(parts[1])
+
+
+def parse_names(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[str, ...]:
+    """'a,b,c' -> ('a', 'b', 'c'): non-empty names; None -> ()."""
+    if value is None:
+        return ()
+    names = tuple(part.strip() for part in value.split(","))
+    if not all(names):
+        raise click.BadParameter(f"expected comma-separated names, got {value!r}")
+    return names
+
+
+def parse_split(_ctx: click.Context, _param: click.Parameter, value: str) -> float:
+    """'0.1' is a fraction of the images, '5000' a number of them."""
+    try:
+        return int(value) if value.strip().isdigit() else float(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"expected a fraction such as 0.1 or a number of images, got {value!r}"
+        ) from None
