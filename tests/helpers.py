@@ -9,7 +9,10 @@ import signal
 import struct
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -140,3 +143,26 @@ def stop_training_at(patch, epoch: int, step: int, signum: int = signal.SIGINT) 
         return original(self, at_epoch, progress)
 
     patch.setattr(RunGuard, "after_step", after_step)
+
+
+# ---------------------------------------------------------------- browsers
+
+
+@contextmanager
+def offline_page(browser, path: Path) -> Iterator[tuple[Any, list[str]]]:
+    """`path` opened in a new page of `browser` (Playwright), with the list of what went wrong
+    there: console errors, page errors and any request that leaves the file (none is expected
+    of vaelab's self-contained pages). The page closes on leaving."""
+    page = browser.new_page(viewport={"width": 1366, "height": 768})
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.on(
+        "request",
+        lambda r: None if r.url.startswith(("file:", "data:")) else problems.append(r.url),
+    )
+    try:
+        page.goto(path.resolve().as_uri(), wait_until="load")
+        yield page, problems
+    finally:
+        page.close()

@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import http.server
 import io
 import tarfile
-import threading
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -26,26 +23,6 @@ from vaelab.errors import VaelabError
 
 IDX_NAMES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
              "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")  # fmt: skip
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def server(tmp_path):
-    """A local HTTP server on loopback serving tmp_path/served."""
-    served = tmp_path / "served"
-    served.mkdir()
-    httpd = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), partial(_QuietHandler, directory=str(served))
-    )
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield served, f"http://127.0.0.1:{httpd.server_address[1]}/"
-    httpd.shutdown()
-    httpd.server_close()
 
 
 @pytest.fixture
@@ -108,9 +85,9 @@ def serve_as(monkeypatch, name: str, served: Path, url: str) -> None:
 
 class TestDownload:
     @pytest.mark.parametrize("name", ["mnist", "kmnist", "fashion-mnist"])
-    def test_idx_dataset_downloads_verified_then_loads(self, name, server, no_local_data,
+    def test_idx_dataset_downloads_verified_then_loads(self, name, file_server, no_local_data,
                                                        monkeypatch):  # fmt: skip
-        served, url = server
+        served, url = file_server
         idx_quartet(served)
         serve_as(monkeypatch, name, served, url)
         data = load_builtin(name, DataConfig())
@@ -123,8 +100,8 @@ class TestDownload:
         (served / IDX_NAMES[0]).unlink()  # found in the cache now: not downloaded again
         assert len(load_builtin(name, DataConfig()).test_images) == 4
 
-    def test_cifar10_downloads_verified_then_loads(self, server, no_local_data, monkeypatch):
-        served, url = server
+    def test_cifar10_downloads_verified_then_loads(self, file_server, no_local_data, monkeypatch):
+        served, url = file_server
         contents = cifar_archive(served / "cifar-10-binary.tar.gz")
         serve_as(monkeypatch, "cifar10", served, url)
         data = load_dataset(DataConfig(dataset="cifar10"))
@@ -135,9 +112,9 @@ class TestDownload:
         assert torch.equal(data.train_images[0], torch.from_numpy(first[1:] / 255).float())
 
     @pytest.mark.parametrize("name", ["mnist", "kmnist", "cifar10"])
-    def test_checksum_mismatch_is_refused_and_nothing_kept(self, name, server, no_local_data,
+    def test_checksum_mismatch_is_refused_and_nothing_kept(self, name, file_server, no_local_data,
                                                           monkeypatch):  # fmt: skip
-        served, url = server
+        served, url = file_server
         idx_quartet(served)
         cifar_archive(served / "cifar-10-binary.tar.gz")
         spec = BUILTINS[name]
@@ -146,8 +123,10 @@ class TestDownload:
             load_builtin(name, DataConfig())
         assert list((no_local_data / name).iterdir()) == []
 
-    def test_download_larger_than_published_is_refused(self, server, no_local_data, monkeypatch):
-        served, url = server
+    def test_download_larger_than_published_is_refused(
+        self, file_server, no_local_data, monkeypatch
+    ):
+        served, url = file_server
         idx_quartet(served)
         serve_as(monkeypatch, "mnist", served, url)
         spec = BUILTINS["mnist"]

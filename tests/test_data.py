@@ -1,8 +1,5 @@
 import hashlib
-import http.server
-import threading
 import urllib.error
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -169,26 +166,6 @@ class TestLocate:
             locate_fashion_mnist(None, opener=offline)
         assert "apt-get install -y dataset-fashion-mnist" in str(info.value)
         assert "data_dir" in str(info.value) and info.value.parameters == ("data_dir",)
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def file_server(tmp_path):
-    """A local HTTP server on loopback serving tmp_path/served."""
-    served = tmp_path / "served"
-    served.mkdir()
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), partial(_QuietHandler, directory=str(served))
-    )
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield served, f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
-    server.server_close()
 
 
 class TestDownload:

@@ -6,6 +6,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 
+from tests.helpers import offline_page
 from vaelab.config import ModelConfig, RunConfig, TrainConfig
 from vaelab.rundir import FIGURE_FILES
 from vaelab.training import train
@@ -29,16 +30,7 @@ def report(tiny_dataset, tmp_path):
 
 def test_report_renders_in_chromium(chromium_browser, report):
     run, path = report
-    page = chromium_browser.new_page(viewport={"width": 1366, "height": 768})
-    problems: list[str] = []
-    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda error: problems.append(str(error)))
-    page.on(
-        "request",
-        lambda r: None if r.url.startswith(("file:", "data:")) else problems.append(r.url),
-    )
-    try:
-        page.goto(path.resolve().as_uri(), wait_until="load")
+    with offline_page(chromium_browser, path) as (page, problems):
         images = page.eval_on_selector_all(
             "img", "els => els.map(e => [e.complete, e.naturalWidth, e.naturalHeight])"
         )
@@ -48,8 +40,6 @@ def test_report_renders_in_chromium(chromium_browser, report):
         assert final_test_loss in page.inner_text("#final-metrics")
         assert page.is_visible("#final-metrics")
         screenshot = page.screenshot(full_page=True)
-    finally:
-        page.close()
     assert problems == []
     pixels = matplotlib.image.imread(io.BytesIO(screenshot), format="png")[..., :3]
     assert pixels.shape[0] > 2000  # the whole page, six figures tall, not one screen

@@ -14,7 +14,7 @@ import pytest
 
 from tests.bad_input_cases import csv_pair
 from tests.cases_runs import hold_lock
-from tests.helpers import finish, start_vaelab, stop_training_at
+from tests.helpers import finish, offline_page, start_vaelab, stop_training_at
 from vaelab.config import ModelConfig, RunConfig, TrainConfig
 from vaelab.rundir import EVAL_FILE, WEIGHTS_FILE, weights_sha256
 from vaelab.studies import list_runs, summarize_run
@@ -214,16 +214,7 @@ def test_the_compare_page_in_chromium(chromium_browser, tmp_path, tiny_dataset):
     tiny_run(tmp_path / "a", tiny_dataset)
     tiny_run(tmp_path / "b", tiny_dataset, lr=0.01)
     path = write_compare([tmp_path / "a", tmp_path / "b"], tmp_path / "compare.html").path
-    page = chromium_browser.new_page(viewport={"width": 1366, "height": 768})
-    problems: list[str] = []
-    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda error: problems.append(str(error)))
-    page.on(
-        "request",
-        lambda r: None if r.url.startswith(("file:", "data:")) else problems.append(r.url),
-    )
-    try:
-        page.goto(path.resolve().as_uri(), wait_until="load")
+    with offline_page(chromium_browser, path) as (page, problems):
         curves = page.eval_on_selector(
             "#learning-curves img", "e => [e.complete, e.naturalWidth, e.naturalHeight]"
         )
@@ -235,6 +226,4 @@ def test_the_compare_page_in_chromium(chromium_browser, tmp_path, tiny_dataset):
         page.click(header)
         assert page.inner_text(first) == "b"
         assert page.get_attribute(header, "data-order") == "descending"
-    finally:
-        page.close()
     assert problems == []
