@@ -47,7 +47,7 @@ test: install browser docs
 	VAELAB_REQUIRE_BROWSER=$$([ -x /usr/bin/chromium ] && echo 1 || echo 0) \
 		$(PYTHON) -m pytest -q
 
-# The unit tests without those marked slow (processes, real data, browsers): about a minute.
+# The unit tests without those marked slow (processes, real data, browsers): about 2.5 minutes on 2 cores (the whole suite, `make test`: about 13).
 test-fast:
 	$(PYTHON) -m pytest -q -m "not slow"
 
