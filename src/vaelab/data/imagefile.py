@@ -225,7 +225,7 @@ def check_alike(files: tuple[Path, ...], arrays: list[np.ndarray], root: Path) -
         found = ", ".join(
             f"{h}x{w} ({count}, e.g. {_first(files, arrays, lambda a, s=(h, w): a.shape[1:] == s)})"
             for (h, w), count in sizes.most_common(3)
-        )
+        ) + (f" and {len(sizes) - 3} more" if len(sizes) > 3 else "")
         raise VaelabError(
             f"{root}: images of {len(sizes)} sizes (H x W): {found}; give image_size to resize "
             "them all to one",
