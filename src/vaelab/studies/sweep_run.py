@@ -193,7 +193,7 @@ def _start(run: SweepRun, args: list[str], log: Path, env: dict[str, str],
     with open(log, "ab") as out:
         out.write(f"$ {shlex.join(['vaelab', 'train', *args])}\n".encode())
         out.flush()
-        # A session of its own: a terminal's Ctrl-C reaches the sweep, which passes it on once.
+        # Detached from the terminal (setsid): Ctrl-C reaches the sweep, which passes it on once.
         process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
             start_new_session=True,
