@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from tests.bad_input_cases import RUN, SMALL, Case
-from tests.helpers import synthetic_images, write_csv, write_idx
+from tests.helpers import synthetic_images, write_csv, write_idx, write_idx_files
 
 MNIST = {
     "train-images": "train-images-idx3-ubyte", "train-labels": "train-labels-idx1-ubyte",
@@ -22,13 +22,7 @@ MNIST = {
 
 def idx_files(folder: Path, names: dict[str, str], side: int = 4) -> Path:
     """`folder` holding the IDX files `names` (role -> file name) of tiny synthetic images."""
-    folder.mkdir(parents=True, exist_ok=True)
-    train_x, train_y = synthetic_images(300, side=side, seed=1)
-    test_x, test_y = synthetic_images(100, side=side, seed=2)
-    arrays = {"train-images": train_x, "train-labels": train_y,
-              "test-images": test_x, "test-labels": test_y}  # fmt: skip
-    for role, name in names.items():
-        write_idx(folder / name, arrays[role], compress=name.endswith(".gz"))
+    write_idx_files(folder, names, side, counts=(300, 100))
     return folder
 
 

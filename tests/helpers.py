@@ -28,6 +28,27 @@ def write_idx(path: Path, array: np.ndarray, compress: bool = False) -> Path:
     return path
 
 
+def write_idx_files(
+    folder: Path,
+    names: dict[str, str],
+    side: int = 4,
+    counts: tuple[int, int] = (30, 10),
+    compress: bool | None = None,
+) -> dict[str, np.ndarray]:
+    """Tiny synthetic train/test images and labels as IDX files, named by role ('train-images',
+    'train-labels', 'test-images', 'test-labels' -> file name); gzipped when `compress`, or
+    (None) when the name ends in .gz. Returns the arrays by role."""
+    folder.mkdir(parents=True, exist_ok=True)
+    train_x, train_y = synthetic_images(counts[0], side=side, seed=1)
+    test_x, test_y = synthetic_images(counts[1], side=side, seed=2)
+    arrays = {"train-images": train_x, "train-labels": train_y,
+              "test-images": test_x, "test-labels": test_y}  # fmt: skip
+    for role, name in names.items():
+        packed = name.endswith(".gz") if compress is None else compress
+        write_idx(folder / name, arrays[role], compress=packed)
+    return arrays
+
+
 def write_csv(path: Path, pixels: np.ndarray, labels: np.ndarray) -> Path:
     header = "label," + ",".join(f"pixel{i + 1}" for i in range(pixels.shape[1]))
     rows = [",".join(map(str, [int(lbl), *row])) for lbl, row in zip(labels, pixels)]

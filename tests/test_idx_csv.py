@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import synthetic_images, write_csv, write_idx
+from tests.helpers import synthetic_images, write_csv, write_idx, write_idx_files
 from vaelab.config import DataConfig
 from vaelab.data import load_dataset
 from vaelab.data.csvfile import load_csv_dataset, load_csv_source, read_csv_images
@@ -22,14 +22,7 @@ def idx_files(
     folder: Path, names: dict[str, str], side: int = 4, compress: bool = False
 ) -> dict[str, np.ndarray]:
     """Write train/test images and labels under the given names; returns the arrays by role."""
-    folder.mkdir(parents=True, exist_ok=True)
-    train_x, train_y = synthetic_images(30, side=side, seed=1)
-    test_x, test_y = synthetic_images(10, side=side, seed=2)
-    arrays = {"train-images": train_x, "train-labels": train_y,
-              "test-images": test_x, "test-labels": test_y}  # fmt: skip
-    for role, name in names.items():
-        write_idx(folder / name, arrays[role], compress=compress)
-    return arrays
+    return write_idx_files(folder, names, side, compress=compress)
 
 
 MNIST_NAMES = {

@@ -197,17 +197,12 @@ def find_splits(
 ) -> tuple[SplitFiles, SplitFiles | None]:
     """The training files `path` names and the test files (beside them, or `test_path`'s); the
     test split is None when there are no test files."""
-    if path.is_dir():
-        folder, files = idx_folder(path, labels)
-        train_images = _images_in(files, folder, "train")
-    else:
-        train_images, files = _given_file(path, labels)
-        folder = path.parent
-        if train_images.split == "test":
-            raise VaelabError(
-                f"{path}: its name says it holds test images; give the training images "
-                "(the test files are found beside them)"
-            )
+    train_images, files, folder = _images_named_by(path, labels, "train")
+    if not path.is_dir() and train_images.split == "test":
+        raise VaelabError(
+            f"{path}: its name says it holds test images; give the training images "
+            "(the test files are found beside them)"
+        )
     train = _split_files(train_images, files, folder, labels)
     if test_path is not None:
         return train, _test_from(test_path, labels)
@@ -220,13 +215,18 @@ def find_splits(
 
 
 def _test_from(path: Path, labels: bool) -> SplitFiles:
+    images, files, folder = _images_named_by(path, labels, "test")
+    return _split_files(images, files, folder, labels)
+
+
+def _images_named_by(path: Path, labels: bool, split: str) -> tuple[IdxFile, list[IdxFile], Path]:
+    """The images file `path` names (a folder: its `split` images), the IDX files beside it,
+    and their folder."""
     if path.is_dir():
         folder, files = idx_folder(path, labels)
-        images = _images_in(files, folder, "test")
-    else:
-        images, files = _given_file(path, labels)
-        folder = path.parent
-    return _split_files(images, files, folder, labels)
+        return _images_in(files, folder, split), files, folder
+    images, files = _given_file(path, labels)
+    return images, files, path.parent
 
 
 def _read(files: SplitFiles) -> ImageSet:

@@ -112,11 +112,11 @@ def _onnx_runner(path: Path) -> Runner:
 
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
-    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
+    runtime = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = runtime.get_inputs()[0].name
 
     def run(batch: torch.Tensor) -> list[np.ndarray]:
-        return [np.asarray(out) for out in session.run(None, {name: batch.numpy()})]
+        return [np.asarray(out) for out in runtime.run(None, {name: batch.numpy()})]
 
     return run
 
