@@ -43,7 +43,7 @@ def test_defaults_are_the_tutorials():
 
 @pytest.mark.parametrize(
     ("options", "message"),
-    [({"arch": "resnet"}, "arch must be one of mlp, conv"),
+    [({"arch": "resnet"}, "arch must be one of mlp, gated, conv, custom"),
      ({"likelihood": "poisson"}, "likelihood must be one of tutorial-mse, bernoulli"),
      ({"arch": "conv", "input_dim": 30}, "needs the image_shape .channels, height, width."),
      ({"input_dim": 30, "image_shape": (3, 2, 4)}, "image_shape must be .channels, height"),

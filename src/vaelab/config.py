@@ -13,12 +13,19 @@ DEVICES = ("auto", "cpu", "cuda")
 LR_SCHEDULES = ("constant", "cosine-tail")
 # 'auto': bf16-mixed where the hardware multiplies bf16 natively, else '32' (training/precision.py)
 PRECISIONS = ("auto", "32", "bf16-mixed")
-ARCHS = ("mlp", "conv")
+# 'gated': gated dense layers, h * sigmoid(g) (Dauphin et al. 2017), as the VampPrior paper's MLPs;
+# 'custom': networks of the user's own, given to `VAE(config, encoder=..., decoder=...)`.
+ARCHS = ("mlp", "gated", "conv", "custom")
+# p(z): N(0, I); the VampPrior (Tomczak & Welling 2018), a mixture of the posteriors of learned
+# pseudo-inputs; or a mixture of learned diagonal Gaussians.
+PRIORS = ("gaussian", "vamp", "mog")
+OBJECTIVES = ("elbo", "iwae")
 LIKELIHOODS = (
     "tutorial-mse", "bernoulli", "continuous-bernoulli", "gaussian", "gaussian-per-pixel",
 )  # fmt: skip
 GAUSSIAN_LIKELIHOODS = ("gaussian", "gaussian-per-pixel")
 MLP_HIDDEN = (400, 200, 100, 20)
+GATED_HIDDEN = (300, 300)  # the VampPrior paper's two gated layers of 300 units
 # The conv architecture reads `hidden` as (channels of conv 1, channels of conv 2, dense width).
 CONV_HIDDEN = (32, 64, 256)
 MAX_SEED = 2**63 - 1
@@ -41,7 +48,11 @@ class ModelConfig:
     a square image, as vaelab 0.1 recorded it). `arch` 'mlp': `hidden` are the encoder's layer
     widths (the decoder mirrors them). 'conv' (any C, H, W): `hidden` is (channels of conv 1,
     channels of conv 2, dense width); left at the MLP default it becomes CONV_HIDDEN.
-    `likelihood` names p(x|z), applied to every value (each channel of each pixel).
+    `likelihood` names p(x|z), applied to every value (each channel of each pixel). 'gated' is
+    the MLP with gated layers (left at the MLP default, `hidden` becomes GATED_HIDDEN).
+    `prior` names p(z) ('vamp' and 'mog' have `components` pseudo-inputs or Gaussians).
+    `stochastic_layers` 2 is the hierarchical VAE z2 -> z1 -> x, both of `latent_dim`.
+    `conditional` feeds the one-hot class (of `classes`) to the encoder and decoder.
     """
 
     input_dim: int = 784
@@ -50,11 +61,18 @@ class ModelConfig:
     arch: str = "mlp"
     likelihood: str = "tutorial-mse"
     image_shape: tuple[int, ...] = ()
+    prior: str = "gaussian"
+    components: int = 500
+    stochastic_layers: int = 1
+    conditional: bool = False
+    classes: int = 0
 
     def __post_init__(self) -> None:
         hidden = tuple(self.hidden)
         if self.arch == "conv" and hidden == MLP_HIDDEN:
             hidden = CONV_HIDDEN
+        if self.arch == "gated" and hidden == MLP_HIDDEN:
+            hidden = GATED_HIDDEN
         object.__setattr__(self, "hidden", hidden)
         _require(
             self.arch in ARCHS, f"arch must be one of {', '.join(ARCHS)}, got {self.arch!r}", "arch"
@@ -88,6 +106,51 @@ class ModelConfig:
             )
         if self.arch == "conv":
             self._check_conv()
+        self._check_latent_model()
+
+    def _check_latent_model(self) -> None:
+        _require(
+            self.prior in PRIORS,
+            f"prior must be one of {', '.join(PRIORS)}, got {self.prior!r}",
+            "prior",
+        )
+        _require(
+            _positive_int(self.components) and self.components <= 100_000,
+            f"components (pseudo-inputs or mixture components) must be from 1 to 100000, got "
+            f"{self.components}",
+            "components",
+        )
+        _require(
+            self.stochastic_layers in (1, 2),
+            f"stochastic_layers must be 1 or 2, got {self.stochastic_layers}",
+            "stochastic_layers",
+        )
+        _require(
+            isinstance(self.classes, int) and self.classes >= 0,
+            f"classes must be a whole number, got {self.classes}",
+            "classes",
+        )
+        if self.conditional:
+            _require(
+                self.stochastic_layers == 1 and self.prior == "gaussian",
+                "conditional is built for one stochastic layer and the gaussian prior",
+                "conditional",
+            )
+            _require(
+                self.arch != "custom",
+                "conditional feeds the class to vaelab's own networks, not to custom ones",
+                "conditional",
+            )
+        _require(
+            self.arch != "custom" or self.stochastic_layers == 1,
+            "custom networks are built for one stochastic layer",
+            "stochastic_layers",
+        )
+
+    @property
+    def condition_dim(self) -> int:
+        """Values of the one-hot class the encoder and decoder take (0 unless conditional)."""
+        return self.classes if self.conditional else 0
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -256,7 +319,9 @@ class TrainConfig:
 
     `early_stopping` N > 0 stops after N epochs without a better validation loss (needs
     `DataConfig.val_split`); `test_each_epoch` says whether the test set is evaluated after every
-    epoch ('auto': yes without a validation split, as the tutorial does).
+    epoch ('auto': yes without a validation split, as the tutorial does). `objective` 'iwae'
+    trains on the importance-weighted bound of Burda et al. (2015) with `train_samples` samples
+    of z per image ('elbo' with more than one sample averages the ELBO over them).
     """
 
     epochs: int = 60
@@ -271,8 +336,20 @@ class TrainConfig:
     precision: str = "auto"
     early_stopping: int = 0
     test_each_epoch: str = "auto"
+    objective: str = "elbo"
+    train_samples: int = 1
 
     def __post_init__(self) -> None:
+        _require(
+            self.objective in OBJECTIVES,
+            f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}",
+            "objective",
+        )
+        _require(
+            _positive_int(self.train_samples) and self.train_samples <= 100_000,
+            f"train_samples must be from 1 to 100000, got {self.train_samples}",
+            "train_samples",
+        )
         _require(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}", "epochs")
         _require(
             self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}",

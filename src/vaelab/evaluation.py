@@ -55,9 +55,14 @@ class Metrics:
 
 @torch.no_grad()
 def evaluate(
-    model: VAE, images: torch.Tensor, batch_size: int = 1000, seed: int = EVAL_SEED
+    model: VAE,
+    images: torch.Tensor,
+    batch_size: int = 1000,
+    seed: int = EVAL_SEED,
+    labels: torch.Tensor | None = None,
 ) -> Metrics:
-    """Mean loss over `images` in batches, sampling z as in training from a fixed seed.
+    """Mean loss (the negative ELBO, one sample of z per image) over `images` in batches, z
+    drawn from a fixed seed; `labels` are the classes a conditional model needs.
 
     The fixed seed makes the number repeatable and lets epochs be compared on the same noise.
     """
@@ -68,10 +73,16 @@ def evaluate(
     with evaluating(model):
         for start in range(0, len(images), batch_size):
             batch = images[start : start + batch_size].to(device, non_blocking=True)
-            terms = model.loss(batch, generator)
+            terms = model.loss(batch, generator, labels=_rows(labels, start, batch_size, device))
             totals += torch.stack(terms).double() * len(batch)
     loss, reconstruction, kld = (totals / max(len(images), 1)).tolist()
     return Metrics(loss, reconstruction, kld, len(images), model.config.likelihood)
+
+
+def _rows(
+    labels: torch.Tensor | None, start: int, count: int, device: torch.device
+) -> torch.Tensor | None:
+    return None if labels is None else labels[start : start + count].to(device)
 
 
 # --- Importance-weighted log-likelihood ------------------------------------------------------
@@ -150,10 +161,20 @@ def _decoder_floats(model: VAE) -> int:
     return sum(counts)
 
 
+def _prior_floats(model: VAE) -> int:
+    """Floats a mixture prior keeps per latent sample: a log-density per component, in float64
+    (two floats each), for its three temporaries."""
+    return 0 if model.config.prior == "gaussian" else 6 * model.config.components
+
+
 def plan_chunks(model: VAE, images: int, k: int, max_memory: int) -> tuple[int, int]:
     """(images per batch, samples per chunk) whose decoder work fits in `max_memory` bytes."""
     element = next(model.parameters()).element_size()
-    floats = _decoder_floats(model) + _TEMPORARIES_PER_PIXEL * model.config.input_dim
+    floats = (
+        _decoder_floats(model)
+        + _TEMPORARIES_PER_PIXEL * model.config.input_dim
+        + _prior_floats(model)
+    )
     pair_bytes = element * floats + 8 * 4  # plus the float64 weights of each pair
     pairs = max_memory // pair_bytes
     if pairs < 1:
@@ -165,34 +186,36 @@ def plan_chunks(model: VAE, images: int, k: int, max_memory: int) -> tuple[int, 
     return batch, max(1, min(k, pairs // batch))
 
 
-def _log_normal(values: torch.Tensor) -> torch.Tensor:
-    """log N(values; 0, 1) summed over the last axis."""
-    return (-0.5 * values.pow(2) - 0.5 * math.log(2 * math.pi)).sum(-1)
-
-
 def _batch_bounds(
-    model: VAE, x: torch.Tensor, k: int, chunk: int, generator: torch.Generator
+    model: VAE,
+    x: torch.Tensor,
+    k: int,
+    chunk: int,
+    generator: torch.Generator,
+    labels: torch.Tensor | None = None,
 ) -> PerImage:
-    """IWAE -log p(x) with k samples, and the ELBO's parts, for one batch of images."""
-    mu, logvar = model.encode(x)
-    std = torch.exp(0.5 * logvar)
+    """IWAE -log p(x) with k samples, and the ELBO's parts, for one batch of images.
+
+    The KL part is in closed form where the model has one, else the mean of log q - log p over
+    the same k samples.
+    """
+    dtype = torch.promote_types(x.dtype, torch.float32)
     log_sum = torch.full((len(x),), -math.inf, dtype=torch.float64, device=x.device)
     log_px_z_sum = torch.zeros(len(x), dtype=torch.float64, device=x.device)
+    log_ratio_sum = torch.zeros(len(x), dtype=torch.float64, device=x.device)
     for start in range(0, k, chunk):
         eps = torch.randn(
-            (min(chunk, k - start), *mu.shape),
+            (min(chunk, k - start), len(x), model.noise_dim),
             generator=generator,
-            device=mu.device,
-            dtype=mu.dtype,
+            device=x.device,
+            dtype=dtype,
         )
-        z = mu + eps * std
-        log_px_z = model.log_likelihood(x, model.decode_logits(z)).double()
-        # log q(z|x) from eps directly: no cancellation in (z - mu) / std.
-        log_qz = _log_normal(eps.double()) - 0.5 * logvar.double().sum(-1)
-        log_w = log_px_z + _log_normal(z.double()) - log_qz
-        log_sum = torch.logaddexp(log_sum, torch.logsumexp(log_w, dim=0))
-        log_px_z_sum += log_px_z.sum(0)
-    kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).double().sum(-1)
+        terms = model.importance_terms(x, eps, labels, precise=True)
+        log_ratio = terms.log_pz - terms.log_qz
+        log_sum = torch.logaddexp(log_sum, torch.logsumexp(terms.log_px_z + log_ratio, dim=0))
+        log_px_z_sum += terms.log_px_z.sum(0)
+        log_ratio_sum += log_ratio.sum(0)
+    kl = model.kl_divergence(x, labels) if model.closed_form_kl else -log_ratio_sum / k
     return PerImage(-(log_sum - math.log(k)), -log_px_z_sum / k, kl)
 
 
@@ -204,8 +227,10 @@ def importance_weighted(
     max_memory: int | str = DEFAULT_MAX_MEMORY,
     seed: int = EVAL_SEED,
     progress: bool = False,
+    labels: torch.Tensor | None = None,
 ) -> PerImage:
-    """Per-image IWAE estimates of -log p(x) with `k` samples from q(z|x), and the ELBO's parts.
+    """Per-image IWAE estimates of -log p(x) with `k` samples from q(z|x), and the ELBO's parts
+    (-log p(x|y) for a conditional model, given the images' `labels`).
 
     log p(x) ~ log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x), z_i ~ q(z|x); the log-sum-exp runs in
     float64 over chunks of samples. Images and samples are batched so that the decoder's work
@@ -225,7 +250,8 @@ def importance_weighted(
     with bar, evaluating(model):
         for start in range(0, len(images), batch):
             x = images[start : start + batch].to(parameter.device, parameter.dtype)
-            parts.append(_batch_bounds(model, x.reshape(len(x), -1), k, chunk, generator))
+            rows = _rows(labels, start, batch, parameter.device)
+            parts.append(_batch_bounds(model, x.reshape(len(x), -1), k, chunk, generator, rows))
             bar.update(len(x))
     return PerImage(*(torch.cat(column).cpu() for column in zip(*parts)))
 

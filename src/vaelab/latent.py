@@ -30,20 +30,50 @@ def as_model_input(values: torch.Tensor | np.ndarray, model: VAE) -> torch.Tenso
     return torch.as_tensor(values).to(device=parameter.device, dtype=parameter.dtype)
 
 
+def class_labels(
+    model: VAE, labels: torch.Tensor | np.ndarray | int | None, count: int
+) -> torch.Tensor | None:
+    """The class of each of `count` images or codes for a conditional model (one class given as
+    an int applies to all); None for an unconditional model, which takes no labels."""
+    if not model.config.conditional:
+        return None
+    if labels is None:
+        raise VaelabError(
+            "this model is conditional: give the class of each image or code (labels)",
+            parameters=("labels",),
+        )
+    device = next(model.parameters()).device
+    if isinstance(labels, (int, np.integer)):
+        return torch.full((count,), int(labels), dtype=torch.long, device=device)
+    values = torch.as_tensor(labels)
+    if values.shape != (count,):
+        raise VaelabError(
+            f"labels must be one class per row ({count}), got shape {tuple(values.shape)}",
+            parameters=("labels",),
+        )
+    return values.to(device)
+
+
 @torch.no_grad()
 def posterior(
-    model: VAE, images: torch.Tensor | np.ndarray, batch_size: int = BATCH
+    model: VAE,
+    images: torch.Tensor | np.ndarray,
+    batch_size: int = BATCH,
+    labels: torch.Tensor | np.ndarray | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and log-variance of q(z|x) for images (N x D, or N x H x W), on the model's device.
 
     Images are floats in [0, 1] or uint8 0-255 (scaled by 1/255); anything else is refused.
+    A conditional model needs each image's class, `labels`.
     """
     means, logvars = [], []
+    classes = class_labels(model, labels, len(images))
     with evaluating(model):
         for start in range(0, len(images), batch_size):
             pixels = as_unit_images(images[start : start + batch_size])
             batch = as_model_input(pixels, model)
-            mu, logvar = model.encode(batch.reshape(len(batch), -1))
+            rows = None if classes is None else classes[start : start + batch_size]
+            mu, logvar = model.encode(batch.reshape(len(batch), -1), rows)
             means.append(mu)
             logvars.append(logvar)
     if not means:
@@ -51,34 +81,68 @@ def posterior(
     return torch.cat(means), torch.cat(logvars)
 
 
-def encode(model: VAE, images: torch.Tensor | np.ndarray) -> torch.Tensor:
-    """Posterior means (N x latent_dim) of images (N x D or N x H x W, [0, 1] floats or uint8)."""
-    return posterior(model, images)[0]
+def encode(
+    model: VAE,
+    images: torch.Tensor | np.ndarray,
+    labels: torch.Tensor | np.ndarray | None = None,
+) -> torch.Tensor:
+    """Posterior means (N x latent_dim) of images (N x D or N x H x W, [0, 1] floats or uint8);
+    `labels` are the images' classes for a conditional model."""
+    return posterior(model, images, labels=labels)[0]
 
 
 @torch.no_grad()
-def decode(model: VAE, z: torch.Tensor | np.ndarray, batch_size: int = BATCH) -> torch.Tensor:
-    """The decoder's expected images (N x D, intensities in [0, 1]) for latent codes z."""
+def decode(
+    model: VAE,
+    z: torch.Tensor | np.ndarray,
+    batch_size: int = BATCH,
+    labels: torch.Tensor | np.ndarray | int | None = None,
+) -> torch.Tensor:
+    """The decoder's expected images (N x D, intensities in [0, 1]) for latent codes z; a
+    conditional model decodes each code as the class `labels` gives (one int for all)."""
     codes = as_model_input(z, model)
+    classes = class_labels(model, labels, len(codes))
     with evaluating(model):
-        parts = [model.decode(codes[i : i + batch_size]) for i in range(0, len(codes), batch_size)]
+        parts = [
+            model.decode(
+                codes[i : i + batch_size], None if classes is None else classes[i : i + batch_size]
+            )
+            for i in range(0, len(codes), batch_size)
+        ]
     return torch.cat(parts) if parts else codes.new_zeros(0, model.config.input_dim)
 
 
-def prior_codes(n: int, latent_dim: int, seed: int = 0) -> torch.Tensor:
-    """`n` codes z ~ N(0, I), float32 on the CPU, the same for a seed on every machine."""
+def _check_sample_request(n: int, seed: int) -> None:
     if not 1 <= n <= MAX_SAMPLES:
         raise VaelabError(
             f"n (samples) must be between 1 and {MAX_SAMPLES}, got {n}", parameters=("n",)
         )
     check_seed(seed)
+
+
+def prior_codes(n: int, latent_dim: int, seed: int = 0) -> torch.Tensor:
+    """`n` codes z ~ N(0, I), float32 on the CPU, the same for a seed on every machine."""
+    _check_sample_request(n, seed)
     generator = torch.Generator().manual_seed(seed)
     return torch.randn(n, latent_dim, generator=generator)
 
 
-def sample(model: VAE, n: int, seed: int = 0) -> torch.Tensor:
-    """`n` new images (n x D in [0, 1], on the CPU): the decoder's mean for z ~ N(0, I)."""
-    return decode(model, prior_codes(n, model.config.latent_dim, seed)).float().cpu()
+@torch.no_grad()
+def prior_samples(model: VAE, n: int, seed: int = 0) -> torch.Tensor:
+    """`n` codes z ~ p(z) of the model's prior, float32 on the CPU, the same for a seed on every
+    machine: `prior_codes` for N(0, I), else drawn from the VampPrior or the mixture."""
+    if model.config.prior == "gaussian":
+        return prior_codes(n, model.config.latent_dim, seed)
+    _check_sample_request(n, seed)
+    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    with evaluating(model):
+        return model.sample_prior(n, generator).float().cpu()
+
+
+def sample(model: VAE, n: int, seed: int = 0, label: int | None = None) -> torch.Tensor:
+    """`n` new images (n x D in [0, 1], on the CPU): the decoder's mean for z ~ p(z); a
+    conditional model draws them all of class `label`."""
+    return decode(model, prior_samples(model, n, seed), labels=label).float().cpu()
 
 
 def most_active_dims(means: np.ndarray) -> tuple[int, int]:

@@ -14,11 +14,15 @@ from vaelab.data.splits import split_indices
 
 @dataclass(frozen=True)
 class ModelData:
-    """The image tensors of a run: training, validation (None without a split) and test rows."""
+    """The image tensors of a run: training, validation (None without a split) and test rows,
+    and their labels (None for unlabelled data)."""
 
     train: torch.Tensor
     val: torch.Tensor | None
     test: torch.Tensor
+    train_labels: torch.Tensor | None = None
+    val_labels: torch.Tensor | None = None
+    test_labels: torch.Tensor | None = None
 
 
 def draw_binary(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -53,9 +57,14 @@ def model_data(dataset: Dataset, config: DataConfig) -> ModelData:
     """Training, validation and test images of a run, binarized, the validation rows (if
     `val_split`) chosen by `split_seed` and taken out of the training set in their order."""
     data = binarized(dataset, config)
+    labels = data.train_labels
     if not config.val_split:
-        return ModelData(data.train_images, None, data.test_images)
+        return ModelData(data.train_images, None, data.test_images, labels, None, data.test_labels)
     kept, held = split_indices(
         len(data.train_images), config.val_split, config.split_seed, "val_split"
     )
-    return ModelData(data.train_images[kept], data.train_images[held], data.test_images)
+    return ModelData(
+        data.train_images[kept], data.train_images[held], data.test_images,
+        None if labels is None else labels[kept], None if labels is None else labels[held],
+        data.test_labels,
+    )  # fmt: skip

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from vaelab.models.layers import gated_stack
+
 
 def mlp(sizes: list[int]) -> nn.Sequential:
     """Linear layers between consecutive `sizes`, each followed by a ReLU."""
@@ -12,6 +14,11 @@ def mlp(sizes: list[int]) -> nn.Sequential:
     for width_in, width_out in zip(sizes[:-1], sizes[1:]):
         layers += [nn.Linear(width_in, width_out), nn.ReLU()]
     return nn.Sequential(*layers)
+
+
+def dense_stack(arch: str, sizes: list[int]) -> nn.Sequential:
+    """The dense layers of `arch` between consecutive `sizes`: gated for 'gated', else ReLU."""
+    return gated_stack(sizes) if arch == "gated" else mlp(sizes)
 
 
 def padded_side(side: int) -> int:

@@ -21,7 +21,7 @@ from torch import nn
 from vaelab._io import atomic_write_bytes, atomic_write_text, parse_json, read_bytes, read_text
 from vaelab.config import RunConfig
 from vaelab.errors import VaelabError
-from vaelab.models import VAE
+from vaelab.models import VAE, build_model
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.csv"
@@ -280,21 +280,49 @@ def model_skeleton(config: RunConfig, source: Path) -> VAE:
     """
     try:
         with torch.device("meta"):
-            return VAE(config.model)
+            return build_model(config.model)
     except (RuntimeError, ValueError, OverflowError, TypeError, MemoryError) as exc:
         raise VaelabError(f"{source}: describes a model that cannot be built ({exc})") from None
 
 
-def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> VAE:
-    """Rebuild the model of a run directory from config.json and model.safetensors, in eval mode."""
+def load_model(
+    run_dir: str | Path,
+    device: str | torch.device = "cpu",
+    encoder: nn.Module | None = None,
+    decoder: nn.Module | None = None,
+) -> VAE:
+    """Rebuild the model of a run directory from config.json and model.safetensors, in eval mode.
+
+    A model trained with networks of your own needs the same `encoder` and `decoder` modules
+    (built by your code; the run directory holds their weights, never code).
+    """
     run_dir = Path(run_dir)
     config = load_config(run_dir)
+    custom = config.model.arch == "custom"
+    if custom and (encoder is None or decoder is None):
+        raise VaelabError(
+            f"{run_dir}: was trained with networks of your own; load it with "
+            "vaelab.load(run, encoder=..., decoder=...) and the modules your code builds",
+            parameters=("encoder", "decoder"),
+        )
+    if not custom and (encoder is not None or decoder is not None):
+        raise VaelabError(
+            f"{run_dir}: holds a built-in {config.model.arch} model; load it without encoder "
+            "and decoder",
+            parameters=("encoder", "decoder"),
+        )
     path = run_dir / WEIGHTS_FILE
     raw = read_bytes(path, expected="a safetensors file")
     state = _tensors_of(path, raw)[0]
-    check_weights(path, state, model_skeleton(config, run_dir / CONFIG_FILE).state_dict())
+    model = (
+        VAE(config.model, encoder=encoder, decoder=decoder)
+        if custom
+        else model_skeleton(config, run_dir / CONFIG_FILE)
+    )
+    check_weights(path, state, model.state_dict())
     _LOADED_WEIGHTS[str(path.resolve())] = hashlib.sha256(raw).hexdigest()
-    model = VAE(config.model)
+    if not custom:
+        model = build_model(config.model)
     model.load_state_dict(state)
     return model.to(device).eval()
 

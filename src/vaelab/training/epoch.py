@@ -68,17 +68,21 @@ def training_step(
     noise: torch.Tensor,
     precision: str,
     kl_scale: float = 1.0,
+    labels: torch.Tensor | None = None,
+    bound: str = "elbo",
 ) -> LossTerms:
     """One optimizer step on `batch`: forward (mixed precision if asked), loss, backward, Adam.
 
-    `objective` comes from `make_objective` (or is the model's loss as a module); `noise` is eps.
+    `objective` comes from `make_objective` (or is the model's loss as a module); `noise` is eps
+    (one sample per image, or S samples); `labels` the batch's classes for a conditional model;
+    `bound` the training objective, 'elbo' or 'iwae'.
     """
     if isinstance(objective, Bf16Copy):
-        terms = objective.loss(batch, kl_scale, noise)
+        terms = objective.loss(batch, kl_scale, noise, labels, bound)
         objective.backward(terms.loss)
     else:
         with autocast(precision, batch.device):
-            terms = objective(batch, None, kl_scale, noise)
+            terms = objective(batch, None, kl_scale, noise, labels, bound)
         optimizer.zero_grad(set_to_none=True)
         terms.loss.backward()
     optimizer.step()
@@ -99,6 +103,7 @@ def train_epoch(
     objective: nn.Module | Bf16Copy | None = None,
     world: World = SINGLE_PROCESS,
     binarize: bool = False,
+    labels: torch.Tensor | None = None,
 ) -> tuple[float, float, float]:
     """One pass over a fresh permutation of `images`; returns mean (loss, reconstruction, KLD).
 
@@ -108,12 +113,16 @@ def train_epoch(
     and the step's loss terms after each step. Each rank of `world` trains on its rows of every
     batch, with the noise a single process would draw for them; the metrics are averaged over the
     ranks. `binarize` draws each batch afresh as x ~ Bernoulli(pixels) from `generator` (dynamic
-    binarization), before the step's noise.
+    binarization), before the step's noise. `labels` (one per image) go to a conditional model.
+    With `config.train_samples` S above 1, each step draws S samples of the noise per image.
     """
     model.train()
     objective = objective if objective is not None else wrap(model, world)
     rows = local_rows(config.batch_size, world)
-    noise_shape = (config.batch_size, model.config.latent_dim)
+    samples = config.train_samples
+    noise_shape: tuple[int, ...] = (config.batch_size, model.noise_dim)
+    if samples > 1:
+        noise_shape = (samples, *noise_shape)
     batch_size = config.batch_size
     n_batches = len(images) // batch_size
     start = resume_from or EpochProgress(
@@ -124,15 +133,20 @@ def train_epoch(
     order, totals = start.order, start.totals
     for step in range(start.step, n_batches):
         first = step * batch_size
+        rows_order = order[first + rows.start : first + rows.stop]
         # index_select gathers rows 3x faster than advanced indexing (images[idx]) on the CPU.
-        batch = torch.index_select(images, 0, order[first + rows.start : first + rows.stop])
+        batch = torch.index_select(images, 0, rows_order)
         if binarize:  # uniforms for the whole batch, so every rank draws what one process would
             uniform = torch.rand((batch_size, images.shape[1]), generator=generator,
                                  device=generator.device)[rows]  # fmt: skip
             batch = (uniform < batch).to(batch.dtype)
-        noise = torch.randn(noise_shape, generator=generator, device=generator.device)[rows]
+        noise = torch.randn(noise_shape, generator=generator, device=generator.device)
+        noise = noise[rows] if samples == 1 else noise[:, rows]
         kl_scale = kl_weight(config.beta, config.kl_warmup, first_step + step, n_batches)
-        terms = training_step(objective, optimizer, batch, noise, precision, kl_scale)
+        batch_labels = None if labels is None else torch.index_select(labels, 0, rows_order)
+        terms = training_step(
+            objective, optimizer, batch, noise, precision, kl_scale, batch_labels, config.objective
+        )
         scheduler.step()
         totals += mean_over_ranks(torch.stack(terms).detach(), world)
         if after_step is not None:

@@ -20,7 +20,7 @@ from vaelab.data.dataset import test_fingerprint
 from vaelab.data.prepare import ModelData, model_data
 from vaelab.errors import VaelabError
 from vaelab.evaluation import evaluate
-from vaelab.models import VAE, LossTerms
+from vaelab.models import VAE, LossTerms, build_model
 from vaelab.models.likelihoods import kl_weight
 from vaelab.training.checkpoint import EpochProgress, Layout, Trainables, run_identity
 from vaelab.training.distributed import (
@@ -115,6 +115,7 @@ def train(
     callbacks: Iterable[Callback] = (),
     data: Any = None,
     test_data: Any = None,
+    model: VAE | None = None,
 ) -> TrainResult:
     """Train a VAE as the config says; when `run_dir` is given, save the run there.
 
@@ -128,7 +129,9 @@ def train(
     epoch (and every `checkpoint_every` steps), SIGINT/SIGTERM stop cleanly after a checkpoint,
     and `resume` continues from the last one. A non-finite loss stops training. Started by
     torchrun, each rank trains on its share of every batch (DDP); rank 0 alone reports and
-    writes. Returns the model, the per-epoch history and the time.
+    writes. `model` trains a VAE you built (one with your own networks, `VAE(config.model,
+    encoder=..., decoder=...)`) instead of the one config.model describes; its config is the
+    run's. Returns the model, the per-epoch history and the time.
     """
     config = config or RunConfig()
     if data is not None or test_data is not None:
@@ -143,11 +146,19 @@ def train(
 
             dataset = as_dataset(data, config.data, test_data)
     dataset = dataset or load_dataset(config.data)
+    if model is not None:
+        config = replace(config, model=model.config)
+        _check_model_fits(model, dataset)
     config = replace(
         config,
-        model=replace(config.model, input_dim=dataset.input_dim, image_shape=dataset.shape),
+        model=replace(
+            config.model, input_dim=dataset.input_dim, image_shape=dataset.shape,
+            classes=_class_count(config, dataset),
+        ),
         data=config.data.resolved(),  # config.json then names the same files from anywhere
-    )
+    )  # fmt: skip
+    if model is not None:
+        model.config = config.model
     prepared = model_data(dataset, config.data)
     _check_fits(config, prepared)
     check_checkpoint_every(checkpoint_every)
@@ -161,7 +172,7 @@ def train(
         check_divisible(config.train.batch_size, world)
         return _train(
             config, dataset, prepared, rank_device(device, world), world, run_dir, overwrite,
-            report, resume, checkpoint_every,
+            report, resume, checkpoint_every, model,
         )  # fmt: skip
     except RuntimeError as exc:  # gloo and nccl report a dead or silent peer as RuntimeError
         if not world.distributed:
@@ -182,6 +193,7 @@ def _train(
     report: Callbacks,
     resume: bool,
     checkpoint_every: int | None,
+    given_model: VAE | None = None,
 ) -> TrainResult:
     with ExitStack() as stack:
         claim = None
@@ -191,7 +203,7 @@ def _train(
         try:
             return _train_in(
                 config, dataset, prepared, device, world, run_dir, claim, report, resume,
-                checkpoint_every, guards.append,
+                checkpoint_every, guards.append, given_model,
             )  # fmt: skip
         except BaseException:
             if claim is not None and not resume:
@@ -212,6 +224,7 @@ def _train_in(
     resume: bool,
     checkpoint_every: int | None,
     on_guard: Callable[[RunGuard], None],
+    given_model: VAE | None = None,
 ) -> TrainResult:
     out_dir = None if claim is None else claim.run_dir  # where this process writes: rank 0's
     if out_dir is not None and not resume:
@@ -219,7 +232,7 @@ def _train_in(
     barrier(world)
 
     torch.manual_seed(config.train.seed)
-    model = VAE(config.model).to(device)
+    model = (build_model(config.model) if given_model is None else given_model).to(device)
     precision = resolve_precision(config.train.precision, device)
     objective = make_objective(model, world, precision)
     optimizer = make_optimizer(model, config.train)
@@ -229,6 +242,7 @@ def _train_in(
     train_images = prepared.train.to(device)
     val_images = None if prepared.val is None else prepared.val.to(device)
     test_images = prepared.test.to(device)
+    labels = _labels_on(device, prepared, config)
     test_each_epoch = config.train.test_each_epoch == "yes" or (
         config.train.test_each_epoch == "auto" and val_images is None
     )
@@ -283,15 +297,18 @@ def _train_in(
                 model, optimizer, scheduler, train_images, config.train, generator, precision,
                 first_step=(epoch - 1) * steps_per_epoch, resume_from=resume_from,
                 after_step=after_step, objective=objective, world=world,
-                binarize=config.data.binarize == "dynamic",
+                binarize=config.data.binarize == "dynamic", labels=labels["train"],
             )  # fmt: skip
             resume_from = None
             train_loss, train_reconstruction, train_kld = train_terms
             row = EpochMetrics(
                 epoch, time.perf_counter() - epoch_start, train_loss, train_reconstruction,
                 train_kld,
-                **_pass_metrics("test", model, test_images if test_each_epoch else None, config),
-                **_pass_metrics("val", model, val_images, config),
+                **_pass_metrics(
+                    "test", model, test_images if test_each_epoch else None, config,
+                    labels["test"],
+                ),
+                **_pass_metrics("val", model, val_images, config, labels["val"]),
             )  # fmt: skip
             history.append(row)
             if best_epoch(history) == epoch:
@@ -326,13 +343,53 @@ def _optional_str(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
+def _check_model_fits(model: VAE, dataset: Dataset) -> None:
+    if model.config.input_dim != dataset.input_dim:
+        raise VaelabError(
+            f"the model takes {model.config.input_dim} values per image, the data has "
+            f"{dataset.input_dim} ({dataset.channels}x{dataset.image_shape[0]}x"
+            f"{dataset.image_shape[1]}); build it with ModelConfig(input_dim="
+            f"{dataset.input_dim}, image_shape={dataset.shape})",
+            parameters=("model",),
+        )
+
+
+def _class_count(config: RunConfig, dataset: Dataset) -> int:
+    """How many classes a conditional model is built for: the data's; 0 when unconditional."""
+    if not config.model.conditional:
+        return config.model.classes
+    if dataset.train_labels is None:
+        raise VaelabError(
+            f"conditional needs labelled images; {dataset.source} has no labels",
+            parameters=("conditional",),
+        )
+    splits = (dataset.train_labels, dataset.test_labels)
+    highest = max(int(labels.max()) for labels in splits if labels is not None and len(labels))
+    return max(len(dataset.class_names), highest + 1)
+
+
+def _labels_on(
+    device: torch.device, prepared: ModelData, config: RunConfig
+) -> dict[str, torch.Tensor | None]:
+    """The labels of each split on `device` for a conditional model; None for the others."""
+    splits = {"train": prepared.train_labels, "val": prepared.val_labels,
+              "test": prepared.test_labels}  # fmt: skip
+    if not config.model.conditional:
+        return dict.fromkeys(splits)
+    return {name: None if values is None else values.to(device) for name, values in splits.items()}
+
+
 def _pass_metrics(
-    split: str, model: VAE, images: torch.Tensor | None, config: RunConfig
+    split: str,
+    model: VAE,
+    images: torch.Tensor | None,
+    config: RunConfig,
+    labels: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """The loss terms of a pass over `images` as EpochMetrics fields `split`_*; none if None."""
     if images is None:
         return {}
-    terms = evaluate(model, images, config.train.test_batch_size)
+    terms = evaluate(model, images, config.train.test_batch_size, labels=labels)
     return {
         f"{split}_loss": terms.loss,
         f"{split}_reconstruction": terms.reconstruction,

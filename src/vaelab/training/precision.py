@@ -52,14 +52,19 @@ class Bf16Copy:
         self.copied: list[torch.Tensor] = list(self.copy.parameters())
 
     def loss(
-        self, batch: torch.Tensor, kl_scale: float, noise: torch.Tensor | None = None
+        self,
+        batch: torch.Tensor,
+        kl_scale: float,
+        noise: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        objective: str = "elbo",
     ) -> LossTerms:
         """The training loss of `batch` through the bf16 layers, with the current fp32 weights."""
         with torch.no_grad():
             torch._foreach_copy_(self.copied, self.weights)
         if self.copy.training != self.model.training:
             self.copy.train(self.model.training)
-        return self.copy.loss(batch, None, kl_scale, noise)
+        return self.copy.loss(batch, None, kl_scale, noise, labels, objective)
 
     def backward(self, loss: torch.Tensor) -> None:
         """Set each fp32 weight's `.grad` to d loss / d weight, computed in the bf16 layers."""
