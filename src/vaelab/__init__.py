@@ -3,7 +3,8 @@
 The public API: train a model (`train`), open what a run saved (`load`, `open_run`), use the model
 (`encode`, `decode`, `sample`), measure it (`evaluate`, `evaluate_likelihood`), and draw it
 (`write_figures`, `write_report`; these two need the ``vaelab[plots]`` extra and load lazily), and
-export it as ONNX or TorchScript (`export_model`, loaded lazily; ONNX needs ``vaelab[export]``).
+export it as ONNX or TorchScript (`export_model`, loaded lazily; ONNX needs ``vaelab[export]``),
+and explore its latent space inside a notebook (`explore`, loaded lazily; ``vaelab[notebook]``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from vaelab.training import (
 
 if TYPE_CHECKING:
     from vaelab.export import export_model
+    from vaelab.notebook import explore
     from vaelab.viz.plots import write_figures
     from vaelab.viz.report import write_report
 
@@ -39,13 +41,14 @@ _LAZY = {
     "write_figures": "vaelab.viz.plots",
     "write_report": "vaelab.viz.report",
     "export_model": "vaelab.export",
+    "explore": "vaelab.notebook",
 }
 
 __all__ = [
     "VAE", "Callback", "DataConfig", "Dataset", "EpochMetrics", "LikelihoodReport", "Metrics",
     "MissingExtra", "ModelConfig", "NonFiniteLoss", "Run", "RunConfig", "TrainConfig",
     "TrainResult", "TrainingInterrupted", "VaelabError", "__version__", "decode", "encode",
-    "evaluate", "evaluate_likelihood", "export_model", "load", "load_dataset", "open_run",
+    "evaluate", "evaluate_likelihood", "explore", "export_model", "load", "load_dataset", "open_run",
     "sample", "train", "write_figures", "write_report",
 ]  # fmt: skip
 

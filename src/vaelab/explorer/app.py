@@ -116,6 +116,37 @@ def pixels_payload(pixels: np.ndarray, fmt: str) -> dict[str, Any]:
     return {"images": [png_data_url(image) for image in pixels]}
 
 
+# What each POST answers, from its JSON body; the notebook widget answers the same requests.
+
+
+def decode_answer(explorer: Explorer, body: dict[str, Any]) -> dict[str, Any]:
+    """`POST /api/decode`: the images of `z`, a list of latent vectors."""
+    check_fields(body, ("z", "format"))
+    z = latent_vectors(body.get("z"), explorer.latent_dim, "z")
+    return images_payload(explorer, z, image_format(body))
+
+
+def interpolate_answer(explorer: Explorer, body: dict[str, Any]) -> dict[str, Any]:
+    """`POST /api/interpolate`: `steps` codes on the line from `start` to `end`, imaged."""
+    check_fields(body, ("start", "end", "steps", "format"))
+    start = np.asarray(latent_vector(body.get("start"), explorer.latent_dim, "start"))
+    end = np.asarray(latent_vector(body.get("end"), explorer.latent_dim, "end"))
+    steps = int_field(body, "steps", 10, 2, MAX_VECTORS)
+    weights = np.linspace(0.0, 1.0, steps)[:, None]
+    z = ((1 - weights) * start + weights * end).astype(np.float32)
+    return {"z": z.tolist(), **images_payload(explorer, z, image_format(body))}
+
+
+def sample_answer(explorer: Explorer, body: dict[str, Any]) -> dict[str, Any]:
+    """`POST /api/sample`: `count` codes from the prior (from `seed`, else a random one), imaged."""
+    check_fields(body, ("count", "seed", "format"))
+    count = int_field(body, "count", 8, 1, MAX_VECTORS)
+    seed = optional_seed(body)
+    seed = secrets.randbits(63) if seed is None else seed
+    z, pixels = explorer.prior_samples(count, seed)
+    return {"z": z.tolist(), "seed": seed, **pixels_payload(pixels, image_format(body))}
+
+
 def create_app(
     run_dir: str | Path,
     data_dir: str | Path | None = None,
@@ -132,7 +163,6 @@ def create_app(
     """
     explorer = load_explorer(run_dir, data_dir=data_dir, dataset=dataset, data=data)
     points = json.dumps(points_payload(explorer), separators=(",", ":")).encode()
-    dim = explorer.latent_dim
     app = FastAPI(title="vaelab explorer", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.explorer = explorer
     _add_error_handlers(app)
@@ -149,32 +179,15 @@ def create_app(
 
     @app.post("/api/decode")
     async def decode(request: Request) -> JSONResponse:
-        body = await read_json_object(request)
-        check_fields(body, ("z", "format"))
-        z = latent_vectors(body.get("z"), dim, "z")
-        return JSONResponse(images_payload(explorer, z, image_format(body)))
+        return JSONResponse(decode_answer(explorer, await read_json_object(request)))
 
     @app.post("/api/interpolate")
     async def interpolate(request: Request) -> JSONResponse:
-        body = await read_json_object(request)
-        check_fields(body, ("start", "end", "steps", "format"))
-        start = np.asarray(latent_vector(body.get("start"), dim, "start"))
-        end = np.asarray(latent_vector(body.get("end"), dim, "end"))
-        steps = int_field(body, "steps", 10, 2, MAX_VECTORS)
-        weights = np.linspace(0.0, 1.0, steps)[:, None]
-        z = ((1 - weights) * start + weights * end).astype(np.float32)
-        return JSONResponse({"z": z.tolist(), **images_payload(explorer, z, image_format(body))})
+        return JSONResponse(interpolate_answer(explorer, await read_json_object(request)))
 
     @app.post("/api/sample")
     async def sample(request: Request) -> JSONResponse:
-        body = await read_json_object(request)
-        check_fields(body, ("count", "seed", "format"))
-        count = int_field(body, "count", 8, 1, MAX_VECTORS)
-        seed = optional_seed(body)
-        seed = secrets.randbits(63) if seed is None else seed
-        z, pixels = explorer.prior_samples(count, seed)
-        payload = pixels_payload(pixels, image_format(body))
-        return JSONResponse({"z": z.tolist(), "seed": seed, **payload})
+        return JSONResponse(sample_answer(explorer, await read_json_object(request)))
 
     return app
 

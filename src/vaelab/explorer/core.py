@@ -20,7 +20,14 @@ import torch
 
 from vaelab.config import DataConfig
 from vaelab.data import Dataset
-from vaelab.latent import LatentPlane, decode, label_names, latent_plane, posterior, prior_codes
+from vaelab.latent import (
+    LatentPlane,
+    decode,
+    label_names,
+    latent_plane,
+    posterior,
+    prior_samples,
+)
 from vaelab.models import VAE
 from vaelab.rundir import open_run
 from vaelab.viz.images import displayable, png_bytes, to_uint8
@@ -57,16 +64,24 @@ class Explorer:
         """One image's shape, (C, H, W)."""
         return (self.channels, *self.image_shape)
 
-    def decode_pixels(self, z: np.ndarray) -> np.ndarray:
+    @property
+    def conditional(self) -> bool:
+        """Whether the model decodes a code as a chosen class."""
+        return self.model.config.conditional
+
+    def decode_pixels(self, z: np.ndarray, label: int | None = None) -> np.ndarray:
         """uint8 images decoded from latent vectors (N x latent_dim): N x H x W for one channel,
-        N x H x W x 3 for RGB."""
-        images = decode(self.model, z).float().cpu().numpy()
+        N x H x W x 3 for RGB; a conditional model decodes them as class `label` (default 0)."""
+        label = (label or 0) if self.conditional else None
+        images = decode(self.model, z, labels=label).float().cpu().numpy()
         return displayable(to_uint8(images), self.shape)
 
-    def prior_samples(self, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """`count` codes z ~ N(0, I) from `seed` (those of `vaelab sample`) and their images."""
-        z = prior_codes(count, self.latent_dim, seed).numpy()
-        return z, self.decode_pixels(z)
+    def prior_samples(
+        self, count: int, seed: int, label: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`count` codes z ~ p(z) from `seed` (those of `vaelab sample`) and their images."""
+        z = prior_samples(self.model, count, seed).numpy()
+        return z, self.decode_pixels(z, label)
 
 
 def load_explorer(
@@ -78,13 +93,19 @@ def load_explorer(
     """Load a run, its test set (from where the run found it, `data_dir`, `data` or `dataset`)
     and the test set's latent means."""
     run = open_run(run_dir, dataset, data_dir, device="cpu", data=data)
-    test = run.dataset
-    keep = _evenly_spaced(len(test.test_images), MAX_POINTS)
-    latents = posterior(run.model, test.test_images[keep])[0].double().numpy()
+    return explorer_of(run.model, run.dataset, run.name)
+
+
+def explorer_of(model: VAE, test: Dataset, name: str) -> Explorer:
+    """The explorer of `model` over the test images of `test` (at most MAX_POINTS, evenly
+    spaced), under the name `name`."""
+    keep = evenly_spaced(len(test.test_images), MAX_POINTS)
     labels = None if test.test_labels is None else test.test_labels[keep].numpy().astype(np.int64)
+    given = labels if model.config.conditional else None
+    latents = posterior(model, test.test_images[keep], labels=given)[0].double().numpy()
     return Explorer(
-        run_name=run.name,
-        model=run.model,
+        run_name=name,
+        model=model,
         image_shape=test.image_shape,
         class_names=label_names(labels, test.class_names),
         source=test.source,
@@ -95,7 +116,8 @@ def load_explorer(
     )
 
 
-def _evenly_spaced(total: int, most: int) -> torch.Tensor:
+def evenly_spaced(total: int, most: int) -> torch.Tensor:
+    """Indices of at most `most` of `total` items, evenly spaced, first and last included."""
     if total <= most:
         return torch.arange(total)
     return torch.linspace(0, total - 1, most).round().long()
