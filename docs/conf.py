@@ -6,6 +6,7 @@ Build: python -m sphinx -W --keep-going -b html docs docs/_build/html
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -21,13 +22,36 @@ release = vaelab.__version__
 version = ".".join(release.split(".")[:2])
 
 extensions = [
-    "myst_parser",
+    "myst_nb",  # MyST Markdown and the example notebooks (docs/notebooks/ links to examples/)
     "sphinx.ext.autodoc",
     "sphinx.ext.viewcode",
 ]
-source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
+source_suffix = {".md": "myst-nb", ".ipynb": "myst-nb", ".rst": "restructuredtext"}
 root_doc = "index"
-exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
+exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints"]
+
+# The notebooks are executed at build time, in a temporary folder, in the short mode their settings
+# cell reads from these variables (the committed notebooks carry no outputs); the results are
+# cached in _build/.jupyter_cache until a notebook changes. Any error, or anything a cell writes to
+# stderr (a warning), fails the build.
+for name, value in {
+    "VAELAB_NOTEBOOK_EPOCHS": "1",
+    "VAELAB_NOTEBOOK_TRAIN_IMAGES": "3000",
+    "VAELAB_NOTEBOOK_TEST_IMAGES": "1000",
+    "VAELAB_NOTEBOOK_IWAE_K": "10",
+    "VAELAB_NOTEBOOK_PER_CLASS": "100",
+    "TQDM_DISABLE": "1",  # a progress bar is a widget: nothing to see on a static page
+}.items():
+    os.environ.setdefault(name, value)
+nb_execution_mode = "cache"
+nb_execution_in_temp = True
+nb_execution_timeout = 300
+nb_execution_raise_on_error = True
+nb_output_stderr = "warn"
+# A static page cannot run the explorer's widget: it shows the widget's HTML, the static figure
+# with its note, and loads no widget scripts from a CDN.
+nb_mime_priority_overrides = [("html", "application/vnd.jupyter.widget-view+json", None)]
+nb_ipywidgets_js: dict[str, dict[str, str]] = {}
 
 # Markdown headings down to level 3 get anchors, for links such as training.md#the-numbers.
 myst_heading_anchors = 3
