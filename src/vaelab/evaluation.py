@@ -123,6 +123,7 @@ class LikelihoodReport:
     iwae_stderr_nats: float
     seed: int
     seconds: float
+    conditional: bool = False  # the numbers are of -log p(x|y), each image under its class
 
 
 def parse_size(text: str | int) -> int:
@@ -154,7 +155,11 @@ def _decoder_floats(model: VAE) -> int:
     ]
     try:
         parameter = next(model.parameters())
-        model.decode_logits(parameter.new_zeros(1, model.config.latent_dim))
+        label = torch.zeros(1, dtype=torch.long, device=parameter.device)
+        model.decode_logits(
+            parameter.new_zeros(1, model.config.latent_dim),
+            label if model.config.conditional else None,
+        )
     finally:
         for hook in hooks:
             hook.remove()
@@ -268,6 +273,7 @@ class SamplingOptions(TypedDict, total=False):
     max_memory: int | str
     seed: int
     progress: bool
+    labels: torch.Tensor | None
 
 
 def evaluate_likelihood(
@@ -278,7 +284,8 @@ def evaluate_likelihood(
 ) -> LikelihoodReport:
     """Negative ELBO (reconstruction from the same k samples, KL in closed form) and IWAE.
 
-    `options` are `importance_weighted`'s: max_memory, seed, progress.
+    `options` are `importance_weighted`'s: max_memory, seed, progress, and the labels a
+    conditional model needs (its numbers are then of -log p(x|y)).
     """
     started = time.perf_counter()
     seed = options.get("seed", EVAL_SEED)
@@ -296,6 +303,7 @@ def evaluate_likelihood(
         iwae_stderr_nats=iwae.stderr,
         seed=seed,
         seconds=time.perf_counter() - started,
+        conditional=model.config.conditional,
     )
 
 

@@ -140,9 +140,36 @@ def prior_samples(model: VAE, n: int, seed: int = 0) -> torch.Tensor:
 
 
 def sample(model: VAE, n: int, seed: int = 0, label: int | None = None) -> torch.Tensor:
-    """`n` new images (n x D in [0, 1], on the CPU): the decoder's mean for z ~ p(z); a
-    conditional model draws them all of class `label`."""
-    return decode(model, prior_samples(model, n, seed), labels=label).float().cpu()
+    """`n` new images (n x D in [0, 1], on the CPU): the decoder's mean for z ~ p(z). A
+    conditional model draws them all of class `label`, or without it the classes in turn."""
+    codes = prior_samples(model, n, seed)
+    labels: torch.Tensor | int | None = label
+    if model.config.conditional and label is None:
+        labels = torch.arange(n) % model.config.classes
+    return decode(model, codes, labels=labels).float().cpu()
+
+
+def class_index(model: VAE, class_names: Sequence[str], name: str | int | None) -> int | None:
+    """The class index a conditional model is asked for: `name` is one of `class_names` (any
+    case) or an index; None stays None. An unconditional model takes no class."""
+    if name is None:
+        return None
+    if not model.config.conditional:
+        raise VaelabError(
+            "a class can be chosen only for a conditional model (trained with conditional=True, "
+            "--conditional)",
+            parameters=("class",),
+        )
+    names = [str(n).lower() for n in class_names]
+    text = str(name).strip()
+    if text.lower() in names:
+        return names.index(text.lower())
+    if text.isdigit() and int(text) < model.config.classes:
+        return int(text)
+    known = ", ".join(class_names) if class_names else f"0 to {model.config.classes - 1}"
+    raise VaelabError(
+        f"class {text!r} is not one of the model's classes ({known})", parameters=("class",)
+    )
 
 
 def most_active_dims(means: np.ndarray) -> tuple[int, int]:

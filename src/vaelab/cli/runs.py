@@ -20,7 +20,7 @@ from vaelab.evaluation import (
     parse_size,
     save_eval,
 )
-from vaelab.latent import sample
+from vaelab.latent import class_index, sample
 from vaelab.rundir import (
     EVAL_FILE,
     REPORT_FILE,
@@ -68,22 +68,29 @@ def evaluate_command(
                 )
             test_images = test_images[:images]
         model = opened.model
-        metrics = evaluate(model, test_images, opened.config.train.test_batch_size)
+        labels = None
+        if model.config.conditional:  # p(x|y): each test image scored under its own class
+            labels = opened.dataset.test_labels
+            labels = None if labels is None else labels[: len(test_images)]
+        metrics = evaluate(model, test_images, opened.config.train.test_batch_size, labels=labels)
         part = "MSE" if metrics.likelihood == "tutorial-mse" else "reconstruction"
         click.echo(
             f"test_loss {metrics.loss:.4f} ({part} {metrics.reconstruction:.4f} | "
             f"KLD {metrics.kld:.4f}) on {metrics.images} test images"
         )
         report = evaluate_likelihood(
-            model, test_images, k, max_memory=memory, seed=seed, progress=sys.stderr.isatty()
-        )
+            model, test_images, k, max_memory=memory, seed=seed, progress=sys.stderr.isatty(),
+            labels=labels,
+        )  # fmt: skip
+        given = "|y" if report.conditional else ""
         click.echo(
             f"negative ELBO {report.negative_elbo_nats:.2f} nats per image "
             f"(reconstruction {report.reconstruction_nats:.2f} + KL {report.kl_nats:.2f}; "
             f"{model.config.likelihood} likelihood, all constants included)"
         )
         click.echo(
-            f"IWAE -log p(x) {report.iwae_nll_nats:.2f} +- {report.iwae_stderr_nats:.2f} nats per "
+            f"IWAE -log p(x{given}) {report.iwae_nll_nats:.2f} +- {report.iwae_stderr_nats:.2f} "
+            "nats per "
             f"image (k={report.iw_samples}, {report.images} images, {report.seconds:.1f}s)"
         )
         replaced = (run / EVAL_FILE).exists()
@@ -111,20 +118,32 @@ def _rewrite_report(run: Path, data: DataConfig | None) -> None:
     help="Output file: .png (a grid, one pixel per pixel, RGB for colour images) or .npy "
     "(float32 in [0, 1]: n x H x W, or n x C x H x W for more than one channel).",
 )  # fmt: skip
-@click.option("--seed", type=int, default=0, help="Seed of the latent codes z ~ N(0, I).")
+@click.option("--seed", type=int, default=0, help="Seed of the latent codes z ~ p(z).")
+@click.option(
+    "--class", "class_name", default=None, metavar="NAME|INDEX",
+    help="For a conditional run: draw images of this class (a name or an index).",
+)  # fmt: skip
 @click.option("--overwrite", is_flag=True, help="Replace the output file if it exists.")
 @device_option("cpu")
-def sample_command(run: Path, n: int, out: Path, seed: int, overwrite: bool, device: str) -> None:
-    """Draw new images: decoder means for z ~ N(0, I) (the report's samples for the same seed)."""
+def sample_command(
+    run: Path, n: int, out: Path, seed: int, class_name: str | None, overwrite: bool, device: str
+) -> None:
+    """Draw new images: decoder means for z ~ p(z) (the report's samples for the same seed)."""
     from vaelab.viz.images import write_samples
 
     model = load_model(run, device=resolve_device(device))
+    recorded = load_run_info(run).get("dataset")
+    names = recorded.get("class_names", []) if isinstance(recorded, dict) else []
+    label = class_index(
+        model, [str(n) for n in names] if isinstance(names, list) else [], class_name
+    )
     channels, height, width = model.config.shape
     if not model.config.image_shape:  # runs before (C, H, W) was recorded: one channel
         height, width = image_shape(load_run_info(run), model.config.input_dim, run)
     shape = (height, width) if channels == 1 else (channels, height, width)
-    images = sample(model, n, seed).numpy().reshape(n, *shape)
-    click.echo(f"wrote {write_samples(images, out, overwrite)} ({n} images)")
+    images = sample(model, n, seed, label).numpy().reshape(n, *shape)
+    kind = "" if label is None else f" of class {class_name}"
+    click.echo(f"wrote {write_samples(images, out, overwrite)} ({n} images{kind})")
 
 
 @cli.command("serve")

@@ -18,7 +18,9 @@ from vaelab.config import (
     BINARIZE,
     LIKELIHOODS,
     LR_SCHEDULES,
+    OBJECTIVES,
     PRECISIONS,
+    PRIORS,
     TEST_EACH_EPOCH,
     DataConfig,
     ModelConfig,
@@ -61,9 +63,36 @@ _DATA = DataConfig()
     "conv 1 channels, conv 2 channels, dense width  [default for conv: 32,64,256]",
 )  # fmt: skip
 @click.option(
-    "--arch", type=click.Choice(list(ARCHS)), default=_MODEL.arch,
-    help="'mlp' is the tutorial's; 'conv': two stride-2 convolutions and a dense layer, mirrored "
-    "(square images, side a multiple of 4).",
+    "--arch", type=click.Choice([a for a in ARCHS if a != "custom"]), default=_MODEL.arch,
+    help="'mlp' is the tutorial's; 'gated': gated dense layers (default 300,300), as in the "
+    "VampPrior paper; 'conv': two stride-2 convolutions and a dense layer, mirrored (any size).",
+)  # fmt: skip
+@click.option(
+    "--prior", type=click.Choice(list(PRIORS)), default=_MODEL.prior,
+    help="p(z): 'gaussian' N(0, I); 'vamp' the VampPrior (a mixture of the posteriors of learned "
+    "pseudo-inputs); 'mog' a mixture of learned Gaussians.",
+)  # fmt: skip
+@click.option(
+    "--pseudo-inputs", "--components", "components", type=int, default=_MODEL.components,
+    help="Pseudo-inputs of the VampPrior (components of the 'mog' prior).",
+)  # fmt: skip
+@click.option(
+    "--stochastic-layers", type=click.IntRange(1, 2), default=_MODEL.stochastic_layers,
+    help="2: the hierarchical VAE z2 -> z1 -> x (both of --latent-dim); with --arch conv the "
+    "VampPrior paper's ConvHVAE.",
+)  # fmt: skip
+@click.option(
+    "--conditional", is_flag=True,
+    help="A conditional VAE: the class (one-hot) goes into the encoder and the decoder; "
+    "`vaelab sample --class` then draws images of a class.",
+)  # fmt: skip
+@click.option(
+    "--objective", type=click.Choice(list(OBJECTIVES)), default=_TRAIN.objective,
+    help="'elbo', or 'iwae': the importance-weighted bound of --train-samples samples.",
+)  # fmt: skip
+@click.option(
+    "--train-samples", type=int, default=_TRAIN.train_samples, metavar="K",
+    help="Samples of z per image in each training step (the IWAE bound's K).",
 )  # fmt: skip
 @click.option(
     "--likelihood", type=click.Choice(list(LIKELIHOODS)), default=_MODEL.likelihood,
@@ -308,12 +337,17 @@ def run_config_from_options(
     train_csv: Path | None, test_csv: Path | None, source: str | None, test_source: str | None,
     image_size: tuple[int, ...], no_labels: bool, class_names: tuple[str, ...],
     array_keys: tuple[str, ...], test_split: float, val_split: float, split_seed: int,
-    binarize: str, early_stopping: int, test_each_epoch: str,
+    binarize: str, early_stopping: int, test_each_epoch: str, prior: str = "gaussian",
+    components: int = _MODEL.components, stochastic_layers: int = 1, conditional: bool = False,
+    objective: str = "elbo", train_samples: int = 1,
 ) -> RunConfig:  # fmt: skip
     """The RunConfig the values of `vaelab train`'s options describe (also how a sweep checks
     each of its runs before starting any)."""
     return RunConfig(
-        model=ModelConfig(hidden=hidden, latent_dim=latent_dim, arch=arch, likelihood=likelihood),
+        model=ModelConfig(
+            hidden=hidden, latent_dim=latent_dim, arch=arch, likelihood=likelihood, prior=prior,
+            components=components, stochastic_layers=stochastic_layers, conditional=conditional,
+        ),
         data=DataConfig(
             data_dir=optional_str(data_dir), train_csv=optional_str(train_csv),
             test_csv=optional_str(test_csv), source=source, test_source=test_source,
@@ -325,6 +359,7 @@ def run_config_from_options(
             epochs=epochs, batch_size=batch_size, test_batch_size=test_batch_size, lr=lr,
             lr_schedule=lr_schedule, seed=seed, device=device, precision=precision, beta=beta,
             kl_warmup=kl_warmup, early_stopping=early_stopping, test_each_epoch=test_each_epoch,
+            objective=objective, train_samples=train_samples,
         ),
     )  # fmt: skip
 

@@ -318,7 +318,7 @@ def check_custom_networks(model: VAE) -> None:
     try:
         with torch.no_grad(), evaluating(model):
             mu, logvar = model.encode(probe)
-            logits = model.decode_logits(mu)
+            logits = model.decoder(mu)
     except VaelabError:
         raise
     except (RuntimeError, ValueError, TypeError, IndexError) as exc:
@@ -333,10 +333,10 @@ def check_custom_networks(model: VAE) -> None:
             f"{tuple(mu.shape)} and {tuple(logvar.shape)}",
             parameters=("encoder",),
         )
-    if tuple(logits.shape) != (2, config.input_dim):
+    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (2, config.input_dim):
+        got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise VaelabError(
-            f"the decoder must return logits of shape (2, {config.input_dim}), got "
-            f"{tuple(logits.shape)}",
+            f"the decoder must return logits of shape (2, {config.input_dim}), got {got}",
             parameters=("decoder",),
         )
 
