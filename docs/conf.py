@@ -36,8 +36,8 @@ exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints"]
 # stderr (a warning), fails the build.
 for name, value in {
     "VAELAB_NOTEBOOK_EPOCHS": "1",
-    "VAELAB_NOTEBOOK_TRAIN_IMAGES": "3000",
-    "VAELAB_NOTEBOOK_TEST_IMAGES": "1000",
+    "VAELAB_NOTEBOOK_TRAIN_IMAGES": "2000",
+    "VAELAB_NOTEBOOK_TEST_IMAGES": "500",
     "VAELAB_NOTEBOOK_IWAE_K": "10",
     "VAELAB_NOTEBOOK_PER_CLASS": "100",
     "TQDM_DISABLE": "1",  # a progress bar is a widget: nothing to see on a static page

@@ -48,8 +48,8 @@ __all__ = [
     "VAE", "Callback", "DataConfig", "Dataset", "EpochMetrics", "LikelihoodReport", "Metrics",
     "MissingExtra", "ModelConfig", "NonFiniteLoss", "Run", "RunConfig", "TrainConfig",
     "TrainResult", "TrainingInterrupted", "VaelabError", "__version__", "decode", "encode",
-    "evaluate", "evaluate_likelihood", "explore", "export_model", "load", "load_dataset", "open_run",
-    "sample", "train", "write_figures", "write_report",
+    "evaluate", "evaluate_likelihood", "explore", "export_model", "load", "load_dataset",
+    "open_run", "sample", "train", "write_figures", "write_report",
 ]  # fmt: skip
 
 
