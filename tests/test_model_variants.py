@@ -422,3 +422,84 @@ def test_every_model_saves_loads_and_resumes_bit_for_bit(name, tmp_path):
     assert torch.equal(encode(loaded, x, labels=y), encode(straight.model, x, labels=y))
     metrics = evaluate(loaded, x, labels=y)
     assert math.isfinite(metrics.loss)
+
+
+# ---------------------------------------------------------------- from the command line
+
+
+def _write_npz(path, labelled: bool = True) -> None:
+    train_x, train_y = synthetic_images(256, side=6, seed=1)
+    test_x, test_y = synthetic_images(64, side=6, seed=2)
+    arrays = {"x_train": train_x, "x_test": test_x}
+    if labelled:
+        arrays |= {"y_train": train_y, "y_test": test_y}
+    np.savez(path, **arrays)
+
+
+def test_the_models_from_the_command_line(tmp_path, cli, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _write_npz(tmp_path / "d.npz")
+    common = ("--data", "d.npz", "--class-names", "top,bottom", "--epochs", 2, "--batch-size",
+              32, "--device", "cpu", "--likelihood", "bernoulli", "--no-tensorboard")  # fmt: skip
+    result = cli("train", *common, "--name", "cvae", "--conditional", "--hidden", "16,8")
+    assert result.code == 0, result.err
+    config = rundir.load_config(tmp_path / "runs" / "cvae")
+    assert config.model.conditional and config.model.classes == 2
+    assert (tmp_path / "runs" / "cvae" / "figures" / "samples.png").is_file()
+    drawn = cli("sample", "runs/cvae", "--class", "bottom", "--n", 8, "--out", "s.npy")
+    assert drawn.code == 0 and "of class bottom" in drawn.out
+    assert np.load(tmp_path / "s.npy").shape == (8, 6, 6)
+    evaluated = cli("evaluate", "runs/cvae", "--iw-samples", 5, "--device", "cpu")
+    assert evaluated.code == 0 and "-log p(x|y)" in evaluated.out, evaluated.err
+    assert cli("report", "runs/cvae").code == 0
+
+    result = cli("train", *common, "--name", "hvae", "--arch", "gated", "--hidden", "12,12",
+                 "--prior", "vamp", "--pseudo-inputs", 7, "--stochastic-layers", 2,
+                 "--objective", "iwae", "--train-samples", 3, "--latent-dim", 3)  # fmt: skip
+    assert result.code == 0, result.err
+    config = rundir.load_config(tmp_path / "runs" / "hvae")
+    assert (config.model.prior, config.model.components, config.model.stochastic_layers) == (
+        "vamp", 7, 2,
+    )  # fmt: skip
+    assert (config.train.objective, config.train.train_samples) == ("iwae", 3)
+    assert cli("evaluate", "runs/hvae", "--iw-samples", 5, "--device", "cpu").code == 0
+
+    refused = cli("sample", "runs/hvae", "--class", "top")
+    assert refused.code == 2 and "only for a conditional model" in refused.err
+    assert len(refused.err.strip().splitlines()) == 1
+    unknown = cli("sample", "runs/cvae", "--class", "sideways")
+    assert unknown.code == 2 and "top, bottom" in unknown.err
+
+
+def test_conditional_on_unlabelled_data_is_one_line_exit_2(tmp_path, cli, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _write_npz(tmp_path / "u.npz", labelled=False)
+    result = cli("train", "--data", "u.npz", "--conditional", "--epochs", 1, "--batch-size", 32,
+                 "--device", "cpu", "--hidden", "8")  # fmt: skip
+    assert result.code == 2 and "conditional needs labelled images" in result.err
+    assert len(result.err.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_export_refuses_a_conditional_model_and_writes_a_hierarchical_one(tmp_path):
+    from vaelab.export import export_model
+
+    conditional = VAE(ModelConfig(16, (8,), 2, conditional=True, classes=2))
+    with pytest.raises(VaelabError, match="conditional model takes each image's class"):
+        export_model(conditional, tmp_path / "c", format="torchscript")
+    hierarchical = build_model(ModelConfig(16, (8,), 2, stochastic_layers=2, prior="vamp",
+                                           components=3))  # fmt: skip
+    written = export_model(hierarchical, tmp_path / "h", format="torchscript")
+    assert written
+
+
+def test_commands_on_a_run_of_your_own_networks_ask_for_them(tmp_path, cli):
+    encoder, decoder = custom_networks()
+    model = VAE(ModelConfig(16, latent_dim=2, likelihood="bernoulli"), encoder, decoder)
+    config = RunConfig(train=TrainConfig(epochs=1, batch_size=32, device="cpu"))
+    dataset = make_tiny_dataset()
+    train(config, dataset, run_dir=tmp_path / "run", log=None, model=model)
+    result = cli("sample", tmp_path / "run", "--out", tmp_path / "s.npy")
+    assert result.code == 2 and "networks of your own" in result.err
+    run = rundir.open_run(tmp_path / "run", dataset, encoder=encoder, decoder=decoder)
+    assert run.model.config.arch == "custom"

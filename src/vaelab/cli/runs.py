@@ -68,10 +68,8 @@ def evaluate_command(
                 )
             test_images = test_images[:images]
         model = opened.model
-        labels = None
-        if model.config.conditional:  # p(x|y): each test image scored under its own class
-            labels = opened.dataset.test_labels
-            labels = None if labels is None else labels[: len(test_images)]
+        labels = opened.test_classes  # a conditional model: p(x|y), each image with its class
+        labels = None if labels is None else labels[: len(test_images)]
         metrics = evaluate(model, test_images, opened.config.train.test_batch_size, labels=labels)
         part = "MSE" if metrics.likelihood == "tutorial-mse" else "reconstruction"
         click.echo(

@@ -124,6 +124,7 @@ def export_model(
 def _source(model_or_run_dir: VAE | str | Path) -> Source:
     """The model in fp32 on the CPU, in eval mode (a copy: the caller's model is left as it is)."""
     if isinstance(model_or_run_dir, VAE):
+        _check_exportable(model_or_run_dir, "the model")
         model = copy.deepcopy(model_or_run_dir).to("cpu", torch.float32).eval()
         return Source(model, None, None, _image_shape(model, {}))
     if not isinstance(model_or_run_dir, (str, Path)):
@@ -132,9 +133,19 @@ def _source(model_or_run_dir: VAE | str | Path) -> Source:
         )
     run_dir = Path(model_or_run_dir)
     model = load_model(run_dir)
+    _check_exportable(model, run_dir)
     info = load_run_info(run_dir)
     sha256 = loaded_weights_sha256(run_dir) or weights_sha256(run_dir)
     return Source(model, run_dir, sha256, _image_shape(model, info))
+
+
+def _check_exportable(model: VAE, where: str | Path) -> None:
+    """Refuse a conditional model: its exported parts would need the class as a second input."""
+    if model.config.conditional:
+        raise VaelabError(
+            f"{where}: a conditional model takes each image's class as well; export writes "
+            "the encoder and decoder of unconditional models"
+        )
 
 
 def _image_shape(model: VAE, info: dict[str, Any]) -> list[int] | None:

@@ -39,6 +39,12 @@ class Run:
         return read_metrics(self.run_dir)
 
     @property
+    def test_classes(self) -> torch.Tensor | None:
+        """The test labels a conditional model is given with the test images; None for other
+        models (which take no labels)."""
+        return self.dataset.test_labels if self.model.config.conditional else None
+
+    @property
     def name(self) -> str:
         """The run directory's own name."""
         return self.run_dir.resolve().name
@@ -50,16 +56,19 @@ def open_run(
     data_dir: str | Path | None = None,
     device: str | torch.device = "cpu",
     data: DataConfig | None = None,
+    encoder: torch.nn.Module | None = None,
+    decoder: torch.nn.Module | None = None,
 ) -> Run:
     """Open a run: its model (in eval mode on `device`), config and data.
 
     The data is `dataset`, else the data `data` names, else Fashion-MNIST from `data_dir`, else
     what the run was trained on. Data whose images have another size than the model's, or whose
-    test split differs from the one the run recorded, is refused. A run trained on binarized
+    test split differs from the one the run recorded, is refused. A model of your own networks
+    needs the `encoder` and `decoder` modules your code builds. A run trained on binarized
     images gets its test images binarized as in training (see `vaelab.data.prepare.binarized`).
     """
     run_dir = Path(run_dir)
-    model = load_model(run_dir, device)
+    model = load_model(run_dir, device, encoder, decoder)
     config = load_config(run_dir)
     info = load_run_info(run_dir)
     if dataset is None:

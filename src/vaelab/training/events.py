@@ -79,6 +79,7 @@ class RunStart:
     model: VAE | None = None  # the model being trained (for callbacks that draw or log it)
     test_images: torch.Tensor | None = None  # the test images as the model sees them
     optimizer: torch.optim.Optimizer | None = None
+    test_labels: torch.Tensor | None = None  # their classes, for a conditional model
 
 
 @dataclass(frozen=True)

@@ -250,7 +250,7 @@ def _train_in(
     guard_dir = None if run_dir is None else Path(run_dir)
     report.on_run_start(RunStart(
         config, device, precision, world.size, steps_per_epoch, guard_dir, model, test_images,
-        optimizer,
+        optimizer, labels["test"],
     ))  # fmt: skip
 
     identity: dict[str, object] = {}

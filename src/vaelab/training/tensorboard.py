@@ -143,8 +143,11 @@ class TensorBoardLogger(Callback):
         test_images = self.start.test_images
         if test_images is not None and len(test_images):
             originals = test_images[:RECONSTRUCTIONS]
-            means = latent.posterior(model, originals)[0]
-            pair = torch.cat([originals.float().cpu(), latent.decode(model, means).float().cpu()])
+            classes = self.start.test_labels
+            classes = None if classes is None else classes[:RECONSTRUCTIONS]
+            means = latent.posterior(model, originals, labels=classes)[0]
+            decoded = latent.decode(model, means, labels=classes).float().cpu()
+            pair = torch.cat([originals.float().cpu(), decoded])
             grid = image_grid(pair, model.config.shape, columns=len(originals))
             self.writer.add_image("images/reconstructions", grid, global_step)
         samples = latent.sample(model, SAMPLES, seed=SAMPLE_SEED)

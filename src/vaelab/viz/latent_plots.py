@@ -34,9 +34,13 @@ SCALE_CMAP = "turbo"  # for more classes: neighbouring indices get neighbouring 
 SIZE, ALPHA = 9, 0.55  # of each point
 
 
-def posterior_means(model: VAE, images: torch.Tensor) -> np.ndarray:
-    """Posterior means of `images` as a float NumPy array on the CPU."""
-    return latent.posterior(model, images)[0].float().cpu().numpy()
+def posterior_means(
+    model: VAE, images: torch.Tensor, labels: torch.Tensor | np.ndarray | None = None
+) -> np.ndarray:
+    """Posterior means of `images` as a float NumPy array on the CPU (a conditional model's
+    given each image's class, `labels`; other models ignore them)."""
+    given = labels if model.config.conditional else None
+    return latent.posterior(model, images, labels=given)[0].float().cpu().numpy()
 
 
 def latent_scatter(
@@ -49,7 +53,7 @@ def latent_scatter(
 
     With more than two latent dimensions, the first two principal components of the means.
     """
-    means = posterior_means(model, images)
+    means = posterior_means(model, images, labels)
     classes = None if labels is None else np.asarray(torch.as_tensor(labels).cpu())
     fig = Figure(figsize=(10, 8), dpi=DPI, layout="constrained")
     ax = fig.add_subplot()

@@ -59,8 +59,16 @@ GAP_RGB = np.asarray(matplotlib.colors.to_rgb(GAP), dtype=np.float32)
 ImageShape = tuple[int, ...]  # (H, W) for one channel, or (C, H, W)
 
 
-def _decoded(model: VAE, z: np.ndarray | torch.Tensor, image_shape: ImageShape) -> np.ndarray:
-    return displayable(latent.decode(model, z).float().cpu().numpy(), image_shape)
+def _decoded(
+    model: VAE,
+    z: np.ndarray | torch.Tensor,
+    image_shape: ImageShape,
+    labels: torch.Tensor | np.ndarray | int | None = None,
+) -> np.ndarray:
+    """Decoded images for display; `labels` are the classes a conditional model decodes as."""
+    given = labels if model.config.conditional else None
+    images = latent.decode(model, z, labels=given)
+    return displayable(images.float().cpu().numpy(), image_shape)
 
 
 # ---------------------------------------------------------------- drawing helpers
@@ -106,12 +114,20 @@ def _check_int(name: str, value: int, low: int, high: int) -> None:
 
 
 def reconstructions(
-    model: VAE, images: torch.Tensor, image_shape: ImageShape, count: int = 40, cols: int = 10
+    model: VAE,
+    images: torch.Tensor,
+    image_shape: ImageShape,
+    count: int = 40,
+    cols: int = 10,
+    labels: torch.Tensor | None = None,
 ) -> Figure:
-    """The first `count` images in rows of `cols`, each above its reconstruction decode(mu(x))."""
+    """The first `count` images in rows of `cols`, each above its reconstruction decode(mu(x))
+    (a conditional model's given each image's class, `labels`)."""
     _check_int("count", count, 1, 1000)
     inputs = _as_images(images[:count], image_shape)
-    outputs = _decoded(model, latent.posterior(model, images[:count])[0], image_shape)
+    given = None if labels is None else labels[:count]
+    means = _means(model, images[:count], given)
+    outputs = _decoded(model, means, image_shape, given)
     blocks = math.ceil(len(inputs) / cols)
     fig = Figure(figsize=(9, 1.9 * blocks * _aspect(inputs) + 0.8), dpi=DPI, layout="constrained")
     fig.suptitle(
@@ -150,11 +166,15 @@ def manifold(
     grid: int = 20,
     span: float = 2.0,
     images: torch.Tensor | None = None,
+    labels: torch.Tensor | None = None,
+    label: int = 0,
+    class_name: str = "",
 ) -> Figure:
     """Images decoded over a grid x grid lattice of [-span, span]^2, top row y = +span.
 
     With more than two latent dimensions, the lattice spans the two dimensions whose posterior
-    means (over `images`, required then) vary most; the others are 0.
+    means (over `images`, required then, with their `labels` for a conditional model) vary
+    most; the others are 0. A conditional model decodes the lattice as class `label`.
     """
     check_grid(grid, span)
     latent_dim = model.config.latent_dim
@@ -172,14 +192,16 @@ def manifold(
                 f"a manifold of a {latent_dim}-dimensional latent space needs images to choose "
                 "the two dimensions to span"
             )
-        dims = list(latent.most_active_dims(_means(model, images)))
+        dims = list(latent.most_active_dims(_means(model, images, labels)))
         note = (
             f"\nz{dims[0] + 1} and z{dims[1] + 1}: the two dimensions whose posterior means vary "
             "most over the test set; all others 0"
         )
     if latent_dim >= 2:
         z[:, dims[0]], z[:, dims[1]] = x, y
-    tiles = _decoded(model, z, image_shape)
+    tiles = _decoded(model, z, image_shape, label)
+    if model.config.conditional:
+        note += f"\ndecoded as class {class_name or label}"
     half = span / (grid - 1)  # half a cell, so each tile is centred on its coordinate
     rows = 1 if latent_dim == 1 else grid
     aspect = _aspect(tiles)
@@ -202,16 +224,55 @@ def manifold(
     return fig
 
 
-def samples(model: VAE, image_shape: ImageShape, count: int = 100, seed: int = 0) -> Figure:
-    """`count` images decoded from z ~ N(0, I) drawn with `seed` (`vaelab.latent.sample`)."""
+def samples(
+    model: VAE,
+    image_shape: ImageShape,
+    count: int = 100,
+    seed: int = 0,
+    class_names: Sequence[str] = (),
+) -> Figure:
+    """`count` images decoded from z ~ p(z) drawn with `seed` (`vaelab.latent.sample`); for a
+    conditional model, a row of `count` / classes samples per class."""
     _check_int("count", count, 1, 2500)
+    if model.config.conditional:
+        return _samples_per_class(model, image_shape, count, seed, class_names)
     tiles = displayable(latent.sample(model, count, seed).numpy(), image_shape)
     cols = math.ceil(math.sqrt(count))
     fig = Figure(figsize=(9, 9 * _aspect(tiles) + 0.4), dpi=DPI, layout="constrained")
     ax = fig.add_subplot()
     _show(ax, tile(tiles, cols))
     _no_ticks(ax)
-    ax.set_title(f"{count} images decoded from z ~ N(0, I) (the prior), seed {seed}")
+    ax.set_title(f"{count} images decoded from {_prior_name(model)}, seed {seed}")
+    return fig
+
+
+def _prior_name(model: VAE) -> str:
+    names = {"gaussian": "z ~ N(0, I) (the prior)", "vamp": "z ~ the VampPrior",
+             "mog": "z ~ the mixture prior"}  # fmt: skip
+    return names[model.config.prior]
+
+
+def _samples_per_class(
+    model: VAE, image_shape: ImageShape, count: int, seed: int, class_names: Sequence[str]
+) -> Figure:
+    """One row per class: the same codes z ~ p(z) decoded as each class."""
+    classes = model.config.classes
+    cols = max(1, min(count // classes, 20))
+    codes = latent.prior_samples(model, cols, seed)
+    rows = [_decoded(model, codes, image_shape, c) for c in range(classes)]
+    tiles = np.concatenate(rows)
+    fig = Figure(
+        figsize=(9, 9 * _aspect(tiles) * classes / cols + 0.6), dpi=DPI, layout="constrained"
+    )
+    ax = fig.add_subplot()
+    _show(ax, tile(tiles, cols))
+    names = latent.label_names(np.arange(classes), class_names)
+    ax.set_yticks(_tile_centres(classes, tiles.shape[1]), names)
+    ax.set_xticks([])
+    ax.tick_params(length=0)
+    ax.set_title(
+        f"{cols} codes from {_prior_name(model)} (seed {seed}), each decoded as every class"
+    )
     return fig
 
 
@@ -234,13 +295,17 @@ def interpolation(
     classes = None if labels is None else np.asarray(torch.as_tensor(labels).cpu())
     chosen = interpolation_pairs(classes, pairs, len(images))
     ends = [index for pair in chosen for index in pair]
-    means = _means(model, images[ends])
+    end_labels = None if classes is None else classes[ends]
+    means = _means(model, images[ends], end_labels)
     t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
     inputs = _as_images(images[ends], image_shape)
     rows = []
     for k in range(len(chosen)):
         start, end = means[2 * k], means[2 * k + 1]
-        path = _decoded(model, (1 - t) * start + t * end, image_shape)
+        path_labels = None
+        if end_labels is not None:  # a conditional model: A's class, then B's from t = 0.5
+            path_labels = np.where(t[:, 0] < 0.5, end_labels[2 * k], end_labels[2 * k + 1])
+        path = _decoded(model, (1 - t) * start + t * end, image_shape, path_labels)
         rows.extend([inputs[2 * k][None], path, inputs[2 * k + 1][None]])
     cols = steps + 2
     height = 0.75 * len(chosen) * _aspect(inputs) + 1.1
@@ -253,7 +318,10 @@ def interpolation(
     ticks = ["input A", *(f"{v:.2f}" for v in t[:, 0]), "input B"]
     ax.set_xticks(_tile_centres(cols, inputs.shape[2]), ticks, fontsize=8)
     ax.tick_params(length=0)
-    ax.set_xlabel("t along the straight line z = (1 - t) \u03bc(A) + t \u03bc(B)")
+    as_classes = (
+        ", decoded as A's class up to t = 0.5, then as B's" if model.config.conditional else ""
+    )
+    ax.set_xlabel(f"t along the straight line z = (1 - t) \u03bc(A) + t \u03bc(B){as_classes}")
     different = classes is not None and len(np.unique(classes)) > 1
     ax.set_title(
         f"Latent interpolation between {len(chosen)} pairs of test images"
@@ -279,14 +347,23 @@ def draw_figures(run: Run, grid: int = 20, span: float = 2.0) -> dict[str, Figur
     """All six figures of a run (see `vaelab.rundir.open_run`), keyed by their file names."""
     data = run.dataset
     images, labels, shape = data.test_images, data.test_labels, data.shape
+    first_name = data.class_names[0] if data.class_names else ""
     return {
         "learning_curves.png": learning_curves(
             run.history, run.config.model.likelihood, selected_epoch(run.info)
         ),
-        "reconstructions.png": reconstructions(run.model, images, shape),
+        "reconstructions.png": reconstructions(run.model, images, shape, labels=labels),
         "latent.png": latent_scatter(run.model, images, labels, data.class_names),
-        "manifold.png": manifold(run.model, shape, grid, span, images=images),
-        "samples.png": samples(run.model, shape),
+        "manifold.png": manifold(
+            run.model,
+            shape,
+            grid,
+            span,
+            images=images,
+            labels=labels,
+            class_name=first_name,
+        ),
+        "samples.png": samples(run.model, shape, class_names=data.class_names),
         "interpolation.png": interpolation(run.model, images, labels, data.class_names, shape),
     }
 

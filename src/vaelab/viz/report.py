@@ -105,7 +105,10 @@ def write_report(
                 f"The figures found in {FIGURES_DIR}/ were not drawn from these weights, so they "
                 "were drawn again from them."
             )
-        metrics = evaluate(run.model, run.dataset.test_images, run.config.train.test_batch_size)
+        metrics = evaluate(
+            run.model, run.dataset.test_images, run.config.train.test_batch_size,
+            labels=run.test_classes,
+        )  # fmt: skip
         page = render_report(run, metrics, evaluation, figures, stale)
         path = run.run_dir / REPORT_FILE
         atomic_write_text(path, page)
@@ -172,6 +175,19 @@ def captions(run: Run) -> dict[str, str]:
             "Decoder outputs along straight lines between the posterior means of pairs of "
             "consecutive test images, inputs at both ends."
         )
+    model = run.config.model
+    if model.prior != "gaussian" or model.conditional:
+        prior = {"gaussian": "the prior N(0, I)", "vamp": "the VampPrior",
+                 "mog": "the mixture prior"}[model.prior]  # fmt: skip
+        chosen["samples.png"] = (
+            f"New images: codes drawn from {prior}, each decoded as every class (one row per "
+            "class)."
+            if model.conditional
+            else f"New images: decoder outputs for 100 codes drawn from {prior}."
+        )
+    if model.conditional:
+        chosen["reconstructions.png"] += " Each image is encoded and decoded with its class."
+        chosen["manifold.png"] += " The grid is decoded as the first class."
     if any(math.isfinite(row.get("val_loss", math.nan)) for row in run.history):
         chosen["learning_curves.png"] = (
             "Train (blue), validation (green) and test (red, where measured) loss per epoch: "
