@@ -11,11 +11,12 @@ best validation epoch's weights kept; at most 2,000 epochs.
 
     python benchmarks/results_binarized.py                        # the protocol, every row
     python benchmarks/results_binarized.py --minutes 15 --only vae vae-vamp   # capped runs
-    python benchmarks/results_binarized.py --reuse --only vae     # evaluate a trained run again
+    python benchmarks/results_binarized.py --reuse --only vae     # no training; reuse eval.json
 
 `--minutes M` trains a row in chunks of `--chunk` epochs (each continues the run bit for bit)
-until M minutes have passed, the run stops early, or the epochs run out; the table then states
-the epochs each row ran, which is not the protocol's run. The record goes to
+for M more minutes, until the run stops early, or until the epochs run out; the table then states
+the epochs each row ran, which is not the protocol's run. A row whose run directory exists
+continues from its last checkpoint (`--overwrite` starts it afresh). The record goes to
 benchmarks/results/binarized-<dataset>-<device>.{json,md}.
 """
 
@@ -26,6 +27,7 @@ import json
 import sys
 import time
 from dataclasses import asdict
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 
 import torch
@@ -33,7 +35,8 @@ import torch
 from vaelab import rundir
 from vaelab._io import atomic_write_text
 from vaelab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from vaelab.evaluation import evaluate_likelihood, save_eval
+from vaelab.errors import VaelabError
+from vaelab.evaluation import LikelihoodReport, evaluate_likelihood, save_eval
 from vaelab.rundir import open_run
 from vaelab.training import train
 from vaelab.training.distributed import resolve_device
@@ -86,8 +89,9 @@ def trained_run(name: str, args: argparse.Namespace) -> Path:
     if args.reuse and (run_dir / rundir.WEIGHTS_FILE).is_file():
         return run_dir
     started = time.perf_counter()
-    epochs = args.chunk if args.minutes else args.epochs
-    resume = False
+    done = epochs_done(run_dir) if not args.overwrite else 0
+    resume = done > 0  # an interrupted run continues from its last checkpoint
+    epochs = min(args.epochs, done + args.chunk) if args.minutes else args.epochs
     while True:
         config = protocol_config(name, args, epochs)
         print(f"== {name}: up to epoch {epochs}", flush=True)
@@ -103,15 +107,44 @@ def trained_run(name: str, args: argparse.Namespace) -> Path:
         epochs = min(args.epochs, epochs + args.chunk)
 
 
+def saved_evaluation(run_dir: Path, args: argparse.Namespace) -> dict | None:
+    """With --reuse, RUN/eval.json when it scored the current weights as asked; else None."""
+    path = run_dir / rundir.EVAL_FILE
+    if not args.reuse or not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    fields = {f.name for f in dataclass_fields(LikelihoodReport)}
+    asked = (saved.get("iw_samples"), saved.get("images")) == (args.iw_samples, args.images)
+    current = saved.get("weights_sha256") == rundir.weights_sha256(run_dir)
+    if not (asked and current and fields <= set(saved)):
+        return None
+    print(f"== {run_dir.name}: {path} scored these weights with k={args.iw_samples}", flush=True)
+    return {name: saved[name] for name in fields}
+
+
+def epochs_done(run_dir: Path) -> int:
+    """Epochs a run directory has checkpointed (0 when there is none)."""
+    if not (run_dir / rundir.CONFIG_FILE).is_file():
+        return 0
+    try:
+        return len(rundir.read_metrics(run_dir))
+    except VaelabError:
+        return 0
+
+
 def measure(name: str, args: argparse.Namespace, device: torch.device) -> dict:
     """Train and evaluate row `name`: its record."""
     run_dir = trained_run(name, args)
-    run = open_run(run_dir, device=str(device))
-    images = run.dataset.test_images[: args.images]
-    report = evaluate_likelihood(
-        run.model, images, args.iw_samples, max_memory=args.max_memory, progress=True
-    )
-    save_eval(run_dir, report)
+    report = saved_evaluation(run_dir, args)
+    if report is None:
+        run = open_run(run_dir, device=str(device))
+        images = run.dataset.test_images[: args.images]
+        report = asdict(
+            evaluate_likelihood(
+                run.model, images, args.iw_samples, max_memory=args.max_memory, progress=True
+            )
+        )
+        save_eval(run_dir, LikelihoodReport(**report))
     metrics = rundir.read_metrics(run_dir)
     info = rundir.load_run_info(run_dir)
     model, prior, _ = ROWS[name]
@@ -124,7 +157,7 @@ def measure(name: str, args: argparse.Namespace, device: torch.device) -> dict:
         "best_epoch": (info.get("selection") or {}).get("best_epoch"),
         "train_seconds": sum(row["seconds"] for row in metrics),
         "run_info": info,
-        **asdict(report),
+        **report,
     }
     print(json.dumps({k: v for k, v in row.items() if k != "run_info"}), flush=True)
     return row

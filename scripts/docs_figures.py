@@ -1,6 +1,6 @@
 """Copy a run's figures into docs/figures/ as small PNGs for the README.
 
-    python scripts/docs_figures.py RUN [OUT_DIR] [--max-kb 150]
+    python scripts/docs_figures.py RUN [OUT_DIR] [--max-kb 150] [--only NAME ...] [--prefix P]
 
 Each figure is reduced to a 256-colour palette and, when still over the limit, scaled down
 until it fits. `make docs-figures RUN=...` calls this.
@@ -41,8 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run", type=Path, help="run directory with figures/ (vaelab plot RUN)")
     parser.add_argument("out", type=Path, nargs="?", default=Path("docs/figures"))
     parser.add_argument("--max-kb", type=int, default=150, help="size limit of each PNG in KB")
+    parser.add_argument("--only", nargs="+", choices=FIGURE_FILES, default=list(FIGURE_FILES))
+    parser.add_argument("--prefix", default="", help="put before each copy's name")
     args = parser.parse_args(argv)
-    sources = [args.run / FIGURES_DIR / name for name in FIGURE_FILES]
+    sources = [args.run / FIGURES_DIR / name for name in args.only]
     missing = [str(path) for path in sources if not path.is_file()]
     if missing:
         print(f"docs_figures: missing {', '.join(missing)}; run vaelab plot first", file=sys.stderr)
@@ -50,8 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     for source in sources:
         payload = small_png(source, args.max_kb * 1000)
-        atomic_write_bytes(args.out / source.name, payload)
-        print(f"{args.out / source.name}: {len(payload) / 1000:.0f} KB")
+        target = args.out / f"{args.prefix}{source.name}"
+        atomic_write_bytes(target, payload)
+        print(f"{target}: {len(payload) / 1000:.0f} KB")
     return 0
 
 
