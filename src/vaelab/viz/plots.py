@@ -246,10 +246,13 @@ def samples(
     return fig
 
 
+PRIOR_NAMES = {"gaussian": "N(0, I)", "vamp": "the VampPrior", "mog": "the mixture prior"}
+
+
 def _prior_name(model: VAE) -> str:
-    names = {"gaussian": "z ~ N(0, I) (the prior)", "vamp": "z ~ the VampPrior",
-             "mog": "z ~ the mixture prior"}  # fmt: skip
-    return names[model.config.prior]
+    if model.config.prior == "gaussian":
+        return "z ~ N(0, I) (the prior)"
+    return f"z ~ {PRIOR_NAMES[model.config.prior]}"
 
 
 def _samples_per_class(
@@ -271,7 +274,8 @@ def _samples_per_class(
     ax.set_xticks([])
     ax.tick_params(length=0)
     ax.set_title(
-        f"{cols} codes from {_prior_name(model)} (seed {seed}), each decoded as every class"
+        f"{cols} codes z ~ {PRIOR_NAMES[model.config.prior]} (seed {seed}), each decoded as "
+        "every class"
     )
     return fig
 
