@@ -25,7 +25,7 @@ from vaelab.models.likelihoods import tutorial_loss
 
 EVAL_KEYS = {
     "likelihood", "images", "negative_elbo_nats", "reconstruction_nats", "kl_nats",
-    "iw_samples", "iwae_nll_nats", "iwae_stderr_nats", "seed", "seconds",
+    "iw_samples", "iwae_nll_nats", "iwae_stderr_nats", "seed", "seconds", "conditional",
 }  # fmt: skip
 
 

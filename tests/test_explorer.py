@@ -46,7 +46,7 @@ from vaelab.training import train
 from vaelab.viz.images import png_bytes
 
 
-def train_run(root: Path, latent_dim: int) -> Path:
+def train_run(root: Path, latent_dim: int, conditional: bool = False) -> Path:
     """A run on 4x4 two-class CSV data, trained enough that its latents separate the classes."""
     train_x, train_y = synthetic_images(256, seed=1)
     test_x, test_y = synthetic_images(64, seed=2)
@@ -55,7 +55,7 @@ def train_run(root: Path, latent_dim: int) -> Path:
         test_csv=str(write_csv(root / "test.csv", test_x.reshape(64, -1), test_y)),
     )
     config = RunConfig(
-        model=ModelConfig(hidden=(32, 16), latent_dim=latent_dim),
+        model=ModelConfig(hidden=(32, 16), latent_dim=latent_dim, conditional=conditional),
         data=data,
         train=TrainConfig(epochs=30, batch_size=32, lr=1e-2, device="cpu"),
     )
@@ -869,4 +869,58 @@ def test_browser_caps_the_legend_of_many_classes(chromium_browser, many_classes_
         items = page.locator("#legend li")
         assert items.count() == 21
         assert items.nth(20).inner_text() == "and 10 more classes (10 images)"
+        assert errors == []
+
+
+# ---------------------------------------------------------------- a conditional model
+
+
+@pytest.fixture(scope="module")
+def run_conditional(tmp_path_factory) -> Path:
+    return train_run(tmp_path_factory.mktemp("runc"), latent_dim=2, conditional=True)
+
+
+def test_a_conditional_model_decodes_as_the_class_asked_for(run_conditional, client):
+    conditional = TestClient(create_app(run_conditional))
+    points = conditional.get("/api/points").json()
+    assert points["conditional"] is True and points["classes"] == 2
+    z = {"z": [[0.0, 0.0]], "format": "raw"}
+    first = conditional.post("/api/decode", json={**z, "class": 0}).json()["pixels"]
+    second = conditional.post("/api/decode", json={**z, "class": 1}).json()["pixels"]
+    assert first != second
+    assert conditional.post("/api/decode", json=z).json()["pixels"] == first  # default class 0
+    wrong = conditional.post("/api/sample", json={"count": 2, "class": 2})
+    assert wrong.status_code == 400 and "class must be an integer from 0 to 1" in wrong.text
+    strip = conditional.post(
+        "/api/interpolate", json={"start": [0, 0], "end": [1, 1], "steps": 3, "class": 1}
+    )
+    assert strip.status_code == 200 and len(strip.json()["images"]) == 3
+    plain = client.post("/api/decode", json={**z, "class": 0})
+    assert plain.status_code == 400 and "class is for conditional models" in plain.text
+    assert client.get("/api/points").json()["conditional"] is False
+
+
+@pytest.mark.slow
+def test_browser_class_selector_redecodes_as_the_chosen_class(chromium_browser, run_conditional):
+    with (
+        served(create_app(run_conditional)) as url,
+        page_at(chromium_browser, url) as (
+            page,
+            errors,
+        ),
+    ):
+        assert page.locator("#class option").count() == 2
+        box = page.locator("#scatter").bounding_box()
+        page.mouse.move(box["x"] + 0.5 * box["width"], box["y"] + 0.5 * box["height"])
+        before = decoded_after(page, None)
+        page.select_option("#class", "1")
+        after = decoded_after(page, before)
+        assert after != before, "changing the class did not decode the point again"
+        page.click("#sample")
+        page.wait_for_function("document.querySelectorAll('#samples img').length === 10")
+        first = page.locator("#samples img").nth(0).get_attribute("src")
+        page.select_option("#class", "0")
+        page.wait_for_function(
+            "prev => document.querySelector('#samples img').src !== prev", arg=first
+        )
         assert errors == []

@@ -95,8 +95,8 @@ def worsening_validation(monkeypatch, best: int) -> None:
     original = loop._pass_metrics
     epochs = {"val": 0}
 
-    def pass_metrics(split, model, images, config):
-        values = original(split, model, images, config)
+    def pass_metrics(split, model, images, config, labels=None):
+        values = original(split, model, images, config, labels)
         if split == "val" and values:
             epochs["val"] += 1
             values["val_loss"] = float(abs(epochs["val"] - best) + 1)

@@ -80,6 +80,9 @@ def points_payload(explorer: Explorer) -> dict[str, Any]:
         "channels": explorer.channels,
         "labelled": explorer.labels is not None,
         "class_names": list(explorer.class_names),
+        "conditional": explorer.conditional,
+        "classes": explorer.model.config.classes if explorer.conditional else 0,
+        "prior": explorer.model.config.prior,
         "view": {
             "kind": view.kind,
             "mean": _rounded(view.mean),
@@ -103,9 +106,21 @@ def _rounded(values: np.ndarray) -> list[Any]:
     return np.round(values.astype(np.float64), 5).tolist()
 
 
-def images_payload(explorer: Explorer, z: np.ndarray, fmt: str) -> dict[str, Any]:
-    """Decoded images as PNG data URLs, or as raw uint8 rows (see `pixels_payload`)."""
-    return pixels_payload(explorer.decode_pixels(z), fmt)
+def images_payload(
+    explorer: Explorer, z: np.ndarray, fmt: str, label: int | None = None
+) -> dict[str, Any]:
+    """Decoded images (as class `label` for a conditional model) as PNG data URLs, or as raw
+    uint8 rows (see `pixels_payload`)."""
+    return pixels_payload(explorer.decode_pixels(z, label), fmt)
+
+
+def class_field(explorer: Explorer, body: dict[str, Any]) -> int | None:
+    """The class a conditional model decodes as (`class`, default 0); refused for others."""
+    if not explorer.conditional:
+        if "class" in body:
+            raise ApiError(400, "class is for conditional models; this model takes none")
+        return None
+    return int_field(body, "class", 0, 0, explorer.model.config.classes - 1)
 
 
 def pixels_payload(pixels: np.ndarray, fmt: str) -> dict[str, Any]:
@@ -121,29 +136,30 @@ def pixels_payload(pixels: np.ndarray, fmt: str) -> dict[str, Any]:
 
 def decode_answer(explorer: Explorer, body: dict[str, Any]) -> dict[str, Any]:
     """`POST /api/decode`: the images of `z`, a list of latent vectors."""
-    check_fields(body, ("z", "format"))
+    check_fields(body, ("z", "format", "class"))
     z = latent_vectors(body.get("z"), explorer.latent_dim, "z")
-    return images_payload(explorer, z, image_format(body))
+    return images_payload(explorer, z, image_format(body), class_field(explorer, body))
 
 
 def interpolate_answer(explorer: Explorer, body: dict[str, Any]) -> dict[str, Any]:
     """`POST /api/interpolate`: `steps` codes on the line from `start` to `end`, imaged."""
-    check_fields(body, ("start", "end", "steps", "format"))
+    check_fields(body, ("start", "end", "steps", "format", "class"))
     start = np.asarray(latent_vector(body.get("start"), explorer.latent_dim, "start"))
     end = np.asarray(latent_vector(body.get("end"), explorer.latent_dim, "end"))
     steps = int_field(body, "steps", 10, 2, MAX_VECTORS)
     weights = np.linspace(0.0, 1.0, steps)[:, None]
     z = ((1 - weights) * start + weights * end).astype(np.float32)
-    return {"z": z.tolist(), **images_payload(explorer, z, image_format(body))}
+    label = class_field(explorer, body)
+    return {"z": z.tolist(), **images_payload(explorer, z, image_format(body), label)}
 
 
 def sample_answer(explorer: Explorer, body: dict[str, Any]) -> dict[str, Any]:
     """`POST /api/sample`: `count` codes from the prior (from `seed`, else a random one), imaged."""
-    check_fields(body, ("count", "seed", "format"))
+    check_fields(body, ("count", "seed", "format", "class"))
     count = int_field(body, "count", 8, 1, MAX_VECTORS)
     seed = optional_seed(body)
     seed = secrets.randbits(63) if seed is None else seed
-    z, pixels = explorer.prior_samples(count, seed)
+    z, pixels = explorer.prior_samples(count, seed, class_field(explorer, body))
     return {"z": z.tolist(), "seed": seed, **pixels_payload(pixels, image_format(body))}
 
 

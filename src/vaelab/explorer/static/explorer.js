@@ -40,8 +40,11 @@ function startExplorer(root, api) {
   const el = (id) => root.querySelector(`#${id}`);
   const state = {
     data: null, frame: null, base: null, z: null,
-    picks: [], samples: [], pending: null, busy: false,
+    picks: [], samples: [], pending: null, busy: false, label: 0,
   };
+
+  // A conditional model decodes every code as the chosen class; other models take no class.
+  const withClass = (body) => (state.data.conditional ? { ...body, class: state.label } : body);
 
   function showError(error) {
     el("status").textContent = String(error.message || error);
@@ -188,7 +191,7 @@ function startExplorer(root, api) {
       const z = state.pending;
       state.pending = null;
       try {
-        const answer = await api("/api/decode", { z: [z] });
+        const answer = await api("/api/decode", withClass({ z: [z] }));
         el("decoded").src = answer.images[0];
         el("decoded").dataset.z = JSON.stringify(z);
       } catch (error) {
@@ -209,7 +212,7 @@ function startExplorer(root, api) {
   async function interpolate() {
     const [start, end] = state.picks;
     try {
-      const answer = await api("/api/interpolate", { start, end, steps: STEPS });
+      const answer = await api("/api/interpolate", withClass({ start, end, steps: STEPS }));
       el("interp-ends").textContent = `A ${formatZ(start)} to B ${formatZ(end)}, ${STEPS} steps`;
       strip(el("interpolation"), answer.images, answer.z);
     } catch (error) {
@@ -219,7 +222,7 @@ function startExplorer(root, api) {
 
   async function sample() {
     try {
-      const answer = await api("/api/sample", { count: SAMPLES });
+      const answer = await api("/api/sample", withClass({ count: SAMPLES }));
       state.samples = answer.z;
       strip(el("samples"), answer.images, answer.z);
       render();
@@ -228,7 +231,41 @@ function startExplorer(root, api) {
     }
   }
 
+  // The samples' codes decoded again, as the class now chosen.
+  async function redecodeSamples() {
+    if (!state.samples.length) return;
+    try {
+      const answer = await api("/api/decode", withClass({ z: state.samples }));
+      strip(el("samples"), answer.images, state.samples);
+    } catch (error) {
+      showError(error);
+    }
+  }
+
   // ------------------------------------------------------------ controls
+
+  // A conditional model: a selector of the class every image is decoded as.
+  function buildClassSelector() {
+    if (!state.data.conditional) return;
+    const label = document.createElement("label");
+    label.id = "class-box";
+    const select = document.createElement("select");
+    select.id = "class";
+    for (let c = 0; c < state.data.classes; c++) {
+      const option = document.createElement("option");
+      option.value = String(c);
+      option.textContent = state.data.class_names[c] ?? String(c);
+      select.append(option);
+    }
+    select.addEventListener("change", () => {
+      state.label = Number(select.value);
+      if (state.z) requestDecode(state.z);
+      if (state.picks.length === 2) interpolate();
+      redecodeSamples();
+    });
+    label.append("decode as class ", select);
+    el("sample").before(label);
+  }
 
   function buildSliders() {
     const { latent_dim: dim, latent_min: low, latent_max: high } = state.data;
@@ -332,6 +369,7 @@ function startExplorer(root, api) {
     state.base = drawBase(canvas);
     describe(state.data);
     buildSliders();
+    buildClassSelector();
     canvas.addEventListener("pointermove", (event) => setZ(pointerLatent(canvas, event)));
     canvas.addEventListener("click", (event) => {
       const z = pointerLatent(canvas, event);
