@@ -17,7 +17,8 @@ best validation epoch's weights kept; at most 2,000 epochs.
 for M more minutes, until the run stops early, or until the epochs run out; the table then states
 the epochs each row ran, which is not the protocol's run. A row whose run directory exists
 continues from its last checkpoint (`--overwrite` starts it afresh). The record goes to
-benchmarks/results/binarized-<dataset>-<device>.{json,md}.
+benchmarks/results/binarized-<dataset>-<device>.{json,md}; rows recorded there before are kept
+(each with the command that measured it) unless `--fresh`.
 """
 
 from __future__ import annotations
@@ -156,6 +157,7 @@ def measure(name: str, args: argparse.Namespace, device: torch.device) -> dict:
         "epochs": len(metrics),
         "best_epoch": (info.get("selection") or {}).get("best_epoch"),
         "train_seconds": sum(row["seconds"] for row in metrics),
+        "kl_warmup": rundir.load_config(run_dir).train.kl_warmup,
         "run_info": info,
         **report,
     }
@@ -166,9 +168,9 @@ def measure(name: str, args: argparse.Namespace, device: torch.device) -> dict:
 def markdown(rows: list[dict], device: str) -> str:
     """The table: published and vaelab's -log p(x) side by side, with what each row ran."""
     lines = [
-        "| model | prior | published | vaelab | epochs (best) | train time | IWAE k, images "
-        "| device |",
-        "| --- | --- | ---: | ---: | ---: | ---: | --- | --- |",
+        "| model | prior | published | vaelab | epochs (best) | KL warm-up | train time "
+        "| IWAE k, test images | device |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     for row in rows:
         published = "" if row["published_nats"] is None else f"{row['published_nats']:.2f}"
@@ -176,10 +178,20 @@ def markdown(rows: list[dict], device: str) -> str:
         lines.append(
             f"| {row['model']} | {prior} | {published} "
             f"| {row['iwae_nll_nats']:.2f} ± {row['iwae_stderr_nats']:.2f} "
-            f"| {row['epochs']} ({row['best_epoch']}) | {row['train_seconds'] / 60:.0f} min "
+            f"| {row['epochs']} ({row['best_epoch']}) | {row['kl_warmup']} epochs "
+            f"| {row['train_seconds'] / 60:.0f} min "
             f"| {row['iw_samples']}, {row['images']} | {device} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def earlier_rows(path: Path, args: argparse.Namespace) -> dict[str, dict]:
+    """The rows an earlier run of this script recorded in `path`, by name, unless --fresh: a
+    table is built up row by row (each row keeps the command that measured it)."""
+    if args.fresh or not path.is_file():
+        return {}
+    rows = json.loads(path.read_text()).get("rows", [])
+    return {row["name"]: row for row in rows if row.get("name") in ROWS}
 
 
 def main() -> None:
@@ -203,6 +215,7 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="evaluate runs already trained")
     parser.add_argument("--overwrite", action="store_true", help="retrain over existing runs")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--fresh", action="store_true", help="forget the rows recorded before")
     args = parser.parse_args()
 
     device = resolve_device(args.device)
@@ -223,8 +236,12 @@ def main() -> None:
     }  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"binarized-{args.dataset}-{device.type}"
+    kept = earlier_rows(stem.with_suffix(".json"), args)
     for name in args.only:
-        record["rows"].append(measure(name, args, device))
+        row = measure(name, args, device)
+        row["command"] = record["command"]
+        kept[name] = row
+        record["rows"] = [kept[n] for n in ROWS if n in kept]
         # Written after every row, so that an interrupted run keeps what it measured.
         record["table"] = markdown(record["rows"], record["machine"]["device"])
         atomic_write_text(stem.with_suffix(".json"), json.dumps(record, indent=2) + "\n")
