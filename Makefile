@@ -41,10 +41,16 @@ RUN ?= runs/demo
 docs-figures:
 	$(PYTHON) scripts/docs_figures.py $(RUN) docs/figures
 
-# The whole suite (slow tests included) and the documentation build: what CI runs.
-test: install browser docs
+# The whole suite (slow tests included) and the documentation build: what CI runs. The docs build
+# executes the notebooks against this code (from an empty cache), and the notebook tests check
+# that execution instead of running each notebook a second time.
+NOTEBOOK_CACHE = docs/_build/.jupyter_cache
+test: install browser
+	rm -rf $(NOTEBOOK_CACHE)
+	$(MAKE) docs
 	VAELAB_REQUIRE_REAL_DATA=$$([ -f $(DATA_DIR)/train-images-idx3-ubyte.gz ] && echo 1 || echo 0) \
 	VAELAB_REQUIRE_BROWSER=$$([ -x /usr/bin/chromium ] && echo 1 || echo 0) \
+	VAELAB_NOTEBOOK_CACHE=$(NOTEBOOK_CACHE) \
 		$(PYTHON) -m pytest -q
 
 # The unit tests without those marked slow (processes, real data, browsers): about 2.5 minutes on 2 cores (the whole suite, `make test`: about 13).
