@@ -503,3 +503,15 @@ def test_commands_on_a_run_of_your_own_networks_ask_for_them(tmp_path, cli):
     assert result.code == 2 and "networks of your own" in result.err
     run = rundir.open_run(tmp_path / "run", dataset, encoder=encoder, decoder=decoder)
     assert run.model.config.arch == "custom"
+
+
+def test_runs_and_compare_tell_the_variants_apart():
+    from vaelab.studies.runs import model_variant
+
+    assert model_variant(ModelConfig(), TrainConfig()) == ""
+    described = model_variant(
+        ModelConfig(prior="vamp", stochastic_layers=2),
+        TrainConfig(objective="iwae", train_samples=5),
+    )
+    assert described == "vamp-prior 2-layer iwae-k5"
+    assert model_variant(ModelConfig(conditional=True), TrainConfig()) == "conditional"

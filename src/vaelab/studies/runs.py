@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from vaelab._io import open_regular, parse_json, read_at_most
+from vaelab.config import ModelConfig, TrainConfig
 from vaelab.errors import VaelabError
 from vaelab.rundir import (
     CHECKPOINT_FILE,
@@ -57,6 +58,7 @@ class RunSummary:
     hidden: tuple[int, ...] = ()
     latent_dim: int | None = None
     likelihood: str | None = None
+    variant: str = ""  # what sets the model apart from a plain VAE: "vamp 2-layer conditional"
     epochs_done: int | None = None
     epochs: int | None = None
     best_val_loss: float | None = None
@@ -70,7 +72,22 @@ class RunSummary:
         if self.arch is None:
             return "-"
         hidden = "-".join(map(str, self.hidden))
-        return f"{self.arch} {hidden} z{self.latent_dim} {self.likelihood}"
+        variant = f" {self.variant}" if self.variant else ""
+        return f"{self.arch} {hidden} z{self.latent_dim} {self.likelihood}{variant}"
+
+
+def model_variant(model: ModelConfig, train: TrainConfig) -> str:
+    """The prior, layers, conditioning and objective of a run where they are not the defaults."""
+    parts = []
+    if model.prior != "gaussian":
+        parts.append(f"{model.prior}-prior")
+    if model.stochastic_layers == 2:
+        parts.append("2-layer")
+    if model.conditional:
+        parts.append("conditional")
+    if train.objective == "iwae":
+        parts.append(f"iwae-k{train.train_samples}")
+    return " ".join(parts)
 
 
 def is_run_dir(path: Path) -> bool:
@@ -141,7 +158,8 @@ def _with_numbers(base: RunSummary, run_dir: Path, running: bool = False) -> Run
         return base
     model = config.model
     fields.update(arch=model.arch, hidden=tuple(model.hidden), latent_dim=model.latent_dim,
-                  likelihood=model.likelihood, epochs=config.train.epochs)  # fmt: skip
+                  likelihood=model.likelihood, epochs=config.train.epochs,
+                  variant=model_variant(model, config.train))  # fmt: skip
     rows = metrics_rows(run_dir)
     fields["epochs_done"] = len(rows) if rows else 0
     fields["best_val_loss"] = _best([row["val_loss"] for row in rows])
