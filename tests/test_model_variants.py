@@ -3,6 +3,7 @@ two-layer hierarchical VAE, gated layers, conditional VAEs and networks of your 
 trained, saved, loaded, resumed and scored against hand and quadrature computations."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -515,3 +516,17 @@ def test_runs_and_compare_tell_the_variants_apart():
     )
     assert described == "vamp-prior 2-layer iwae-k5"
     assert model_variant(ModelConfig(conditional=True), TrainConfig()) == "conditional"
+
+
+def test_the_memory_bound_of_iwae_counts_both_layers_of_a_hierarchical_model():
+    from vaelab.evaluation import plan_chunks
+
+    config = ModelConfig(16, (24,), 2, likelihood="bernoulli")
+    flat = plan_chunks(VAE(config), 64, 1000, 4_000_000)
+    two = plan_chunks(HierarchicalVAE(config), 64, 1000, 4_000_000)
+    assert two[0] * two[1] < flat[0] * flat[1]  # more networks per sample: smaller chunks
+    model = fitted(replace(config, stochastic_layers=2), steps=20)
+    x = images()[:8]
+    small = importance_weighted(model, x, k=50, max_memory=60_000, seed=1)
+    large = importance_weighted(model, x, k=50, seed=1)
+    assert torch.allclose(small.kl.mean(), large.kl.mean(), atol=2.0)

@@ -146,7 +146,8 @@ def parse_size(text: str | int) -> int:
 
 
 def _decoder_floats(model: VAE) -> int:
-    """Floats the decoder keeps per latent sample: every layer's output, counted by a probe."""
+    """Floats the decoder keeps per latent sample: every layer's output, counted by a probe (for
+    a hierarchical model, of every network a sample passes through, the encoder's included)."""
     counts: list[int] = []
     hooks = [
         module.register_forward_hook(lambda _m, _i, out: counts.append(out.numel()))
@@ -156,10 +157,15 @@ def _decoder_floats(model: VAE) -> int:
     try:
         parameter = next(model.parameters())
         label = torch.zeros(1, dtype=torch.long, device=parameter.device)
-        model.decode_logits(
-            parameter.new_zeros(1, model.config.latent_dim),
-            label if model.config.conditional else None,
-        )
+        if model.noise_dim > model.config.latent_dim:
+            # two stochastic layers: q(z1|x, z2) and p(z1|z2) also run once per sample
+            noise = parameter.new_zeros(1, 1, model.noise_dim)
+            model.importance_terms(parameter.new_zeros(1, model.config.input_dim), noise)
+        else:
+            model.decode_logits(
+                parameter.new_zeros(1, model.config.latent_dim),
+                label if model.config.conditional else None,
+            )
     finally:
         for hook in hooks:
             hook.remove()
