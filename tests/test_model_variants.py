@@ -530,3 +530,15 @@ def test_the_memory_bound_of_iwae_counts_both_layers_of_a_hierarchical_model():
     small = importance_weighted(model, x, k=50, max_memory=60_000, seed=1)
     large = importance_weighted(model, x, k=50, seed=1)
     assert torch.allclose(small.kl.mean(), large.kl.mean(), atol=2.0)
+
+
+def test_the_pseudo_inputs_figure_draws_a_vamp_models_and_refuses_others():
+    from vaelab.viz.plots import pseudo_inputs
+
+    model = VAE(ModelConfig(16, (8,), 2, prior="vamp", components=12))
+    figure = pseudo_inputs(model, (4, 4), count=12)
+    assert "12 of the VampPrior's 12" in figure.axes[0].get_title()
+    with pytest.raises(VaelabError, match="pseudo-inputs belong to the VampPrior"):
+        pseudo_inputs(VAE(ModelConfig(16, (8,), 2)), (4, 4))
+    with pytest.raises(VaelabError, match="count must be between 1 and 12"):
+        pseudo_inputs(model, (4, 4), count=13)

@@ -34,6 +34,7 @@ from vaelab.data.dataset import as_unit_images
 from vaelab.errors import VaelabError
 from vaelab.latent import interpolation_pairs, label_names, latent_grid
 from vaelab.models import VAE
+from vaelab.models.priors import VampPrior
 from vaelab.rundir import (
     FIGURES_DIR,
     Run,
@@ -276,6 +277,30 @@ def _samples_per_class(
     ax.set_title(
         f"{cols} codes z ~ {PRIOR_NAMES[model.config.prior]} (seed {seed}), each decoded as "
         "every class"
+    )
+    return fig
+
+
+def pseudo_inputs(model: VAE, image_shape: ImageShape, count: int = 50) -> Figure:
+    """The first `count` learned pseudo-inputs of a VampPrior model, u_k = sigmoid(w_k), as
+    images: the mixture's components are the encoder's posteriors at these."""
+    if not isinstance(model.prior, VampPrior):
+        raise VaelabError(
+            f"pseudo-inputs belong to the VampPrior; this model's prior is {model.config.prior}",
+            parameters=("prior",),
+        )
+    _check_int("count", count, 1, model.config.components)
+    with torch.no_grad():
+        pixels = model.prior.pseudo_inputs()[:count].float().cpu().numpy()
+    tiles = displayable(pixels, image_shape)
+    cols = min(10, count)
+    rows = math.ceil(count / cols)
+    fig = Figure(figsize=(9, 0.9 * rows * _aspect(tiles) + 0.6), dpi=DPI, layout="constrained")
+    ax = fig.add_subplot()
+    _show(ax, tile(tiles, cols))
+    _no_ticks(ax)
+    ax.set_title(
+        f"{count} of the VampPrior's {model.config.components} learned pseudo-inputs u = sigmoid(w)"
     )
     return fig
 
