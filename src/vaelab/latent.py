@@ -156,8 +156,8 @@ def class_index(model: VAE, class_names: Sequence[str], name: str | int | None) 
         return None
     if not model.config.conditional:
         raise VaelabError(
-            "a class can be chosen only for a conditional model (trained with conditional=True, "
-            "--conditional)",
+            "a class can be chosen only for a conditional model (one trained with "
+            "conditional=True)",
             parameters=("class",),
         )
     names = [str(n).lower() for n in class_names]
