@@ -194,7 +194,8 @@ def earlier_rows(path: Path, args: argparse.Namespace) -> dict[str, dict]:
     return {row["name"]: row for row in rows if row.get("name") in ROWS}
 
 
-def main() -> None:
+def argument_parser() -> argparse.ArgumentParser:
+    """The script's options; their defaults are the protocol's."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="fashion-mnist", choices=list(PUBLISHED))
     parser.add_argument("--only", nargs="+", choices=list(ROWS), default=list(ROWS))
@@ -216,7 +217,11 @@ def main() -> None:
     parser.add_argument("--overwrite", action="store_true", help="retrain over existing runs")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     parser.add_argument("--fresh", action="store_true", help="forget the rows recorded before")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = argument_parser().parse_args()
 
     device = resolve_device(args.device)
     record: dict = {

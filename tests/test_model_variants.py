@@ -542,3 +542,39 @@ def test_the_pseudo_inputs_figure_draws_a_vamp_models_and_refuses_others():
         pseudo_inputs(VAE(ModelConfig(16, (8,), 2)), (4, 4))
     with pytest.raises(VaelabError, match="count must be between 1 and 12"):
         pseudo_inputs(model, (4, 4), count=13)
+
+
+def _benchmark(name: str):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parent.parent / "benchmarks"
+    sys.path.insert(0, str(folder))
+    try:
+        spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(folder))
+    return module
+
+
+def test_the_binarized_table_runs_the_papers_protocol():
+    script = _benchmark("results_binarized")
+    args = script.argument_parser().parse_args([])
+    config = script.protocol_config("hvae-vamp", args, epochs=2000)
+    model, data, train_config = config.model, config.data, config.train
+    assert (model.arch, model.hidden, model.latent_dim, model.likelihood) == (
+        "gated", (300, 300), 40, "bernoulli",
+    )  # fmt: skip
+    assert (model.prior, model.components, model.stochastic_layers) == ("vamp", 500, 2)
+    assert (data.binarize, data.val_split) == ("dynamic", 10_000)
+    assert (train_config.lr, train_config.batch_size, train_config.kl_warmup) == (5e-4, 100, 100)
+    assert (train_config.early_stopping, train_config.lr_schedule) == (50, "constant")
+    assert script.protocol_config("convhvae", args, 1).model.arch == "conv"
+    row = {"model": "VAE (gated MLP)", "prior": "vamp", "published_nats": 227.35,
+           "iwae_nll_nats": 230.123, "iwae_stderr_nats": 0.7, "epochs": 120, "best_epoch": 118,
+           "kl_warmup": 25, "train_seconds": 1800, "iw_samples": 5000, "images": 1000}  # fmt: skip
+    table = script.markdown([row], "cpu")
+    assert "| VAE (gated MLP) | VampPrior | 227.35 | 230.12 ± 0.70 | 120 (118) | 25 epochs" in table
