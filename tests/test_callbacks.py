@@ -35,7 +35,7 @@ class Recorder(Callback):
         self.events.append(("epoch start", epoch, steps))
 
     def on_step_end(self, step):
-        self.events.append(("step", step.epoch, step.step, float(step.terms.loss)))
+        self.events.append(("step", step.epoch, step.step, float(step.terms.loss.detach())))
 
     def on_epoch_end(self, metrics):
         self.events.append(("epoch end", metrics.epoch))
