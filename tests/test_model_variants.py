@@ -578,3 +578,23 @@ def test_the_binarized_table_runs_the_papers_protocol():
            "kl_warmup": 25, "train_seconds": 1800, "iw_samples": 5000, "images": 1000}  # fmt: skip
     table = script.markdown([row], "cpu")
     assert "| VAE (gated MLP) | VampPrior | 227.35 | 230.12 ± 0.70 | 120 (118) | 25 epochs" in table
+
+
+def test_evaluation_holds_the_vamp_components_fixed_and_gets_the_same_numbers(monkeypatch):
+    torch.manual_seed(0)
+    model = VAE(ModelConfig(16, (12,), latent_dim=2, prior="vamp", components=5)).double()
+    x = images(6)
+    calls = []
+    original = model.prior.computed_components
+    model.prior.computed_components = lambda posterior: calls.append(1) or original(posterior)
+    held = importance_weighted(model, x, k=40, max_memory=40_000, seed=2)
+    assert len(calls) == 1  # once for the whole evaluation, however many chunks
+    assert model.prior.held is None
+    del model.prior.computed_components
+    from contextlib import nullcontext
+
+    import vaelab.evaluation
+
+    monkeypatch.setattr(vaelab.evaluation, "held_prior", lambda prior, posterior: nullcontext())
+    every_chunk = importance_weighted(model, x, k=40, max_memory=40_000, seed=2)
+    assert all(torch.equal(a, b) for a, b in zip(held, every_chunk))

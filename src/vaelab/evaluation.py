@@ -20,6 +20,7 @@ from vaelab.data.dataset import as_unit_images
 from vaelab.errors import VaelabError
 from vaelab.models import VAE, evaluating
 from vaelab.models.likelihoods import gaussian_constant
+from vaelab.models.priors import held_prior
 from vaelab.rundir import (
     EVAL_FILE,
     WEIGHTS_FILE,
@@ -258,7 +259,7 @@ def importance_weighted(
     generator = torch.Generator(device=parameter.device).manual_seed(seed)
     parts: list[PerImage] = []
     bar = tqdm(total=len(images), desc=f"IWAE k={k}", unit="img", disable=not progress)
-    with bar, evaluating(model):
+    with bar, evaluating(model), held_prior(model.prior, model.top_posterior):
         for start in range(0, len(images), batch):
             x = images[start : start + batch].to(parameter.device, parameter.dtype)
             rows = _rows(labels, start, batch, parameter.device)

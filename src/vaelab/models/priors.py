@@ -9,8 +9,10 @@ Neither has a closed-form KL to a Gaussian posterior: the loss estimates it from
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 
 import torch
 from torch import nn
@@ -58,9 +60,29 @@ class StandardNormalPrior(Prior):
 class MixturePrior(Prior):
     """A uniform mixture of K diagonal Gaussians; its components come from `components`."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: tuple[torch.Tensor, torch.Tensor] | None = None
+
     def components(self, posterior: Posterior) -> tuple[torch.Tensor, torch.Tensor]:
-        """Means and log-variances of the K components, each (K, latent_dim)."""
+        """Means and log-variances of the K components, each (K, latent_dim), as `held`
+        holds them while the weights stay fixed."""
+        return self.held if self.held is not None else self.computed_components(posterior)
+
+    def computed_components(self, posterior: Posterior) -> tuple[torch.Tensor, torch.Tensor]:
+        """The components computed from the current weights."""
         raise NotImplementedError
+
+    @contextmanager
+    def holding_components(self, posterior: Posterior) -> Iterator[None]:
+        """The components computed once and reused until the block ends (for evaluation, where
+        the VampPrior would otherwise encode its pseudo-inputs again for every chunk)."""
+        with torch.no_grad():
+            self.held = self.computed_components(posterior)
+        try:
+            yield
+        finally:
+            self.held = None
 
     def log_prob(self, z: torch.Tensor, posterior: Posterior) -> torch.Tensor:
         """log p(z) = logsumexp_k log N(z; m_k, v_k) - log K, summed over the last axis.
@@ -106,7 +128,7 @@ class VampPrior(MixturePrior):
         """The pseudo-inputs u_k = sigmoid(w_k), images with values in (0, 1), (K, input_dim)."""
         return torch.sigmoid(self.pseudo_logits)
 
-    def components(self, posterior: Posterior) -> tuple[torch.Tensor, torch.Tensor]:
+    def computed_components(self, posterior: Posterior) -> tuple[torch.Tensor, torch.Tensor]:
         return posterior(self.pseudo_inputs())
 
 
@@ -118,8 +140,15 @@ class GaussianMixturePrior(MixturePrior):
         self.means = nn.Parameter(torch.randn(count, latent_dim))
         self.logvars = nn.Parameter(torch.zeros(count, latent_dim))
 
-    def components(self, posterior: Posterior) -> tuple[torch.Tensor, torch.Tensor]:
+    def computed_components(self, posterior: Posterior) -> tuple[torch.Tensor, torch.Tensor]:
         return self.means, self.logvars
+
+
+def held_prior(prior: Prior, posterior: Posterior) -> contextlib.AbstractContextManager[None]:
+    """A block in which a mixture prior's components are computed once (no-op otherwise)."""
+    if isinstance(prior, MixturePrior):
+        return prior.holding_components(posterior)
+    return nullcontext()
 
 
 def make_prior(name: str, count: int, input_dim: int, latent_dim: int) -> Prior:
