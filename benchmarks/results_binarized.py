@@ -34,7 +34,6 @@ from pathlib import Path
 import torch
 
 from vaelab import rundir
-from vaelab._io import atomic_write_text
 from vaelab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaelab.errors import VaelabError
 from vaelab.evaluation import LikelihoodReport, evaluate_likelihood, save_eval
@@ -44,7 +43,7 @@ from vaelab.training.distributed import resolve_device
 from vaelab.training.precision import resolve_precision
 
 sys.path.insert(0, str(Path(__file__).parent))
-from results_table import machine  # noqa: E402
+from results_table import machine, save_table  # noqa: E402
 
 RESULTS_DIR = Path(__file__).parent / "results"
 VAL_IMAGES = 10_000
@@ -249,8 +248,7 @@ def main() -> None:
         record["rows"] = [kept[n] for n in ROWS if n in kept]
         # Written after every row, so that an interrupted run keeps what it measured.
         record["table"] = markdown(record["rows"], record["machine"]["device"])
-        atomic_write_text(stem.with_suffix(".json"), json.dumps(record, indent=2) + "\n")
-        atomic_write_text(stem.with_suffix(".md"), record["table"])
+        save_table(stem, record)
     print(record["table"])
     print(f"wrote {stem}.json and {stem}.md")
 

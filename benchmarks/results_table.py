@@ -119,6 +119,12 @@ def machine(device: torch.device) -> dict[str, object]:
     return info
 
 
+def save_table(stem: Path, record: dict) -> None:
+    """The record as STEM.json and its markdown table as STEM.md, each written atomically."""
+    atomic_write_text(stem.with_suffix(".json"), json.dumps(record, indent=2) + "\n")
+    atomic_write_text(stem.with_suffix(".md"), record["table"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=60)
@@ -158,8 +164,7 @@ def main() -> None:
         record["rows"].append(measure(name, args, dataset, device))
         # Written after every model, so that an interrupted run keeps what it measured.
         record["table"] = markdown(record["rows"])
-        atomic_write_text(stem.with_suffix(".json"), json.dumps(record, indent=2) + "\n")
-        atomic_write_text(stem.with_suffix(".md"), record["table"])
+        save_table(stem, record)
     print(record["table"])
     print(f"wrote {stem}.json and {stem}.md")
 

@@ -23,14 +23,7 @@ from vaelab.models.likelihoods import log_likelihood
 from vaelab.models.priors import GaussianMixturePrior
 from vaelab.training import train
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These models are tiny: one thread avoids losing time to thread hand-offs on a busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def images(count: int = 256) -> torch.Tensor:
