@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from tests.helpers import synthetic_images
+from tests.helpers import fit_in_quarters, synthetic_images
 from vaelab.config import ModelConfig
 from vaelab.data import to_unit_float
 from vaelab.errors import VaelabError
@@ -41,15 +41,7 @@ def trained(likelihood: str, arch: str = "mlp", steps: int = 300) -> VAE:
     hidden = (8, 16, 32) if arch == "conv" else (32, 16)
     torch.manual_seed(0)
     config = ModelConfig(16, hidden, latent_dim=2, arch=arch, likelihood=likelihood)
-    model = VAE(config).double()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    generator, data = torch.Generator().manual_seed(0), images()
-    for step in range(steps):
-        loss = model.loss(data[(step % 4) * 64 : (step % 4 + 1) * 64], generator).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return model.eval()
+    return fit_in_quarters(VAE(config).double(), images(), steps)
 
 
 @torch.no_grad()

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.helpers import make_tiny_dataset, synthetic_images
+from tests.helpers import fit_in_quarters, make_tiny_dataset, synthetic_images
 from vaelab import rundir
 from vaelab.config import ModelConfig, RunConfig, TrainConfig
 from vaelab.data import Dataset, to_unit_float
@@ -38,16 +38,7 @@ def fitted(config: ModelConfig, steps: int = 300, with_labels: bool = False) -> 
     """A small float64 model fitted to 4x4 images, so that its posterior means something."""
     torch.manual_seed(0)
     model = build_model(config).double()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    generator, data, classes = torch.Generator().manual_seed(0), images(), labels()
-    for step in range(steps):
-        rows = slice((step % 4) * 64, (step % 4 + 1) * 64)
-        given = classes[rows] if with_labels else None
-        loss = model.loss(data[rows], generator, labels=given).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return model.eval()
+    return fit_in_quarters(model, images(), steps, labels() if with_labels else None)
 
 
 @torch.no_grad()
