@@ -62,8 +62,11 @@ def test_the_bf16_copy_follows_the_fp32_weights_after_each_optimizer_step():
 
 def test_single_processes_train_bf16_through_the_copy_and_ddp_through_autocast(monkeypatch):
     model = VAE(MODELS["tutorial mlp"])
-    assert isinstance(training.make_objective(model, SINGLE_PROCESS, "bf16-mixed"), Bf16Copy)
-    assert not isinstance(training.make_objective(model, SINGLE_PROCESS, "32"), Bf16Copy)
+    autograd = TrainConfig(backward="autograd")
+    assert isinstance(
+        training.make_objective(model, SINGLE_PROCESS, "bf16-mixed", autograd), Bf16Copy
+    )
+    assert not isinstance(training.make_objective(model, SINGLE_PROCESS, "32", autograd), Bf16Copy)
     monkeypatch.setattr(training, "wrap", lambda model, world: ("ddp", world.size))
     assert training.make_objective(model, World(rank=0, size=2), "bf16-mixed") == ("ddp", 2)
 

@@ -20,6 +20,8 @@ ARCHS = ("mlp", "gated", "conv", "custom")
 # pseudo-inputs; or a mixture of learned diagonal Gaussians.
 PRIORS = ("gaussian", "vamp", "mog")
 OBJECTIVES = ("elbo", "iwae")
+# 'auto': the MLP's hand-written backward pass where it covers the model (training/mlp_step.py)
+BACKWARDS = ("auto", "autograd")
 LIKELIHOODS = (
     "tutorial-mse", "bernoulli", "continuous-bernoulli", "gaussian", "gaussian-per-pixel",
 )  # fmt: skip
@@ -322,6 +324,8 @@ class TrainConfig:
     epoch ('auto': yes without a validation split, as the tutorial does). `objective` 'iwae'
     trains on the importance-weighted bound of Burda et al. (2015) with `train_samples` samples
     of z per image ('elbo' with more than one sample averages the ELBO over them).
+    `backward` 'auto' trains the MLP models it covers with a hand-written backward pass (the
+    same gradients to rounding, about twice as fast on a CPU); 'autograd' always uses autograd.
     """
 
     epochs: int = 60
@@ -338,8 +342,14 @@ class TrainConfig:
     test_each_epoch: str = "auto"
     objective: str = "elbo"
     train_samples: int = 1
+    backward: str = "auto"
 
     def __post_init__(self) -> None:
+        _require(
+            self.backward in BACKWARDS,
+            f"backward must be one of {', '.join(BACKWARDS)}, got {self.backward!r}",
+            "backward",
+        )
         _require(
             self.objective in OBJECTIVES,
             f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}",

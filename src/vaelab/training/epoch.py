@@ -13,7 +13,10 @@ from vaelab.models import VAE, LossTerms
 from vaelab.models.likelihoods import kl_weight
 from vaelab.training.checkpoint import EpochProgress
 from vaelab.training.distributed import SINGLE_PROCESS, World, local_rows, mean_over_ranks, wrap
+from vaelab.training.mlp_step import MLPStep, covers
 from vaelab.training.precision import Bf16Copy, autocast
+
+Objective = nn.Module | Bf16Copy | MLPStep
 
 
 def lr_factor(schedule: str, step: int, total_steps: int) -> float:
@@ -49,20 +52,34 @@ def make_optimizer(model: VAE, config: TrainConfig) -> torch.optim.Adam:
         return torch.optim.Adam(model.parameters(), lr=config.lr)
 
 
-def make_objective(model: VAE, world: World, precision: str) -> nn.Module | Bf16Copy:
+def make_objective(
+    model: VAE, world: World, precision: str, config: TrainConfig | None = None
+) -> Objective:
     """What a training step differentiates: the model's loss, DDP-wrapped when distributed.
 
-    A single process in bf16-mixed trains through a bf16 copy of the layers (same arithmetic as
+    Make it before the optimizer. A single process trains the MLP models `MLPStep` covers with
+    its hand-written backward pass (unless `config.backward` is 'autograd'). Otherwise, in
+    bf16-mixed, a single process trains through a bf16 copy of the layers (same arithmetic as
     autocast, fewer casts); distributed runs use autocast, since DDP reduces the gradients of the
     module it wraps.
     """
+    config = config or TrainConfig()
+    if not world.distributed and uses_mlp_step(model, precision, config):
+        return MLPStep(model, precision)
     if precision == "bf16-mixed" and not world.distributed:
         return Bf16Copy(model)
     return wrap(model, world)
 
 
+def uses_mlp_step(model: nn.Module, precision: str, config: TrainConfig) -> bool:
+    """Whether a single process trains `model` with `MLPStep` under `config`."""
+    if config.backward == "autograd":
+        return False
+    return covers(model, precision, config.train_samples, config.objective) is None
+
+
 def training_step(
-    objective: nn.Module | Bf16Copy,
+    objective: Objective,
     optimizer: torch.optim.Optimizer,
     batch: torch.Tensor,
     noise: torch.Tensor,
@@ -77,7 +94,9 @@ def training_step(
     (one sample per image, or S samples); `labels` the batch's classes for a conditional model;
     `bound` the training objective, 'elbo' or 'iwae'.
     """
-    if isinstance(objective, Bf16Copy):
+    if isinstance(objective, MLPStep):  # it covers only unconditional one-sample ELBO training
+        terms = objective.step(batch, noise, kl_scale)
+    elif isinstance(objective, Bf16Copy):
         terms = objective.loss(batch, kl_scale, noise, labels, bound)
         objective.backward(terms.loss)
     else:
@@ -100,7 +119,7 @@ def train_epoch(
     first_step: int = 0,
     resume_from: EpochProgress | None = None,
     after_step: Callable[[EpochProgress, LossTerms], None] | None = None,
-    objective: nn.Module | Bf16Copy | None = None,
+    objective: Objective | None = None,
     world: World = SINGLE_PROCESS,
     binarize: bool = False,
     labels: torch.Tensor | None = None,

@@ -234,7 +234,7 @@ def _train_in(
     torch.manual_seed(config.train.seed)
     model = (build_model(config.model) if given_model is None else given_model).to(device)
     precision = resolve_precision(config.train.precision, device)
-    objective = make_objective(model, world, precision)
+    objective = make_objective(model, world, precision, config.train)
     optimizer = make_optimizer(model, config.train)
     steps_per_epoch = len(prepared.train) // config.train.batch_size
     scheduler = make_scheduler(optimizer, config.train, steps_per_epoch)

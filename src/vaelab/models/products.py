@@ -1,0 +1,64 @@
+"""Dense matrix products through the fastest route this torch exposes for the device.
+
+On x86 CPUs torch sends fp32 matrix products to Intel MKL, which takes its AVX-512 kernels only
+on Intel CPUs: on an AMD CPU with AVX-512 it runs at about half of what oneDNN (also inside
+torch) reaches on the same shapes. `matmul_nt` sends fp32 products of the sizes that matter, and
+bf16 products, to oneDNN's linear primitive (which also fuses the bias and a ReLU), and every
+other product to the usual `torch.addmm`/`torch.mm`. The route is checked once per process
+against `torch.mm`; where oneDNN's primitive is missing or disagrees, the usual route is used.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+# Below this many multiply-adds a product is dominated by call overhead, where MKL's is lower.
+_ONEDNN_FP32_MIN_MACS = 1 << 20
+_ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
+
+
+@functools.cache
+def onednn_linear_available() -> bool:
+    """Whether oneDNN's linear primitive runs here and agrees with torch.mm (checked once)."""
+    linear = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
+    if linear is None or not torch.backends.mkldnn.is_available():
+        return False
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(8, 16, generator=generator)
+    b = torch.randn(12, 16, generator=generator)
+    c = torch.randn(8, 12, generator=generator)
+    try:
+        forward = linear(a, b, None, "none", [], "")
+        transposed = linear(a.t(), c.t(), None, "none", [], "")  # a.T @ c, from strided views
+    except (RuntimeError, NotImplementedError):
+        return False
+    return bool(
+        torch.allclose(forward, a @ b.t(), atol=1e-4)
+        and torch.allclose(transposed, a.t() @ c, atol=1e-4)
+    )
+
+
+def uses_onednn(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether `matmul_nt(a, b)` goes to oneDNN."""
+    if a.device.type != "cpu" or a.dtype not in _ONEDNN_DTYPES or b.dtype != a.dtype:
+        return False
+    if a.dtype == torch.float32 and a.shape[0] * a.shape[1] * b.shape[0] < _ONEDNN_FP32_MIN_MACS:
+        return False
+    return onednn_linear_available()
+
+
+def matmul_nt(
+    a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None, relu: bool = False
+) -> torch.Tensor:
+    """relu?(a @ b.T + bias) for 2-D `a` (M, K), `b` (N, K), either possibly a transposed view.
+
+    The three products of a dense layer's step are all of this form: the forward pass
+    x @ W.T, the input gradient g @ W = matmul_nt(g, W.t()) and the weight gradient
+    g.T @ x = matmul_nt(g.t(), x.t()).
+    """
+    if uses_onednn(a, b):
+        return torch.ops.mkldnn._linear_pointwise(a, b, bias, "relu" if relu else "none", [], "")
+    out = torch.mm(a, b.t()) if bias is None else torch.addmm(bias, a, b.t())
+    return out.relu_() if relu else out

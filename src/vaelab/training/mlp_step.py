@@ -1,0 +1,239 @@
+"""The MLP VAE's training step with its backward pass written out: no autograd graph.
+
+The tutorial's model is a chain of Linear+ReLU layers, so its gradient is a short sequence of
+matrix products. `MLPStep.step` computes the loss and every weight's gradient in one call:
+
+- forward: each layer one product with its bias and ReLU fused (`models/products.py` picks the
+  fastest route, oneDNN on x86 CPUs); the encoder's mu and log-variance heads are one product,
+  their weights being adjacent rows of one buffer;
+- backward: per layer one product for the weight gradient and one for the layer below, the
+  bias gradient a column sum, and the ReLU's mask applied in place from the stored outputs;
+- the weights live in one flat fp32 buffer (the parameters are views into it). In bf16-mixed one
+  cast kernel per step copies it into a flat bf16 shadow the products read, and one batched copy
+  moves the bf16 gradients into the fp32 `.grad`s: autocast's arithmetic (bf16 inputs, weights
+  and outputs of every product, the loss and latent statistics in fp32) without its casts.
+
+It trains `arch='mlp'` with the N(0, I) prior, one stochastic layer, no conditioning, the ELBO of
+one sample, and the 'tutorial-mse' or 'bernoulli' likelihood, in fp32 or bf16-mixed (`covers`
+says why not otherwise); the training loop uses autograd for every other model. Tests check its
+loss and gradients against autograd's.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from vaelab.models import VAE, LossTerms
+from vaelab.models.products import matmul_nt
+
+# The likelihoods whose gradient with respect to the logits is written out below.
+LIKELIHOODS = ("tutorial-mse", "bernoulli")
+
+
+def covers(
+    model: nn.Module, precision: str, samples: int = 1, objective: str = "elbo"
+) -> str | None:
+    """None when `MLPStep` can train `model` this way, else why not (in a few words)."""
+    if type(model) is not VAE:
+        return "the model is not vaelab's VAE with one stochastic layer"
+    config = model.config
+    reasons = {
+        f"arch is {config.arch!r}": config.arch != "mlp",
+        f"the prior is {config.prior!r}": config.prior != "gaussian",
+        "the model is conditional": config.conditional,
+        f"the likelihood is {config.likelihood!r}": config.likelihood not in LIKELIHOODS,
+        "the objective is not the one-sample ELBO": objective != "elbo" or samples != 1,
+        f"the precision is {precision!r}": precision not in ("32", "bf16-mixed"),
+        "the weights are not float32": any(p.dtype != torch.float32 for p in model.parameters()),
+    }
+    return next((reason for reason, applies in reasons.items() if applies), None)
+
+
+class Dense(NamedTuple):
+    """One layer's (out, in) weight and its bias, as views of a flat buffer."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+
+
+class MLPStep:
+    """Loss and gradients of an MLP VAE's training step, computed without autograd.
+
+    Building it moves `model`'s parameters into one flat buffer, values unchanged (build it
+    before the optimizer, which holds the parameters). `step` returns the batch's loss terms and
+    leaves d loss / d weight in every parameter's `.grad`, ready for `optimizer.step()`.
+    """
+
+    def __init__(self, model: VAE, precision: str = "32") -> None:
+        reason = covers(model, precision)
+        if reason is not None:
+            raise ValueError(f"MLPStep cannot train this model: {reason}")
+        self.likelihood = model.config.likelihood
+        self.latent = model.config.latent_dim
+        encoder = _linears(model.encoder)
+        decoder = _linears(model.decoder) + _linears(model.output)
+        assert model.mu_head is not None and model.logvar_head is not None
+        heads = _linears(model.mu_head) + _linears(model.logvar_head)
+        # The flat layout: encoder layers, both heads' weights then both biases, the decoder.
+        self.parameters: list[torch.Tensor] = [p for layer in encoder for p in _pair(layer)]
+        self.parameters += [head.weight for head in heads] + [head.bias for head in heads]
+        self.parameters += [p for layer in decoder for p in _pair(layer)]
+        self.weights = _flatten_into_one_buffer(self.parameters)
+        self.low = torch.bfloat16 if precision == "bf16-mixed" else torch.float32
+        self.shadow = self.weights if self.low == torch.float32 else self.weights.to(self.low)
+        shapes = [_shape(layer) for layer in encoder]
+        shapes.append((2 * self.latent, encoder[-1].out_features))
+        shapes += [_shape(layer) for layer in decoder]
+        self.layers = _layer_views(self.shadow, shapes)
+        self.encoder_depth = len(encoder)
+        if self.low != torch.float32:
+            for parameter in self.parameters:
+                parameter.grad = torch.zeros_like(parameter)
+
+    @torch.no_grad()
+    def step(self, x: torch.Tensor, noise: torch.Tensor, kl_scale: float = 1.0) -> LossTerms:
+        """The loss terms of batch `x` (N, D) with eps `noise` (N, latent); fills the `.grad`s."""
+        if self.shadow is not self.weights:
+            self.shadow.copy_(self.weights)
+        n = len(x)
+        x_low = x.to(self.low)
+        encoder_outputs = self._forward(x_low, self.layers[: self.encoder_depth + 1])
+        stats = encoder_outputs.pop().float()
+        mu, logvar = stats[:, : self.latent], stats[:, self.latent :]
+        std = torch.exp(0.5 * logvar)
+        z = torch.addcmul(mu, noise, std)
+        z_low = z.to(self.low)
+        decoder_outputs = self._forward(z_low, self.layers[self.encoder_depth + 1 :])
+        logits = decoder_outputs.pop().float()
+        reconstruction, grad_logits = self._reconstruction(logits, x, n)
+        kld = -0.5 * (1 + logvar - mu.square() - logvar.exp()).sum() / n
+
+        decoder_grads, grad_z = self._backward(
+            grad_logits.to(self.low), [z_low, *decoder_outputs],
+            self.layers[self.encoder_depth + 1 :], input_grad=True,
+        )  # fmt: skip
+        grad_stats = _latent_gradient(grad_z.float(), noise, mu, logvar, std, kl_scale / n)
+        encoder_grads, _ = self._backward(
+            grad_stats.to(self.low), [x_low, *encoder_outputs],
+            self.layers[: self.encoder_depth + 1], input_grad=False,
+        )  # fmt: skip
+        self._set_grads(encoder_grads + decoder_grads)
+        return LossTerms(reconstruction + kl_scale * kld, reconstruction, kld)
+
+    @staticmethod
+    def _forward(h: torch.Tensor, layers: list[Dense]) -> list[torch.Tensor]:
+        """Each layer's output (ReLU'd except the last's), from input `h`."""
+        outputs = []
+        for index, layer in enumerate(layers):
+            h = matmul_nt(h, layer.weight, layer.bias, relu=index < len(layers) - 1)
+            outputs.append(h)
+        return outputs
+
+    def _reconstruction(
+        self, logits: torch.Tensor, x: torch.Tensor, n: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch's reconstruction term per image and its gradient with respect to the logits."""
+        mean = torch.sigmoid(logits)
+        if self.likelihood == "tutorial-mse":  # sum((p - x)^2) / 2N with p = sigmoid(l)
+            residual = (mean - x).reshape(-1)
+            reconstruction = torch.dot(residual, residual) / (2 * n)
+            # d/dl = (p - x) p (1 - p) / N
+            grad = torch.ops.aten.sigmoid_backward(residual.view_as(x).mul_(1 / n), mean)
+            return reconstruction, grad
+        # bernoulli: sum(softplus(l) - x l) / N, whose gradient is (sigmoid(l) - x) / N
+        flat_x, flat_logits = x.reshape(-1), logits.reshape(-1)
+        softplus = nn.functional.softplus(logits).sum()
+        reconstruction = (softplus - torch.dot(flat_x, flat_logits)) / n
+        return reconstruction, mean.sub_(x).mul_(1 / n)
+
+    @staticmethod
+    def _backward(
+        grad: torch.Tensor, inputs: list[torch.Tensor], layers: list[Dense], input_grad: bool
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Gradients (weight, bias of each layer, in order) of a Linear+ReLU chain whose layers'
+        inputs are `inputs` (each a ReLU output except the first), given the last layer's output
+        gradient `grad`; and the gradient of the first input (when `input_grad`)."""
+        grads: list[torch.Tensor] = []
+        for position in range(len(layers) - 1, -1, -1):
+            layer, layer_input = layers[position], inputs[position]
+            grads[:0] = [matmul_nt(grad.t(), layer_input.t()), grad.sum(0)]
+            if position == 0 and not input_grad:
+                break
+            below = matmul_nt(grad, layer.weight.t())
+            if position > 0:  # the input is a ReLU output: no gradient where it is 0
+                _mask_by_relu_output(below, layer_input)
+            grad = below
+        return grads, grad
+
+    def _set_grads(self, grads: list[torch.Tensor]) -> None:
+        # grads follow the layers; the parameters put both heads' weights before their biases
+        depth = 2 * self.encoder_depth
+        head_weight, head_bias = grads[depth], grads[depth + 1]
+        grads[depth : depth + 2] = [*head_weight.chunk(2), *head_bias.chunk(2)]
+        if self.low == torch.float32:
+            for parameter, grad in zip(self.parameters, grads):
+                parameter.grad = grad
+        else:
+            torch._foreach_copy_([p.grad for p in self.parameters], grads)  # type: ignore[misc]
+
+
+def _latent_gradient(
+    grad_z: torch.Tensor,
+    noise: torch.Tensor,
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    std: torch.Tensor,
+    kl_weight: float,
+) -> torch.Tensor:
+    """d loss / d (mu, logvar), side by side as the heads' output gradient (N, 2 * latent).
+
+    z = mu + eps std with std = exp(logvar / 2), and the loss's KL term is kl_weight times
+    -0.5 sum(1 + logvar - mu^2 - exp(logvar)).
+    """
+    grad_mu = grad_z + kl_weight * mu
+    grad_logvar = 0.5 * (grad_z * noise * std + kl_weight * (logvar.exp() - 1))
+    return torch.cat([grad_mu, grad_logvar], dim=1)
+
+
+def _mask_by_relu_output(grad: torch.Tensor, relu_output: torch.Tensor) -> None:
+    """grad[relu_output == 0] = 0, in place."""
+    torch.ops.aten.threshold_backward.grad_input(grad, relu_output, 0, grad_input=grad)
+
+
+def _linears(stack: nn.Module) -> list[nn.Linear]:
+    return [layer for layer in stack.modules() if isinstance(layer, nn.Linear)]
+
+
+def _shape(layer: nn.Linear) -> tuple[int, int]:
+    return layer.out_features, layer.in_features
+
+
+def _pair(layer: nn.Linear) -> list[torch.Tensor]:
+    return [layer.weight, layer.bias]
+
+
+def _flatten_into_one_buffer(parameters: list[torch.Tensor]) -> torch.Tensor:
+    """One flat tensor holding every parameter's values, in order; each parameter becomes a
+    view of it."""
+    flat = torch.cat([p.detach().reshape(-1) for p in parameters])
+    offset = 0
+    for parameter in parameters:
+        parameter.data = flat[offset : offset + parameter.numel()].view_as(parameter)
+        offset += parameter.numel()
+    return flat
+
+
+def _layer_views(flat: torch.Tensor, shapes: list[tuple[int, int]]) -> list[Dense]:
+    """Each layer's weight (out, in) and bias (out,) as views of `flat`, laid out as
+    `MLPStep` lays out the parameters (every weight followed by its bias)."""
+    layers = []
+    offset = 0
+    for rows, columns in shapes:
+        weight = flat[offset : offset + rows * columns].view(rows, columns)
+        offset += rows * columns
+        layers.append(Dense(weight, flat[offset : offset + rows]))
+        offset += rows
+    return layers

@@ -1,0 +1,155 @@
+"""The MLP's hand-written training step against autograd, and where the loop uses it."""
+
+import copy
+
+import pytest
+import torch
+
+from vaelab.config import ModelConfig, TrainConfig
+from vaelab.errors import VaelabError
+from vaelab.models import VAE, products
+from vaelab.training import epoch as training
+from vaelab.training.distributed import SINGLE_PROCESS
+from vaelab.training.mlp_step import MLPStep, covers
+from vaelab.training.precision import Bf16Copy, autocast
+
+MODELS = {
+    "tutorial shape": ModelConfig(input_dim=64, hidden=(48, 24, 12, 6), latent_dim=2),
+    "one hidden layer, bernoulli": ModelConfig(
+        input_dim=40, hidden=(16,), latent_dim=3, likelihood="bernoulli"
+    ),
+}
+
+
+def autograd_step(model, batch, noise, kl_scale, precision):
+    model.zero_grad(set_to_none=True)
+    with autocast(precision, batch.device):
+        terms = model.loss(batch, None, kl_scale, noise)
+    terms.loss.backward()
+    return terms, {name: p.grad.clone() for name, p in model.named_parameters()}
+
+
+def relative_error(a, b):
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("precision, tolerance", [("32", 1e-5), ("bf16-mixed", 2e-2)])
+def test_the_handwritten_step_gives_autograds_loss_and_gradients(name, precision, tolerance):
+    torch.manual_seed(0)
+    model = VAE(MODELS[name])
+    reference = copy.deepcopy(model)
+    batch = torch.rand(32, model.config.input_dim)
+    noise = torch.randn(32, model.config.latent_dim)
+    expected_terms, expected_grads = autograd_step(reference, batch, noise, 0.7, precision)
+
+    terms = MLPStep(model, precision).step(batch, noise, 0.7)
+
+    for got, expected in zip(terms, expected_terms):
+        assert got.item() == pytest.approx(expected.item(), rel=tolerance / 10, abs=1e-5)
+    for param_name, param in model.named_parameters():
+        assert param.grad.dtype == torch.float32
+        assert relative_error(param.grad, expected_grads[param_name]) < tolerance, param_name
+
+
+def test_training_steps_follow_autograds_weights():
+    torch.manual_seed(0)
+    model = VAE(MODELS["tutorial shape"])
+    reference = copy.deepcopy(model)
+    config = TrainConfig()
+    handwritten = training.make_objective(model, SINGLE_PROCESS, "32", config)
+    assert isinstance(handwritten, MLPStep)
+    optimizer = training.make_optimizer(model, config)
+    autograd = training.make_objective(
+        reference, SINGLE_PROCESS, "32", TrainConfig(backward="autograd")
+    )
+    reference_optimizer = training.make_optimizer(reference, config)
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(5):
+        batch, noise = torch.rand(16, 64, generator=generator), torch.randn(16, 2)
+        training.training_step(handwritten, optimizer, batch, noise, "32")
+        training.training_step(autograd, reference_optimizer, batch, noise, "32")
+    for (name, param), expected in zip(model.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(param, expected, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_the_parameters_become_views_of_one_buffer_with_their_values_and_names():
+    torch.manual_seed(0)
+    model = VAE(MODELS["tutorial shape"])
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    step = MLPStep(model, "32")
+    after = model.state_dict()
+    assert list(after) == list(before)
+    assert all(torch.equal(after[name], before[name]) for name in before)
+    assert all(p.untyped_storage().data_ptr() == step.weights.untyped_storage().data_ptr()
+               for p in model.parameters())  # fmt: skip
+    with torch.no_grad():
+        model.mu_head.weight.add_(1.0)  # an optimizer's in-place update reaches the products
+    assert torch.equal(step.layers[len(MODELS["tutorial shape"].hidden)].weight[:2],
+                       model.mu_head.weight)  # fmt: skip
+
+
+def test_bf16_steps_read_the_current_fp32_weights():
+    torch.manual_seed(0)
+    model = VAE(MODELS["tutorial shape"])
+    step = MLPStep(model, "bf16-mixed")
+    batch, noise = torch.rand(8, 64), torch.randn(8, 2)
+    first = step.step(batch, noise).loss
+    with torch.no_grad():
+        model.output.bias.add_(3.0)
+    assert step.step(batch, noise).loss != first
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        ({"arch": "gated"}, "arch is 'gated'"),
+        ({"prior": "vamp", "components": 4}, "the prior is 'vamp'"),
+        ({"conditional": True, "classes": 3}, "the model is conditional"),
+        ({"likelihood": "gaussian"}, "the likelihood is 'gaussian'"),
+        ({"likelihood": "continuous-bernoulli"}, "the likelihood is 'continuous-bernoulli'"),
+    ],
+)
+def test_models_it_does_not_cover_train_with_autograd(change, reason):
+    model = VAE(ModelConfig(input_dim=64, hidden=(16, 8), **change))
+    assert covers(model, "32") == reason
+    objective = training.make_objective(model, SINGLE_PROCESS, "bf16-mixed", TrainConfig())
+    assert isinstance(objective, Bf16Copy)
+    with pytest.raises(ValueError, match=reason):
+        MLPStep(model, "32")
+
+
+def test_the_iwae_objective_more_samples_and_the_autograd_switch_keep_autograd():
+    model = VAE(MODELS["tutorial shape"])
+    assert covers(model, "32", samples=1, objective="iwae") is not None
+    assert covers(model, "32", samples=3) is not None
+    for config in (TrainConfig(objective="iwae", train_samples=2), TrainConfig(train_samples=2),
+                   TrainConfig(backward="autograd")):  # fmt: skip
+        assert not isinstance(training.make_objective(model, SINGLE_PROCESS, "32", config), MLPStep)
+    assert covers(model.double(), "32") == "the weights are not float32"
+
+
+def test_backward_must_be_a_known_choice():
+    with pytest.raises(VaelabError, match="backward must be one of auto, autograd"):
+        TrainConfig(backward="manual")
+
+
+@pytest.mark.parametrize("onednn", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_matmul_nt_computes_the_three_products_of_a_dense_layer(monkeypatch, onednn, dtype):
+    if onednn and not products.onednn_linear_available():
+        pytest.skip("oneDNN's linear primitive is not in this torch")
+    monkeypatch.setattr(products, "_ONEDNN_FP32_MIN_MACS", 0 if onednn else 1 << 62)
+    if not onednn:
+        monkeypatch.setattr(products, "onednn_linear_available", lambda: False)
+    generator = torch.Generator().manual_seed(0)
+    x, w = torch.randn(20, 30, generator=generator), torch.randn(10, 30, generator=generator)
+    g, b = torch.randn(20, 10, generator=generator), torch.randn(10, generator=generator)
+    x, w, g, b = (t.to(dtype) for t in (x, w, g, b))
+    assert products.uses_onednn(x, w) is onednn
+    tolerance = {"rtol": 2e-2, "atol": 5e-2} if dtype == torch.bfloat16 else {}
+    torch.testing.assert_close(products.matmul_nt(x, w, b, relu=True),
+                               torch.relu(x @ w.t() + b), **tolerance)  # fmt: skip
+    torch.testing.assert_close(products.matmul_nt(g, w.t()), g @ w, **tolerance)
+    torch.testing.assert_close(products.matmul_nt(g.t(), x.t()), g.t() @ x, **tolerance)
