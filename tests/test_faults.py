@@ -24,6 +24,7 @@ from vaelab.errors import VaelabError
 from vaelab.rundir import CHECKPOINT_FILE, read_safetensors
 from vaelab.training import Callback, train
 from vaelab.training.checkpoint import METADATA_KEY
+from vaelab.training import guard as guard_module
 from vaelab.training.guard import NonFiniteLoss, NothingToResume, RunGuard, TrainingInterrupted
 
 
@@ -127,6 +128,27 @@ def test_resume_is_refused_when_config_or_data_changed(tiny_dataset, tmp_path, s
     with pytest.raises(VaelabError, match="data differ"):
         train(tiny_config(), tiny_dataset, run_dir=tmp_path / "r", resume=True, log=None)
     assert (tmp_path / "r" / CHECKPOINT_FILE).read_bytes() == before
+
+
+def test_the_loss_is_read_every_few_steps_and_a_bad_step_is_found_afterwards(
+    tiny_dataset, monkeypatch
+):
+    reads = []
+    check = RunGuard._check_losses
+
+    def counting(guard, epoch, step):
+        reads.append((epoch, step))
+        check(guard, epoch, step)
+
+    monkeypatch.setattr(guard_module, "LOSS_CHECK_EVERY", 3)
+    monkeypatch.setattr(RunGuard, "_check_losses", counting)
+    train(tiny_config(epochs=1), tiny_dataset, log=None)
+    assert reads == [(1, 3), (1, 6), (1, 8)]  # 8 steps per epoch: every 3rd and the last
+
+    reads.clear()
+    with pytest.raises(NonFiniteLoss, match=r"became (NaN|infinite) at epoch 1, step 2 of 8;"):
+        train(tiny_config(lr=1e6), tiny_dataset, log=None)  # read at step 3, found at step 2
+    assert reads == [(1, 3)]
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_dataset, tmp_path):

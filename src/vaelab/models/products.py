@@ -3,8 +3,9 @@
 On x86 CPUs torch sends fp32 matrix products to Intel MKL, which takes its AVX-512 kernels only
 on Intel CPUs: on an AMD CPU with AVX-512 it runs at about half of what oneDNN (also inside
 torch) reaches on the same shapes. `matmul_nt` sends fp32 products of the sizes that matter, and
-bf16 products, to oneDNN's linear primitive (which also fuses the bias and a ReLU), and every
-other product to the usual `torch.addmm`/`torch.mm`. The route is checked once per process
+bf16 products with a bias, to oneDNN's linear primitive (which also fuses the bias and a ReLU),
+and every other product to the usual `torch.addmm`/`torch.mm` (torch's bf16 `mm` is oneDNN's
+already, and reads transposed operands without the copy the linear primitive makes). The route is checked once per process
 against `torch.mm`; where oneDNN's primitive is missing or disagrees, the usual route is used.
 """
 
@@ -40,9 +41,11 @@ def onednn_linear_available() -> bool:
     )
 
 
-def uses_onednn(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Whether `matmul_nt(a, b)` goes to oneDNN."""
+def uses_onednn(a: torch.Tensor, b: torch.Tensor, bias: bool = False) -> bool:
+    """Whether `matmul_nt(a, b, bias?)` goes to oneDNN's linear primitive."""
     if a.device.type != "cpu" or a.dtype not in _ONEDNN_DTYPES or b.dtype != a.dtype:
+        return False
+    if a.dtype == torch.bfloat16 and not bias:
         return False
     if a.dtype == torch.float32 and a.shape[0] * a.shape[1] * b.shape[0] < _ONEDNN_FP32_MIN_MACS:
         return False
@@ -58,7 +61,7 @@ def matmul_nt(
     x @ W.T, the input gradient g @ W = matmul_nt(g, W.t()) and the weight gradient
     g.T @ x = matmul_nt(g.t(), x.t()).
     """
-    if uses_onednn(a, b):
+    if uses_onednn(a, b, bias is not None):
         return torch.ops.mkldnn._linear_pointwise(a, b, bias, "relu" if relu else "none", [], "")
     out = torch.mm(a, b.t()) if bias is None else torch.addmm(bias, a, b.t())
     return out.relu_() if relu else out

@@ -112,10 +112,18 @@ class StopRequest:
                 signal.signal(signum, handler)
 
 
+# Steps between two reads of the running loss by the host: a read waits for the device (a GPU)
+# to finish its queued work, so the loop reads rarely and finds the first bad step afterwards.
+LOSS_CHECK_EVERY = 50
+
+
 class RunGuard:
     """Checkpoints, signals and the non-finite guard of one training run.
 
-    Without a run directory it only guards against a non-finite loss.
+    Without a run directory it only guards against a non-finite loss. The loss is read every
+    LOSS_CHECK_EVERY steps, at the end of each epoch and before every checkpoint; a non-finite
+    loss is reported at the step where it first appeared, from the running totals each step
+    leaves on the device.
     """
 
     def __init__(
@@ -139,6 +147,7 @@ class RunGuard:
         self.state = TrainingState()
         self.stop = StopRequest()
         self.saved_at = "none yet"
+        self.unchecked: list[torch.Tensor] = []  # the running totals of the steps not read yet
         # A checkpoint past the start exists (this run resumed one, or wrote one): a failure from
         # now on keeps the run directory; before it, the attempt leaves nothing behind.
         self.progress_saved = False
@@ -183,21 +192,34 @@ class RunGuard:
 
     def after_step(self, epoch: int, progress: EpochProgress) -> None:
         """Stop on a non-finite loss; checkpoint when due or when a stop was asked for."""
-        if not bool(torch.isfinite(progress.totals).all()):
-            kind = "NaN" if bool(torch.isnan(progress.totals).any()) else "infinite"
-            self._non_finite(
-                f"the loss became {kind} at epoch {epoch}, "
-                f"step {progress.step} of {self.layout.steps_per_epoch}"
-            )
-        if self.path is None or progress.step == self.layout.steps_per_epoch:
-            return  # the end of an epoch is checkpointed after its test pass
+        self.unchecked.append(progress.totals.detach().clone())
+        last_step = progress.step == self.layout.steps_per_epoch
         global_step = (epoch - 1) * self.layout.steps_per_epoch + progress.step
         stopping = self.stop.signum is not None
-        if stopping or (self.every is not None and global_step % self.every == 0):
+        saving = self.path is not None and not last_step and (
+            stopping or (self.every is not None and global_step % self.every == 0)
+        )  # the end of an epoch is checkpointed after its test pass
+        if saving or last_step or progress.step % LOSS_CHECK_EVERY == 0:
+            self._check_losses(epoch, progress.step)
+        if saving:
             self.state.epochs_done = epoch - 1
             self._save(progress)
-        if stopping:
+        if stopping and self.path is not None and not last_step:
             self._interrupted(f"at epoch {epoch}, step {progress.step}")
+
+    def _check_losses(self, epoch: int, step: int) -> None:
+        """Stop at the first unread step whose running totals are not finite (one host read)."""
+        totals = torch.stack(self.unchecked)
+        self.unchecked = []
+        finite = torch.isfinite(totals).all(dim=1)
+        if bool(finite.all()):
+            return
+        first = int((~finite).nonzero()[0, 0])
+        kind = "NaN" if bool(torch.isnan(totals[first]).any()) else "infinite"
+        self._non_finite(
+            f"the loss became {kind} at epoch {epoch}, "
+            f"step {step - len(totals) + 1 + first} of {self.layout.steps_per_epoch}"
+        )
 
     def after_epoch(self, epoch: int, row: dict[str, Any]) -> None:
         """Record the epoch's metrics and checkpoint; stop here if a signal came meanwhile."""
