@@ -23,8 +23,8 @@ from vaelab.config import ModelConfig, RunConfig, TrainConfig
 from vaelab.errors import VaelabError
 from vaelab.rundir import CHECKPOINT_FILE, read_safetensors
 from vaelab.training import Callback, train
-from vaelab.training.checkpoint import METADATA_KEY
 from vaelab.training import guard as guard_module
+from vaelab.training.checkpoint import METADATA_KEY
 from vaelab.training.guard import NonFiniteLoss, NothingToResume, RunGuard, TrainingInterrupted
 
 

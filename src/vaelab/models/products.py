@@ -5,8 +5,9 @@ on Intel CPUs: on an AMD CPU with AVX-512 it runs at about half of what oneDNN (
 torch) reaches on the same shapes. `matmul_nt` sends fp32 products of the sizes that matter, and
 bf16 products with a bias, to oneDNN's linear primitive (which also fuses the bias and a ReLU),
 and every other product to the usual `torch.addmm`/`torch.mm` (torch's bf16 `mm` is oneDNN's
-already, and reads transposed operands without the copy the linear primitive makes). The route is checked once per process
-against `torch.mm`; where oneDNN's primitive is missing or disagrees, the usual route is used.
+already, and reads transposed operands without the copy the linear primitive makes). The route
+is checked once per process against `torch.mm`; where oneDNN's primitive is missing or
+disagrees, the usual route is used.
 """
 
 from __future__ import annotations

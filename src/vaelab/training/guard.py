@@ -196,8 +196,10 @@ class RunGuard:
         last_step = progress.step == self.layout.steps_per_epoch
         global_step = (epoch - 1) * self.layout.steps_per_epoch + progress.step
         stopping = self.stop.signum is not None
-        saving = self.path is not None and not last_step and (
-            stopping or (self.every is not None and global_step % self.every == 0)
+        saving = (
+            self.path is not None
+            and not last_step
+            and (stopping or (self.every is not None and global_step % self.every == 0))
         )  # the end of an epoch is checkpointed after its test pass
         if saving or last_step or progress.step % LOSS_CHECK_EVERY == 0:
             self._check_losses(epoch, progress.step)
