@@ -153,3 +153,62 @@ def test_matmul_nt_computes_the_three_products_of_a_dense_layer(monkeypatch, one
                                torch.relu(x @ w.t() + b), **tolerance)  # fmt: skip
     torch.testing.assert_close(products.matmul_nt(g, w.t()), g @ w, **tolerance)
     torch.testing.assert_close(products.matmul_nt(g.t(), x.t()), g.t() @ x, **tolerance)
+
+
+def adam_runs(steps, resume_at=None):
+    """Weights after `steps` steps of the hand-written step + flat Adam and of the same step +
+    `optimizer.step()`; with `resume_at`, the flat run's optimizer is reloaded from its
+    state_dict there (as a checkpoint does)."""
+    runs = []
+    for flat in (True, False):
+        torch.manual_seed(0)
+        model = VAE(MODELS["tutorial shape"])
+        step = MLPStep(model, "32")
+        optimizer = training.make_optimizer(model, TrainConfig())
+        generator = torch.Generator().manual_seed(1)
+        for index in range(steps):
+            if flat and index == resume_at:
+                optimizer.load_state_dict(copy.deepcopy(optimizer.state_dict()))
+            batch, noise = torch.rand(16, 64, generator=generator), torch.randn(16, 2)
+            step.step(batch, noise)
+            if flat:
+                step.adam.step(optimizer)
+            else:
+                optimizer.step()
+        runs.append((model, optimizer))
+    return runs
+
+
+def test_flat_adam_is_optimizer_steps_arithmetic():
+    (model, optimizer), (reference, reference_optimizer) = adam_runs(6)
+    for a, b in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9)
+    state, expected = optimizer.state_dict()["state"], reference_optimizer.state_dict()["state"]
+    for index in expected:
+        for key in ("step", "exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(state[index][key], expected[index][key], rtol=1e-5,
+                                       atol=1e-12)  # fmt: skip
+
+
+def test_flat_adam_after_a_reloaded_state_repeats_the_uninterrupted_run_bit_for_bit():
+    (resumed, resumed_optimizer), _ = adam_runs(6, resume_at=3)
+    (straight, straight_optimizer), _ = adam_runs(6)
+    assert all(torch.equal(a, b) for a, b in zip(resumed.parameters(), straight.parameters()))
+    state = resumed_optimizer.state_dict()["state"]
+    expected = straight_optimizer.state_dict()["state"]
+    for index in expected:
+        for key in ("step", "exp_avg", "exp_avg_sq"):
+            assert torch.equal(state[index][key], expected[index][key]), (index, key)
+
+
+def test_flat_adam_steps_other_optimizers_as_they_are():
+    torch.manual_seed(0)
+    model = VAE(MODELS["tutorial shape"])
+    step = MLPStep(model, "32")
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, amsgrad=True)
+    before = [p.clone() for p in model.parameters()]
+    step.step(torch.rand(8, 64), torch.randn(8, 2))
+    step.adam.step(optimizer)
+    assert step.adam._group(optimizer) is None
+    assert all("max_exp_avg_sq" in optimizer.state[p] for p in model.parameters())
+    assert not any(torch.equal(a, b) for a, b in zip(before, model.parameters()))

@@ -96,7 +96,9 @@ def training_step(
     """
     if isinstance(objective, MLPStep):  # it covers only unconditional one-sample ELBO training
         terms = objective.step(batch, noise, kl_scale)
-    elif isinstance(objective, Bf16Copy):
+        objective.adam.step(optimizer)
+        return terms
+    if isinstance(objective, Bf16Copy):
         terms = objective.loss(batch, kl_scale, noise, labels, bound)
         objective.backward(terms.loss)
     else:

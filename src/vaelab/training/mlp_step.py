@@ -8,10 +8,12 @@ matrix products. `MLPStep.step` computes the loss and every weight's gradient in
   their weights being adjacent rows of one buffer;
 - backward: per layer one product for the weight gradient and one for the layer below, the
   bias gradient a column sum, and the ReLU's mask applied in place from the stored outputs;
-- the weights live in one flat fp32 buffer (the parameters are views into it). In bf16-mixed one
-  cast kernel per step copies it into a flat bf16 shadow the products read, and one batched copy
-  moves the bf16 gradients into the fp32 `.grad`s: autocast's arithmetic (bf16 inputs, weights
-  and outputs of every product, the loss and latent statistics in fp32) without its casts.
+- the weights and their gradients live in flat fp32 buffers (the parameters and `.grad`s are
+  views into them), so Adam updates them in one fused call (`FlatAdam`). In bf16-mixed one cast
+  kernel per step copies the weights into a flat bf16 shadow the products read, and one batched
+  copy moves the bf16 gradients into the fp32 `.grad`s: autocast's arithmetic (bf16 inputs,
+  weights and outputs of every product, the loss and latent statistics in fp32) without its
+  casts.
 
 It trains `arch='mlp'` with the N(0, I) prior, one stochastic layer, no conditioning, the ELBO of
 one sample, and the 'tutorial-mse' or 'bernoulli' likelihood, in fp32 or bf16-mixed (`covers`
@@ -28,6 +30,7 @@ from torch import nn
 
 from vaelab.models import VAE, LossTerms
 from vaelab.models.products import matmul_nt
+from vaelab.training.flat_adam import FlatAdam, views_like
 
 # The likelihoods whose gradient with respect to the logits is written out below.
 LIKELIHOODS = ("tutorial-mse", "bernoulli")
@@ -64,7 +67,8 @@ class MLPStep:
 
     Building it moves `model`'s parameters into one flat buffer, values unchanged (build it
     before the optimizer, which holds the parameters). `step` returns the batch's loss terms and
-    leaves d loss / d weight in every parameter's `.grad`, ready for `optimizer.step()`.
+    leaves d loss / d weight in every parameter's `.grad`, ready for `optimizer.step()` or, the
+    same update in one kernel, `self.adam.step(optimizer)`.
     """
 
     def __init__(self, model: VAE, precision: str = "32") -> None:
@@ -89,9 +93,10 @@ class MLPStep:
         shapes += [_shape(layer) for layer in decoder]
         self.layers = _layer_views(self.shadow, shapes)
         self.encoder_depth = len(encoder)
-        if self.low != torch.float32:
-            for parameter in self.parameters:
-                parameter.grad = torch.zeros_like(parameter)
+        self.grads = torch.zeros_like(self.weights)
+        for parameter, grad in zip(self.parameters, views_like(self.grads, self.parameters)):
+            parameter.grad = grad
+        self.adam = FlatAdam(self.parameters, self.weights, self.grads)
 
     @torch.no_grad()
     def step(self, x: torch.Tensor, noise: torch.Tensor, kl_scale: float = 1.0) -> LossTerms:
@@ -173,11 +178,7 @@ class MLPStep:
         depth = 2 * self.encoder_depth
         head_weight, head_bias = grads[depth], grads[depth + 1]
         grads[depth : depth + 2] = [*head_weight.chunk(2), *head_bias.chunk(2)]
-        if self.low == torch.float32:
-            for parameter, grad in zip(self.parameters, grads):
-                parameter.grad = grad
-        else:
-            torch._foreach_copy_([p.grad for p in self.parameters], grads)  # type: ignore[misc]
+        torch._foreach_copy_([p.grad for p in self.parameters], grads)  # type: ignore[misc]
 
 
 def _latent_gradient(
@@ -219,10 +220,8 @@ def _flatten_into_one_buffer(parameters: list[torch.Tensor]) -> torch.Tensor:
     """One flat tensor holding every parameter's values, in order; each parameter becomes a
     view of it."""
     flat = torch.cat([p.detach().reshape(-1) for p in parameters])
-    offset = 0
-    for parameter in parameters:
-        parameter.data = flat[offset : offset + parameter.numel()].view_as(parameter)
-        offset += parameter.numel()
+    for parameter, view in zip(parameters, views_like(flat, parameters)):
+        parameter.data = view
     return flat
 
 
