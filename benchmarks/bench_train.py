@@ -195,7 +195,7 @@ def summary(times: list[float]) -> dict[str, float]:
 
 def machine() -> dict[str, object]:
     flags = cpu_flags()
-    wanted = ["avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"]
+    wanted = ["avx2", "avx512f", "avx512_bf16", "avx512_vp2intersect", "amx_bf16", "amx_tile"]
     return {
         "cpu": cpu_info().get("model name", platform.processor()),
         "cores": os.cpu_count(),
@@ -208,11 +208,168 @@ def machine() -> dict[str, object]:
     }
 
 
+def jax_epoch(train_x: torch.Tensor) -> tuple[Callable[[], float] | None, dict[str, object]]:
+    """The JAX loop's epoch (compiled here, once) and what to record of it; None without jax."""
+    from jax_loop import JaxLoop, available
+
+    missing = available()
+    if missing is not None:
+        print(f"  jax loop skipped: {missing}")
+        return None, {"skipped": missing}
+    loop = JaxLoop(train_x.numpy(), seed=0, batch=BATCH)
+    first_loss = loop.run_epoch()
+    return loop.run_epoch, {"compile_s": loop.compile_seconds, "first_epoch_loss": first_loss}
+
+
+def training_rows(
+    train_x: torch.Tensor, test_x: torch.Tensor, device: torch.device, epochs: int, use_jax: bool
+) -> tuple[dict[str, dict], dict[str, object]]:
+    """Alternating epochs of the plain loop, the JAX loop and vaelab in fp32 and bf16-mixed; per
+    loop its times, ratios to the plain loop per pair of epochs, last epoch's loss and test pass."""
+    model_config = ModelConfig()
+    steps = len(train_x) // BATCH
+    torch.manual_seed(0)
+    reference = ReferenceVAE().to(device)
+    ref_optimizer = torch.optim.Adam(reference.parameters(), lr=1e-3)
+    ref_loader = DataLoader(TensorDataset(train_x), batch_size=BATCH, shuffle=True)
+    ref_test_loader = DataLoader(TensorDataset(test_x), batch_size=1000)
+
+    train_config = replace(TrainConfig(), epochs=max(epochs, 1) + 1)
+    images, test_images = train_x.to(device), test_x.to(device)
+    losses: dict[str, float] = {}
+
+    def vaelab_loop(precision: str) -> tuple[Callable[[], object], Callable[[], object]]:
+        torch.manual_seed(0)
+        model = VAE(model_config).to(device)
+        objective = make_objective(model, SINGLE_PROCESS, precision, train_config)  # as train()
+        optimizer = make_optimizer(model, train_config)
+        scheduler = make_scheduler(optimizer, train_config, steps)
+        generator = torch.Generator(device=device).manual_seed(0)
+
+        def epoch() -> None:
+            losses[precision] = train_epoch(
+                model, optimizer, scheduler, images, train_config, generator, precision,
+                objective=objective,
+            )[0]  # fmt: skip
+
+        return epoch, lambda: evaluate(model, test_images, 1000)
+
+    loops: dict[str, tuple[Callable[[], object], Callable[[], object] | None]] = {
+        "plain": (
+            lambda: reference_epoch(reference, ref_optimizer, ref_loader, device),
+            lambda: reference_test(reference, ref_test_loader, device),
+        ),
+    }
+    extra: dict[str, object] = {}
+    if use_jax and device.type == "cpu":
+        epoch, extra["jax"] = jax_epoch(train_x)
+        if epoch is not None:
+
+            def jax_train(run: Callable[[], float] = epoch) -> None:
+                losses["jax"] = run()
+
+            loops["jax"] = (jax_train, None)
+    loops["32"] = vaelab_loop("32")
+    if device.type == "cuda" or has_native_bf16():
+        loops["bf16-mixed"] = vaelab_loop("bf16-mixed")
+
+    train_times: dict[str, list[float]] = {name: [] for name in loops}
+    test_times: dict[str, list[float]] = {name: [] for name in loops}
+    # One untimed warm-up epoch each, then alternate so that drifts hit every loop alike.
+    for timed_round in range(epochs + 1):
+        for name, (train_once, test_once) in loops.items():
+            seconds = timed(train_once, device)
+            test_s = timed(test_once, device) if test_once is not None else None
+            if timed_round:
+                train_times[name].append(seconds)
+                if test_s is not None:
+                    test_times[name].append(test_s)
+        if timed_round:
+            print(f"  round {timed_round}: " + ", ".join(
+                f"{n} {t[-1]:.2f}s ({t[-1] / train_times['plain'][-1]:.2f}x)"
+                for n, t in train_times.items()
+            ))  # fmt: skip
+    rows = {}
+    for name in loops:
+        ratios = [t / r for t, r in zip(train_times[name], train_times["plain"])]
+        rows[name] = {
+            "train_epoch_s": summary(train_times[name]),
+            "ratio_to_ref_per_pair": ratios,
+            "ratio_to_ref_median": statistics.median(ratios),
+            "last_epoch_train_loss": losses.get(name),
+        }
+        if test_times[name]:
+            test_ratios = [t / r for t, r in zip(test_times[name], test_times["plain"])]
+            rows[name]["test_pass_s"] = summary(test_times[name])
+            rows[name]["test_ratio_to_ref_median"] = statistics.median(test_ratios)
+    return rows, extra
+
+
+ROW_NAMES = {
+    "plain": "plain PyTorch loop, fp32",
+    "jax": "JAX, whole epoch jitted, fp32",
+    "32": "vaelab, fp32",
+    "bf16-mixed": "vaelab, bf16-mixed",
+}
+
+
+def print_speed_table(record: dict) -> None:
+    """The one table of every speed figure of this run, as markdown."""
+    peaks = record["gemm_peak_gflops"]
+    fp32_peak = max((v for k, v in peaks.items() if k.startswith("fp32")), default=None)
+    bf16_peak = peaks.get("bf16")
+    gflop = record["epoch_gflop"]
+    print()
+    print("| what | s per epoch (median, min-max) | vs plain loop | GFLOP/s | of the GEMM floor |")
+    print("|---|---|---|---|---|")
+    for name, row in record["loops"].items():
+        stats = row["train_epoch_s"]
+        peak = bf16_peak if name == "bf16-mixed" else fp32_peak
+        rate = gflop / stats["median"]
+        floor = f"{rate / peak:.0%}" if peak else "-"
+        print(
+            f"| {ROW_NAMES[name]} | {stats['median']:.2f} ({stats['min']:.2f}-{stats['max']:.2f})"
+            f" | {row['ratio_to_ref_median']:.2f}x | {rate:.0f} | {floor} |"
+        )
+    for name, row in record.get("conv", {}).items():
+        stats = row["train_epoch_s"]
+        label = "plain PyTorch conv loop, fp32" if name == "ref" else f"vaelab --arch conv, {name}"
+        print(
+            f"| {label} ({record['conv_subset']} images) | {stats['median']:.2f} "
+            f"({stats['min']:.2f}-{stats['max']:.2f}) | {row['ratio_to_ref_median']:.2f}x | - | - |"
+        )
+    iwae = record.get("iwae")
+    if iwae:
+        print(
+            f"| IWAE k={iwae['k']}, {iwae['images']} test images | {iwae['seconds']:.1f} s in all "
+            f"| - | {iwae['gflops']:.0f} | {iwae['fraction_of_peak']:.0%} of its shapes' "
+            f"{iwae['peak_gflops']:.0f} |"
+        )
+    rss = record.get("train_rss")
+    if rss:
+        print(f"| peak RSS, `vaelab train --epochs {rss['epochs']}` | {rss['peak_rss_mb']:.0f} MB "
+              f"| - | - | - |")  # fmt: skip
+    print()
+    print(
+        "GEMM peaks on this model's shapes (batch 200): "
+        + ", ".join(f"{route} {value:.0f} GFLOP/s" for route, value in peaks.items())
+        + f"; one epoch = {gflop:.0f} GFLOP, so the floor is "
+        + (f"{gflop / fp32_peak:.2f} s fp32" if fp32_peak else "-")
+        + (f", {gflop / bf16_peak:.2f} s bf16" if bf16_peak else "")
+        + "."
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=5, help="timed epochs of each loop")
     parser.add_argument("--subset", type=int, default=60000, help="training images per epoch")
     parser.add_argument("--rss-epochs", type=int, default=60, help="0 skips the RSS run")
+    parser.add_argument("--no-jax", action="store_true", help="leave out the JAX loop")
+    parser.add_argument("--conv-epochs", type=int, default=2, help="0 skips the conv loops")
+    parser.add_argument("--conv-subset", type=int, default=12000)
+    parser.add_argument("--iwae-images", type=int, default=1000, help="0 skips IWAE")
+    parser.add_argument("--iwae-k", type=int, default=5000)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = parser.parse_args()
@@ -221,7 +378,6 @@ def main() -> None:
     device = resolve_device(args.device)
     data = load_fashion_mnist()
     train_x = data.train_images[: args.subset]
-    test_x = data.test_images
     model_config = ModelConfig()
     steps = len(train_x) // BATCH
     epoch_gflop = 3 * flops_per_image(model_config) * steps * BATCH / 1e9
@@ -232,100 +388,8 @@ def main() -> None:
     peaks = measured_peaks(model_config, device)
     for route, value in peaks.items():
         print(f"  GEMM peak {route:12s} {value:7.0f} GFLOP/s (this model's shapes, batch {BATCH})")
-
-    torch.manual_seed(0)
-    reference = ReferenceVAE().to(device)
-    ref_optimizer = torch.optim.Adam(reference.parameters(), lr=1e-3)
-    ref_loader = DataLoader(TensorDataset(train_x), batch_size=BATCH, shuffle=True)
-    ref_test_loader = DataLoader(TensorDataset(test_x), batch_size=1000)
-
-    train_config = replace(TrainConfig(), epochs=max(args.epochs, 1))
-    loops = {}
-    for precision in ("32", "bf16-mixed"):
-        model = VAE(model_config).to(device)
-        optimizer = make_optimizer(model, train_config)
-        loops[precision] = (
-            model,
-            optimizer,
-            make_scheduler(optimizer, train_config, steps),
-            torch.Generator(device=device).manual_seed(0),
-            make_objective(model, SINGLE_PROCESS, precision),  # as vaelab train makes it
-        )
-    images = train_x.to(device)
-    test_images = test_x.to(device)
-
-    def run_vaelab(precision: str) -> None:
-        model, optimizer, scheduler, generator, objective = loops[precision]
-        train_epoch(
-            model, optimizer, scheduler, images, train_config, generator, precision,
-            objective=objective,
-        )  # fmt: skip
-
-    def test_vaelab(precision: str) -> None:
-        evaluate(loops[precision][0], test_images, 1000)
-
-    names = ["ref", "32", "bf16-mixed"]
-    train_times: dict[str, list[float]] = {name: [] for name in names}
-    test_times: dict[str, list[float]] = {name: [] for name in names}
-    # One untimed warm-up epoch each, then alternate so that drifts hit every loop alike.
-    for timed_round in range(args.epochs + 1):
-        for name in names:
-            if name == "ref":
-                seconds = timed(
-                    lambda: reference_epoch(reference, ref_optimizer, ref_loader, device), device
-                )
-                test_s = timed(lambda: reference_test(reference, ref_test_loader, device), device)
-            else:
-                seconds = timed(lambda n=name: run_vaelab(n), device)
-                test_s = timed(lambda n=name: test_vaelab(n), device)
-            if timed_round:
-                train_times[name].append(seconds)
-                test_times[name].append(test_s)
-        if timed_round:
-            ratios = (train_times[n][-1] / train_times["ref"][-1] for n in names[1:])
-            print(
-                f"  round {timed_round}: "
-                + ", ".join(f"{n} {train_times[n][-1]:.2f}s" for n in names)
-                + " (vs ref: "
-                + ", ".join(f"{n} {r:.2f}x" for n, r in zip(names[1:], ratios))
-                + ")"
-            )
-
-    rows = {}
-    for name in names:
-        stats = summary(train_times[name])
-        ratios = [t / r for t, r in zip(train_times[name], train_times["ref"])]
-        test_ratios = [t / r for t, r in zip(test_times[name], test_times["ref"])]
-        gflops = epoch_gflop / stats["median"]
-        rows[name] = {
-            "train_epoch_s": stats,
-            "ratio_to_ref_per_pair": ratios,
-            "ratio_to_ref_median": statistics.median(ratios),
-            "gflops": gflops,
-            "test_pass_s": summary(test_times[name]),
-            "test_ratio_to_ref_median": statistics.median(test_ratios),
-        }
-    fp32_peak = max((v for k, v in peaks.items() if k.startswith("fp32")), default=None)
-    bf16_peak = peaks.get("bf16")
-    print()
-    print(
-        "| loop | s/epoch median (min-max) | vs reference | GFLOP/s | of GEMM peak "
-        "| test pass s median (min-max) | vs reference |"
-    )
-    print("|---|---|---|---|---|---|---|")
-    for name in names:
-        row = rows[name]
-        stats, test = row["train_epoch_s"], row["test_pass_s"]
-        peak = bf16_peak if name == "bf16-mixed" else fp32_peak
-        fraction = f"{row['gflops'] / peak:.0%}" if peak else "-"
-        print(
-            f"| {name} | {stats['median']:.2f} ({stats['min']:.2f}-{stats['max']:.2f}) | "
-            f"{row['ratio_to_ref_median']:.2f}x | {row['gflops']:.0f} | {fraction} | "
-            f"{test['median']:.3f} ({test['min']:.3f}-{test['max']:.3f}) | "
-            f"{row['test_ratio_to_ref_median']:.2f}x |"
-        )
-
-    record = {
+    rows, extra = training_rows(train_x, data.test_images, device, args.epochs, not args.no_jax)
+    record: dict = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "device": str(device),
         "machine": info,
@@ -333,18 +397,25 @@ def main() -> None:
         "epoch_gflop": epoch_gflop,
         "gemm_peak_gflops": peaks,
         "loops": rows,
+        **extra,
         "native_bf16": has_native_bf16(),
         "mkl_avx512_override": "mkl_avx512" in os.environ.get("LD_PRELOAD", ""),
     }
+    threads = torch.get_num_threads()
+    if args.conv_epochs > 0:
+        from bench_conv import conv_rows
+
+        print(f"conv model, {args.conv_subset} images per epoch:")
+        record["conv"] = conv_rows(args.conv_epochs, args.conv_subset, threads, str(device))
+        record["conv_subset"] = args.conv_subset
+    if args.iwae_images > 0:
+        from bench_iwae import iwae_rows
+
+        print(f"IWAE k={args.iwae_k} over {args.iwae_images} test images:")
+        record["iwae"] = iwae_rows(args.iwae_images, args.iwae_k, threads)
     if args.rss_epochs > 0:
-        for precision in ("auto",):
-            rss = peak_rss_of_training(args.rss_epochs, precision)
-            print(
-                f"peak RSS of `vaelab train --epochs {args.rss_epochs}`: "
-                f"{rss['peak_rss_mb']:.0f} MB "
-                f"(wall {rss['wall_s']:.0f}s)"
-            )
-            record["train_rss"] = rss
+        record["train_rss"] = peak_rss_of_training(args.rss_epochs, "auto")
+    print_speed_table(record)
     write_record(record, f"train-{device.type}", args.out)
 
 

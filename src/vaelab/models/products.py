@@ -54,15 +54,23 @@ def uses_onednn(a: torch.Tensor, b: torch.Tensor, bias: bool = False) -> bool:
 
 
 def matmul_nt(
-    a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None, relu: bool = False
+    a: torch.Tensor,
+    b: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    relu: bool = False,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """relu?(a @ b.T + bias) for 2-D `a` (M, K), `b` (N, K), either possibly a transposed view.
+    """relu?(a @ b.T + bias) for 2-D `a` (M, K), `b` (N, K), either possibly a transposed view;
+    written into `out` when given (a product without bias or ReLU).
 
     The three products of a dense layer's step are all of this form: the forward pass
     x @ W.T, the input gradient g @ W = matmul_nt(g, W.t()) and the weight gradient
     g.T @ x = matmul_nt(g.t(), x.t()).
     """
     if uses_onednn(a, b, bias is not None):
-        return torch.ops.mkldnn._linear_pointwise(a, b, bias, "relu" if relu else "none", [], "")
-    out = torch.mm(a, b.t()) if bias is None else torch.addmm(bias, a, b.t())
-    return out.relu_() if relu else out
+        result = torch.ops.mkldnn._linear_pointwise(a, b, bias, "relu" if relu else "none", [], "")
+        return result if out is None else out.copy_(result)
+    if out is not None:
+        return torch.mm(a, b.t(), out=out)
+    result = torch.mm(a, b.t()) if bias is None else torch.addmm(bias, a, b.t())
+    return result.relu_() if relu else result

@@ -43,6 +43,8 @@ class FlatAdam:
         self.grad_pointers = [view.data_ptr() for view in views_like(grads, parameters)]
         self.checked: tuple[int, int] | None = None  # the optimizer and group found to match
         self.views = [views_like(moment, parameters) for moment in self.moments]
+        self.steps = torch.zeros(len(parameters), device=weights.device)  # each one's step count
+        self.step_views = list(self.steps.unbind())
 
     def step(self, optimizer: torch.optim.Optimizer) -> None:
         """One Adam step of `optimizer`: one fused kernel over the flat buffers where it applies."""
@@ -52,11 +54,11 @@ class FlatAdam:
         if group is None or not self._bound(optimizer):  # another optimizer, or its first step
             optimizer.step()
             return
-        steps = [optimizer.state[p]["step"] for p in self.parameters]
-        torch._foreach_add_(steps, 1)
+        self.steps.add_(1)
         beta1, beta2 = group["betas"]
         torch._fused_adam_(
-            [self.weights], [self.grads], [self.moments[0]], [self.moments[1]], [], [steps[0]],
+            [self.weights], [self.grads], [self.moments[0]], [self.moments[1]], [],
+            [self.step_views[0]],
             amsgrad=False, lr=group["lr"], beta1=beta1, beta2=beta2,
             weight_decay=group["weight_decay"], eps=group["eps"], maximize=False,
             grad_scale=None, found_inf=None,
@@ -97,6 +99,8 @@ class FlatAdam:
                 return False
             if state.get("exp_avg_sq") is not self.views[1][index]:
                 return False
+            if state.get("step") is not self.step_views[index]:
+                return False
         return True
 
     def _bind(self, optimizer: torch.optim.Optimizer) -> None:
@@ -104,9 +108,13 @@ class FlatAdam:
         states = [optimizer.state.get(p) for p in self.parameters]
         if not all(states) or len({float(s["step"]) for s in states}) != 1:  # type: ignore[index]
             return
+        if any(s["step"].dtype != self.steps.dtype or s["step"].dim() for s in states):  # type: ignore[index]
+            return
         for index, state in enumerate(states):
             assert state is not None
             for moment, key in enumerate(("exp_avg", "exp_avg_sq")):
                 view = self.views[moment][index]
                 view.copy_(state[key])
                 state[key] = view
+            self.step_views[index].copy_(state["step"])
+            state["step"] = self.step_views[index]

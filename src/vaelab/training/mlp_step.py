@@ -96,6 +96,9 @@ class MLPStep:
         self.grads = torch.zeros_like(self.weights)
         for parameter, grad in zip(self.parameters, views_like(self.grads, self.parameters)):
             parameter.grad = grad
+        # the products write the gradients in their own dtype; bf16 ones are cast in one copy
+        self.shadow_grads = self.grads if self.low == torch.float32 else self.shadow.clone()
+        self.grad_layers = _layer_views(self.shadow_grads, shapes)
         self.adam = FlatAdam(self.parameters, self.weights, self.grads)
 
     @torch.no_grad()
@@ -116,16 +119,19 @@ class MLPStep:
         reconstruction, grad_logits = self._reconstruction(logits, x, n)
         kld = -0.5 * (1 + logvar - mu.square() - logvar.exp()).sum() / n
 
-        decoder_grads, grad_z = self._backward(
-            grad_logits.to(self.low), [z_low, *decoder_outputs],
-            self.layers[self.encoder_depth + 1 :], input_grad=True,
+        decoder = slice(self.encoder_depth + 1, None)
+        grad_z = self._backward(
+            grad_logits.to(self.low), [z_low, *decoder_outputs], self.layers[decoder],
+            self.grad_layers[decoder], input_grad=True,
         )  # fmt: skip
         grad_stats = _latent_gradient(grad_z.float(), noise, mu, logvar, std, kl_scale / n)
-        encoder_grads, _ = self._backward(
-            grad_stats.to(self.low), [x_low, *encoder_outputs],
-            self.layers[: self.encoder_depth + 1], input_grad=False,
+        encoder = slice(0, self.encoder_depth + 1)
+        self._backward(
+            grad_stats.to(self.low), [x_low, *encoder_outputs], self.layers[encoder],
+            self.grad_layers[encoder], input_grad=False,
         )  # fmt: skip
-        self._set_grads(encoder_grads + decoder_grads)
+        if self.shadow_grads is not self.grads:
+            self.grads.copy_(self.shadow_grads)
         return LossTerms(reconstruction + kl_scale * kld, reconstruction, kld)
 
     @staticmethod
@@ -156,29 +162,27 @@ class MLPStep:
 
     @staticmethod
     def _backward(
-        grad: torch.Tensor, inputs: list[torch.Tensor], layers: list[Dense], input_grad: bool
-    ) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Gradients (weight, bias of each layer, in order) of a Linear+ReLU chain whose layers'
-        inputs are `inputs` (each a ReLU output except the first), given the last layer's output
-        gradient `grad`; and the gradient of the first input (when `input_grad`)."""
-        grads: list[torch.Tensor] = []
+        grad: torch.Tensor,
+        inputs: list[torch.Tensor],
+        layers: list[Dense],
+        grad_layers: list[Dense],
+        input_grad: bool,
+    ) -> torch.Tensor:
+        """Backward through a Linear+ReLU chain whose layers' inputs are `inputs` (each a ReLU
+        output except the first), from the last layer's output gradient `grad`: writes each
+        layer's weight and bias gradients into `grad_layers`; returns the first input's gradient
+        (when `input_grad`, else the last gradient computed)."""
         for position in range(len(layers) - 1, -1, -1):
-            layer, layer_input = layers[position], inputs[position]
-            grads[:0] = [matmul_nt(grad.t(), layer_input.t()), grad.sum(0)]
+            layer, layer_input, out = layers[position], inputs[position], grad_layers[position]
+            matmul_nt(grad.t(), layer_input.t(), out=out.weight)
+            torch.sum(grad, dim=0, out=out.bias)
             if position == 0 and not input_grad:
                 break
             below = matmul_nt(grad, layer.weight.t())
             if position > 0:  # the input is a ReLU output: no gradient where it is 0
                 _mask_by_relu_output(below, layer_input)
             grad = below
-        return grads, grad
-
-    def _set_grads(self, grads: list[torch.Tensor]) -> None:
-        # grads follow the layers; the parameters put both heads' weights before their biases
-        depth = 2 * self.encoder_depth
-        head_weight, head_bias = grads[depth], grads[depth + 1]
-        grads[depth : depth + 2] = [*head_weight.chunk(2), *head_bias.chunk(2)]
-        torch._foreach_copy_([p.grad for p in self.parameters], grads)  # type: ignore[misc]
+        return grad
 
 
 def _latent_gradient(
