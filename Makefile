@@ -65,9 +65,12 @@ error-table:
 docs:
 	$(PYTHON) -m sphinx -W --keep-going -q -b html docs docs/_build/html
 
-# Speed checks; each prints its figures and exits non-zero when a target is missed.
 # Speed and memory, measured side by side (never part of the tests); results in benchmarks/results/.
+# bench_train.py prints the one speed table: vaelab, the plain PyTorch loop and a jitted JAX loop
+# (the bench extra), the GEMM peaks and floors, the conv model, IWAE and the peak RSS.
 bench: install
+	$(PIP_INSTALL) -e '.[bench]'
+	$(PYTHON) benchmarks/jax_loop.py --check
 	$(PYTHON) benchmarks/bench_train.py
 	$(PYTHON) benchmarks/bench_data.py
 	$(PYTHON) benchmarks/bench_read.py
