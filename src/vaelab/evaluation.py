@@ -7,20 +7,28 @@ import json
 import math
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, TypedDict
 
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from vaelab._io import atomic_write_text
-from vaelab.config import check_seed
+from vaelab.config import GAUSSIAN_LIKELIHOODS, check_seed
 from vaelab.data.dataset import as_unit_images
 from vaelab.errors import VaelabError
 from vaelab.models import VAE, evaluating
-from vaelab.models.likelihoods import gaussian_constant
+from vaelab.models.bounds import ImportanceTerms, log_posterior_of_noise
+from vaelab.models.likelihoods import (
+    gaussian_constant,
+    gaussian_scale,
+    log_likelihood,
+)
 from vaelab.models.priors import held_prior
+from vaelab.models.products import onednn_linear_available, uses_onednn
 from vaelab.rundir import (
     EVAL_FILE,
     WEIGHTS_FILE,
@@ -89,10 +97,20 @@ def _rows(
 # --- Importance-weighted log-likelihood ------------------------------------------------------
 
 DEFAULT_IW_SAMPLES = 5000
+EVAL_PRECISIONS = ("32", "bf16")  # of the fast path's matrix products: see importance_weighted
 DEFAULT_MAX_MEMORY = 1 << 30
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*([kmgt]?)(i?)b?\s*$", re.IGNORECASE)
-# Decoder-output-sized temporaries alive at once while a chunk's log-likelihood is computed.
+# Decoder-output-sized temporaries alive at once while a block's log-likelihood is computed.
 _TEMPORARIES_PER_PIXEL = 8
+# The decoder and the likelihood run on blocks of (sample, image) pairs whose activations take
+# about this many bytes, so that each layer's output is still in the cache when the next reads it
+# (a core's L2 and its share of L3); blocks of fewer rows than the minimum would be dominated by
+# the cost of each call.
+_BLOCK_BYTES = 4 << 20
+_MIN_BLOCK_ROWS = 256
+# Float64 values per (sample, image) pair alive for a whole chunk: its three log-densities, the
+# log-ratio, the log-weight, and the blocks' copies of them (the general path).
+_CHUNK_FLOAT64S = 8
 
 
 class Estimate(NamedTuple):
@@ -179,15 +197,36 @@ def _prior_floats(model: VAE) -> int:
     return 0 if model.config.prior == "gaussian" else 6 * model.config.components
 
 
-def plan_chunks(model: VAE, images: int, k: int, max_memory: int) -> tuple[int, int]:
-    """(images per batch, samples per chunk) whose decoder work fits in `max_memory` bytes."""
+def _row_bytes(model: VAE) -> int:
+    """Bytes one row of a block (one latent sample of one image) takes while it is decoded and
+    scored: every decoder layer's output, the likelihood's temporaries and a mixture prior's, in
+    the model's dtype."""
     element = next(model.parameters()).element_size()
     floats = (
         _decoder_floats(model)
         + _TEMPORARIES_PER_PIXEL * model.config.input_dim
         + _prior_floats(model)
     )
-    pair_bytes = element * floats + 8 * 4  # plus the float64 weights of each pair
+    return element * floats
+
+
+def _chunk_pair_bytes(model: VAE) -> int:
+    """Bytes each (sample, image) pair of a chunk holds for the whole chunk: its noise (float32
+    or wider), its latents and noise again in float64 with as many temporaries, and
+    _CHUNK_FLOAT64S log-densities and sums in float64."""
+    noise = model.noise_dim * max(next(model.parameters()).element_size(), 4)
+    return noise + 8 * (2 * (model.noise_dim + model.config.latent_dim) + _CHUNK_FLOAT64S)
+
+
+def plan_chunks(model: VAE, images: int, k: int, max_memory: int) -> tuple[int, int]:
+    """(images per batch, samples per chunk) whose decoder work fits in `max_memory` bytes.
+
+    A chunk's noise is drawn at once and its (sample, image) pairs are decoded in blocks of at
+    most that many pairs (`block_rows`); each pair is counted with what it holds for the whole
+    chunk (`_chunk_pair_bytes`) and the bytes it takes in a block (`_row_bytes`), so that the
+    chunk and any block of it fit together.
+    """
+    pair_bytes = _row_bytes(model) + _chunk_pair_bytes(model)
     pairs = max_memory // pair_bytes
     if pairs < 1:
         raise VaelabError(
@@ -198,6 +237,31 @@ def plan_chunks(model: VAE, images: int, k: int, max_memory: int) -> tuple[int, 
     return batch, max(1, min(k, pairs // batch))
 
 
+def block_rows(model: VAE, batch: int, chunk: int) -> int:
+    """(sample, image) pairs decoded at once: on the CPU as many as keep the decoder's
+    activations within _BLOCK_BYTES (so that each layer reads its input from the cache) but at
+    least _MIN_BLOCK_ROWS, never more than the batch * chunk pairs `plan_chunks` fitted; on
+    other devices (whose kernels want the largest products) all of them."""
+    parameter = next(model.parameters())
+    if parameter.device.type != "cpu":
+        return batch * chunk
+    cached = _BLOCK_BYTES // (parameter.element_size() * _decoder_floats(model))
+    return max(1, min(batch * chunk, max(_MIN_BLOCK_ROWS, cached)))
+
+
+def _blocks(samples: int, images: int, rows: int) -> Iterator[tuple[slice, slice]]:
+    """(samples, images) slices that tile a samples x images chunk with blocks of at most `rows`
+    pairs: all images of the chunk at once where `rows` allows, else `rows` images at a time."""
+    width = min(images, rows)
+    depth = max(1, rows // width)
+    for first_image in range(0, images, width):
+        for first_sample in range(0, samples, depth):
+            yield (
+                slice(first_sample, first_sample + depth),
+                slice(first_image, first_image + width),
+            )
+
+
 def _batch_bounds(
     model: VAE,
     x: torch.Tensor,
@@ -205,16 +269,25 @@ def _batch_bounds(
     chunk: int,
     generator: torch.Generator,
     labels: torch.Tensor | None = None,
+    rows: int | None = None,
+    decoder: FastDecoder | None = None,
 ) -> PerImage:
     """IWAE -log p(x) with k samples, and the ELBO's parts, for one batch of images.
 
-    The KL part is in closed form where the model has one, else the mean of log q - log p over
-    the same k samples.
+    The noise is drawn a chunk of samples at a time and decoded in blocks of `rows` pairs (the
+    whole chunk when None), through `decoder` where the fast path applies, else through the
+    model's `importance_terms`. The KL part is in closed form where the model has one, else the
+    mean of log q - log p over the same k samples.
     """
     dtype = torch.promote_types(x.dtype, torch.float32)
     log_sum = torch.full((len(x),), -math.inf, dtype=torch.float64, device=x.device)
     log_px_z_sum = torch.zeros(len(x), dtype=torch.float64, device=x.device)
     log_ratio_sum = torch.zeros(len(x), dtype=torch.float64, device=x.device)
+    terms_of = (
+        _GeneralTerms(model, x, labels, rows)
+        if decoder is None
+        else _FastTerms(model, decoder, x, labels, rows)
+    )
     for start in range(0, k, chunk):
         eps = torch.randn(
             (min(chunk, k - start), len(x), model.noise_dim),
@@ -222,13 +295,245 @@ def _batch_bounds(
             device=x.device,
             dtype=dtype,
         )
-        terms = model.importance_terms(x, eps, labels, precise=True)
+        terms = terms_of(eps)
         log_ratio = terms.log_pz - terms.log_qz
         log_sum = torch.logaddexp(log_sum, torch.logsumexp(terms.log_px_z + log_ratio, dim=0))
         log_px_z_sum += terms.log_px_z.sum(0)
         log_ratio_sum += log_ratio.sum(0)
     kl = model.kl_divergence(x, labels) if model.closed_form_kl else -log_ratio_sum / k
     return PerImage(-(log_sum - math.log(k)), -log_px_z_sum / k, kl)
+
+
+class _GeneralTerms:
+    """A batch's importance terms, each (S, N) in float64, for a chunk of noise (S, N,
+    noise_dim): the model's `importance_terms` on each block of `rows` pairs (the general path,
+    for any model)."""
+
+    def __init__(
+        self, model: VAE, x: torch.Tensor, labels: torch.Tensor | None, rows: int | None
+    ) -> None:
+        self.model, self.x, self.labels, self.rows = model, x, labels, rows
+
+    def __call__(self, noise: torch.Tensor) -> ImportanceTerms:
+        samples, images = noise.shape[:2]
+        if self.rows is None or self.rows >= samples * images:
+            return self.model.importance_terms(self.x, noise, self.labels, precise=True)
+        out = ImportanceTerms(
+            *(noise.new_empty((samples, images), dtype=torch.float64) for _ in range(3))
+        )
+        for rows, columns in _blocks(samples, images, self.rows):
+            labels = None if self.labels is None else self.labels[columns]
+            block = self.model.importance_terms(
+                self.x[columns], noise[rows, columns], labels, precise=True
+            )
+            for whole, part in zip(out, block):
+                whole[rows, columns] = part
+        return out
+
+
+class _FastTerms:
+    """A batch's importance terms for a chunk of noise through a `FastDecoder` on blocks of
+    `rows` pairs: the values of `VAE.importance_terms(..., precise=True)`, to rounding, with the
+    batch encoded once."""
+
+    def __init__(
+        self,
+        model: VAE,
+        decoder: FastDecoder,
+        x: torch.Tensor,
+        labels: torch.Tensor | None,
+        rows: int | None,
+    ) -> None:
+        self.model, self.decoder, self.x, self.labels = model, decoder, x, labels
+        self.rows = rows or decoder.rows
+        mu, logvar = model.encode(x, labels)
+        self.mu, self.std, self.logvar = mu, torch.exp(0.5 * logvar), logvar.double()
+
+    def __call__(self, noise: torch.Tensor) -> ImportanceTerms:
+        eps = noise.to(self.mu.dtype)
+        z = self.mu + eps * self.std
+        log_px_z = z.new_empty(z.shape[:2], dtype=torch.float64)
+        samples, images = z.shape[:2]
+        for rows, columns in _blocks(samples, images, self.rows):
+            labels = None if self.labels is None else self.labels[columns]
+            codes = self.model.conditioned(z[rows, columns], labels)
+            log_px_z[rows, columns] = self.decoder.log_likelihood(codes, self.x[columns])
+        return ImportanceTerms(
+            log_px_z,
+            self.model.log_prior(z.double()),
+            log_posterior_of_noise(eps.double(), self.logvar),
+        )
+
+
+# --- The decoder's fast path -----------------------------------------------------------------
+# IWAE's cost is almost all the decoder run on k samples per image. For an MLP decoder the fast
+# path runs it on blocks of rows small enough for the caches, with no module calls: each layer
+# one matrix product with its bias and ReLU fused (oneDNN's linear primitive for float32 on the
+# CPU, which reaches about twice MKL's rate on AMD CPUs, see `vaelab.models.products`; else
+# torch.addmm into a buffer kept across blocks, then the ReLU in place), and the likelihood's
+# sum over pixels computed in place on the last layer's output (for the Gaussian likelihoods
+# with the sigmoid fused into that layer) instead of through several output-sized temporaries.
+
+_MEAN_LIKELIHOODS = ("tutorial-mse", *GAUSSIAN_LIKELIHOODS)  # they read sigmoid(logits)
+_FAST_CLASS_METHODS = ("importance_terms", "decode_logits", "log_likelihood", "conditioned")
+
+
+def fast_decoder(model: VAE, rows: int, precision: str = "32") -> FastDecoder | None:
+    """The decoder's fast path for `model`, with buffers for blocks of `rows` rows, its
+    products in `precision` ('32', or 'bf16': see `importance_weighted`), or None where the
+    general path (the model's `importance_terms`) runs.
+
+    It applies to a VAE whose importance terms, decoder and likelihood are the VAE class's own
+    (neither the hierarchical model nor a subclass that changes them) and whose decoder is
+    plain Linear layers each followed by a ReLU, then a Linear output layer ('mlp'), all of
+    them float32 or float64 and without hooks. Every likelihood, prior and conditioning runs on
+    it; 'tutorial-mse', the Gaussians and 'bernoulli' also sum their log-density in place.
+    """
+    if not isinstance(model, VAE) or any(
+        getattr(type(model), name) is not getattr(VAE, name) for name in _FAST_CLASS_METHODS
+    ):
+        return None
+    stack = list(model.decoder) if isinstance(model.decoder, nn.Sequential) else []
+    layers = [layer for layer in (*stack[0::2], model.output) if type(layer) is nn.Linear]
+    if (
+        not stack
+        or len(stack) % 2
+        or len(layers) != len(stack) // 2 + 1
+        or any(type(activation) is not nn.ReLU for activation in stack[1::2])
+    ):
+        return None
+    modules = [model.decoder, *stack, model.output]
+    if any(module._forward_hooks or module._forward_pre_hooks for module in modules):
+        return None
+    dtypes = {parameter.dtype for layer in layers for parameter in layer.parameters()}
+    if len(dtypes) != 1 or not dtypes <= {torch.float32, torch.float64}:
+        return None
+    if model.config.likelihood in GAUSSIAN_LIKELIHOODS and model.log_scale is None:
+        return None  # the general path says what is missing
+    return FastDecoder(model, layers, rows, torch.bfloat16 if precision == "bf16" else None)
+
+
+class FastDecoder:
+    """log p(x|z) of `model`'s MLP decoder, the Linear `layers` (each but the last followed by a
+    ReLU), for blocks of decoder inputs, without autograd or module calls, buffers sized for
+    blocks of `rows` rows; `fast_decoder` says where it applies. With a `low` dtype (bf16) the
+    products run in it, from copies of the weights, and the logits are widened to the model's
+    dtype for the likelihood."""
+
+    def __init__(
+        self, model: VAE, layers: list[nn.Linear], rows: int, low: torch.dtype | None = None
+    ) -> None:
+        self.layers = [
+            (_low(layer.weight, low), None if layer.bias is None else _low(layer.bias, low))
+            for layer in layers
+        ]
+        self.dtype = layers[0].weight.dtype  # the likelihood's
+        self.group = _product_group(model.config.input_dim, self.dtype)  # for 'bernoulli'
+        self.rows = rows
+        self.likelihood = model.config.likelihood
+        self.log_scale = model.log_scale
+        self.sigmoid = self.likelihood in _MEAN_LIKELIHOODS
+        self.buffers: dict[int, torch.Tensor] = {}
+        # The Gaussians' scale, and the constant of their log-density and the tutorial's:
+        # (D/2) log(2 pi) + sum(log scale).
+        self.scale: torch.Tensor | None = None
+        input_dim = model.config.input_dim
+        self.constant = gaussian_constant(input_dim)
+        if self.likelihood in GAUSSIAN_LIKELIHOODS and model.log_scale is not None:
+            self.scale = gaussian_scale(model.log_scale.detach())
+            self.constant += float(torch.log(self.scale).expand(input_dim).sum())
+
+    def log_likelihood(self, codes: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """log p(x|z) (S, N) for decoder inputs `codes` (S, N, inputs) and images `x` (N, D)."""
+        samples, images = codes.shape[:2]
+        weight = self.layers[0][0]
+        h = codes.reshape(-1, codes.shape[-1]).to(weight.dtype)
+        last = len(self.layers) - 1
+        for index in range(last):
+            h = self._layer(index, h, "relu")
+        if h.dtype == self.dtype:
+            out = self._layer(last, h, "sigmoid" if self.sigmoid else "none")
+        else:  # the likelihood reads the logits in the model's dtype
+            out = self._layer(last, h, "none").to(self.dtype)
+            if self.sigmoid:
+                out.sigmoid_()
+        return self._summed(out.view(samples, images, -1), x)
+
+    def _layer(self, index: int, h: torch.Tensor, activation: str) -> torch.Tensor:
+        weight, bias = self.layers[index]
+        if _onednn_route(h, weight):
+            return torch.ops.mkldnn._linear_pointwise(h, weight, bias, activation, [], "")
+        out = self._buffer(index, len(h), weight.shape[0], weight.dtype)
+        if bias is None:
+            torch.mm(h, weight.t(), out=out)
+        else:
+            torch.addmm(bias, h, weight.t(), out=out)
+        if activation == "relu":
+            out.relu_()
+        elif activation == "sigmoid":
+            out.sigmoid_()
+        return out
+
+    def _buffer(self, key: int, rows: int, width: int, dtype: torch.dtype) -> torch.Tensor:
+        """The first `rows` rows of buffer `key` (a layer's index for its output, -1 for the
+        likelihood's scratch), made on first use and kept for the blocks that follow."""
+        buffer = self.buffers.get(key)
+        if buffer is None or len(buffer) < rows:
+            weight = self.layers[0][0]
+            buffer = weight.new_empty((max(rows, self.rows), width), dtype=dtype)
+            self.buffers[key] = buffer
+        return buffer[:rows]
+
+    def _summed(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """log p(x|z) (S, N), summed over the pixels, from the last layer's output `out` (S, N,
+        D), which it overwrites: the means sigmoid(logits) for 'tutorial-mse' and the Gaussians
+        (-(1/2) sum(((mean - x) / scale)^2) - the constant), else the logits."""
+        if self.sigmoid:
+            residual = out.sub_(x)
+            if self.scale is not None:
+                residual.div_(self.scale)
+            return residual.square_().sum(-1).mul_(-0.5).sub_(self.constant)
+        if self.likelihood == "bernoulli":  # sum(x l) - sum(softplus(l))
+            return torch.linalg.vecdot(out, x).sub_(self._softplus_sum(out))
+        return log_likelihood(self.likelihood, out, x, self.log_scale)
+
+    def _softplus_sum(self, logits: torch.Tensor) -> torch.Tensor:
+        """sum(softplus(l)) over the last axis of `logits` (S, N, D), which it overwrites.
+
+        softplus(l) = relu(l) - log sigmoid(abs(l)), and the sum of logs is the log of products
+        over groups of pixels: torch's sigmoid is several times faster than its softplus (or exp
+        or log) on the CPU, and a group's product of values in [0.5, 1) cannot underflow.
+        """
+        group = self.group
+        if group is None or logits.dtype != self.dtype:
+            return nn.functional.softplus(logits).sum(-1)
+        rows = logits.shape[0] * logits.shape[1]
+        scratch = self._buffer(-1, rows, logits.shape[-1], logits.dtype).view_as(logits)
+        relu_sum = torch.clamp_min(logits, 0, out=scratch).sum(-1)
+        halves = logits.abs_().sigmoid_().view(*logits.shape[:-1], -1, group)
+        return relu_sum.sub_(halves.prod(-1).log_().sum(-1))
+
+
+def _product_group(pixels: int, dtype: torch.dtype) -> int | None:
+    """The most pixels, a divisor of `pixels`, whose product of values in [0.5, 1) stays a
+    normal number of `dtype` (0.5^100 in float32, 0.5^1000 in float64); None below 8."""
+    most = 100 if dtype == torch.float32 else 1000 if dtype == torch.float64 else 0
+    group = max((size for size in range(1, min(most, pixels) + 1) if pixels % size == 0), default=0)
+    return group if group >= 8 else None
+
+
+def _onednn_route(h: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether the product h @ weight.T goes to oneDNN's linear primitive: in bf16 on the CPU
+    wherever torch has it (the primitive fuses the bias and the ReLU into the product), in fp32
+    where `uses_onednn` sends it."""
+    if h.dtype == torch.bfloat16:
+        return h.device.type == "cpu" and onednn_linear_available()
+    return uses_onednn(h, weight)
+
+
+def _low(parameter: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    """`parameter` detached, as a copy in `dtype` where one is given."""
+    return parameter.detach() if dtype is None else parameter.detach().to(dtype)
 
 
 @torch.no_grad()
@@ -240,30 +545,56 @@ def importance_weighted(
     seed: int = EVAL_SEED,
     progress: bool = False,
     labels: torch.Tensor | None = None,
+    precision: str = "32",
 ) -> PerImage:
     """Per-image IWAE estimates of -log p(x) with `k` samples from q(z|x), and the ELBO's parts
     (-log p(x|y) for a conditional model, given the images' `labels`).
 
     log p(x) ~ log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x), z_i ~ q(z|x); the log-sum-exp runs in
     float64 over chunks of samples. Images and samples are batched so that the decoder's work
-    stays under `max_memory` bytes. The same seed, k, max_memory and device give the same numbers.
+    stays under `max_memory` bytes (`plan_chunks`), and decoded in cache-sized blocks; an MLP
+    decoder takes the fast path (`fast_decoder`), every other model its `importance_terms`. The
+    same seed, k, max_memory, precision and device give the same numbers.
+
+    `precision` 'bf16' runs an MLP decoder's matrix products in bf16 (the likelihood and
+    everything after it in the model's dtype): 1.5-2x faster on CPUs that multiply bf16
+    natively, slower elsewhere. On the tutorial's model and two Bernoulli models (5 epochs,
+    1000 Fashion-MNIST test images, k=5000) it moved the mean estimate by at most 0.002 nats
+    and single images' by up to 0.43 nats, so '32' is the default and the only precision of
+    `evaluate_likelihood` and eval.json.
     """
     if k < 1:
         raise VaelabError(f"k (importance samples) must be at least 1, got {k}", parameters=("k",))
     if len(images) == 0:
         raise VaelabError("there are no images to evaluate")
     check_seed(seed)
+    if precision not in EVAL_PRECISIONS:
+        raise VaelabError(
+            f"precision must be one of {', '.join(EVAL_PRECISIONS)}, got {precision!r}",
+            parameters=("precision",),
+        )
     images = as_unit_images(images)
     parameter = next(model.parameters())
     batch, chunk = plan_chunks(model, len(images), k, parse_size(max_memory))
+    rows = block_rows(model, batch, chunk)
+    decoder = fast_decoder(model, rows, precision)
+    if decoder is None and precision != "32":
+        raise VaelabError(
+            f"precision {precision!r} is for MLP decoders (arch 'mlp', one stochastic layer); "
+            "this model is evaluated in its own precision",
+            parameters=("precision",),
+        )
     generator = torch.Generator(device=parameter.device).manual_seed(seed)
     parts: list[PerImage] = []
     bar = tqdm(total=len(images), desc=f"IWAE k={k}", unit="img", disable=not progress)
     with bar, evaluating(model), held_prior(model.prior, model.top_posterior):
         for start in range(0, len(images), batch):
             x = images[start : start + batch].to(parameter.device, parameter.dtype)
-            rows = _rows(labels, start, batch, parameter.device)
-            parts.append(_batch_bounds(model, x.reshape(len(x), -1), k, chunk, generator, rows))
+            flat = x.reshape(len(x), -1)
+            labels_of_batch = _rows(labels, start, batch, parameter.device)
+            parts.append(
+                _batch_bounds(model, flat, k, chunk, generator, labels_of_batch, rows, decoder)
+            )
             bar.update(len(x))
     return PerImage(*(torch.cat(column).cpu() for column in zip(*parts)))
 
