@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -175,18 +174,31 @@ def measured_peaks(model_config: ModelConfig, device: torch.device) -> dict[str,
     return peaks
 
 
+# The child reports its own peak: RUSAGE_CHILDREN would count the pages a forked child shares
+# with this (large) process before it execs.
+_RSS_RUNNER = """
+import atexit, resource, sys
+atexit.register(lambda: print("peak_rss_kb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                              file=sys.stderr))
+from vaelab.cli import main
+main(sys.argv[1:])
+"""
+
+
 def peak_rss_of_training(epochs: int, precision: str) -> dict[str, float]:
     """Run `vaelab train` in a subprocess; its peak RSS (MB) and wall time."""
     runs = Path(os.environ.get("TMPDIR", "/tmp")) / "vaelab-bench-runs"
     command = [
-        sys.executable, "-m", "vaelab", "train", "--epochs", str(epochs), "--name", "rss",
+        sys.executable, "-c", _RSS_RUNNER, "train", "--epochs", str(epochs), "--name", "rss",
         "--runs-dir", str(runs), "--overwrite", "--precision", precision, "--no-plots",
     ]  # fmt: skip
     started = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    done = subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True)  # fmt: skip
     wall = time.perf_counter() - started
-    rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {"epochs": epochs, "precision": precision, "peak_rss_mb": rss_mb, "wall_s": wall}
+    peak_kb = next(int(line.split()[1]) for line in done.stderr.splitlines()
+                   if line.startswith("peak_rss_kb"))  # fmt: skip
+    return {"epochs": epochs, "precision": precision, "peak_rss_mb": peak_kb / 1024, "wall_s": wall}
 
 
 def summary(times: list[float]) -> dict[str, float]:
@@ -338,12 +350,13 @@ def print_speed_table(record: dict) -> None:
             f"| {label} ({record['conv_subset']} images) | {stats['median']:.2f} "
             f"({stats['min']:.2f}-{stats['max']:.2f}) | {row['ratio_to_ref_median']:.2f}x | - | - |"
         )
-    iwae = record.get("iwae")
+    iwae = record.get("iwae", {}).get("fast")
     if iwae:
         print(
             f"| IWAE k={iwae['k']}, {iwae['images']} test images | {iwae['seconds']:.1f} s in all "
-            f"| - | {iwae['gflops']:.0f} | {iwae['fraction_of_peak']:.0%} of its shapes' "
-            f"{iwae['peak_gflops']:.0f} |"
+            f"({1000 * iwae['seconds_per_image']:.1f} ms per image) | - | "
+            f"{iwae['decoder_gflops']:.0f} | {iwae['fraction_of_peak']:.0%} of its shapes' "
+            f"{iwae['peak_route']} peak, {iwae['peak_gflops']:.0f} GFLOP/s |"
         )
     rss = record.get("train_rss")
     if rss:
