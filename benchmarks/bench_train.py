@@ -174,12 +174,15 @@ def measured_peaks(model_config: ModelConfig, device: torch.device) -> dict[str,
     return peaks
 
 
-# The child reports its own peak: RUSAGE_CHILDREN would count the pages a forked child shares
-# with this (large) process before it execs.
+# The child reports its own peak, VmHWM of /proc/self/status (Linux): getrusage's ru_maxrss,
+# for the child or of it, keeps the peak of this (large) process, whose pages a forked child
+# holds until it execs.
 _RSS_RUNNER = """
-import atexit, resource, sys
-atexit.register(lambda: print("peak_rss_kb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                              file=sys.stderr))
+import atexit, re, sys
+def report():
+    status = open("/proc/self/status").read()
+    print("peak_rss_kb", re.search(r"VmHWM:\\s+(\\d+)", status).group(1), file=sys.stderr)
+atexit.register(report)
 from vaelab.cli import main
 main(sys.argv[1:])
 """

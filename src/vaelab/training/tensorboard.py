@@ -8,7 +8,8 @@ one logged past its checkpoint (`purge_step`) and go on where it stopped:
 - per epoch, at the epoch's last step: `train/`, `val/` and `test/` `loss`, `reconstruction` and
   `kld` (a pass that did not run is left out), `epoch/seconds` and `epoch/epoch`;
 - every `steps_every` steps (10 by default: 1800 points a curve, about 0.3 MB in all, for the
-  tutorial's 60 epochs of 300 steps): `step/loss`, `step/lr`, `step/kl_weight`;
+  tutorial's 60 epochs of 300 steps): `step/loss`, `step/lr`, `step/kl_weight` (the losses stay
+  on the device until the epoch ends, so that logging them never waits for a GPU mid-epoch);
 - every `images_every` epochs and at the end of the run: `images/reconstructions` (the first test
   images above their reconstructions) and `images/samples` (decoded from the same codes
   z ~ N(0, I) every time);
@@ -69,6 +70,7 @@ class TensorBoardLogger(Callback):
         self.writer: SummaryWriter | None = None
         self.last_step = 0  # the global step of the last epoch logged
         self.images_at = -1  # the global step of the last images drawn
+        self.pending: list[tuple[int, torch.Tensor, float, float]] = []  # step curves' points
 
     # -------------------------------------------------------------- the loop's events
 
@@ -86,13 +88,23 @@ class TensorBoardLogger(Callback):
         global_step = (step.epoch - 1) * step.steps_per_epoch + step.step
         if self.writer is None or global_step % self.steps_every:
             return
-        self.writer.add_scalar("step/loss", step.terms.loss.detach().item(), global_step)
-        self.writer.add_scalar("step/lr", step.lr, global_step)
-        self.writer.add_scalar("step/kl_weight", step.kl_weight, global_step)
+        self.pending.append((global_step, step.terms.loss.detach(), step.lr, step.kl_weight))
+
+    def _write_step_curves(self) -> None:
+        """The step points gathered since the last call, their losses read in one transfer."""
+        if self.writer is None or not self.pending:
+            return
+        losses = torch.stack([loss for _, loss, _, _ in self.pending]).tolist()
+        for (global_step, _, lr, kl_weight), loss in zip(self.pending, losses):
+            self.writer.add_scalar("step/loss", loss, global_step)
+            self.writer.add_scalar("step/lr", lr, global_step)
+            self.writer.add_scalar("step/kl_weight", kl_weight, global_step)
+        self.pending = []
 
     def on_epoch_end(self, metrics: EpochMetrics) -> None:
         if self.writer is None:
             return
+        self._write_step_curves()
         global_step = metrics.epoch * self._steps_per_epoch()
         for tag, value in epoch_scalars(metrics).items():
             self.writer.add_scalar(tag, value, global_step)
@@ -112,7 +124,8 @@ class TensorBoardLogger(Callback):
     def close(self) -> None:
         """Flush and close the event file (the end of a run does it; so does the interpreter's)."""
         if self.writer is not None:
-            atexit.unregister(self.writer.close)
+            atexit.unregister(self.close)
+            self._write_step_curves()
             self.writer.close()
             self.writer = None
 
@@ -128,7 +141,7 @@ class TensorBoardLogger(Callback):
             raise VaelabError(
                 f"{self.log_dir}: cannot write the TensorBoard logs ({exc.strerror})"
             ) from None
-        atexit.register(writer.close)  # an interrupted run still flushes what it logged
+        atexit.register(self.close)  # an interrupted run still flushes what it logged
         return writer
 
     def _steps_per_epoch(self) -> int:
