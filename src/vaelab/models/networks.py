@@ -98,6 +98,7 @@ class ConvTranspose2dThenBias(nn.ConvTranspose2d):
     """
 
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        """The transposed convolution of `x`, then its bias added."""
         if output_size is not None:
             raise ValueError("output_size is not supported here")
         maps = self.unbiased(x)
