@@ -28,7 +28,7 @@ from vaelab.models.likelihoods import (
     log_likelihood,
 )
 from vaelab.models.priors import held_prior
-from vaelab.models.products import onednn_linear_available, uses_onednn
+from vaelab.models.products import uses_onednn
 from vaelab.rundir import (
     EVAL_FILE,
     WEIGHTS_FILE,
@@ -461,7 +461,7 @@ class FastDecoder:
 
     def _layer(self, index: int, h: torch.Tensor, activation: str) -> torch.Tensor:
         weight, bias = self.layers[index]
-        if _onednn_route(h, weight):
+        if uses_onednn(h, weight, bias is not None):
             return torch.ops.mkldnn._linear_pointwise(h, weight, bias, activation, [], "")
         out = self._buffer(index, len(h), weight.shape[0], weight.dtype)
         if bias is None:
@@ -520,15 +520,6 @@ def _product_group(pixels: int, dtype: torch.dtype) -> int | None:
     most = 100 if dtype == torch.float32 else 1000 if dtype == torch.float64 else 0
     group = max((size for size in range(1, min(most, pixels) + 1) if pixels % size == 0), default=0)
     return group if group >= 8 else None
-
-
-def _onednn_route(h: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether the product h @ weight.T goes to oneDNN's linear primitive: in bf16 on the CPU
-    wherever torch has it (the primitive fuses the bias and the ReLU into the product), in fp32
-    where `uses_onednn` sends it."""
-    if h.dtype == torch.bfloat16:
-        return h.device.type == "cpu" and onednn_linear_available()
-    return uses_onednn(h, weight)
 
 
 def _low(parameter: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from vaelab.models import VAE, LossTerms
+from vaelab.models.likelihoods import gaussian_kl
 from vaelab.models.products import matmul_nt
 from vaelab.training.flat_adam import FlatAdam, views_like
 
@@ -117,7 +118,7 @@ class MLPStep:
         decoder_outputs = self._forward(z_low, self.layers[self.encoder_depth + 1 :])
         logits = decoder_outputs.pop().float()
         reconstruction, grad_logits = self._reconstruction(logits, x, n)
-        kld = -0.5 * (1 + logvar - mu.square() - logvar.exp()).sum() / n
+        kld = gaussian_kl(mu, logvar)
 
         decoder = slice(self.encoder_depth + 1, None)
         grad_z = self._backward(
