@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import textwrap
 
@@ -82,6 +83,12 @@ def test_the_override_restarts_with_the_shim_preloaded(monkeypatch, tmp_path):
     assert env["LD_PRELOAD"] == f"{tmp_path / cpu._SHIM_NAME} /other.so"
 
 
+def test_without_the_shim_the_override_is_not_active():
+    if cpu._SHIM_NAME in os.environ.get("LD_PRELOAD", ""):
+        pytest.skip("this test process runs with the shim preloaded")
+    assert not cpu.mkl_override_active()
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(cpu.mkl_override_blocker() is not None, reason="needs AMD + AVX-512 + MKL")
 def test_on_this_cpu_the_shim_builds_and_mkl_runs_with_it(tmp_path):
@@ -95,6 +102,9 @@ def test_on_this_cpu_the_shim_builds_and_mkl_runs_with_it(tmp_path):
             a, b = torch.randn(300, 200, dtype=torch.float64), torch.randn(200, 100)
             exact = a @ b.double()
             assert torch.allclose(a.float() @ b, exact.float(), atol=1e-3)
+            from vaelab.models import products
+            assert products.mkl_runs_avx512_on_amd()  # so fp32 products stay with MKL
+            assert not products.uses_onednn(torch.randn(200, 784), torch.randn(400, 784), True)
             print(os.environ["LD_PRELOAD"])
             """
         )

@@ -10,7 +10,7 @@ from vaelab.errors import VaelabError
 from vaelab.models import VAE, products
 from vaelab.training import epoch as training
 from vaelab.training.distributed import SINGLE_PROCESS
-from vaelab.training.mlp_step import MLPStep, covers
+from vaelab.training.mlp_step import BF16_MIN_WEIGHTS, MLPStep, covers
 from vaelab.training.precision import Bf16Copy, autocast
 
 MODELS = {
@@ -34,22 +34,51 @@ def relative_error(a, b):
 
 
 @pytest.mark.parametrize("name", MODELS)
-@pytest.mark.parametrize("precision, tolerance", [("32", 1e-5), ("bf16-mixed", 2e-2)])
-def test_the_handwritten_step_gives_autograds_loss_and_gradients(name, precision, tolerance):
+def test_the_handwritten_step_gives_autograds_loss_and_gradients(name):
     torch.manual_seed(0)
     model = VAE(MODELS[name])
     reference = copy.deepcopy(model)
     batch = torch.rand(32, model.config.input_dim)
     noise = torch.randn(32, model.config.latent_dim)
-    expected_terms, expected_grads = autograd_step(reference, batch, noise, 0.7, precision)
+    expected_terms, expected_grads = autograd_step(reference, batch, noise, 0.7, "32")
 
-    terms = MLPStep(model, precision).step(batch, noise, 0.7)
+    terms = MLPStep(model, "32").step(batch, noise, 0.7)
 
     for got, expected in zip(terms, expected_terms):
-        assert got.item() == pytest.approx(expected.item(), rel=tolerance / 10, abs=1e-5)
+        assert got.item() == pytest.approx(expected.item(), rel=1e-6, abs=1e-5)
     for param_name, param in model.named_parameters():
         assert param.grad.dtype == torch.float32
-        assert relative_error(param.grad, expected_grads[param_name]) < tolerance, param_name
+        assert relative_error(param.grad, expected_grads[param_name]) < 1e-5, param_name
+
+
+@pytest.mark.parametrize("name", [*MODELS, "wide input"])
+def test_the_bf16_step_is_as_close_to_fp32_as_autocast_is(name):
+    config = MODELS.get(name, ModelConfig(input_dim=256, hidden=(64, 8), latent_dim=2))
+    torch.manual_seed(0)
+    model = VAE(config)
+    fp32, autocast_bf16 = copy.deepcopy(model), copy.deepcopy(model)
+    batch, noise = torch.rand(32, config.input_dim), torch.randn(32, config.latent_dim)
+    exact_terms, exact = autograd_step(fp32, batch, noise, 0.7, "32")
+    _, bf16 = autograd_step(autocast_bf16, batch, noise, 0.7, "bf16-mixed")
+
+    step = MLPStep(model, "bf16-mixed")
+    terms = step.step(batch, noise, 0.7)
+
+    assert terms.loss.item() == pytest.approx(exact_terms.loss.item(), rel=2e-2)
+    for param_name, param in model.named_parameters():
+        assert param.grad.dtype == torch.float32
+        ours = relative_error(param.grad, exact[param_name])
+        assert ours <= 2 * relative_error(bf16[param_name], exact[param_name]) + 1e-4, param_name
+
+
+def test_bf16_mixed_multiplies_the_small_layers_in_fp32():
+    step = MLPStep(VAE(ModelConfig()), "bf16-mixed")  # the tutorial's 784-400-200-100-20-2
+    sizes = [layer.weight.numel() for layer in step.layers]
+    dtypes = [layer.weight.dtype for layer in step.layers]
+    assert dtypes == [torch.bfloat16 if size >= BF16_MIN_WEIGHTS else torch.float32
+                      for size in sizes]  # fmt: skip
+    assert dtypes.count(torch.float32) == 4  # 100-20, both heads, 2-20, 20-100
+    assert [grad.weight.dtype for grad in step.grad_layers] == dtypes
 
 
 def test_training_steps_follow_autograds_weights():
@@ -91,9 +120,10 @@ def test_the_parameters_become_views_of_one_buffer_with_their_values_and_names()
 
 def test_bf16_steps_read_the_current_fp32_weights():
     torch.manual_seed(0)
-    model = VAE(MODELS["tutorial shape"])
+    model = VAE(ModelConfig(input_dim=256, hidden=(64, 8), latent_dim=2))
     step = MLPStep(model, "bf16-mixed")
-    batch, noise = torch.rand(8, 64), torch.randn(8, 2)
+    assert step.layers[-1].weight.dtype == torch.bfloat16  # the output layer reads the shadow
+    batch, noise = torch.rand(8, 256), torch.randn(8, 2)
     first = step.step(batch, noise).loss
     with torch.no_grad():
         model.output.bias.add_(3.0)
@@ -177,6 +207,15 @@ def adam_runs(steps, resume_at=None):
                 optimizer.step()
         runs.append((model, optimizer))
     return runs
+
+
+def test_fp32_products_stay_with_mkl_where_it_runs_its_avx512_kernels(monkeypatch):
+    a, b = torch.randn(200, 784), torch.randn(400, 784)
+    monkeypatch.setattr(products, "mkl_runs_avx512_on_amd", lambda: True)
+    assert not products.uses_onednn(a, b, bias=True)
+    bf16 = products.uses_onednn(a.bfloat16(), b.bfloat16(), bias=True)
+    assert bf16 == products.onednn_linear_available()  # MKL has no bf16 products
+    torch.testing.assert_close(products.matmul_nt(a, b, relu=True), (a @ b.t()).relu())
 
 
 def test_flat_adam_is_optimizer_steps_arithmetic():

@@ -1,4 +1,5 @@
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -88,8 +89,11 @@ def test_one_epoch_on_fashion_mnist_beats_the_tutorials_first_epoch(fashion_mnis
 
 
 def test_bf16_mixed_trains_fp32_weights_and_follows_fp32_closely(tiny_dataset):
-    fp32 = train(tiny_config(epochs=4, precision="32"), tiny_dataset, log=None)
-    mixed = train(tiny_config(epochs=4, precision="bf16-mixed"), tiny_dataset, log=None)
+    # a first layer of 16 x 512 weights, enough for the hand-written step to multiply it in bf16
+    wide = ModelConfig(hidden=(512, 4))
+    fp32 = train(replace(tiny_config(epochs=4, precision="32"), model=wide), tiny_dataset, log=None)
+    mixed = train(replace(tiny_config(epochs=4, precision="bf16-mixed"), model=wide),
+                  tiny_dataset, log=None)  # fmt: skip
     assert all(p.dtype == torch.float32 for p in mixed.model.parameters())
     assert mixed.history[-1].test_loss < mixed.history[0].test_loss
     assert mixed.history[-1].test_loss == pytest.approx(fp32.history[-1].test_loss, rel=0.05)

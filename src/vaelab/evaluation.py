@@ -28,7 +28,7 @@ from vaelab.models.likelihoods import (
     log_likelihood,
 )
 from vaelab.models.priors import held_prior
-from vaelab.models.products import uses_onednn
+from vaelab.models.products import onednn_linear, uses_onednn
 from vaelab.rundir import (
     EVAL_FILE,
     WEIGHTS_FILE,
@@ -462,7 +462,7 @@ class FastDecoder:
     def _layer(self, index: int, h: torch.Tensor, activation: str) -> torch.Tensor:
         weight, bias = self.layers[index]
         if uses_onednn(h, weight, bias is not None):
-            return torch.ops.mkldnn._linear_pointwise(h, weight, bias, activation, [], "")
+            return onednn_linear(h, weight, bias, activation)
         out = self._buffer(index, len(h), weight.shape[0], weight.dtype)
         if bias is None:
             torch.mm(h, weight.t(), out=out)

@@ -5,7 +5,10 @@ on Intel CPUs: on an AMD CPU with AVX-512 it runs at about half of what oneDNN (
 torch) reaches on the same shapes. `matmul_nt` sends fp32 products of the sizes that matter, and
 bf16 products with a bias, to oneDNN's linear primitive (which also fuses the bias and a ReLU),
 and every other product to the usual `torch.addmm`/`torch.mm` (torch's bf16 `mm` is oneDNN's
-already, and reads transposed operands without the copy the linear primitive makes). The route
+already, and reads transposed operands without the copy the linear primitive makes). Where MKL
+runs its AVX-512 kernels on an AMD CPU (`VAELAB_MKL_AVX512=1`, `vaelab.training.cpu`), fp32
+products stay with MKL: at the same rate as oneDNN it reads transposed operands in place and
+has no fixed cost per call (oneDNN's primitive takes about 15 us whatever the size). The route
 is checked once per process against `torch.mm`; where oneDNN's primitive is missing or
 disagrees, the usual route is used.
 """
@@ -13,6 +16,7 @@ disagrees, the usual route is used.
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import torch
 
@@ -22,9 +26,17 @@ _ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
 
 
 @functools.cache
+def _onednn_linear_op() -> Any:
+    """oneDNN's linear primitive as its overload (calling the overload, not the op packet,
+    skips about 4 us of Python dispatch per call), or None where this torch lacks it."""
+    packet = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
+    return None if packet is None else getattr(packet, "default", None)
+
+
+@functools.cache
 def onednn_linear_available() -> bool:
     """Whether oneDNN's linear primitive runs here and agrees with torch.mm (checked once)."""
-    linear = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
+    linear = _onednn_linear_op()
     if linear is None or not torch.backends.mkldnn.is_available():
         return False
     generator = torch.Generator().manual_seed(0)
@@ -42,14 +54,32 @@ def onednn_linear_available() -> bool:
     )
 
 
+@functools.cache
+def mkl_runs_avx512_on_amd() -> bool:
+    """Whether the shim that lets MKL take its AVX-512 kernels on AMD CPUs is loaded here."""
+    from vaelab.training.cpu import mkl_override_active  # vaelab.training imports this module
+
+    return mkl_override_active()
+
+
+def onednn_linear(
+    a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, activation: str
+) -> torch.Tensor:
+    """activation(a @ b.T + bias) by oneDNN's linear primitive ('none', 'relu', 'sigmoid', ...)."""
+    return _onednn_linear_op()(a, b, bias, activation, [], "")
+
+
 def uses_onednn(a: torch.Tensor, b: torch.Tensor, bias: bool = False) -> bool:
     """Whether `matmul_nt(a, b, bias?)` goes to oneDNN's linear primitive."""
     if a.device.type != "cpu" or a.dtype not in _ONEDNN_DTYPES or b.dtype != a.dtype:
         return False
     if a.dtype == torch.bfloat16 and not bias:
         return False
-    if a.dtype == torch.float32 and a.shape[0] * a.shape[1] * b.shape[0] < _ONEDNN_FP32_MIN_MACS:
-        return False
+    if a.dtype == torch.float32:
+        if a.shape[0] * a.shape[1] * b.shape[0] < _ONEDNN_FP32_MIN_MACS:
+            return False
+        if mkl_runs_avx512_on_amd():
+            return False
     return onednn_linear_available()
 
 
@@ -68,7 +98,7 @@ def matmul_nt(
     g.T @ x = matmul_nt(g.t(), x.t()).
     """
     if uses_onednn(a, b, bias is not None):
-        result = torch.ops.mkldnn._linear_pointwise(a, b, bias, "relu" if relu else "none", [], "")
+        result = onednn_linear(a, b, bias, "relu" if relu else "none")
         return result if out is None else out.copy_(result)
     if out is not None:
         return torch.mm(a, b.t(), out=out)

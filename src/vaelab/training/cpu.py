@@ -68,6 +68,15 @@ def mkl_override_blocker() -> str | None:
     return None
 
 
+def mkl_override_active() -> bool:
+    """Whether the MKL shim is loaded into this process (MKL then takes its AVX-512 kernels)."""
+    try:
+        with open("/proc/self/maps", encoding="ascii", errors="replace") as maps:
+            return any(_SHIM_NAME in line for line in maps)
+    except OSError:
+        return False
+
+
 def _shim_path() -> Path:
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     return cache / "vaelab" / _SHIM_NAME

@@ -10,15 +10,16 @@ matrix products. `MLPStep.step` computes the loss and every weight's gradient in
   bias gradient a column sum, and the ReLU's mask applied in place from the stored outputs;
 - the weights and their gradients live in flat fp32 buffers (the parameters and `.grad`s are
   views into them), so Adam updates them in one fused call (`FlatAdam`). In bf16-mixed one cast
-  kernel per step copies the weights into a flat bf16 shadow the products read, and one batched
-  copy moves the bf16 gradients into the fp32 `.grad`s: autocast's arithmetic (bf16 inputs,
-  weights and outputs of every product, the loss and latent statistics in fp32) without its
-  casts.
+  kernel per step copies the weights into a flat bf16 shadow the products read, and one copy
+  per run of adjacent bf16 layers moves their gradients into the fp32 `.grad`s: autocast's
+  arithmetic (bf16 inputs, weights and outputs of the products, the loss and latent statistics
+  in fp32) without its casts, except that layers of fewer than `BF16_MIN_WEIGHTS` weights (the
+  tutorial's 100-20-2-20-100 middle) multiply in fp32, which is faster there.
 
 It trains `arch='mlp'` with the N(0, I) prior, one stochastic layer, no conditioning, the ELBO of
 one sample, and the 'tutorial-mse' or 'bernoulli' likelihood, in fp32 or bf16-mixed (`covers`
 says why not otherwise); the training loop uses autograd for every other model. Tests check its
-loss and gradients against autograd's.
+loss and gradients against autograd's (in bf16-mixed: as close to fp32's as autocast's are).
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ from vaelab.training.flat_adam import FlatAdam, views_like
 
 # The likelihoods whose gradient with respect to the logits is written out below.
 LIKELIHOODS = ("tutorial-mse", "bernoulli")
+# In bf16-mixed, layers with fewer weights multiply in fp32: a oneDNN bf16 product costs about
+# 13 us whatever its size, more than torch's fp32 product of such a layer at batch 200.
+BF16_MIN_WEIGHTS = 8192
 
 
 def covers(
@@ -92,14 +96,19 @@ class MLPStep:
         shapes = [_shape(layer) for layer in encoder]
         shapes.append((2 * self.latent, encoder[-1].out_features))
         shapes += [_shape(layer) for layer in decoder]
-        self.layers = _layer_views(self.shadow, shapes)
         self.encoder_depth = len(encoder)
         self.grads = torch.zeros_like(self.weights)
         for parameter, grad in zip(self.parameters, views_like(self.grads, self.parameters)):
             parameter.grad = grad
         # the products write the gradients in their own dtype; bf16 ones are cast in one copy
         self.shadow_grads = self.grads if self.low == torch.float32 else self.shadow.clone()
-        self.grad_layers = _layer_views(self.shadow_grads, shapes)
+        in_low = [self.low == torch.float32 or rows * columns >= BF16_MIN_WEIGHTS
+                  for rows, columns in shapes]  # fmt: skip
+        self.layers = _pick(in_low, _layer_views(self.shadow, shapes),
+                            _layer_views(self.weights, shapes))  # fmt: skip
+        self.grad_layers = _pick(in_low, _layer_views(self.shadow_grads, shapes),
+                                 _layer_views(self.grads, shapes))  # fmt: skip
+        self.low_spans = [] if self.shadow_grads is self.grads else _spans(in_low, shapes)
         self.adam = FlatAdam(self.parameters, self.weights, self.grads)
 
     @torch.no_grad()
@@ -108,41 +117,39 @@ class MLPStep:
         if self.shadow is not self.weights:
             self.shadow.copy_(self.weights)
         n = len(x)
-        x_low = x.to(self.low)
-        encoder_outputs = self._forward(x_low, self.layers[: self.encoder_depth + 1])
-        stats = encoder_outputs.pop().float()
+        encoder = slice(0, self.encoder_depth + 1)
+        decoder = slice(self.encoder_depth + 1, None)
+        encoder_inputs, stats = self._forward(x, self.layers[encoder])
+        stats = stats.float()
         mu, logvar = stats[:, : self.latent], stats[:, self.latent :]
         std = torch.exp(0.5 * logvar)
         z = torch.addcmul(mu, noise, std)
-        z_low = z.to(self.low)
-        decoder_outputs = self._forward(z_low, self.layers[self.encoder_depth + 1 :])
-        logits = decoder_outputs.pop().float()
-        reconstruction, grad_logits = self._reconstruction(logits, x, n)
+        decoder_inputs, logits = self._forward(z, self.layers[decoder])
+        reconstruction, grad_logits = self._reconstruction(logits.float(), x, n)
         kld = gaussian_kl(mu, logvar)
 
-        decoder = slice(self.encoder_depth + 1, None)
         grad_z = self._backward(
-            grad_logits.to(self.low), [z_low, *decoder_outputs], self.layers[decoder],
-            self.grad_layers[decoder], input_grad=True,
+            grad_logits, decoder_inputs, self.layers[decoder], self.grad_layers[decoder],
+            input_grad=True,
         )  # fmt: skip
         grad_stats = _latent_gradient(grad_z.float(), noise, mu, logvar, std, kl_scale / n)
-        encoder = slice(0, self.encoder_depth + 1)
         self._backward(
-            grad_stats.to(self.low), [x_low, *encoder_outputs], self.layers[encoder],
-            self.grad_layers[encoder], input_grad=False,
+            grad_stats, encoder_inputs, self.layers[encoder], self.grad_layers[encoder],
+            input_grad=False,
         )  # fmt: skip
-        if self.shadow_grads is not self.grads:
-            self.grads.copy_(self.shadow_grads)
+        for start, end in self.low_spans:
+            self.grads[start:end].copy_(self.shadow_grads[start:end])
         return LossTerms(reconstruction + kl_scale * kld, reconstruction, kld)
 
     @staticmethod
-    def _forward(h: torch.Tensor, layers: list[Dense]) -> list[torch.Tensor]:
-        """Each layer's output (ReLU'd except the last's), from input `h`."""
-        outputs = []
+    def _forward(h: torch.Tensor, layers: list[Dense]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Each layer's input, in the layer's dtype (each a ReLU output but the first), and the
+        last layer's output, from input `h`."""
+        inputs = []
         for index, layer in enumerate(layers):
-            h = matmul_nt(h, layer.weight, layer.bias, relu=index < len(layers) - 1)
-            outputs.append(h)
-        return outputs
+            inputs.append(h.to(layer.weight.dtype))
+            h = matmul_nt(inputs[-1], layer.weight, layer.bias, relu=index < len(layers) - 1)
+        return inputs, h
 
     def _reconstruction(
         self, logits: torch.Tensor, x: torch.Tensor, n: int
@@ -175,6 +182,7 @@ class MLPStep:
         (when `input_grad`, else the last gradient computed)."""
         for position in range(len(layers) - 1, -1, -1):
             layer, layer_input, out = layers[position], inputs[position], grad_layers[position]
+            grad = grad.to(layer.weight.dtype)
             matmul_nt(grad.t(), layer_input.t(), out=out.weight)
             torch.sum(grad, dim=0, out=out.bias)
             if position == 0 and not input_grad:
@@ -207,6 +215,24 @@ def _latent_gradient(
 def _mask_by_relu_output(grad: torch.Tensor, relu_output: torch.Tensor) -> None:
     """grad[relu_output == 0] = 0, in place."""
     torch.ops.aten.threshold_backward.grad_input(grad, relu_output, 0, grad_input=grad)
+
+
+def _pick(choices: list[bool], if_true: list[Dense], if_false: list[Dense]) -> list[Dense]:
+    return [a if choice else b for choice, a, b in zip(choices, if_true, if_false)]
+
+
+def _spans(chosen: list[bool], shapes: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The flat buffer's (start, end) ranges of the chosen layers, adjacent ones merged."""
+    spans: list[tuple[int, int]] = []
+    offset = 0
+    for choice, (rows, columns) in zip(chosen, shapes):
+        size = rows * columns + rows
+        if choice and spans and spans[-1][1] == offset:
+            spans[-1] = (spans[-1][0], offset + size)
+        elif choice:
+            spans.append((offset, offset + size))
+        offset += size
+    return spans
 
 
 def _linears(stack: nn.Module) -> list[nn.Linear]:
