@@ -5,9 +5,11 @@ In one process, alternately, it times an epoch of
          + torch.optim.Adam, batch 200, fp32;
   (32)   vaelab's training loop in fp32;
   (bf16) vaelab's training loop with bf16 matrix products (weights and Adam in fp32),
-then a test pass over the 10,000 test images each way. It measures the peak of the model's own
-GEMM shapes (fp32 through MKL and through oneDNN, bf16 through oneDNN), the peak RSS of a
-`vaelab train` subprocess, and writes a JSON record to benchmarks/results/.
+then a test pass over the 10,000 test images each way. Before each round it measures the peak
+of the model's own GEMM shapes (fp32 through MKL and through oneDNN, bf16 through oneDNN), so
+that each epoch's fraction of the floor is taken against the machine's speed of that minute (a
+shared VM's drifts by up to 2x within an hour). It measures the peak RSS of a `vaelab train`
+subprocess, and writes a JSON record to benchmarks/results/.
 
     python benchmarks/bench_train.py                 # 5 alternating epochs each, RSS of 60 epochs
     python benchmarks/bench_train.py --epochs 2 --rss-epochs 0 --subset 6000   # a quick look
@@ -236,11 +238,29 @@ def jax_epoch(train_x: torch.Tensor) -> tuple[Callable[[], float] | None, dict[s
     return loop.run_epoch, {"compile_s": loop.compile_seconds, "first_epoch_loss": first_loss}
 
 
+def floor_fraction(
+    gflop: float, seconds: float, peaks: dict[str, float], loop: str
+) -> float | None:
+    """The time `gflop` takes at the GEMM peak that applies to `loop`, over its `seconds`."""
+    if loop == "bf16-mixed":
+        peak = peaks.get("bf16")
+    else:
+        peak = max((v for k, v in peaks.items() if k.startswith("fp32")), default=None)
+    return gflop / peak / seconds if peak else None
+
+
 def training_rows(
-    train_x: torch.Tensor, test_x: torch.Tensor, device: torch.device, epochs: int, use_jax: bool
+    train_x: torch.Tensor,
+    test_x: torch.Tensor,
+    device: torch.device,
+    epochs: int,
+    use_jax: bool,
+    measure_peaks: Callable[[], dict[str, float]],
 ) -> tuple[dict[str, dict], dict[str, object]]:
-    """Alternating epochs of the plain loop, the JAX loop and vaelab in fp32 and bf16-mixed; per
-    loop its times, ratios to the plain loop per pair of epochs, last epoch's loss and test pass."""
+    """Alternating epochs of the plain loop, the JAX loop and vaelab in fp32 and bf16-mixed, each
+    round after a measurement of the GEMM peaks (a shared VM's speed drifts within minutes); per
+    loop its times, ratios to the plain loop and fractions of that round's floor, last epoch's
+    loss and test pass; the rounds' peaks under extra['round_peaks']."""
     model_config = ModelConfig()
     steps = len(train_x) // BATCH
     torch.manual_seed(0)
@@ -290,8 +310,11 @@ def training_rows(
 
     train_times: dict[str, list[float]] = {name: [] for name in loops}
     test_times: dict[str, list[float]] = {name: [] for name in loops}
+    round_peaks: list[dict[str, float]] = []
     # One untimed warm-up epoch each, then alternate so that drifts hit every loop alike.
     for timed_round in range(epochs + 1):
+        if timed_round:
+            round_peaks.append(measure_peaks())
         for name, (train_once, test_once) in loops.items():
             seconds = timed(train_once, device)
             test_s = timed(test_once, device) if test_once is not None else None
@@ -300,10 +323,12 @@ def training_rows(
                 if test_s is not None:
                     test_times[name].append(test_s)
         if timed_round:
-            print(f"  round {timed_round}: " + ", ".join(
+            peaks = ", ".join(f"{k} {v:.0f}" for k, v in round_peaks[-1].items())
+            print(f"  round {timed_round} (GEMM peaks {peaks} GFLOP/s): " + ", ".join(
                 f"{n} {t[-1]:.2f}s ({t[-1] / train_times['plain'][-1]:.2f}x)"
                 for n, t in train_times.items()
             ))  # fmt: skip
+    gflop = 3 * flops_per_image(model_config) * steps * BATCH / 1e9
     rows = {}
     for name in loops:
         ratios = [t / r for t, r in zip(train_times[name], train_times["plain"])]
@@ -313,10 +338,16 @@ def training_rows(
             "ratio_to_ref_median": statistics.median(ratios),
             "last_epoch_train_loss": losses.get(name),
         }
+        fractions = [floor_fraction(gflop, t, peaks, name)
+                     for t, peaks in zip(train_times[name], round_peaks)]  # fmt: skip
+        if all(f is not None for f in fractions):
+            rows[name]["floor_fraction_per_round"] = fractions
+            rows[name]["floor_fraction_median"] = statistics.median(fractions)  # type: ignore[type-var]
         if test_times[name]:
             test_ratios = [t / r for t, r in zip(test_times[name], test_times["plain"])]
             rows[name]["test_pass_s"] = summary(test_times[name])
             rows[name]["test_ratio_to_ref_median"] = statistics.median(test_ratios)
+    extra["round_peaks"] = round_peaks
     return rows, extra
 
 
@@ -339,9 +370,9 @@ def print_speed_table(record: dict) -> None:
     print("|---|---|---|---|---|")
     for name, row in record["loops"].items():
         stats = row["train_epoch_s"]
-        peak = bf16_peak if name == "bf16-mixed" else fp32_peak
         rate = gflop / stats["median"]
-        floor = f"{rate / peak:.0%}" if peak else "-"
+        fraction = row.get("floor_fraction_median")
+        floor = f"{fraction:.0%}" if fraction is not None else "-"
         print(
             f"| {ROW_NAMES[name]} | {stats['median']:.2f} ({stats['min']:.2f}-{stats['max']:.2f})"
             f" | {row['ratio_to_ref_median']:.2f}x | {rate:.0f} | {floor} |"
@@ -367,7 +398,7 @@ def print_speed_table(record: dict) -> None:
               f"| - | - | - |")  # fmt: skip
     print()
     print(
-        "GEMM peaks on this model's shapes (batch 200): "
+        "GEMM peaks on this model's shapes (batch 200), medians of the rounds' measurements: "
         + ", ".join(f"{route} {value:.0f} GFLOP/s" for route, value in peaks.items())
         + f"; one epoch = {gflop:.0f} GFLOP, so the floor is "
         + (f"{gflop / fp32_peak:.2f} s fp32" if fp32_peak else "-")
@@ -401,10 +432,13 @@ def main() -> None:
     print(f"machine: {json.dumps(info)}")
     print(f"device {device}; one epoch = {steps} steps = {epoch_gflop:.0f} GFLOP")
 
-    peaks = measured_peaks(model_config, device)
-    for route, value in peaks.items():
-        print(f"  GEMM peak {route:12s} {value:7.0f} GFLOP/s (this model's shapes, batch {BATCH})")
-    rows, extra = training_rows(train_x, data.test_images, device, args.epochs, not args.no_jax)
+    rows, extra = training_rows(
+        train_x, data.test_images, device, args.epochs, not args.no_jax,
+        lambda: measured_peaks(model_config, device),
+    )  # fmt: skip
+    round_peaks = extra["round_peaks"]
+    assert isinstance(round_peaks, list)
+    peaks = {route: statistics.median(p[route] for p in round_peaks) for route in round_peaks[0]}
     record: dict = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "device": str(device),
