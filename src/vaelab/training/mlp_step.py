@@ -147,7 +147,7 @@ class MLPStep:
         last layer's output, from input `h`."""
         inputs = []
         for index, layer in enumerate(layers):
-            inputs.append(h.to(layer.weight.dtype))
+            inputs.append(_as_dtype(h, layer.weight.dtype))
             h = matmul_nt(inputs[-1], layer.weight, layer.bias, relu=index < len(layers) - 1)
         return inputs, h
 
@@ -182,7 +182,7 @@ class MLPStep:
         (when `input_grad`, else the last gradient computed)."""
         for position in range(len(layers) - 1, -1, -1):
             layer, layer_input, out = layers[position], inputs[position], grad_layers[position]
-            grad = grad.to(layer.weight.dtype)
+            grad = _as_dtype(grad, layer.weight.dtype)
             matmul_nt(grad.t(), layer_input.t(), out=out.weight)
             torch.sum(grad, dim=0, out=out.bias)
             if position == 0 and not input_grad:
@@ -210,6 +210,10 @@ def _latent_gradient(
     grad_mu = grad_z + kl_weight * mu
     grad_logvar = 0.5 * (grad_z * noise * std + kl_weight * (logvar.exp() - 1))
     return torch.cat([grad_mu, grad_logvar], dim=1)
+
+
+def _as_dtype(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return tensor if tensor.dtype == dtype else tensor.to(dtype)  # no call into torch when equal
 
 
 def _mask_by_relu_output(grad: torch.Tensor, relu_output: torch.Tensor) -> None:
