@@ -100,15 +100,16 @@ class MLPStep:
         self.grads = torch.zeros_like(self.weights)
         for parameter, grad in zip(self.parameters, views_like(self.grads, self.parameters)):
             parameter.grad = grad
-        # the products write the gradients in their own dtype; bf16 ones are cast in one copy
+        # the products write the gradients in their own dtype; bf16 ones are cast back per run
+        # of adjacent bf16 layers (`low_spans`)
         self.shadow_grads = self.grads if self.low == torch.float32 else self.shadow.clone()
-        in_low = [self.low == torch.float32 or rows * columns >= BF16_MIN_WEIGHTS
-                  for rows, columns in shapes]  # fmt: skip
-        self.layers = _pick(in_low, _layer_views(self.shadow, shapes),
+        low = [self.low == torch.float32 or rows * columns >= BF16_MIN_WEIGHTS
+               for rows, columns in shapes]  # fmt: skip  (whether each layer multiplies in low)
+        self.layers = _pick(low, _layer_views(self.shadow, shapes),
                             _layer_views(self.weights, shapes))  # fmt: skip
-        self.grad_layers = _pick(in_low, _layer_views(self.shadow_grads, shapes),
+        self.grad_layers = _pick(low, _layer_views(self.shadow_grads, shapes),
                                  _layer_views(self.grads, shapes))  # fmt: skip
-        self.low_spans = [] if self.shadow_grads is self.grads else _spans(in_low, shapes)
+        self.low_spans = [] if self.shadow_grads is self.grads else _spans(low, shapes)
         self.adam = FlatAdam(self.parameters, self.weights, self.grads)
 
     @torch.no_grad()
@@ -120,7 +121,7 @@ class MLPStep:
         encoder = slice(0, self.encoder_depth + 1)
         decoder = slice(self.encoder_depth + 1, None)
         encoder_inputs, stats = self._forward(x, self.layers[encoder])
-        stats = stats.float()
+        stats = _as_dtype(stats, torch.float32)
         mu, logvar = stats[:, : self.latent], stats[:, self.latent :]
         std = torch.exp(0.5 * logvar)
         z = torch.addcmul(mu, noise, std)
