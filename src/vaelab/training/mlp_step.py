@@ -103,8 +103,9 @@ class MLPStep:
         # the products write the gradients in their own dtype; bf16 ones are cast back per run
         # of adjacent bf16 layers (`low_spans`)
         self.shadow_grads = self.grads if self.low == torch.float32 else self.shadow.clone()
+        # whether each layer multiplies in the low dtype
         low = [self.low == torch.float32 or rows * columns >= BF16_MIN_WEIGHTS
-               for rows, columns in shapes]  # fmt: skip  (whether each layer multiplies in low)
+               for rows, columns in shapes]  # fmt: skip
         self.layers = _pick(low, _layer_views(self.shadow, shapes),
                             _layer_views(self.weights, shapes))  # fmt: skip
         self.grad_layers = _pick(low, _layer_views(self.shadow_grads, shapes),
