@@ -238,14 +238,24 @@ def jax_epoch(train_x: torch.Tensor) -> tuple[Callable[[], float] | None, dict[s
     return loop.run_epoch, {"compile_s": loop.compile_seconds, "first_epoch_loss": first_loss}
 
 
+def epoch_gflop(model_config: ModelConfig, steps: int) -> float:
+    """GFLOP of an epoch's matrix products: forward and both backward products of every layer."""
+    return 3 * flops_per_image(model_config) * steps * BATCH / 1e9
+
+
+def peak_for(peaks: dict[str, float], loop: str) -> float | None:
+    """The GEMM peak a loop's floor is taken at: bf16's for bf16-mixed, the best fp32 route's
+    for the others."""
+    if loop == "bf16-mixed":
+        return peaks.get("bf16")
+    return max((v for k, v in peaks.items() if k.startswith("fp32")), default=None)
+
+
 def floor_fraction(
     gflop: float, seconds: float, peaks: dict[str, float], loop: str
 ) -> float | None:
     """The time `gflop` takes at the GEMM peak that applies to `loop`, over its `seconds`."""
-    if loop == "bf16-mixed":
-        peak = peaks.get("bf16")
-    else:
-        peak = max((v for k, v in peaks.items() if k.startswith("fp32")), default=None)
+    peak = peak_for(peaks, loop)
     return gflop / peak / seconds if peak else None
 
 
@@ -328,7 +338,7 @@ def training_rows(
                 f"{n} {t[-1]:.2f}s ({t[-1] / train_times['plain'][-1]:.2f}x)"
                 for n, t in train_times.items()
             ))  # fmt: skip
-    gflop = 3 * flops_per_image(model_config) * steps * BATCH / 1e9
+    gflop = epoch_gflop(model_config, steps)
     rows = {}
     for name in loops:
         ratios = [t / r for t, r in zip(train_times[name], train_times["plain"])]
@@ -362,8 +372,7 @@ ROW_NAMES = {
 def print_speed_table(record: dict) -> None:
     """The one table of every speed figure of this run, as markdown."""
     peaks = record["gemm_peak_gflops"]
-    fp32_peak = max((v for k, v in peaks.items() if k.startswith("fp32")), default=None)
-    bf16_peak = peaks.get("bf16")
+    fp32_peak, bf16_peak = peak_for(peaks, "32"), peak_for(peaks, "bf16-mixed")
     gflop = record["epoch_gflop"]
     print()
     print("| what | s per epoch (median, min-max) | vs plain loop | GFLOP/s | of the GEMM floor |")
@@ -427,10 +436,10 @@ def main() -> None:
     train_x = data.train_images[: args.subset]
     model_config = ModelConfig()
     steps = len(train_x) // BATCH
-    epoch_gflop = 3 * flops_per_image(model_config) * steps * BATCH / 1e9
+    gflop = epoch_gflop(model_config, steps)
     info = machine()
     print(f"machine: {json.dumps(info)}")
-    print(f"device {device}; one epoch = {steps} steps = {epoch_gflop:.0f} GFLOP")
+    print(f"device {device}; one epoch = {steps} steps = {gflop:.0f} GFLOP")
 
     rows, extra = training_rows(
         train_x, data.test_images, device, args.epochs, not args.no_jax,
@@ -444,7 +453,7 @@ def main() -> None:
         "device": str(device),
         "machine": info,
         "subset": len(train_x),
-        "epoch_gflop": epoch_gflop,
+        "epoch_gflop": gflop,
         "gemm_peak_gflops": peaks,
         "loops": rows,
         **extra,

@@ -230,14 +230,11 @@ def _pick(choices: list[bool], if_true: list[Dense], if_false: list[Dense]) -> l
 def _spans(chosen: list[bool], shapes: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """The flat buffer's (start, end) ranges of the chosen layers, adjacent ones merged."""
     spans: list[tuple[int, int]] = []
-    offset = 0
-    for choice, (rows, columns) in zip(chosen, shapes):
-        size = rows * columns + rows
-        if choice and spans and spans[-1][1] == offset:
-            spans[-1] = (spans[-1][0], offset + size)
+    for choice, (start, _, end) in zip(chosen, _layer_ranges(shapes)):
+        if choice and spans and spans[-1][1] == start:
+            spans[-1] = (spans[-1][0], end)
         elif choice:
-            spans.append((offset, offset + size))
-        offset += size
+            spans.append((start, end))
     return spans
 
 
@@ -262,14 +259,19 @@ def _flatten_into_one_buffer(parameters: list[torch.Tensor]) -> torch.Tensor:
     return flat
 
 
-def _layer_views(flat: torch.Tensor, shapes: list[tuple[int, int]]) -> list[Dense]:
-    """Each layer's weight (out, in) and bias (out,) as views of `flat`, laid out as
-    `MLPStep` lays out the parameters (every weight followed by its bias)."""
-    layers = []
-    offset = 0
+def _layer_ranges(shapes: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
+    """Each layer's (weight start, bias start, end) in the flat buffer, laid out as `MLPStep`
+    lays out the parameters (every weight followed by its bias)."""
+    ranges, offset = [], 0
     for rows, columns in shapes:
-        weight = flat[offset : offset + rows * columns].view(rows, columns)
-        offset += rows * columns
-        layers.append(Dense(weight, flat[offset : offset + rows]))
-        offset += rows
-    return layers
+        ranges.append((offset, offset + rows * columns, offset + rows * columns + rows))
+        offset = ranges[-1][2]
+    return ranges
+
+
+def _layer_views(flat: torch.Tensor, shapes: list[tuple[int, int]]) -> list[Dense]:
+    """Each layer's weight (out, in) and bias (out,) as views of `flat`."""
+    return [
+        Dense(flat[start:bias].view(rows, columns), flat[bias:end])
+        for (rows, columns), (start, bias, end) in zip(shapes, _layer_ranges(shapes))
+    ]
