@@ -7,9 +7,13 @@ import sys
 import textwrap
 
 import pytest
+import torch
 
 from tests.helpers import run_python
+from vaelab.config import ModelConfig, TrainConfig
+from vaelab.models import VAE
 from vaelab.training import cpu
+from vaelab.training import epoch
 
 AMD_ZEN4 = {
     "vendor_id": "AuthenticAMD",
@@ -103,7 +107,7 @@ def test_on_this_cpu_the_shim_builds_and_mkl_runs_with_it(tmp_path):
             exact = a @ b.double()
             assert torch.allclose(a.float() @ b, exact.float(), atol=1e-3)
             from vaelab.models import products
-            assert products.mkl_runs_avx512_on_amd()  # so fp32 products stay with MKL
+            assert not products.onednn_beats_blas_fp32()  # so fp32 products stay with MKL
             assert not products.uses_onednn(torch.randn(200, 784), torch.randn(400, 784), True)
             print(os.environ["LD_PRELOAD"])
             """
@@ -118,3 +122,42 @@ def test_on_this_cpu_the_shim_builds_and_mkl_runs_with_it(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().endswith(cpu._SHIM_NAME), done.stdout + done.stderr
     assert (tmp_path / "cache" / "vaelab" / cpu._SHIM_NAME).exists()
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_subnormals_are_flushed_on_every_intra_op_thread_inside_the_block_only(two_threads):
+    tiny = torch.full((1 << 20,), 1e-39)  # subnormal in fp32; the product splits over threads
+    with cpu.subnormals_flushed() as flushed:
+        if not flushed:
+            pytest.skip("this CPU does not flush subnormals")
+        inside = tiny * 1.0
+    after = tiny * 1.0
+    assert torch.count_nonzero(inside) == 0
+    assert torch.equal(after, tiny)
+
+
+def test_a_training_epoch_flushes_subnormals(two_threads, monkeypatch):
+    seen = []
+    original = epoch.training_step
+
+    def step(*args, **kwargs):
+        seen.append(torch.count_nonzero(torch.full((1 << 20,), 1e-39) * 1.0).item())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(epoch, "training_step", step)
+    torch.manual_seed(0)
+    model = VAE(ModelConfig(input_dim=16, hidden=(8,), latent_dim=2))
+    config = TrainConfig(batch_size=4, epochs=1)
+    optimizer = epoch.make_optimizer(model, config)
+    scheduler = epoch.make_scheduler(optimizer, config, 2)
+    images = torch.rand(8, 16, generator=torch.Generator().manual_seed(0))
+    epoch.train_epoch(model, optimizer, scheduler, images, config, torch.Generator().manual_seed(1))
+    if torch.set_flush_denormal(False):
+        assert seen == [0, 0]

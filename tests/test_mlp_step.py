@@ -8,6 +8,7 @@ import torch
 from vaelab.config import ModelConfig, TrainConfig
 from vaelab.errors import VaelabError
 from vaelab.models import VAE, products
+from vaelab.training import cpu
 from vaelab.training import epoch as training
 from vaelab.training.distributed import SINGLE_PROCESS
 from vaelab.training.mlp_step import BF16_MIN_WEIGHTS, MLPStep, covers
@@ -173,6 +174,7 @@ def test_matmul_nt_computes_the_three_products_of_a_dense_layer(monkeypatch, one
     if onednn and not products.onednn_linear_available():
         pytest.skip("oneDNN's linear primitive is not in this torch")
     monkeypatch.setattr(products, "_ONEDNN_FP32_MIN_MACS", 0 if onednn else 1 << 62)
+    monkeypatch.setattr(products, "onednn_beats_blas_fp32", lambda: onednn)
     if not onednn:
         monkeypatch.setattr(products, "onednn_linear_available", lambda: False)
     generator = torch.Generator().manual_seed(0)
@@ -211,9 +213,26 @@ def adam_runs(steps, resume_at=None):
     return runs
 
 
+@pytest.mark.parametrize(
+    ("vendor", "shim", "onednn"),
+    [("AuthenticAMD", False, True), ("AuthenticAMD", True, False), ("GenuineIntel", False, False)],
+)
+def test_fp32_products_go_to_onednn_only_where_mkl_skips_its_avx512_kernels(
+    monkeypatch, vendor, shim, onednn
+):
+    monkeypatch.setattr(cpu, "cpu_info", lambda: {"vendor_id": vendor})
+    monkeypatch.setattr(cpu, "mkl_override_active", lambda: shim)
+    products.onednn_beats_blas_fp32.cache_clear()
+    try:
+        mkl = "BLAS_INFO=mkl" in torch.__config__.show()
+        assert products.onednn_beats_blas_fp32() is (onednn and mkl)
+    finally:
+        products.onednn_beats_blas_fp32.cache_clear()
+
+
 def test_fp32_products_stay_with_mkl_where_it_runs_its_avx512_kernels(monkeypatch):
     a, b = torch.randn(200, 784), torch.randn(400, 784)
-    monkeypatch.setattr(products, "mkl_runs_avx512_on_amd", lambda: True)
+    monkeypatch.setattr(products, "onednn_beats_blas_fp32", lambda: False)
     assert not products.uses_onednn(a, b, bias=True)
     bf16 = products.uses_onednn(a.bfloat16(), b.bfloat16(), bias=True)
     assert bf16 == products.onednn_linear_available()  # MKL has no bf16 products

@@ -2,13 +2,15 @@
 
 On x86 CPUs torch sends fp32 matrix products to Intel MKL, which takes its AVX-512 kernels only
 on Intel CPUs: on an AMD CPU with AVX-512 it runs at about half of what oneDNN (also inside
-torch) reaches on the same shapes. `matmul_nt` sends fp32 products of the sizes that matter, and
-bf16 products with a bias, to oneDNN's linear primitive (which also fuses the bias and a ReLU),
-and every other product to the usual `torch.addmm`/`torch.mm` (torch's bf16 `mm` is oneDNN's
-already, and reads transposed operands without the copy the linear primitive makes). Where MKL
-runs its AVX-512 kernels on an AMD CPU (`VAELAB_MKL_AVX512=1`, `vaelab.training.cpu`), fp32
-products stay with MKL: at the same rate as oneDNN it reads transposed operands in place and
-has no fixed cost per call (oneDNN's primitive takes about 15 us whatever the size). The route
+torch) reaches on the same shapes. There `matmul_nt` sends fp32 products of the sizes that
+matter to oneDNN's linear primitive (which also fuses the bias and a ReLU). Everywhere else fp32
+products stay with torch's BLAS: on Intel CPUs, and on AMD CPUs where the shim that lets MKL
+take its AVX-512 kernels is loaded (`VAELAB_MKL_AVX512=1`, `vaelab.training.cpu`), MKL is as
+fast or faster, reads transposed operands in place and has no fixed cost per call (oneDNN's
+primitive takes about 15 us whatever the size, and copies a transposed input). bf16 products
+with a bias go to oneDNN's linear primitive, every other product to the usual
+`torch.addmm`/`torch.mm` (torch's bf16 `mm` is oneDNN's already, and reads transposed operands
+without the copy the linear primitive makes). The route
 is checked once per process against `torch.mm`; where oneDNN's primitive is missing or
 disagrees, the usual route is used.
 """
@@ -55,11 +57,14 @@ def onednn_linear_available() -> bool:
 
 
 @functools.cache
-def mkl_runs_avx512_on_amd() -> bool:
-    """Whether the shim that lets MKL take its AVX-512 kernels on AMD CPUs is loaded here."""
-    from vaelab.training.cpu import mkl_override_active  # vaelab.training imports this module
+def onednn_beats_blas_fp32() -> bool:
+    """Whether oneDNN's fp32 products beat torch's BLAS here: where that BLAS is MKL on an AMD
+    CPU whose AVX-512 kernels MKL does not take (no shim loaded)."""
+    from vaelab.training import cpu  # vaelab.training imports this module
 
-    return mkl_override_active()
+    if "BLAS_INFO=mkl" not in torch.__config__.show():
+        return False
+    return cpu.cpu_info().get("vendor_id") == "AuthenticAMD" and not cpu.mkl_override_active()
 
 
 def onednn_linear(
@@ -78,7 +83,7 @@ def uses_onednn(a: torch.Tensor, b: torch.Tensor, bias: bool = False) -> bool:
     if a.dtype == torch.float32:
         if a.shape[0] * a.shape[1] * b.shape[0] < _ONEDNN_FP32_MIN_MACS:
             return False
-        if mkl_runs_avx512_on_amd():
+        if not onednn_beats_blas_fp32():
             return False
     return onednn_linear_available()
 

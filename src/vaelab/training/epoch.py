@@ -12,6 +12,7 @@ from vaelab.config import TrainConfig
 from vaelab.models import VAE, LossTerms
 from vaelab.models.likelihoods import kl_weight
 from vaelab.training.checkpoint import EpochProgress
+from vaelab.training.cpu import subnormals_flushed
 from vaelab.training.distributed import SINGLE_PROCESS, World, local_rows, mean_over_ranks, wrap
 from vaelab.training.mlp_step import MLPStep, covers
 from vaelab.training.precision import Bf16Copy, autocast
@@ -110,6 +111,7 @@ def training_step(
     return terms
 
 
+@subnormals_flushed()
 def train_epoch(
     model: VAE,
     optimizer: torch.optim.Optimizer,
@@ -136,6 +138,7 @@ def train_epoch(
     ranks. `binarize` draws each batch afresh as x ~ Bernoulli(pixels) from `generator` (dynamic
     binarization), before the step's noise. `labels` (one per image) go to a conditional model.
     With `config.train_samples` S above 1, each step draws S samples of the noise per image.
+    The epoch runs with subnormal floats flushed to zero (`vaelab.training.cpu.subnormals_flushed`).
     """
     model.train()
     objective = objective if objective is not None else wrap(model, world)
