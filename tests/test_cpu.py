@@ -12,8 +12,7 @@ import torch
 from tests.helpers import run_python
 from vaelab.config import ModelConfig, TrainConfig
 from vaelab.models import VAE
-from vaelab.training import cpu
-from vaelab.training import epoch
+from vaelab.training import cpu, epoch
 
 AMD_ZEN4 = {
     "vendor_id": "AuthenticAMD",
