@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import os
 import threading
@@ -18,13 +19,28 @@ from vaelab.cli import main
 from vaelab.data import SYSTEM_DATA_DIR, Dataset, find_idx_file, load_fashion_mnist
 
 
+@contextlib.contextmanager
+def torch_threads(count: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.fixture
 def one_torch_thread():
     """Tiny models train fastest on one thread: no time lost to thread hand-offs on a busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield
+
+
+@pytest.fixture
+def two_torch_threads():
+    """Two intra-op threads, for what must hold on every thread of torch's pool."""
+    with torch_threads(2):
+        yield
 
 
 @pytest.fixture

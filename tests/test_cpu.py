@@ -123,15 +123,7 @@ def test_on_this_cpu_the_shim_builds_and_mkl_runs_with_it(tmp_path):
     assert (tmp_path / "cache" / "vaelab" / cpu._SHIM_NAME).exists()
 
 
-@pytest.fixture
-def two_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
-
-
-def test_subnormals_are_flushed_on_every_intra_op_thread_inside_the_block_only(two_threads):
+def test_subnormals_are_flushed_on_every_intra_op_thread_inside_the_block_only(two_torch_threads):
     tiny = torch.full((1 << 20,), 1e-39)  # subnormal in fp32; the product splits over threads
     with cpu.subnormals_flushed() as flushed:
         if not flushed:
@@ -142,7 +134,7 @@ def test_subnormals_are_flushed_on_every_intra_op_thread_inside_the_block_only(t
     assert torch.equal(after, tiny)
 
 
-def test_a_training_epoch_flushes_subnormals(two_threads, monkeypatch):
+def test_a_training_epoch_flushes_subnormals(two_torch_threads, monkeypatch):
     seen = []
     original = epoch.training_step
 
