@@ -63,9 +63,9 @@ def subnormals_flushed() -> Iterator[bool]:
     Training makes many: Adam's first moment of a weight whose gradient is exactly zero (the
     first layer's weights of a pixel that is 0 in every image of the batch, a unit whose ReLU
     never fires) decays by 0.9 per step into the subnormal range, where x86 arithmetic is many
-    times slower. On the tutorial's model 45% of those moments were subnormal after three epochs,
-    and flushing them made the epochs 40% shorter with the same losses (docs/speed.md). Jitted
-    JAX/XLA code flushes by default.
+    times slower. On the tutorial's model 34% of those moments were subnormal after three epochs
+    and 44% after six, and unflushed epochs took 1.5-1.8x as long with the same losses
+    (docs/speed.md). Jitted JAX/XLA code flushes by default.
 
     `torch.set_flush_denormal` sets the flags of the calling thread only; the matrix products
     and Adam's kernel run on the OpenMP threads of torch's intra-op pool too, so the flags are
@@ -103,7 +103,7 @@ def _on_openmp_threads(action: Callable[[], object]) -> bool:
     def on_each_thread(_data: object) -> None:
         action()
 
-    parallel(_TEAM_FUNCTION(on_each_thread), None, 0, 0)  # 0 threads: torch.set_num_threads'
+    parallel(_TEAM_FUNCTION(on_each_thread), None, 0, 0)  # 0: the team torch.set_num_threads set
     return True
 
 
