@@ -54,6 +54,38 @@ def test_the_handwritten_step_gives_autograds_loss_and_gradients(name):
         assert relative_error(param.grad, expected_grads[param_name]) < 1e-5, param_name
 
 
+def test_the_step_through_onednns_fp32_products_gives_autograds_gradients(monkeypatch):
+    if not products.onednn_linear_available():
+        pytest.skip("oneDNN's linear primitive is not in this torch")
+    monkeypatch.setattr(products, "_ONEDNN_FP32_MIN_MACS", 0)  # as on an AMD CPU without the shim
+    monkeypatch.setattr(products, "onednn_beats_blas_fp32", lambda: True)
+    torch.manual_seed(0)
+    model = VAE(MODELS["tutorial shape"])
+    reference = copy.deepcopy(model)
+    batch, noise = torch.rand(32, 64), torch.randn(32, 2)
+    _, expected_grads = autograd_step(reference, batch, noise, 1.0, "32")
+
+    step = MLPStep(model, "32")
+    step.step(batch, noise)
+
+    routes = {route for layer in step.plans[32] for route in layer[-3:]}
+    assert routes == {products._onednn_product}
+    for param_name, param in model.named_parameters():
+        assert relative_error(param.grad, expected_grads[param_name]) < 1e-5, param_name
+
+
+def test_each_batch_size_gets_its_own_routes(monkeypatch):
+    if not products.onednn_linear_available():
+        pytest.skip("oneDNN's linear primitive is not in this torch")
+    monkeypatch.setattr(products, "_ONEDNN_FP32_MIN_MACS", 64 * 48 * 40)
+    monkeypatch.setattr(products, "onednn_beats_blas_fp32", lambda: True)
+    step = MLPStep(VAE(MODELS["tutorial shape"]), "32")
+    step.step(torch.rand(40, 64), torch.randn(40, 2))
+    step.step(torch.rand(8, 64), torch.randn(8, 2))
+    first_layer = {rows: plan[0].forward for rows, plan in step.plans.items()}
+    assert first_layer == {40: products._onednn_product, 8: products._blas_product}
+
+
 @pytest.mark.parametrize("name", [*MODELS, "mixed"])
 def test_the_bf16_step_is_as_close_to_fp32_as_autocast_is(name):
     config = MODELS.get(name, MIXED)

@@ -18,6 +18,7 @@ disagrees, the usual route is used.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -88,6 +89,16 @@ def uses_onednn(a: torch.Tensor, b: torch.Tensor, bias: bool = False) -> bool:
     return onednn_linear_available()
 
 
+Product = Callable[..., torch.Tensor]
+
+
+def product_route(a: torch.Tensor, rhs: torch.Tensor, bias: bool = False) -> Product:
+    """The function that computes relu?(a @ rhs + bias) for `a` (M, K) and `rhs` (K, N), chosen
+    for their shapes, dtypes and device as `matmul_nt` chooses: a caller that repeats products of
+    these shapes (a training step) chooses once and calls `route(a, rhs, bias, relu, out)`."""
+    return _onednn_product if uses_onednn(a, rhs.t(), bias) else _blas_product
+
+
 def matmul_nt(
     a: torch.Tensor,
     b: torch.Tensor,
@@ -102,10 +113,29 @@ def matmul_nt(
     x @ W.T, the input gradient g @ W = matmul_nt(g, W.t()) and the weight gradient
     g.T @ x = matmul_nt(g.t(), x.t()).
     """
-    if uses_onednn(a, b, bias is not None):
-        result = onednn_linear(a, b, bias, "relu" if relu else "none")
-        return result if out is None else out.copy_(result)
+    rhs = b.t()
+    return product_route(a, rhs, bias is not None)(a, rhs, bias, relu, out)
+
+
+def _onednn_product(
+    a: torch.Tensor,
+    rhs: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    relu: bool = False,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    result = onednn_linear(a, rhs.t(), bias, "relu" if relu else "none")
+    return result if out is None else out.copy_(result)
+
+
+def _blas_product(
+    a: torch.Tensor,
+    rhs: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    relu: bool = False,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
     if out is not None:
-        return torch.mm(a, b.t(), out=out)
-    result = torch.mm(a, b.t()) if bias is None else torch.addmm(bias, a, b.t())
+        return torch.mm(a, rhs, out=out)
+    result = torch.mm(a, rhs) if bias is None else torch.addmm(bias, a, rhs)
     return result.relu_() if relu else result

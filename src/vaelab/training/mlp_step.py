@@ -3,11 +3,13 @@
 The tutorial's model is a chain of Linear+ReLU layers, so its gradient is a short sequence of
 matrix products. `MLPStep.step` computes the loss and every weight's gradient in one call:
 
-- forward: each layer one product with its bias and ReLU fused (`models/products.py` picks the
-  fastest route, oneDNN on x86 CPUs); the encoder's mu and log-variance heads are one product,
-  their weights being adjacent rows of one buffer;
+- forward: each layer one product with its bias and ReLU fused; the encoder's mu and
+  log-variance heads are one product, their weights being adjacent rows of one buffer;
 - backward: per layer one product for the weight gradient and one for the layer below, the
   bias gradient a column sum, and the ReLU's mask applied in place from the stored outputs;
+- each of a layer's three products goes the route `models/products.py` picks for its shapes
+  and dtype (oneDNN or torch's BLAS), chosen once per batch size (`LayerStep`): choosing on
+  every call, with the transposed views it takes, cost 3-5% of an fp32 step;
 - the weights and their gradients live in flat fp32 buffers (the parameters and `.grad`s are
   views into them), so Adam updates them in one fused call (`FlatAdam`). In bf16-mixed one cast
   kernel per step copies the weights into a flat bf16 shadow the products read, and one copy
@@ -31,7 +33,7 @@ from torch import nn
 
 from vaelab.models import VAE, LossTerms
 from vaelab.models.likelihoods import gaussian_kl
-from vaelab.models.products import matmul_nt
+from vaelab.models.products import Product, product_route
 from vaelab.training.flat_adam import FlatAdam, views_like
 
 # The likelihoods whose gradient with respect to the logits is written out below.
@@ -65,6 +67,20 @@ class Dense(NamedTuple):
 
     weight: torch.Tensor
     bias: torch.Tensor
+
+
+class LayerStep(NamedTuple):
+    """What a step does with one layer: its weight (and the weight transposed) and bias, in the
+    dtype it multiplies in, where its gradients go, and the route (`product_route`) of each of
+    its three products for one batch size, chosen once."""
+
+    weight: torch.Tensor
+    weight_t: torch.Tensor
+    bias: torch.Tensor
+    grad: Dense
+    forward: Product
+    weight_grad: Product
+    input_grad: Product
 
 
 class MLPStep:
@@ -112,6 +128,7 @@ class MLPStep:
                                  _layer_views(self.grads, shapes))  # fmt: skip
         self.low_spans = [] if self.shadow_grads is self.grads else _spans(low, shapes)
         self.adam = FlatAdam(self.parameters, self.weights, self.grads)
+        self.plans: dict[int, list[LayerStep]] = {}  # per batch size
 
     @torch.no_grad()
     def step(self, x: torch.Tensor, noise: torch.Tensor, kl_scale: float = 1.0) -> LossTerms:
@@ -119,38 +136,52 @@ class MLPStep:
         if self.shadow is not self.weights:
             self.shadow.copy_(self.weights)
         n = len(x)
-        encoder = slice(0, self.encoder_depth + 1)
-        decoder = slice(self.encoder_depth + 1, None)
-        encoder_inputs, stats = self._forward(x, self.layers[encoder])
+        plan = self.plans.get(n) or self._plan(n)
+        encoder, decoder = plan[: self.encoder_depth + 1], plan[self.encoder_depth + 1 :]
+        encoder_inputs, stats = self._forward(x, encoder)
         stats = _as_dtype(stats, torch.float32)
         mu, logvar = stats[:, : self.latent], stats[:, self.latent :]
         std = torch.exp(0.5 * logvar)
         z = torch.addcmul(mu, noise, std)
-        decoder_inputs, logits = self._forward(z, self.layers[decoder])
+        decoder_inputs, logits = self._forward(z, decoder)
         reconstruction, grad_logits = self._reconstruction(logits.float(), x, n)
         kld = gaussian_kl(mu, logvar)
 
-        grad_z = self._backward(
-            grad_logits, decoder_inputs, self.layers[decoder], self.grad_layers[decoder],
-            input_grad=True,
-        )  # fmt: skip
+        grad_z = self._backward(grad_logits, decoder_inputs, decoder, input_grad=True)
         grad_stats = _latent_gradient(grad_z.float(), noise, mu, logvar, std, kl_scale / n)
-        self._backward(
-            grad_stats, encoder_inputs, self.layers[encoder], self.grad_layers[encoder],
-            input_grad=False,
-        )  # fmt: skip
+        self._backward(grad_stats, encoder_inputs, encoder, input_grad=False)
         for start, end in self.low_spans:
             self.grads[start:end].copy_(self.shadow_grads[start:end])
         return LossTerms(reconstruction + kl_scale * kld, reconstruction, kld)
 
+    def _plan(self, rows: int) -> list[LayerStep]:
+        """Each layer's `LayerStep` for batches of `rows` rows (kept for the steps that follow)."""
+        plan = []
+        for layer, grad in zip(self.layers, self.grad_layers):
+            out_features, in_features = layer.weight.shape
+            x = layer.weight.new_empty((rows, in_features))
+            g = layer.weight.new_empty((rows, out_features))
+            plan.append(LayerStep(
+                layer.weight, layer.weight.t(), layer.bias, grad,
+                forward=product_route(x, layer.weight.t(), bias=True),
+                weight_grad=product_route(g.t(), x),
+                input_grad=product_route(g, layer.weight),
+            ))  # fmt: skip
+        self.plans[rows] = plan
+        return plan
+
     @staticmethod
-    def _forward(h: torch.Tensor, layers: list[Dense]) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def _forward(
+        h: torch.Tensor, layers: list[LayerStep]
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Each layer's input, in the layer's dtype (each a ReLU output but the first), and the
         last layer's output, from input `h`."""
         inputs = []
+        last = len(layers) - 1
         for index, layer in enumerate(layers):
-            inputs.append(_as_dtype(h, layer.weight.dtype))
-            h = matmul_nt(inputs[-1], layer.weight, layer.bias, relu=index < len(layers) - 1)
+            h = _as_dtype(h, layer.weight.dtype)
+            inputs.append(h)
+            h = layer.forward(h, layer.weight_t, layer.bias, index < last)
         return inputs, h
 
     def _reconstruction(
@@ -172,24 +203,20 @@ class MLPStep:
 
     @staticmethod
     def _backward(
-        grad: torch.Tensor,
-        inputs: list[torch.Tensor],
-        layers: list[Dense],
-        grad_layers: list[Dense],
-        input_grad: bool,
+        grad: torch.Tensor, inputs: list[torch.Tensor], layers: list[LayerStep], input_grad: bool
     ) -> torch.Tensor:
         """Backward through a Linear+ReLU chain whose layers' inputs are `inputs` (each a ReLU
         output except the first), from the last layer's output gradient `grad`: writes each
-        layer's weight and bias gradients into `grad_layers`; returns the first input's gradient
-        (when `input_grad`, else the last gradient computed)."""
+        layer's weight and bias gradients into its `grad` views; returns the first input's
+        gradient (when `input_grad`, else the last gradient computed)."""
         for position in range(len(layers) - 1, -1, -1):
-            layer, layer_input, out = layers[position], inputs[position], grad_layers[position]
+            layer, layer_input = layers[position], inputs[position]
             grad = _as_dtype(grad, layer.weight.dtype)
-            matmul_nt(grad.t(), layer_input.t(), out=out.weight)
-            torch.sum(grad, dim=0, out=out.bias)
+            layer.weight_grad(grad.t(), layer_input, None, False, layer.grad.weight)
+            torch.sum(grad, dim=0, out=layer.grad.bias)
             if position == 0 and not input_grad:
                 break
-            below = matmul_nt(grad, layer.weight.t())
+            below = layer.input_grad(grad, layer.weight)
             if position > 0:  # the input is a ReLU output: no gradient where it is 0
                 _mask_by_relu_output(below, layer_input)
             grad = below
