@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch import Tensor
 
 # Below this many multiply-adds a product is dominated by call overhead, where MKL's is lower.
 _ONEDNN_FP32_MIN_MACS = 1 << 20
@@ -118,23 +119,23 @@ def matmul_nt(
 
 
 def _onednn_product(
-    a: torch.Tensor,
-    rhs: torch.Tensor,
-    bias: torch.Tensor | None = None,
+    a: Tensor,
+    rhs: Tensor,
+    bias: Tensor | None = None,
     relu: bool = False,
-    out: torch.Tensor | None = None,
-) -> torch.Tensor:
+    out: Tensor | None = None,
+) -> Tensor:
     result = onednn_linear(a, rhs.t(), bias, "relu" if relu else "none")
     return result if out is None else out.copy_(result)
 
 
 def _blas_product(
-    a: torch.Tensor,
-    rhs: torch.Tensor,
-    bias: torch.Tensor | None = None,
+    a: Tensor,
+    rhs: Tensor,
+    bias: Tensor | None = None,
     relu: bool = False,
-    out: torch.Tensor | None = None,
-) -> torch.Tensor:
+    out: Tensor | None = None,
+) -> Tensor:
     if out is not None:
         return torch.mm(a, rhs, out=out)
     result = torch.mm(a, rhs) if bias is None else torch.addmm(bias, a, rhs)
