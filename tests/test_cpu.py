@@ -152,3 +152,25 @@ def test_a_training_epoch_flushes_subnormals(two_torch_threads, monkeypatch):
     epoch.train_epoch(model, optimizer, scheduler, images, config, torch.Generator().manual_seed(1))
     if torch.set_flush_denormal(False):
         assert seen == [0, 0]
+
+
+def test_the_last_level_cache_is_the_largest_size_sysfs_lists(tmp_path):
+    for index, size in enumerate(["48K", "2048K", "491520K", "garbage"]):
+        (tmp_path / f"index{index}").mkdir()
+        (tmp_path / f"index{index}" / "size").write_text(size + "\n")
+    (tmp_path / "index4").mkdir()  # no size file
+    assert cpu.last_level_cache_bytes(tmp_path) == 491520 << 10
+    assert cpu.last_level_cache_bytes(tmp_path / "missing") is None
+
+
+@pytest.mark.parametrize(
+    ("cache", "block"),
+    [(None, 4 << 20), (1 << 20, 4 << 20), (64 << 20, 8 << 20), (1 << 30, 32 << 20)],
+)
+def test_iwae_blocks_take_an_eighth_of_the_last_level_cache_within_bounds(
+    monkeypatch, cache, block
+):
+    from vaelab import evaluation
+
+    monkeypatch.setattr(cpu, "last_level_cache_bytes", lambda: cache)
+    assert evaluation._block_bytes() == block

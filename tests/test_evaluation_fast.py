@@ -30,7 +30,7 @@ def images(count: int = 7, pixels: int = 256) -> torch.Tensor:
 def both_paths(monkeypatch, model, x, rows, labels=None, k=400):
     """importance_weighted through the fast path in blocks of `rows` pairs, and through the
     model's importance_terms on whole chunks (the general path, unblocked)."""
-    monkeypatch.setattr(evaluation, "_BLOCK_BYTES", 0)
+    monkeypatch.setattr(evaluation, "_block_bytes", lambda: 0)
     monkeypatch.setattr(evaluation, "_MIN_BLOCK_ROWS", rows)
     assert fast_decoder(model, rows) is not None
     fast = importance_weighted(model, x, k=k, seed=4, labels=labels)

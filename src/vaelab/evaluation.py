@@ -102,11 +102,11 @@ DEFAULT_MAX_MEMORY = 1 << 30
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*([kmgt]?)(i?)b?\s*$", re.IGNORECASE)
 # Decoder-output-sized temporaries alive at once while a block's log-likelihood is computed.
 _TEMPORARIES_PER_PIXEL = 8
-# The decoder and the likelihood run on blocks of (sample, image) pairs whose activations take
-# about this many bytes, so that each layer's output is still in the cache when the next reads it
-# (a core's L2 and its share of L3); blocks of fewer rows than the minimum would be dominated by
-# the cost of each call.
-_BLOCK_BYTES = 4 << 20
+# The decoder and the likelihood run on blocks of (sample, image) pairs whose activations take an
+# eighth of the CPU's last-level cache, within these bounds (`_block_bytes`), so that each
+# layer's output is still in the cache when the next reads it; blocks of fewer rows than the
+# minimum would be dominated by the cost of each call.
+_BLOCK_BYTES_RANGE = (4 << 20, 32 << 20)
 _MIN_BLOCK_ROWS = 256
 # Float64 values per (sample, image) pair alive for a whole chunk: its three log-densities, the
 # log-ratio, the log-weight, and the blocks' copies of them (the general path).
@@ -239,14 +239,28 @@ def plan_chunks(model: VAE, images: int, k: int, max_memory: int) -> tuple[int, 
 
 def block_rows(model: VAE, batch: int, chunk: int) -> int:
     """(sample, image) pairs decoded at once: on the CPU as many as keep the decoder's
-    activations within _BLOCK_BYTES (so that each layer reads its input from the cache) but at
+    activations within `_block_bytes()` (so that each layer reads its input from the cache) but at
     least _MIN_BLOCK_ROWS, never more than the batch * chunk pairs `plan_chunks` fitted; on
     other devices (whose kernels want the largest products) all of them."""
     parameter = next(model.parameters())
     if parameter.device.type != "cpu":
         return batch * chunk
-    cached = _BLOCK_BYTES // (parameter.element_size() * _decoder_floats(model))
+    cached = _block_bytes() // (parameter.element_size() * _decoder_floats(model))
     return max(1, min(batch * chunk, max(_MIN_BLOCK_ROWS, cached)))
+
+
+def _block_bytes() -> int:
+    """The bytes of activations a block of the decoder may take on the CPU: an eighth of the
+    last-level cache within `_BLOCK_BYTES_RANGE` (the lower bound where the size is not known).
+
+    On a 2-core AMD EPYC (32 MiB L3) that is 4 MiB; on a 2-core Intel Xeon VM whose L3 is 480
+    MiB it is 32 MiB, where k=5000 took 13.7 ms per image against 15.4 ms in 4 MiB blocks
+    (docs/speed.md)."""
+    from vaelab.training.cpu import last_level_cache_bytes  # vaelab.training imports this module
+
+    low, high = _BLOCK_BYTES_RANGE
+    cache = last_level_cache_bytes()
+    return low if cache is None else max(low, min(high, cache // 8))
 
 
 def _blocks(samples: int, images: int, rows: int) -> Iterator[tuple[slice, slice]]:

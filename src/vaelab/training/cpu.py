@@ -51,6 +51,26 @@ def cpu_flags() -> set[str]:
     return set(cpu_info().get("flags", "").split())
 
 
+_CACHES = Path("/sys/devices/system/cpu/cpu0/cache")
+
+
+@functools.cache
+def last_level_cache_bytes(caches: Path = _CACHES) -> int | None:
+    """The size in bytes of the first CPU's largest cache, from Linux's sysfs directory
+    `caches` (None where it does not say)."""
+    sizes = []
+    for entry in caches.glob("index[0-9]*"):
+        try:
+            text = (entry / "size").read_text(encoding="ascii", errors="replace")[:32].strip()
+        except OSError:
+            continue
+        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+        number, unit = (text[:-1], units[text[-1]]) if text[-1:] in units else (text, 1)
+        if number.isdigit():
+            sizes.append(int(number) * unit)
+    return max(sizes, default=None)
+
+
 def has_native_bf16() -> bool:
     """True on x86 CPUs that multiply bf16 in hardware (AVX-512 BF16 or AMX-BF16)."""
     return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
