@@ -52,6 +52,7 @@ def cpu_flags() -> set[str]:
 
 
 _CACHES = Path("/sys/devices/system/cpu/cpu0/cache")
+_SIZE_UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 
 
 @functools.cache
@@ -61,11 +62,12 @@ def last_level_cache_bytes(caches: Path = _CACHES) -> int | None:
     sizes = []
     for entry in caches.glob("index[0-9]*"):
         try:
-            text = (entry / "size").read_text(encoding="ascii", errors="replace")[:32].strip()
+            with open(entry / "size", encoding="ascii", errors="replace") as file:
+                text = file.read(32).strip()
         except OSError:
             continue
-        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-        number, unit = (text[:-1], units[text[-1]]) if text[-1:] in units else (text, 1)
+        unit = _SIZE_UNITS.get(text[-1:], 1)
+        number = text[:-1] if text[-1:] in _SIZE_UNITS else text
         if number.isdigit():
             sizes.append(int(number) * unit)
     return max(sizes, default=None)
