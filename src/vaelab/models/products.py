@@ -12,7 +12,8 @@ with a bias go to oneDNN's linear primitive, every other product to the usual
 `torch.addmm`/`torch.mm` (torch's bf16 `mm` is oneDNN's already, and reads transposed operands
 without the copy the linear primitive makes). The route
 is checked once per process against `torch.mm`; where oneDNN's primitive is missing or
-disagrees, the usual route is used.
+disagrees, the usual route is used. `matmul_nt` chooses on every call; `product_route` hands
+the choice to a caller that repeats products of the same shapes (the MLP's training step).
 """
 
 from __future__ import annotations
@@ -90,7 +91,8 @@ def uses_onednn(a: torch.Tensor, b: torch.Tensor, bias: bool = False) -> bool:
     return onednn_linear_available()
 
 
-Product = Callable[..., torch.Tensor]
+# relu?(a @ rhs + bias), written into `out` when given: (a, rhs, bias, relu, out) -> result.
+Product = Callable[[Tensor, Tensor, Tensor | None, bool, Tensor | None], Tensor]
 
 
 def product_route(a: torch.Tensor, rhs: torch.Tensor, bias: bool = False) -> Product:
@@ -119,22 +121,14 @@ def matmul_nt(
 
 
 def _onednn_product(
-    a: Tensor,
-    rhs: Tensor,
-    bias: Tensor | None = None,
-    relu: bool = False,
-    out: Tensor | None = None,
+    a: Tensor, rhs: Tensor, bias: Tensor | None, relu: bool, out: Tensor | None
 ) -> Tensor:
     result = onednn_linear(a, rhs.t(), bias, "relu" if relu else "none")
     return result if out is None else out.copy_(result)
 
 
 def _blas_product(
-    a: Tensor,
-    rhs: Tensor,
-    bias: Tensor | None = None,
-    relu: bool = False,
-    out: Tensor | None = None,
+    a: Tensor, rhs: Tensor, bias: Tensor | None, relu: bool, out: Tensor | None
 ) -> Tensor:
     if out is not None:
         return torch.mm(a, rhs, out=out)

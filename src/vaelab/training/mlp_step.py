@@ -181,7 +181,7 @@ class MLPStep:
         for index, layer in enumerate(layers):
             h = _as_dtype(h, layer.weight.dtype)
             inputs.append(h)
-            h = layer.forward(h, layer.weight_t, layer.bias, index < last)
+            h = layer.forward(h, layer.weight_t, layer.bias, index < last, None)
         return inputs, h
 
     def _reconstruction(
@@ -216,7 +216,7 @@ class MLPStep:
             torch.sum(grad, dim=0, out=layer.grad.bias)
             if position == 0 and not input_grad:
                 break
-            below = layer.input_grad(grad, layer.weight)
+            below = layer.input_grad(grad, layer.weight, None, False, None)
             if position > 0:  # the input is a ReLU output: no gradient where it is 0
                 _mask_by_relu_output(below, layer_input)
             grad = below
