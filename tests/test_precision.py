@@ -43,6 +43,27 @@ def test_the_bf16_copy_computes_autocasts_loss_and_gradients_exactly(name):
         assert torch.equal(param.grad, grad), param_name
 
 
+def test_bf16_copy_training_takes_autocasts_optimizer_steps_for_channels_last_convolutions():
+    """A convolution's backward pass returns channels-last weight gradients; the fused Adam reads
+    a weight and its gradient as flat arrays, so the copy's `.grad`s take the weights' layout."""
+    torch.manual_seed(0)
+    model = VAE(MODELS["conv, gaussian-per-pixel"])
+    reference = VAE(MODELS["conv, gaussian-per-pixel"])
+    reference.load_state_dict(model.state_dict())
+    optimizer = training.make_optimizer(model, TrainConfig())
+    reference_optimizer = training.make_optimizer(reference, TrainConfig())
+    bf16 = Bf16Copy(model)
+    for _ in range(3):
+        batch, noise = torch.rand(24, 64), torch.randn(24, 2)
+        training.training_step(bf16, optimizer, batch, noise, "bf16-mixed")
+        autocast_gradients(reference, batch, noise, 1.0)
+        reference_optimizer.step()
+        for param in model.parameters():
+            assert param.grad.stride() == param.stride()
+    for (name, param), expected in zip(model.named_parameters(), reference.parameters()):
+        assert torch.equal(param, expected), name
+
+
 def test_the_bf16_copy_follows_the_fp32_weights_after_each_optimizer_step():
     torch.manual_seed(0)
     model = VAE(MODELS["tutorial mlp"])

@@ -70,4 +70,13 @@ class Bf16Copy:
         """Set each fp32 weight's `.grad` to d loss / d weight, computed in the bf16 layers."""
         grads = torch.autograd.grad(loss, self.copied, allow_unused=True)
         for weight, grad in zip(self.weights, grads):
-            weight.grad = None if grad is None else grad.to(weight.dtype)
+            weight.grad = None if grad is None else _in_layout_of(weight, grad)
+
+
+def _in_layout_of(weight: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """`grad` in `weight`'s dtype and memory layout (strides). torch's fused optimizers (Adam's
+    `fused=True`, vaelab's default) read a parameter and its gradient as flat arrays, element i
+    of one with element i of the other: a gradient laid out otherwise (a convolution's backward
+    pass returns channels-last weight gradients) would update the wrong weights. Autograd's own
+    accumulation keeps that contract; a `.grad` set by hand must too."""
+    return torch.empty_like(weight).copy_(grad)
