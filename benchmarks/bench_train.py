@@ -213,8 +213,11 @@ def summary(times: list[float]) -> dict[str, float]:
 def machine() -> dict[str, object]:
     flags = cpu_flags()
     wanted = ["avx2", "avx512f", "avx512_bf16", "avx512_vp2intersect", "amx_bf16", "amx_tile"]
+    info = cpu_info()
     return {
-        "cpu": cpu_info().get("model name", platform.processor()),
+        "cpu": info.get("model name", platform.processor()),
+        # a VM's model name can hide the generation (AMD family 25 is Zen 3/4, 26 Zen 5)
+        "cpu_family_model": f"{info.get('cpu family', '?')}/{info.get('model', '?')}",
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cpu_flags": [flag for flag in wanted if flag in flags],

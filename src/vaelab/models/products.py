@@ -1,8 +1,9 @@
 """Dense matrix products through the fastest route this torch exposes for the device.
 
 On x86 CPUs torch sends fp32 matrix products to Intel MKL, which takes its AVX-512 kernels only
-on Intel CPUs: on an AMD CPU with AVX-512 it runs at about half of what oneDNN (also inside
-torch) reaches on the same shapes. There `matmul_nt` sends fp32 products of the sizes that
+on Intel CPUs: on an AMD Zen 5 CPU it runs at about half of what oneDNN (also inside torch)
+reaches on the same shapes (on Zen 4, whose AVX-512 units are 256 bits wide, at about the same
+rate). On AMD CPUs with AVX-512 `matmul_nt` sends fp32 products of the sizes that
 matter to oneDNN's linear primitive (which also fuses the bias and a ReLU). Everywhere else fp32
 products stay with torch's BLAS: on Intel CPUs, and on AMD CPUs where the shim that lets MKL
 take its AVX-512 kernels is loaded (`VAELAB_MKL_AVX512=1`, `vaelab.training.cpu`), MKL is as
