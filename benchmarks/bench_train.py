@@ -286,16 +286,18 @@ def training_rows(
     images, test_images = train_x.to(device), test_x.to(device)
     losses: dict[str, float] = {}
 
-    def vaelab_loop(precision: str) -> tuple[Callable[[], object], Callable[[], object]]:
+    def vaelab_loop(
+        precision: str, name: str | None = None, config: TrainConfig = train_config
+    ) -> tuple[Callable[[], object], Callable[[], object]]:
         torch.manual_seed(0)
         model = VAE(model_config).to(device)
-        objective = make_objective(model, SINGLE_PROCESS, precision, train_config)  # as train()
+        objective = make_objective(model, SINGLE_PROCESS, precision, config)  # as train()
         optimizer = make_optimizer(model, train_config)
         scheduler = make_scheduler(optimizer, train_config, steps)
         generator = torch.Generator(device=device).manual_seed(0)
 
         def epoch() -> None:
-            losses[precision] = train_epoch(
+            losses[name or precision] = train_epoch(
                 model, optimizer, scheduler, images, train_config, generator, precision,
                 objective=objective,
             )[0]  # fmt: skip
@@ -318,6 +320,9 @@ def training_rows(
 
             loops["jax"] = (jax_train, None)
     loops["32"] = vaelab_loop("32")
+    if device.type == "cuda":
+        graphs = replace(train_config, cuda_graphs=True)
+        loops["32-cuda-graphs"] = vaelab_loop("32", "32-cuda-graphs", graphs)
     if device.type == "cuda" or has_native_bf16():
         loops["bf16-mixed"] = vaelab_loop("bf16-mixed")
 
@@ -368,6 +373,7 @@ ROW_NAMES = {
     "plain": "plain PyTorch loop, fp32",
     "jax": "JAX, whole epoch jitted, fp32",
     "32": "vaelab, fp32",
+    "32-cuda-graphs": "vaelab, fp32, the step replayed from a CUDA graph",
     "bf16-mixed": "vaelab, bf16-mixed",
 }
 

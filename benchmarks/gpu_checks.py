@@ -1,5 +1,6 @@
-"""Every GPU figure of docs/speed.md in one run: training speed, the 60-epoch time and quality,
-IWAE on the whole test set, bf16-mixed over seeds, torchrun with NCCL, and resume bit-identity.
+"""Every GPU figure of docs/speed.md in one run: training speed, the 60-epoch time and quality
+(eager and with the step replayed from a CUDA graph), IWAE on the whole test set, bf16-mixed over
+seeds, torchrun with NCCL, and resume bit-identity.
 
     python benchmarks/gpu_checks.py --out DIR              # on a CUDA machine (about 8 minutes)
     python benchmarks/gpu_checks.py --device cpu --quick   # the same steps, small, on a CPU
@@ -98,6 +99,18 @@ def main() -> None:
     step("tutorial_fp32_seed0", lambda: train_run(runs, "fp32-s0", args.device, epochs,
                                                   "--precision", "32"))  # fmt: skip
     step("tutorial_auto_seed0", lambda: train_run(runs, "auto-s0", args.device, epochs))
+
+    def cuda_graphs() -> dict[str, object]:
+        # the same run as tutorial_fp32_seed0 with its step replayed from a CUDA graph: its
+        # time, and whether its weights are those of the eager run, bit for bit
+        if args.device != "cuda":
+            return {"skipped": "CUDA graphs need --device cuda"}
+        timed = train_run(runs, "graphs-s0", args.device, epochs, "--precision", "32",
+                          "--cuda-graphs")  # fmt: skip
+        return {**timed, "same_weights_as_eager": same_weights(runs / "fp32-s0",
+                                                               runs / "graphs-s0")}  # fmt: skip
+
+    step("tutorial_fp32_cuda_graphs_seed0", cuda_graphs)
 
     def iwae_whole_test_set() -> dict[str, object]:
         started = time.perf_counter()

@@ -353,6 +353,10 @@ CASES: list[Case] = [
          "--test-batch-size must be at least 1", "--test-batch-size"),
     Case("options", "--latent-dim 0", lambda w: train_csv_args(w, "--latent-dim", "0"),
          "--latent-dim must be at least 1", "--latent-dim"),
+    Case("options", "--cuda-graphs without a CUDA device",
+         lambda w: train_csv_args(w, "--cuda-graphs", "--device", "cpu"),
+         r"--cuda-graphs replays the MLP's hand-written step on a CUDA device, but the device is "
+         "cpu", "--cuda-graphs"),
     Case("options", "--lr 0", lambda w: train_csv_args(w, "--lr", "0"),
          "--lr .the learning rate. must be a finite number above 0, got 0.0", "--lr"),
     Case("options", "--lr -1", lambda w: train_csv_args(w, "--lr", "-1"),

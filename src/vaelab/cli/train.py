@@ -118,6 +118,10 @@ _DATA = DataConfig()
     help="'auto': the MLP's hand-written backward pass where it covers the model (same "
     "gradients, about twice as fast on a CPU). 'autograd': always autograd.",
 )  # fmt: skip
+@click.option(
+    "--cuda-graphs/--no-cuda-graphs", default=_TRAIN.cuda_graphs,
+    help="Replay the MLP's hand-written step from a CUDA graph (--device cuda, one process).",
+)  # fmt: skip
 @device_option(_TRAIN.device)
 @click.option(
     "--data", "source", default=None, metavar="PATH|NAME",
@@ -346,6 +350,7 @@ def run_config_from_options(
     binarize: str, early_stopping: int, test_each_epoch: str, prior: str = "gaussian",
     components: int = _MODEL.components, stochastic_layers: int = 1, conditional: bool = False,
     objective: str = "elbo", train_samples: int = 1, backward: str = "auto",
+    cuda_graphs: bool = False,
 ) -> RunConfig:  # fmt: skip
     """The RunConfig the values of `vaelab train`'s options describe (also how a sweep checks
     each of its runs before starting any)."""
@@ -366,6 +371,7 @@ def run_config_from_options(
             lr_schedule=lr_schedule, seed=seed, device=device, precision=precision, beta=beta,
             kl_warmup=kl_warmup, early_stopping=early_stopping, test_each_epoch=test_each_epoch,
             objective=objective, train_samples=train_samples, backward=backward,
+            cuda_graphs=cuda_graphs,
         ),
     )  # fmt: skip
 

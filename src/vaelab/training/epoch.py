@@ -9,15 +9,17 @@ import torch
 from torch import nn
 
 from vaelab.config import TrainConfig
+from vaelab.errors import VaelabError
 from vaelab.models import VAE, LossTerms
 from vaelab.models.likelihoods import kl_weight
 from vaelab.training.checkpoint import EpochProgress
 from vaelab.training.cpu import subnormals_flushed
+from vaelab.training.cuda_graph import GraphedStep
 from vaelab.training.distributed import SINGLE_PROCESS, World, local_rows, mean_over_ranks, wrap
 from vaelab.training.mlp_step import MLPStep, covers
 from vaelab.training.precision import Bf16Copy, autocast
 
-Objective = nn.Module | Bf16Copy | MLPStep
+Objective = nn.Module | Bf16Copy | MLPStep | GraphedStep
 
 
 def lr_factor(schedule: str, step: int, total_steps: int) -> float:
@@ -65,11 +67,31 @@ def make_objective(
     module it wraps.
     """
     config = config or TrainConfig()
+    if config.cuda_graphs:
+        _check_cuda_graphs(model, world, precision, config)
+        return GraphedStep(MLPStep(model, precision), config.batch_size)
     if not world.distributed and uses_mlp_step(model, precision, config):
         return MLPStep(model, precision)
     if precision == "bf16-mixed" and not world.distributed:
         return Bf16Copy(model)
     return wrap(model, world)
+
+
+def _check_cuda_graphs(model: VAE, world: World, precision: str, config: TrainConfig) -> None:
+    """Refuse `cuda_graphs` where there is no hand-written step on a CUDA device to capture."""
+    device = next(model.parameters()).device
+    reasons = {
+        f"the device is {device.type}, not cuda": device.type != "cuda",
+        "the run is distributed": world.distributed,
+        "backward is 'autograd'": config.backward == "autograd",
+    }
+    reason = next((why for why, applies in reasons.items() if applies), None)
+    reason = reason or covers(model, precision, config.train_samples, config.objective)
+    if reason is not None:
+        raise VaelabError(
+            f"cuda_graphs replays the MLP's hand-written step on a CUDA device, but {reason}",
+            parameters=("cuda_graphs",),
+        )
 
 
 def uses_mlp_step(model: nn.Module, precision: str, config: TrainConfig) -> bool:
@@ -97,6 +119,10 @@ def training_step(
     """
     if isinstance(objective, MLPStep):  # it covers only unconditional one-sample ELBO training
         terms = objective.step(batch, noise, kl_scale)
+        objective.adam.step(optimizer)
+        return terms
+    if isinstance(objective, GraphedStep):
+        terms = objective(batch, noise, kl_scale)
         objective.adam.step(optimizer)
         return terms
     if isinstance(objective, Bf16Copy):

@@ -130,9 +130,21 @@ class MLPStep:
         self.adam = FlatAdam(self.parameters, self.weights, self.grads)
         self.plans: dict[int, list[LayerStep]] = {}  # per batch size
 
-    @torch.no_grad()
     def step(self, x: torch.Tensor, noise: torch.Tensor, kl_scale: float = 1.0) -> LossTerms:
-        """The loss terms of batch `x` (N, D) with eps `noise` (N, latent); fills the `.grad`s."""
+        """The loss terms of batch `x` (N, D) with eps `noise` (N, latent); fills each
+        parameter's `.grad`."""
+        return self.step_with(x, noise, kl_scale, kl_scale / len(x))
+
+    @torch.no_grad()
+    def step_with(
+        self,
+        x: torch.Tensor,
+        noise: torch.Tensor,
+        kl_scale: float | torch.Tensor,
+        kl_weight: float | torch.Tensor,
+    ) -> LossTerms:
+        """`step` with the KL term's scale and its per-image weight `kl_scale / len(x)` given,
+        as numbers or as 0-dim tensors on the device (which a captured CUDA graph reads)."""
         if self.shadow is not self.weights:
             self.shadow.copy_(self.weights)
         n = len(x)
@@ -148,7 +160,7 @@ class MLPStep:
         kld = gaussian_kl(mu, logvar)
 
         grad_z = self._backward(grad_logits, decoder_inputs, decoder, input_grad=True)
-        grad_stats = _latent_gradient(grad_z.float(), noise, mu, logvar, std, kl_scale / n)
+        grad_stats = _latent_gradient(grad_z.float(), noise, mu, logvar, std, kl_weight)
         self._backward(grad_stats, encoder_inputs, encoder, input_grad=False)
         for start, end in self.low_spans:
             self.grads[start:end].copy_(self.shadow_grads[start:end])
@@ -229,7 +241,7 @@ def _latent_gradient(
     mu: torch.Tensor,
     logvar: torch.Tensor,
     std: torch.Tensor,
-    kl_weight: float,
+    kl_weight: float | torch.Tensor,
 ) -> torch.Tensor:
     """d loss / d (mu, logvar), side by side as the heads' output gradient (N, 2 * latent).
 
