@@ -60,6 +60,17 @@ def test_cuda_graphs_are_refused_where_there_is_no_cuda_step_to_capture():
     assert refused.value.parameters == ("cuda_graphs",)
 
 
+def test_a_step_that_cannot_be_captured_stops_with_one_line_naming_cuda_graphs(monkeypatch):
+    def fails(self, buffers):
+        raise RuntimeError("operation not permitted when stream is capturing\nmore detail")
+
+    monkeypatch.setattr(GraphedStep, "_captured", fails)
+    model = VAE(CONFIG)
+    graphed = GraphedStep(MLPStep(model, "32"), 24, capture=True)
+    with pytest.raises(VaelabError, match=r"could not be captured .*stream is capturing\); train"):
+        graphed(torch.rand(24, 64), torch.randn(24, 2))
+
+
 def test_cuda_graphs_must_be_a_boolean():
     with pytest.raises(VaelabError, match="cuda_graphs must be true or false"):
         TrainConfig(cuda_graphs="yes")  # type: ignore[arg-type]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 
+from vaelab.errors import VaelabError
 from vaelab.models import LossTerms
 from vaelab.training.mlp_step import MLPStep
 
@@ -51,7 +52,7 @@ class GraphedStep:
         if not self.capture:
             torch.stack(self.step.step_with(*buffers), out=self.terms)
         elif self.graph is None:
-            self.graph = self._captured(buffers)
+            self.graph = self._captured_or_refused(buffers)
             self.graph.replay()
         else:
             self.graph.replay()
@@ -63,6 +64,18 @@ class GraphedStep:
             self.buffers = (torch.empty_like(x), torch.empty_like(noise), scalars[0], scalars[1])
             self.terms = torch.empty(3, device=x.device)
         return self.buffers
+
+    def _captured_or_refused(self, buffers: tuple[torch.Tensor, ...]) -> torch.cuda.CUDAGraph:
+        """`_captured`, or one line saying the capture failed and how to train without it."""
+        try:
+            return self._captured(buffers)
+        except RuntimeError as failed:
+            first_line = (str(failed).strip().splitlines() or ["no message"])[0][:200]
+            raise VaelabError(
+                f"cuda_graphs: the training step could not be captured into a CUDA graph "
+                f"({first_line}); train without cuda_graphs",
+                parameters=("cuda_graphs",),
+            ) from None
 
     def _captured(self, buffers: tuple[torch.Tensor, ...]) -> torch.cuda.CUDAGraph:
         """The step recorded into a CUDA graph, after warm-up steps on a side stream (they
