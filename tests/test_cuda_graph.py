@@ -68,7 +68,7 @@ def test_a_step_that_cannot_be_captured_stops_with_one_line_naming_cuda_graphs(m
     model = VAE(CONFIG)
     graphed = GraphedStep(MLPStep(model, "32"), 24, capture=True)
     with pytest.raises(VaelabError, match=r"could not be captured .*stream is capturing\); train"):
-        graphed(torch.rand(24, 64), torch.randn(24, 2))
+        graphed.step(torch.rand(24, 64), torch.randn(24, 2))
 
 
 def test_cuda_graphs_must_be_a_boolean():

@@ -30,7 +30,7 @@ class GraphedStep:
     """`MLPStep.step` for batches of `rows` images, replayed from a CUDA graph when `capture`."""
 
     def __init__(self, step: MLPStep, rows: int, capture: bool = True) -> None:
-        self.step = step
+        self.eager = step
         self.adam = step.adam
         self.rows = rows
         self.capture = capture
@@ -38,11 +38,11 @@ class GraphedStep:
         self.buffers: tuple[torch.Tensor, ...] | None = None  # x, noise, kl scale, kl weight
         self.terms = torch.empty(0)  # the step's loss terms, stacked: written by every replay
 
-    def __call__(self, x: torch.Tensor, noise: torch.Tensor, kl_scale: float = 1.0) -> LossTerms:
-        """The loss terms of batch `x` with eps `noise`; leaves each parameter's gradient in
-        its `.grad`."""
-        if len(x) != self.rows or noise.dim() != 2:
-            return self.step.step(x, noise, kl_scale)
+    def step(self, x: torch.Tensor, noise: torch.Tensor, kl_scale: float = 1.0) -> LossTerms:
+        """`MLPStep.step`: the loss terms of batch `x` with eps `noise`; leaves each
+        parameter's gradient in its `.grad`."""
+        if len(x) != self.rows:
+            return self.eager.step(x, noise, kl_scale)
         buffers = self._buffers(x, noise)
         static_x, static_noise, scale, weight = buffers
         static_x.copy_(x)
@@ -50,7 +50,7 @@ class GraphedStep:
         scale.fill_(kl_scale)
         weight.fill_(kl_scale / len(x))
         if not self.capture:
-            torch.stack(self.step.step_with(*buffers), out=self.terms)
+            torch.stack(self.eager.step_with(*buffers), out=self.terms)
         elif self.graph is None:
             self.graph = self._captured_or_refused(buffers)
             self.graph.replay()
@@ -84,9 +84,9 @@ class GraphedStep:
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(WARMUP_STEPS):
-                self.step.step_with(*buffers)
+                self.eager.step_with(*buffers)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            torch.stack(self.step.step_with(*buffers), out=self.terms)
+            torch.stack(self.eager.step_with(*buffers), out=self.terms)
         return graph

@@ -117,12 +117,8 @@ def training_step(
     (one sample per image, or S samples); `labels` the batch's classes for a conditional model;
     `bound` the training objective, 'elbo' or 'iwae'.
     """
-    if isinstance(objective, MLPStep):  # it covers only unconditional one-sample ELBO training
+    if isinstance(objective, MLPStep | GraphedStep):  # unconditional one-sample ELBO training
         terms = objective.step(batch, noise, kl_scale)
-        objective.adam.step(optimizer)
-        return terms
-    if isinstance(objective, GraphedStep):
-        terms = objective(batch, noise, kl_scale)
         objective.adam.step(optimizer)
         return terms
     if isinstance(objective, Bf16Copy):
