@@ -83,10 +83,9 @@ def _check_cuda_graphs(model: VAE, world: World, precision: str, config: TrainCo
     reasons = {
         f"the device is {device.type}, not cuda": device.type != "cuda",
         "the run is distributed": world.distributed,
-        "backward is 'autograd'": config.backward == "autograd",
     }
     reason = next((why for why, applies in reasons.items() if applies), None)
-    reason = reason or covers(model, precision, config.train_samples, config.objective)
+    reason = reason or mlp_step_blocker(model, precision, config)
     if reason is not None:
         raise VaelabError(
             f"cuda_graphs replays the MLP's hand-written step on a CUDA device, but {reason}",
@@ -96,9 +95,14 @@ def _check_cuda_graphs(model: VAE, world: World, precision: str, config: TrainCo
 
 def uses_mlp_step(model: nn.Module, precision: str, config: TrainConfig) -> bool:
     """Whether a single process trains `model` with `MLPStep` under `config`."""
+    return mlp_step_blocker(model, precision, config) is None
+
+
+def mlp_step_blocker(model: nn.Module, precision: str, config: TrainConfig) -> str | None:
+    """None when `MLPStep` trains `model` under `config`, else why not (in a few words)."""
     if config.backward == "autograd":
-        return False
-    return covers(model, precision, config.train_samples, config.objective) is None
+        return "backward is 'autograd'"
+    return covers(model, precision, config.train_samples, config.objective)
 
 
 def training_step(
