@@ -292,13 +292,13 @@ def training_rows(
         torch.manual_seed(0)
         model = VAE(model_config).to(device)
         objective = make_objective(model, SINGLE_PROCESS, precision, config)  # as train()
-        optimizer = make_optimizer(model, train_config)
-        scheduler = make_scheduler(optimizer, train_config, steps)
+        optimizer = make_optimizer(model, config)
+        scheduler = make_scheduler(optimizer, config, steps)
         generator = torch.Generator(device=device).manual_seed(0)
 
         def epoch() -> None:
             losses[name or precision] = train_epoch(
-                model, optimizer, scheduler, images, train_config, generator, precision,
+                model, optimizer, scheduler, images, config, generator, precision,
                 objective=objective,
             )[0]  # fmt: skip
 

@@ -79,4 +79,6 @@ def _in_layout_of(weight: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     of one with element i of the other: a gradient laid out otherwise (a convolution's backward
     pass returns channels-last weight gradients) would update the wrong weights. Autograd's own
     accumulation keeps that contract; a `.grad` set by hand must too."""
+    if grad.dtype == weight.dtype and grad.stride() == weight.stride():
+        return grad  # a parameter the copy keeps in fp32 (a Gaussian decoder's log-scale)
     return torch.empty_like(weight).copy_(grad)
