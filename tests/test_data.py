@@ -112,7 +112,7 @@ class TestCsvReader:
         dataset = load_dataset(DataConfig(train_csv=str(train), test_csv=str(test)))
         assert dataset.image_shape == (2, 2)
         assert dataset.train_images.dtype == torch.float32
-        assert float(dataset.train_images.max()) <= 1.0
+        assert float(dataset.train_images.tensor().max()) <= 1.0
         assert torch.allclose(
             dataset.train_images[0] * 255, torch.from_numpy(pixels[0].reshape(-1)).float()
         )

@@ -70,7 +70,7 @@ def test_a_dataset_of_uint8_tensors_trains_as_intensities():
         torch.from_numpy(labels[:32]), (4, 4), ("top", "bottom"), "uint8 tensors",
     )  # fmt: skip
     assert dataset.train_images.dtype == torch.float32 and dataset.train_images.shape == (128, 16)
-    assert float(dataset.train_images.max()) <= 1.0
+    assert float(dataset.train_images.tensor().max()) <= 1.0
     config = RunConfig(model=ModelConfig(hidden=(8, 4)), train=TrainConfig(epochs=1, batch_size=32))
     assert train(config, dataset, log=None).history[0].test_loss < 100
 

@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -124,9 +125,11 @@ def test_resume_is_refused_when_config_or_data_changed(tiny_dataset, tmp_path, s
     before = (tmp_path / "r" / CHECKPOINT_FILE).read_bytes()
     with pytest.raises(VaelabError, match="config.json has changed"):
         train(tiny_config(lr=1e-2), tiny_dataset, run_dir=tmp_path / "r", resume=True, log=None)
-    tiny_dataset.train_images[0, 0] += 0.5
+    changed = tiny_dataset.train_images.tensor()
+    changed[0, 0] = 1.0 - changed[0, 0]
+    changed_dataset = replace(tiny_dataset, train_images=changed)
     with pytest.raises(VaelabError, match="data differ"):
-        train(tiny_config(), tiny_dataset, run_dir=tmp_path / "r", resume=True, log=None)
+        train(tiny_config(), changed_dataset, run_dir=tmp_path / "r", resume=True, log=None)
     assert (tmp_path / "r" / CHECKPOINT_FILE).read_bytes() == before
 
 

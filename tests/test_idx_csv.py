@@ -42,7 +42,7 @@ class TestIdxNames:
         names = {role: name + suffix for role, name in MNIST_NAMES.items()}
         arrays = idx_files(tmp_path / "d", names, compress=compress)
         data = load_idx_source(tmp_path / "d", None, DataConfig())
-        assert torch.equal(data.train_images, unit(arrays["train-images"]))
+        assert torch.equal(data.train_images.tensor(), unit(arrays["train-images"]))
         assert torch.equal(data.test_labels, torch.from_numpy(arrays["test-labels"]).long())
         assert data.format == "idx" and data.class_names == ("0", "1")
 
@@ -55,7 +55,7 @@ class TestIdxNames:
         data = load_idx_source(tmp_path / "d", None, DataConfig(class_names=("top", "bottom")))
         assert len(data.train_images) == 30 and len(data.test_images) == 10
         assert data.class_names == ("top", "bottom")
-        assert torch.equal(data.test_images, unit(arrays["test-images"]))
+        assert torch.equal(data.test_images.tensor(), unit(arrays["test-images"]))
 
     def test_kmnist_prefixed_names(self, tmp_path):
         names = {role: "kmnist-" + name for role, name in MNIST_NAMES.items()}
@@ -73,7 +73,7 @@ class TestIdxNames:
         arrays = idx_files(tmp_path / "e", names)
         data = load_idx_source(tmp_path / "e", None, DataConfig())
         expected = unit(arrays["train-images"].transpose(0, 2, 1).copy())
-        assert torch.equal(data.train_images, expected)
+        assert torch.equal(data.train_images.tensor(), expected)
 
     def test_several_emnist_splits_are_ambiguous_until_a_file_is_named(self, tmp_path):
         for split in ("balanced", "letters"):
@@ -106,7 +106,7 @@ class TestIdxNames:
     def test_images_file_given_finds_labels_and_test_beside_it(self, tmp_path):
         arrays = idx_files(tmp_path / "d", MNIST_NAMES)
         data = load_idx_source(tmp_path / "d" / MNIST_NAMES["train-images"], None, DataConfig())
-        assert torch.equal(data.test_images, unit(arrays["test-images"]))
+        assert torch.equal(data.test_images.tensor(), unit(arrays["test-images"]))
         assert data.labelled
 
     def test_images_only_is_unlabelled(self, tmp_path):
@@ -131,7 +131,7 @@ class TestIdxNames:
         first = load_idx_source(tmp_path / "d", None, config)
         again = load_idx_source(tmp_path / "d", None, config)
         assert len(first.test_images) == 6 and len(first.train_images) == 24
-        assert torch.equal(first.test_images, again.test_images)
+        assert torch.equal(first.test_images.tensor(), again.test_images.tensor())
 
     def test_test_path_names_the_test_set(self, tmp_path):
         names = {
@@ -145,7 +145,7 @@ class TestIdxNames:
         }
         arrays = idx_files(tmp_path / "b", test_names)
         data = load_idx_source(tmp_path / "a", tmp_path / "b", DataConfig())
-        assert torch.equal(data.test_images, unit(arrays["test-images"]))
+        assert torch.equal(data.test_images.tensor(), unit(arrays["test-images"]))
 
     def test_is_idx_file(self, tmp_path):
         raw = write_idx(tmp_path / "a", np.zeros((2, 3, 3), np.uint8))
@@ -250,7 +250,7 @@ class TestCsvVariants:
         again = load_csv_source(path, None, config)
         assert len(data.test_images) == 5 and torch.equal(data.test_labels, again.test_labels)
         other = load_csv_source(path, None, DataConfig(test_split=0.25, split_seed=8))
-        assert not torch.equal(data.test_images, other.test_images)
+        assert not torch.equal(data.test_images.tensor(), other.test_images.tensor())
 
     def test_test_path_and_class_names(self, tmp_path):
         train = write_csv(tmp_path / "a.csv", self.pixels, self.labels)
@@ -325,7 +325,7 @@ def test_fashion_mnist_under_other_names_trains_as_the_builtin(tmp_path, fashion
         with gzip.open(SYSTEM_DATA_DIR / f"{stem}.gz") as source, open(ours / name, "wb") as out:
             shutil.copyfileobj(source, out)
     data = load_idx_source(ours / "train-imgs-idx3-ubyte", None, DataConfig())
-    assert torch.equal(data.test_images, fashion_mnist.test_images)
+    assert torch.equal(data.test_images.tensor(), fashion_mnist.test_images.tensor())
     config = RunConfig(train=TrainConfig(epochs=1, device="cpu", precision="32"))
     mine = train(config, data, log=None).history[-1].test_loss
     builtin = train(config, fashion_mnist, log=None).history[-1].test_loss

@@ -340,7 +340,7 @@ def test_networks_of_your_own_train_save_and_load_with_your_code(tmp_path):
         rundir.load_model(tmp_path / "run")
     loaded = rundir.load_model(tmp_path / "run", encoder=custom_networks()[0],
                                decoder=custom_networks()[1])  # fmt: skip
-    x = make_tiny_dataset().test_images
+    x = make_tiny_dataset().test_images.tensor()
     assert torch.equal(encode(loaded, x), encode(result.model, x))
     # a single flat (N, 2 * latent) output works too
     flat = nn.Sequential(nn.Linear(16, 4))

@@ -90,8 +90,8 @@ def test_open_run_refuses_data_of_another_image_size(tmp_path):
     train(tiny_config(epochs=1), dataset, run_dir=tmp_path / "r", log=None)
     smaller = dataclasses.replace(
         dataset,
-        train_images=dataset.train_images.reshape(-1, 4, 4)[:, :2, :2].reshape(-1, 4),
-        test_images=dataset.test_images.reshape(-1, 4, 4)[:, :2, :2].reshape(-1, 4),
+        train_images=dataset.train_images.tensor().reshape(-1, 4, 4)[:, :2, :2].reshape(-1, 4),
+        test_images=dataset.test_images.tensor().reshape(-1, 4, 4)[:, :2, :2].reshape(-1, 4),
         image_shape=(2, 2),
     )
     with pytest.raises(VaelabError, match="the model expects 16 values per image"):

@@ -12,7 +12,7 @@ import torch
 from tests.helpers import make_tiny_dataset, stop_training_at
 from vaelab import rundir
 from vaelab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from vaelab.data.prepare import binarized, model_data
+from vaelab.data.model_data import binarized, model_data
 from vaelab.errors import VaelabError
 from vaelab.training import EpochMetrics, TrainingInterrupted, train
 from vaelab.training.guard import NothingToResume
@@ -54,9 +54,11 @@ def test_a_validation_split_is_seeded_disjoint_and_keeps_the_order():
     data = model_data(dataset, DataConfig(val_split=0.25, split_seed=3))
     assert (len(data.train), len(data.val)) == (192, 64)
     again = model_data(dataset, DataConfig(val_split=64, split_seed=3))
-    assert torch.equal(data.val, again.val) and torch.equal(data.train, again.train)
+    assert torch.equal(data.val.tensor(), again.val.tensor()) and torch.equal(
+        data.train.tensor(), again.train.tensor()
+    )
     other = model_data(dataset, DataConfig(val_split=0.25, split_seed=4))
-    assert not torch.equal(data.val, other.val)
+    assert not torch.equal(data.val.tensor(), other.val.tensor())
     rows_of = {tuple(r.tolist()): i for i, r in enumerate(dataset.train_images)}
     index = [rows_of[tuple(r.tolist())] for r in data.train]
     assert index == sorted(index)  # the training rows keep their order
@@ -162,19 +164,21 @@ def test_static_binarization_draws_train_and_test_once_from_the_split_seed():
     dataset = make_tiny_dataset()
     static = binarized(dataset, DataConfig(binarize="static", split_seed=5))
     for images in (static.train_images, static.test_images):
-        assert set(images.unique().tolist()) <= {0.0, 1.0}
+        assert set(images.tensor().unique().tolist()) <= {0.0, 1.0}
     assert torch.equal(
-        static.test_images,
-        binarized(dataset, DataConfig(binarize="static", split_seed=5)).test_images,
+        static.test_images.tensor(),
+        binarized(dataset, DataConfig(binarize="static", split_seed=5)).test_images.tensor(),
     )
     dynamic = binarized(dataset, DataConfig(binarize="dynamic", split_seed=5))
-    assert torch.equal(dynamic.train_images, dataset.train_images)  # drawn per batch instead
-    assert set(dynamic.test_images.unique().tolist()) <= {0.0, 1.0}
+    assert torch.equal(
+        dynamic.train_images.tensor(), dataset.train_images.tensor()
+    )  # drawn per batch instead
+    assert set(dynamic.test_images.tensor().unique().tolist()) <= {0.0, 1.0}
     # Each pixel is 1 with its intensity's probability.
     grey = torch.full((4000, 16), 0.3)
     grey_set = replace(dataset, train_images=grey, train_labels=None, test_labels=None,
                        class_names=())  # fmt: skip
-    drawn = binarized(grey_set, DataConfig(binarize="static")).train_images
+    drawn = binarized(grey_set, DataConfig(binarize="static")).train_images.tensor()
     assert abs(drawn.mean().item() - 0.3) < 0.02
 
 

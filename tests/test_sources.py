@@ -66,16 +66,16 @@ class TestFolder:
         kept, held = split_indices(20, 0.25, 3, "test_split")
         assert data.format == "folder" and not data.labelled and data.class_names == ()
         assert data.image_shape == (5, 6) and data.channels == 1
-        assert torch.equal(data.train_images, flat(images)[kept])
-        assert torch.equal(data.test_images, flat(images)[held])
+        assert torch.equal(data.train_images.tensor(), flat(images)[kept])
+        assert torch.equal(data.test_images.tensor(), flat(images)[held])
 
     def test_the_split_is_the_same_every_time_and_moves_with_the_seed(self, tmp_path):
         write_pngs(tmp_path / "f", grey(20))
         first, again, other = (
             load_dataset(config(source=str(tmp_path / "f"), split_seed=seed)) for seed in (1, 1, 2)
         )
-        assert torch.equal(first.test_images, again.test_images)
-        assert not torch.equal(first.test_images, other.test_images)
+        assert torch.equal(first.test_images.tensor(), again.test_images.tensor())
+        assert not torch.equal(first.test_images.tensor(), other.test_images.tensor())
 
     def test_class_folders_name_the_classes_in_sorted_order(self, tmp_path):
         for name, seed in (("dog", 1), ("cat", 2), ("emu", 3)):
@@ -86,7 +86,7 @@ class TestFolder:
         assert sorted(labels.tolist()) == [0] * 4 + [1] * 4 + [2] * 4
         expected = torch.cat([flat(grey(4, seed=s)) for s in (2, 1, 3)])  # cat, dog, emu
         kept, held = split_indices(12, 3, 0, "test_split")
-        assert torch.equal(data.train_images, expected[kept])
+        assert torch.equal(data.train_images.tensor(), expected[kept])
         assert torch.equal(data.train_labels, torch.arange(3).repeat_interleave(4)[kept])
 
     def test_train_and_test_subfolders_are_the_splits(self, tmp_path):
@@ -95,9 +95,9 @@ class TestFolder:
         write_pngs(tmp_path / "f" / "test" / "b", grey(2, seed=3))
         data = load_dataset(config(source=str(tmp_path / "f")))
         assert torch.equal(
-            data.train_images, flat(np.concatenate([grey(3, seed=1), grey(3, seed=2)]))
+            data.train_images.tensor(), flat(np.concatenate([grey(3, seed=1), grey(3, seed=2)]))
         )
-        assert torch.equal(data.test_images, flat(grey(2, seed=3)))
+        assert torch.equal(data.test_images.tensor(), flat(grey(2, seed=3)))
         assert data.test_labels.tolist() == [1, 1]  # b is the training set's class 1
         assert data.class_names == ("a", "b")
 
@@ -107,7 +107,7 @@ class TestFolder:
         data = load_dataset(
             config(source=str(tmp_path / "train"), test_source=str(tmp_path / "held"))
         )
-        assert torch.equal(data.test_images, flat(grey(2, seed=2)))
+        assert torch.equal(data.test_images.tensor(), flat(grey(2, seed=2)))
         assert len(data.train_images) == 6
 
     def test_rgb_images_are_three_channels_channel_major(self, tmp_path):
@@ -116,7 +116,7 @@ class TestFolder:
         data = load_dataset(config(source=str(tmp_path / "f"), test_split=2))
         kept, _ = split_indices(8, 2, 0, "test_split")
         assert data.channels == 3 and data.shape == (3, 5, 6)
-        assert torch.equal(data.train_images, flat(images)[kept])
+        assert torch.equal(data.train_images.tensor(), flat(images)[kept])
 
     def test_rgba_drops_alpha_and_says_so_once(self, tmp_path, caplog):
         images = np.random.default_rng(0).integers(0, 256, (6, 5, 6, 4), dtype=np.uint8)
@@ -126,7 +126,7 @@ class TestFolder:
         notes = [r.getMessage() for r in caplog.records if "alpha" in r.getMessage()]
         assert len(notes) == 1 and "6 image(s)" in notes[0]
         kept, _ = split_indices(6, 2, 0, "test_split")
-        assert torch.equal(data.train_images, flat(images[..., :3])[kept])
+        assert torch.equal(data.train_images.tensor(), flat(images[..., :3])[kept])
 
     def test_palette_images_become_rgb_and_16_bit_grey_is_scaled_to_8_bits(self, tmp_path):
         folder = tmp_path / "p"
@@ -150,7 +150,7 @@ class TestFolder:
             Image.fromarray(image).save(folder / f"z{i}.png")
         data = load_dataset(config(source=str(folder), image_size=(4, 3), test_split=1))
         assert data.image_shape == (4, 3)
-        every = torch.cat([data.train_images, data.test_images])
+        every = torch.cat([data.train_images.tensor(), data.test_images.tensor()])
         kept, held = split_indices(4, 1, 0, "test_split")
         order = torch.cat([kept, held])
         resized = np.asarray(Image.fromarray(big[1]).resize((3, 4), Image.Resampling.BILINEAR))
@@ -214,7 +214,7 @@ class TestArrays:
         )  # fmt: skip
         kept, _ = split_indices(10, 2, 0, "test_split")
         assert data.format == "npy" and not data.labelled
-        assert torch.equal(data.train_images, expected[kept])
+        assert torch.equal(data.train_images.tensor(), expected[kept])
 
     @pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bool"])
     def test_floats_in_0_1_and_booleans_are_pixels(self, tmp_path, dtype):
@@ -222,7 +222,7 @@ class TestArrays:
         np.save(tmp_path / "x.npy", images)
         data = load_dataset(config(source=str(tmp_path / "x.npy"), test_split=1))
         assert data.train_images.dtype == torch.float32
-        assert float(data.train_images.max()) <= 1.0
+        assert float(data.train_images.tensor().max()) <= 1.0
 
     def test_npz_with_both_splits_labels_and_class_names(self, tmp_path):
         x_train, x_test = grey(8, seed=1), grey(3, seed=2)
@@ -232,8 +232,8 @@ class TestArrays:
         )  # fmt: skip
         data = load_dataset(config(source=str(tmp_path / "d.npz")))
         assert data.format == "npz" and data.class_names == ("cat", "dog", "emu")
-        assert torch.equal(data.train_images, flat(x_train))
-        assert torch.equal(data.test_images, flat(x_test))
+        assert torch.equal(data.train_images.tensor(), flat(x_train))
+        assert torch.equal(data.test_images.tensor(), flat(x_test))
         assert data.test_labels.tolist() == [2, 0, 1]
 
     def test_npz_images_and_labels_are_split_by_seed(self, tmp_path):
@@ -241,7 +241,7 @@ class TestArrays:
         np.savez_compressed(tmp_path / "d.npz", images=images, labels=labels)
         data = load_dataset(config(source=str(tmp_path / "d.npz"), test_split=0.3, split_seed=5))
         kept, held = split_indices(10, 0.3, 5, "test_split")
-        assert torch.equal(data.test_images, flat(images)[held])
+        assert torch.equal(data.test_images.tensor(), flat(images)[held])
         assert torch.equal(data.train_labels, torch.from_numpy(labels)[kept])
         assert data.class_names == ("0", "1")
 
@@ -265,7 +265,7 @@ class TestArrays:
         data = load_dataset(
             config(source=str(tmp_path / "train.npy"), test_source=str(tmp_path / "test.npy"))
         )
-        assert torch.equal(data.test_images, flat(grey(2, seed=2)))
+        assert torch.equal(data.test_images.tensor(), flat(grey(2, seed=2)))
 
     def test_labels_false_ignores_the_labels(self, tmp_path):
         np.savez(tmp_path / "d.npz", images=grey(6), labels=np.arange(6))
@@ -337,14 +337,14 @@ class TestInMemory:
         data = as_dataset(images, DataConfig(test_split=2))
         kept, _ = split_indices(10, 2, 0, "test_split")
         assert data.shape == (3, 8, 8)
-        assert torch.equal(data.train_images, images.reshape(10, -1)[kept])
+        assert torch.equal(data.train_images.tensor(), images.reshape(10, -1)[kept])
 
     def test_a_tuple_of_images_and_labels_with_test_data(self):
         data = as_dataset(
             (grey(6), np.arange(6) % 2), test_data=(grey(2, seed=1), np.array([1, 0]))
         )
         assert data.labelled and data.test_labels.tolist() == [1, 0]
-        assert torch.equal(data.train_images, flat(grey(6)))
+        assert torch.equal(data.train_images.tensor(), flat(grey(6)))
 
     def test_a_torch_dataset_of_image_label_pairs(self):
         images = torch.rand(8, 1, 5, 5, generator=torch.Generator().manual_seed(0))
@@ -364,7 +364,7 @@ class TestInMemory:
         data = as_dataset(Pictures(), DataConfig(test_split=2))
         kept, _ = split_indices(6, 2, 0, "test_split")
         assert data.shape == (3, 5, 6)
-        assert torch.equal(data.train_images, flat(rgb(6))[kept])
+        assert torch.equal(data.train_images.tensor(), flat(rgb(6))[kept])
 
     def test_rgba_arrays_of_both_splits_are_noted_once(self, caplog):
         images = np.random.default_rng(0).integers(0, 256, (6, 5, 5, 4), dtype=np.uint8)
@@ -373,7 +373,7 @@ class TestInMemory:
         assert [r.getMessage() for r in caplog.records] == [
             "note: data and test_data: 4 channels (RGBA); the alpha channel is dropped"
         ]
-        assert torch.equal(data.test_images, flat(images[:2, ..., :3]))
+        assert torch.equal(data.test_images.tensor(), flat(images[:2, ..., :3]))
 
     def test_a_path_is_read_as_a_source(self, tmp_path):
         np.save(tmp_path / "x.npy", grey(6))
@@ -501,7 +501,7 @@ def test_fashion_mnist_as_png_folders_and_npz_trains_like_the_builtin(fashion_mn
     )  # fmt: skip
     folder = load_dataset(DataConfig(source=str(tmp_path / "png")))
     npz = load_dataset(DataConfig(source=str(tmp_path / "fm.npz")))
-    assert torch.equal(folder.train_images, reference.train_images)
+    assert torch.equal(folder.train_images.tensor(), reference.train_images.tensor())
     assert torch.equal(folder.train_labels, torch.from_numpy(splits["train"][1]))
     assert folder.class_names == tuple(str(i) for i in range(10))
     config = RunConfig(train=TrainConfig(epochs=1, device="cpu", precision="32"))

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from vaelab._io import atomic_write_text
 from vaelab.config import GAUSSIAN_LIKELIHOODS, check_seed
-from vaelab.data.dataset import as_unit_images
+from vaelab.data.images import Images, as_readable, read_rows
 from vaelab.errors import VaelabError
 from vaelab.models import VAE, evaluating
 from vaelab.models.bounds import ImportanceTerms, log_posterior_of_noise
@@ -65,7 +65,7 @@ class Metrics:
 @torch.no_grad()
 def evaluate(
     model: VAE,
-    images: torch.Tensor,
+    images: Images | torch.Tensor,
     batch_size: int = 1000,
     seed: int = EVAL_SEED,
     labels: torch.Tensor | None = None,
@@ -75,13 +75,13 @@ def evaluate(
 
     The fixed seed makes the number repeatable and lets epochs be compared on the same noise.
     """
-    images = as_unit_images(images)
+    images = as_readable(images)
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
     totals = torch.zeros(3, dtype=torch.float64, device=device)
     with evaluating(model):
         for start in range(0, len(images), batch_size):
-            batch = images[start : start + batch_size].to(device, non_blocking=True)
+            batch = read_rows(images, slice(start, start + batch_size), device)
             terms = model.loss(batch, generator, labels=_rows(labels, start, batch_size, device))
             totals += torch.stack(terms).double() * len(batch)
     loss, reconstruction, kld = (totals / max(len(images), 1)).tolist()
@@ -544,7 +544,7 @@ def _low(parameter: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
 @torch.no_grad()
 def importance_weighted(
     model: VAE,
-    images: torch.Tensor,
+    images: Images | torch.Tensor,
     k: int = DEFAULT_IW_SAMPLES,
     max_memory: int | str = DEFAULT_MAX_MEMORY,
     seed: int = EVAL_SEED,
@@ -578,7 +578,7 @@ def importance_weighted(
             f"precision must be one of {', '.join(EVAL_PRECISIONS)}, got {precision!r}",
             parameters=("precision",),
         )
-    images = as_unit_images(images)
+    images = as_readable(images)
     parameter = next(model.parameters())
     batch, chunk = plan_chunks(model, len(images), k, parse_size(max_memory))
     rows = block_rows(model, batch, chunk)
@@ -594,7 +594,8 @@ def importance_weighted(
     bar = tqdm(total=len(images), desc=f"IWAE k={k}", unit="img", disable=not progress)
     with bar, evaluating(model), held_prior(model.prior, model.top_posterior):
         for start in range(0, len(images), batch):
-            x = images[start : start + batch].to(parameter.device, parameter.dtype)
+            x = read_rows(images, slice(start, start + batch), parameter.device)
+            x = x.to(parameter.dtype)
             flat = x.reshape(len(x), -1)
             labels_of_batch = _rows(labels, start, batch, parameter.device)
             parts.append(
@@ -621,7 +622,7 @@ class SamplingOptions(TypedDict, total=False):
 
 def evaluate_likelihood(
     model: VAE,
-    images: torch.Tensor,
+    images: Images | torch.Tensor,
     k: int = DEFAULT_IW_SAMPLES,
     **options: Unpack[SamplingOptions],
 ) -> LikelihoodReport:

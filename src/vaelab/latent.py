@@ -17,6 +17,7 @@ import torch
 
 from vaelab.config import check_seed
 from vaelab.data.dataset import as_unit_images
+from vaelab.data.images import Images
 from vaelab.errors import VaelabError
 from vaelab.models import VAE, evaluating
 
@@ -57,7 +58,7 @@ def class_labels(
 @torch.no_grad()
 def posterior(
     model: VAE,
-    images: torch.Tensor | np.ndarray,
+    images: Images | torch.Tensor | np.ndarray,
     batch_size: int = BATCH,
     labels: torch.Tensor | np.ndarray | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,7 +84,7 @@ def posterior(
 
 def encode(
     model: VAE,
-    images: torch.Tensor | np.ndarray,
+    images: Images | torch.Tensor | np.ndarray,
     labels: torch.Tensor | np.ndarray | None = None,
 ) -> torch.Tensor:
     """Posterior means (N x latent_dim) of images (N x D or N x H x W, [0, 1] floats or uint8);

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import click
+import torch
 
 from vaelab.cli.group import RUN, cli, device_option, run_data, run_data_options
 from vaelab.config import DataConfig, check_seed
@@ -66,7 +67,7 @@ def evaluate_command(
                 raise VaelabError(
                     f"--images must be between 1 and {len(test_images)}, got {images}"
                 )
-            test_images = test_images[:images]
+            test_images = test_images.take(torch.arange(images))
         model = opened.model
         labels = opened.test_classes  # a conditional model: p(x|y), each image with its class
         labels = None if labels is None else labels[: len(test_images)]

@@ -18,7 +18,9 @@ from vaelab.config import (
     BACKWARDS,
     BINARIZE,
     LIKELIHOODS,
+    LOADERS,
     LR_SCHEDULES,
+    MAX_WORKERS,
     OBJECTIVES,
     PRECISIONS,
     PRIORS,
@@ -164,6 +166,16 @@ _DATA = DataConfig()
     "--binarize", type=click.Choice(list(BINARIZE)), default=_DATA.binarize,
     help="'dynamic': x ~ Bernoulli(pixels) drawn afresh for every batch; 'static': drawn once "
     "(train and test) from --split-seed.",
+)  # fmt: skip
+@click.option(
+    "--loader", type=click.Choice(list(LOADERS)), default=_DATA.loader,
+    help="How training batches are read: 'memory' in the training process, 'stream' by "
+    "DataLoader workers ahead of the step; 'auto' streams images mapped from a file of more "
+    "than 1 GiB. The batches are the same either way.",
+)  # fmt: skip
+@click.option(
+    "--workers", type=click.IntRange(0, MAX_WORKERS), default=_DATA.workers,
+    help="DataLoader workers when streaming; 0: one fewer than the CPUs (1 to 4).",
 )  # fmt: skip
 @click.option(
     "--early-stopping", type=int, default=_TRAIN.early_stopping, metavar="PATIENCE",
@@ -350,7 +362,7 @@ def run_config_from_options(
     binarize: str, early_stopping: int, test_each_epoch: str, prior: str = "gaussian",
     components: int = _MODEL.components, stochastic_layers: int = 1, conditional: bool = False,
     objective: str = "elbo", train_samples: int = 1, backward: str = "auto",
-    cuda_graphs: bool = False,
+    cuda_graphs: bool = False, loader: str = "auto", workers: int = 0,
 ) -> RunConfig:  # fmt: skip
     """The RunConfig the values of `vaelab train`'s options describe (also how a sweep checks
     each of its runs before starting any)."""
@@ -364,7 +376,7 @@ def run_config_from_options(
             test_csv=optional_str(test_csv), source=source, test_source=test_source,
             image_size=image_size, labels=not no_labels, class_names=class_names,
             array_keys=array_keys, test_split=test_split, val_split=val_split,
-            split_seed=split_seed, binarize=binarize,
+            split_seed=split_seed, binarize=binarize, loader=loader, workers=workers,
         ),
         train=TrainConfig(
             epochs=epochs, batch_size=batch_size, test_batch_size=test_batch_size, lr=lr,

@@ -7,25 +7,17 @@ keys of `DataConfig.array_keys`, or a single array of any name (images); a strin
 `class_names` names the classes. The layout of the images is found by
 `vaelab.data.layout.channel_major`; uint8, bool and floats in [0, 1] are pixels.
 
-Reads are bounded: the file by `vaelab._io.read_bytes`, each array by its header (the shape and
-type it declares must fit in the bytes there are) before anything is allocated, and the arrays
-of an .npz by the sizes its zip directory declares, never decompressed further.
+A .npy file and the uncompressed arrays of an .npz file are memory-mapped, not read
+(`vaelab.data.npyfile`): their images stay on disk, read a batch at a time. Compressed .npz
+arrays are decompressed into memory, bounded by the sizes the zip directory declares.
 """
 
 from __future__ import annotations
 
-import io
-import lzma
-import math
-import struct
-import zipfile
-import zlib
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from vaelab._io import FILE_LIMIT, read_bytes, read_limit, size_words, too_large
 from vaelab.config import DataConfig
 from vaelab.data.dataset import Dataset
 from vaelab.data.layout import (
@@ -36,11 +28,11 @@ from vaelab.data.layout import (
     pixel_tensor,
 )
 from vaelab.data.memory import as_dataset
+from vaelab.data.npyfile import read_npy, read_npz
 from vaelab.errors import VaelabError
 
 __all__ = ["as_dataset", "load_array_file", "read_npy", "read_npz"]
 
-_UNPICKLE = "holds Python objects (a pickle); vaelab does not unpickle"
 _NPZ_KEYS = "x_train and x_test (with y_train, y_test), images (with labels), or array_keys"
 
 
@@ -118,13 +110,14 @@ def _image_set(
     array_keys), else read when present."""
     images_key, labels_key = keys
     where = _where(path, images_key)
-    pixels = pixel_tensor(_array(path, arrays, images_key), where)
-    pixels, alpha = channel_major(pixels, where, config.image_size)
+    array = _array(path, arrays, images_key)
+    pixels, alpha = channel_major(pixel_tensor(array, where), where, config.image_size)
     labels = None
     if config.labels and labels_key and (named or labels_key in arrays):
         values = _array(path, arrays, labels_key)
         labels = label_tensor(values, len(pixels), _where(path, labels_key), where)
-    return ImageSet(pixels, labels, where, alpha)
+    mapped = path if isinstance(array, np.memmap) else None
+    return ImageSet(pixels, labels, where, alpha, file=mapped)
 
 
 def _array(path: Path, arrays: dict[str, np.ndarray], key: str) -> np.ndarray:
@@ -163,84 +156,3 @@ def _file_class_names(path: Path, arrays: dict[str, np.ndarray]) -> tuple[str, .
     if not all(found) or len(set(found)) != len(found):
         raise VaelabError(f"{where}: class names must be distinct and not empty")
     return found
-
-
-# ---------------------------------------------------------------- reading the files
-
-
-def read_npy(path: str | Path, limit: int | None = None) -> np.ndarray:
-    """The array of a .npy file; one holding Python objects is refused, never unpickled."""
-    raw = read_bytes(path, "a .npy file", FILE_LIMIT if limit is None else limit)
-    return parse_npy(raw, str(path))
-
-
-def read_npz(path: str | Path, limit: int | None = None) -> dict[str, np.ndarray]:
-    """The arrays of a .npz file by name (without '.npy'), none of them unpickled.
-
-    The sizes the zip directory declares must fit in the limit before anything is decompressed,
-    and no member is decompressed further than its declared size.
-    """
-    most = read_limit(FILE_LIMIT if limit is None else limit)
-    raw = read_bytes(path, "a .npz file", most)
-    try:
-        with zipfile.ZipFile(io.BytesIO(raw)) as archive:
-            members = [m for m in archive.infolist() if not m.is_dir()]
-            declared = sum(member.file_size for member in members)
-            if declared > most:
-                raise too_large(path, f"the arrays' {size_words(declared)} (decompressed)", most)
-            return {_key(m.filename): _member(archive, m, path) for m in members}
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError) as exc:
-        raise VaelabError(f"{path}: not a valid .npz file ({_reason(exc)})") from None
-    except (OSError, ValueError, RuntimeError, zlib.error, lzma.LZMAError, struct.error) as exc:
-        # a bad CRC, a corrupt deflate stream, an encrypted member
-        raise VaelabError(f"{path}: corrupt .npz file ({_reason(exc)})") from None
-
-
-def _key(name: str) -> str:
-    return name[: -len(".npy")] if name.endswith(".npy") else name
-
-
-def _member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, path: str | Path) -> np.ndarray:
-    with archive.open(member) as handle:
-        raw = handle.read(member.file_size + 1)
-    if len(raw) != member.file_size:
-        raise VaelabError(f"{path}: corrupt .npz file ({member.filename} is not the size declared)")
-    return parse_npy(raw, _where(Path(path), _key(member.filename)))
-
-
-def parse_npy(raw: bytes, where: str) -> np.ndarray:
-    """The array of the .npy bytes `raw`: header checked (no objects, a shape that fits in the
-    bytes there are) before `np.load(..., allow_pickle=False)` allocates anything."""
-    stream = io.BytesIO(raw)
-    try:
-        version = np.lib.format.read_magic(stream)
-        shape, _, dtype = _read_header(stream, version)
-    except Exception as exc:  # NumPy parses the header text; damaged text raises many things
-        if raw[:1] == b"\x80":  # the first byte of a pickle of protocol 2 or later
-            raise VaelabError(f"{where}: {_UNPICKLE}") from None
-        raise VaelabError(f"{where}: not a valid .npy array ({_reason(exc)})") from None
-    if dtype.hasobject:
-        raise VaelabError(f"{where}: {_UNPICKLE}")
-    needed = math.prod(shape) * dtype.itemsize
-    if needed > len(raw) - stream.tell():
-        raise VaelabError(
-            f"{where}: truncated: its header declares {list(shape)} of {dtype} ({needed} bytes), "
-            f"{len(raw) - stream.tell()} bytes follow"
-        )
-    try:
-        return np.load(io.BytesIO(raw), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise VaelabError(f"{where}: not a valid .npy array ({_reason(exc)})") from None
-
-
-def _read_header(stream: io.BytesIO, version: tuple[int, int]) -> tuple[Any, bool, np.dtype]:
-    if version == (1, 0):
-        return np.lib.format.read_array_header_1_0(stream)
-    if version == (2, 0):
-        return np.lib.format.read_array_header_2_0(stream)
-    raise ValueError(f"format version {version[0]}.{version[1]} is not one NumPy reads")
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0][:120] if str(exc) else ""
-    return text or type(exc).__name__

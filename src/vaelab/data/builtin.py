@@ -20,7 +20,7 @@ import torch
 from vaelab.config import DataConfig
 from vaelab.data import download
 from vaelab.data.cifar10 import CIFAR10_ARCHIVE, CIFAR10_CLASSES, cifar10_found, read_cifar10
-from vaelab.data.dataset import Dataset, to_unit_float
+from vaelab.data.dataset import Dataset
 from vaelab.data.download import Opener, Remote, find_located
 from vaelab.data.fashion_mnist import (
     FASHION_MNIST_CLASSES,
@@ -30,6 +30,7 @@ from vaelab.data.fashion_mnist import (
     missing_idx_files,
     read_idx_layout,
 )
+from vaelab.data.images import Images
 from vaelab.errors import VaelabError
 
 SYSTEM_DATASETS_DIR = Path("/usr/share/datasets")
@@ -108,9 +109,9 @@ def _read_cifar10(directory: Path) -> Dataset:
         raise VaelabError(f"{directory}: lacks {CIFAR10_ARCHIVE}")
     train_images, train_labels, test_images, test_labels = read_cifar10(where)
     return Dataset(
-        train_images=to_unit_float(train_images),
+        train_images=Images.of(train_images, (3, 32, 32), "cifar10 training images"),
         train_labels=torch.from_numpy(train_labels),
-        test_images=to_unit_float(test_images),
+        test_images=Images.of(test_images, (3, 32, 32), "cifar10 test images"),
         test_labels=torch.from_numpy(test_labels),
         image_shape=(32, 32),
         channels=3,

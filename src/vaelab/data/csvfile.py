@@ -17,7 +17,8 @@ import torch
 
 from vaelab._io import CSV_LIMIT, read_bytes, read_limit, too_large
 from vaelab.config import DataConfig
-from vaelab.data.dataset import Dataset, to_unit_float
+from vaelab.data.dataset import Dataset
+from vaelab.data.images import Images
 from vaelab.data.layout import ImageSet, build_dataset
 from vaelab.errors import VaelabError
 
@@ -262,10 +263,11 @@ def load_csv_dataset(train_csv: str | Path, test_csv: str | Path) -> Dataset:
     _same_pixel_count(train_csv, train_pixels, test_csv, test_pixels)
     side = math.isqrt(train_pixels.shape[1])
     n_classes = int(max(train_labels.max(), test_labels.max())) + 1
+    shape = (1, side, side)
     return Dataset(
-        train_images=to_unit_float(train_pixels),
+        train_images=Images.of(train_pixels, shape, str(train_csv)),
         train_labels=torch.from_numpy(train_labels),
-        test_images=to_unit_float(test_pixels),
+        test_images=Images.of(test_pixels, shape, str(test_csv)),
         test_labels=torch.from_numpy(test_labels),
         image_shape=(side, side),
         class_names=tuple(str(i) for i in range(n_classes)),

@@ -1,37 +1,39 @@
-"""The dataset every part of vaelab works on: two splits of images as float32 in [0, 1].
-
-Each split lives in one tensor; batches are slices of a permutation of it.
+"""The dataset every part of vaelab works on: two splits of images, each kept in its stored type
+(`vaelab.data.images.Images`) and read as float32 in [0, 1] one batch at a time.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from vaelab.data.images import Images, check_unit_range
 from vaelab.errors import VaelabError
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """Train and test splits of images as float32 tensors in [0, 1], with optional labels.
+    """Train and test splits of images, read as float32 in [0, 1], with optional labels.
 
-    Images are stored flat, N x D with D = C*H*W in channel-major order (C x H x W); they may be
-    given as N x D, N x H x W (one channel) or N x C x H x W. `image_shape` is (H, W) and
-    `channels` is C (1 grey, 3 RGB). Labels are int64 class indices, one per image, or None for
-    both splits (unlabelled data); `class_names` names the classes (empty without labels).
-    `source` says where the images came from and `format` how they were stored ('idx', 'csv',
-    'folder', 'npy', 'npz', 'arrays', ...).
+    Each split is an `Images`: the pixels in their stored type (uint8, uint16, bool or floats in
+    [0, 1]), in memory or mapped from a file, read as an N x D float32 tensor (D = C*H*W in
+    channel-major order, C x H x W) one batch at a time. They may be given as `Images`, or as
+    arrays or tensors of N x D, N x H x W (one channel) or N x C x H x W. `image_shape` is
+    (H, W) and `channels` is C (1 grey, 3 RGB). Labels are int64 class indices, one per image,
+    or None for both splits (unlabelled data); `class_names` names the classes (empty without
+    labels). `source` says where the images came from and `format` how they were stored ('idx',
+    'csv', 'folder', 'npy', 'npz', 'arrays', ...).
     """
 
-    train_images: torch.Tensor
+    train_images: Images
     train_labels: torch.Tensor | None
-    test_images: torch.Tensor
+    test_images: Images
     test_labels: torch.Tensor | None
     image_shape: tuple[int, int]
     class_names: tuple[str, ...]
@@ -54,15 +56,9 @@ class Dataset:
                 parameters=("train_labels", "test_labels"),
             )
         for split in ("train", "test"):
-            images = as_unit_images(getattr(self, f"{split}_images"), f"{split}_images")
-            images = images.reshape(len(images), -1)
-            if images.shape[1] != self.input_dim:
-                raise VaelabError(
-                    f"{split}_images have {images.shape[1]} values per image, image_shape "
-                    f"{height}x{width} with {self.channels} channel(s) has {self.input_dim}",
-                    parameters=(f"{split}_images", "image_shape"),
-                )
-            object.__setattr__(self, f"{split}_images", images.to(torch.float32))
+            name = f"{split}_images"
+            images = Images.of(getattr(self, name), self.shape, name)
+            object.__setattr__(self, name, images)
             object.__setattr__(self, f"{split}_labels", self._labels(split, len(images)))
 
     def _labels(self, split: str, count: int) -> torch.Tensor | None:
@@ -88,6 +84,12 @@ class Dataset:
                 parameters=(name, "class_names"),
             )
         return labels
+
+    def check(self) -> None:
+        """Refuse float pixels outside [0, 1] in either split, training split first: a pass over
+        images mapped from a file (those in memory were checked when they became Images)."""
+        self.train_images.check()
+        self.test_images.check()
 
     @property
     def input_dim(self) -> int:
@@ -116,49 +118,48 @@ def class_names_for(
 
 
 def test_fingerprint(dataset: Dataset) -> str:
-    """SHA-256 of the test split as the model sees it (float32 pixels, int64 labels).
+    """SHA-256 of the test split: its images in their stored type (floats as float32), and its
+    int64 labels.
 
     A run records it, so that data read again later (from another folder, another working
-    directory, a changed file) is known to be the same, or refused.
+    directory, a changed file) is known to be the same, or refused. One streaming pass.
     """
     digest = hashlib.sha256()
-    digest.update(dataset.test_images.detach().cpu().contiguous().numpy().tobytes())
-    if dataset.test_labels is not None:
-        digest.update(dataset.test_labels.to(torch.int64).contiguous().numpy().tobytes())
+    dataset.test_images.hash_into(digest)
+    _hash_labels(digest, dataset.test_labels)
     return digest.hexdigest()
 
 
+def float_test_fingerprint(dataset: Dataset) -> str:
+    """SHA-256 of the test split as float32 pixels and int64 labels: what runs of earlier
+    versions recorded as their `test_sha256` (checked only for them)."""
+    digest = hashlib.sha256()
+    dataset.test_images.hash_floats_into(digest)
+    _hash_labels(digest, dataset.test_labels)
+    return digest.hexdigest()
+
+
+def _hash_labels(digest: Any, labels: torch.Tensor | None) -> None:
+    if labels is not None:
+        digest.update(labels.to(torch.int64).contiguous().numpy().tobytes())
+
+
 def as_unit_images(values: torch.Tensor | np.ndarray, name: str = "images") -> torch.Tensor:
-    """Images as floats in [0, 1]: uint8 (0-255) is scaled by 1/255, floats are checked.
+    """Images as floats in [0, 1]: uint8 (0-255) is scaled by 1/255, uint16 by 1/65535, floats
+    are checked.
 
     Floats outside [0, 1], NaN or infinity, and other integer types are refused with one line
     naming `name` and what was found, so 0-255 data cannot pass for intensities unnoticed.
     """
-    tensor = torch.as_tensor(values)
-    if tensor.dtype == torch.uint8:
-        return tensor.to(torch.float32).div_(255.0)
-    if tensor.dtype == torch.bool:
-        return tensor.to(torch.float32)
-    if not tensor.is_floating_point():
-        raise VaelabError(
-            f"{name}: pixels of type {str(tensor.dtype).removeprefix('torch.')} are not "
-            "intensities; give uint8 (0-255, scaled by 1/255) or floats in [0, 1]",
-            parameters=(name,),
-        )
-    if tensor.numel() == 0:
+    from vaelab.data.images import pixel_storage, unit_float
+
+    tensor = pixel_storage(values, name)
+    if tensor.is_floating_point() and tensor.numel():
+        # One pass: min and max propagate NaN, and an infinity is one of them.
+        low, high = (float(v) for v in torch.aminmax(tensor))
+        check_unit_range(low, high, name)
         return tensor
-    # One pass: min and max propagate NaN, and an infinity is one of them.
-    low, high = (float(v) for v in torch.aminmax(tensor))
-    if not (math.isfinite(low) and math.isfinite(high)):
-        raise VaelabError(f"{name}: pixels hold NaN or infinite values", parameters=(name,))
-    if low < 0.0 or high > 1.0:
-        hint = "; 0-255 values? give them as uint8, or divide by 255" if high > 1.0 else ""
-        raise VaelabError(
-            f"{name}: pixel values must lie in [0, 1], found min {low:.4g} and max {high:.4g}"
-            f"{hint}",
-            parameters=(name,),
-        )
-    return tensor
+    return unit_float(tensor)
 
 
 def to_unit_float(images: np.ndarray) -> torch.Tensor:

@@ -11,9 +11,10 @@ import numpy as np
 import torch
 
 from vaelab.data import download
-from vaelab.data.dataset import Dataset, to_unit_float
+from vaelab.data.dataset import Dataset
 from vaelab.data.download import Opener, Remote, find_located
 from vaelab.data.idx import read_idx_split
+from vaelab.data.images import Images
 from vaelab.errors import VaelabError
 
 FASHION_MNIST_CLASSES = (
@@ -121,10 +122,11 @@ def read_idx_layout(
             f"{directory}: train images are {train_images.shape[1:]} but test images are "
             f"{test_images.shape[1:]}"
         )
+    shape = (1, int(train_images.shape[1]), int(train_images.shape[2]))
     return Dataset(
-        train_images=to_unit_float(train_images),
+        train_images=Images.of(train_images, shape, f"{name} training images"),
         train_labels=torch.from_numpy(train_labels.astype(np.int64)),
-        test_images=to_unit_float(test_images),
+        test_images=Images.of(test_images, shape, f"{name} test images"),
         test_labels=torch.from_numpy(test_labels.astype(np.int64)),
         image_shape=(int(train_images.shape[1]), int(train_images.shape[2])),
         class_names=tuple(class_names),

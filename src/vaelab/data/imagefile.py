@@ -9,6 +9,7 @@ threads do not overlap it; processes do: 60,000 Fashion-MNIST PNGs take 5.6 s in
 from __future__ import annotations
 
 import io
+import math
 import os
 import sys
 import warnings
@@ -46,67 +47,144 @@ def default_workers(count: int) -> int:
 
 
 def decode_all(
-    files: tuple[Path, ...], root: Path, size: Size, workers: int | None = None
+    files: tuple[Path, ...],
+    root: Path,
+    size: Size,
+    workers: int | None = None,
+    out: Path | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
     """All `files` decoded, as one uint8 N x C x H x W tensor: one size and channel count, or
     one line naming what differs. `workers` > 1 decodes in that many processes (default:
-    `default_workers`); a pool that cannot start or breaks is replaced by one process."""
+    `default_workers`); a pool that cannot start or breaks is replaced by one process.
+
+    Without `out` the images are held in memory, up to the read limit. With `out` they are
+    written into that .npy file chunk by chunk as they are decoded (the disk must hold them) and
+    the tensor maps it. `progress` is told the images of each chunk done."""
     workers = default_workers(len(files)) if workers is None else workers
     chunks = [files[i : i + _CHUNK] for i in range(0, len(files), _CHUNK)]
+    sink: _Sink = _Written(root, len(files), out) if out is not None else _Collected(root)
     if workers > 1 and len(chunks) > 1:
         try:
-            collected = _Collected(root)
-            _decode_pooled(chunks, size, min(workers, len(chunks)), collected.add)
+            _decode_pooled(chunks, size, min(workers, len(chunks)), sink.budget, sink.add, progress)
         except (BrokenProcessPool, OSError, AssertionError):  # no pool here (or a daemon)
             workers = 1
+            sink = _Written(root, len(files), out) if out is not None else _Collected(root)
     if workers <= 1 or len(chunks) <= 1:
-        collected = _Collected(root)
         for chunk in chunks:
-            collected.add(chunk, decode_chunk(chunk, size, collected.left))
-    return collected.stacked(files)
+            sink.add(chunk, decode_chunk(chunk, size, sink.left))
+            if progress is not None:
+                progress(len(chunk))
+    return sink.finish(files)
 
 
-class _Collected:
-    """The decoded arrays so far, held under the read limit, and the files with alpha."""
+class _Sink:
+    """Where decoded images go, chunk by chunk, and the files that had an alpha channel."""
+
+    budget: int
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.alpha: list[Path] = []
+
+    @property
+    def left(self) -> int:
+        """Bytes the next chunk may decode to."""
+        return self.budget
+
+    def add(self, chunk: tuple[Path, ...], decoded: Decoded) -> None:
+        arrays, alpha = decoded
+        self.alpha.extend(chunk[i] for i in alpha)
+        self.keep(chunk, arrays)
+
+    def keep(self, chunk: tuple[Path, ...], arrays: list[np.ndarray]) -> None:
+        raise NotImplementedError
+
+    def finish(self, files: tuple[Path, ...]) -> torch.Tensor:
+        """The images, after saying which had an alpha channel."""
+        if self.alpha:
+            note(
+                f"{self.root}: {len(self.alpha)} image(s) have an alpha channel (e.g. "
+                f"{self.alpha[0]}); it is dropped"
+            )
+        return self.images(files)
+
+    def images(self, files: tuple[Path, ...]) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class _Collected(_Sink):
+    """The decoded arrays so far, held in memory under the read limit."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
         self.budget = read_limit(FILE_LIMIT)
         self.total = 0
         self.arrays: list[np.ndarray] = []
-        self.alpha: list[Path] = []
 
     @property
     def left(self) -> int:
         return self.budget - self.total
 
-    def add(self, chunk: tuple[Path, ...], decoded: Decoded) -> None:
-        arrays, alpha = decoded
+    def keep(self, chunk: tuple[Path, ...], arrays: list[np.ndarray]) -> None:
         self.total += sum(array.nbytes for array in arrays)
         if self.total > self.budget:
             raise too_large(
                 self.root, f"the images decoded so far ({size_words(self.total)})", self.budget
             )
         self.arrays.extend(arrays)
-        self.alpha.extend(chunk[i] for i in alpha)
 
-    def stacked(self, files: tuple[Path, ...]) -> torch.Tensor:
+    def images(self, files: tuple[Path, ...]) -> torch.Tensor:
         check_alike(files, self.arrays, self.root)
-        if self.alpha:
-            note(
-                f"{self.root}: {len(self.alpha)} image(s) have an alpha channel (e.g. "
-                f"{self.alpha[0]}); it is dropped"
-            )
         if not self.arrays:
             return torch.zeros((0, 1, 1, 1), dtype=torch.uint8)
         return torch.from_numpy(np.stack(self.arrays))
 
 
+class _Written(_Sink):
+    """The decoded images written into an .npy file, sized by the first chunk: each image on
+    disk as soon as its chunk is decoded, none held in memory."""
+
+    def __init__(self, root: Path, count: int, out: Path) -> None:
+        super().__init__(root)
+        self.budget = FILE_LIMIT  # one image's bound; the whole goes to disk
+        self.count, self.out, self.done = count, out, 0
+        self.first: tuple[Path, np.ndarray] | None = None
+        self.array: np.memmap | None = None
+
+    def keep(self, chunk: tuple[Path, ...], arrays: list[np.ndarray]) -> None:
+        if self.first is None and arrays:
+            self.first = (chunk[0], arrays[0])
+            self.array = _open_npy(self.out, (self.count, *arrays[0].shape), self.root)
+        assert self.first is not None and self.array is not None
+        check_alike((self.first[0], *chunk), [self.first[1], *arrays], self.root)
+        self.array[self.done : self.done + len(arrays)] = np.stack(arrays)
+        self.done += len(arrays)
+
+    def images(self, files: tuple[Path, ...]) -> torch.Tensor:
+        if self.array is None:
+            return torch.zeros((0, 1, 1, 1), dtype=torch.uint8)
+        self.array.flush()
+        return torch.from_numpy(self.array)
+
+
+def _open_npy(path: Path, shape: tuple[int, ...], root: Path) -> np.memmap:
+    """A new uint8 .npy file of `shape` at `path`, mapped for writing; refused in one line when
+    the disk cannot hold it."""
+    from vaelab._resources import require_disk
+
+    require_disk(path.parent, math.prod(shape), f"{root}: preparing {shape[0]:,} images")
+    try:
+        return np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+    except OSError as exc:
+        raise VaelabError(f"{path}: could not write ({exc.strerror or exc})") from None
+
+
 def _decode_pooled(
-    chunks: list[tuple[Path, ...]], size: Size, workers: int,
+    chunks: list[tuple[Path, ...]], size: Size, workers: int, budget: int,
     add: Callable[[tuple[Path, ...], Decoded], None],
+    progress: Callable[[int], None] | None = None,
 ) -> None:  # fmt: skip
-    budget = read_limit(FILE_LIMIT)
     with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
         futures = [pool.submit(_decode_in_worker, chunk, size, budget) for chunk in chunks]
         try:
@@ -116,6 +194,8 @@ def _decode_pooled(
                     raise VaelabError(result)
                 stacked, alpha = result
                 add(chunk, (list(stacked), alpha))
+                if progress is not None:
+                    progress(len(chunk))
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from vaelab.config import DataConfig
-from vaelab.data.dataset import Dataset, as_unit_images, class_names_for
-from vaelab.data.splits import split_indices, take
+from vaelab.data.dataset import Dataset, class_names_for
+from vaelab.data.images import Images, pixel_storage
+from vaelab.data.splits import split_indices
 from vaelab.errors import VaelabError
 
 log = logging.getLogger("vaelab.data")
@@ -34,14 +36,20 @@ def note(text: str) -> None:
 
 @dataclass(frozen=True)
 class ImageSet:
-    """Images of one split as read: N x C x H x W pixels, labels or None, where they came from,
-    and whether an alpha channel was dropped from them (said once, for both splits)."""
+    """Images of one split as read: N x C x H x W pixels (a view of the stored array, in its
+    type), labels or None, where they came from, and whether an alpha channel was dropped from
+    them (said once, for both splits)."""
 
     pixels: torch.Tensor
     labels: torch.Tensor | None
     where: str
     alpha_dropped: bool = False
     labels_where: str | None = None  # the labels' own file, when they have one
+    file: Path | None = None  # the file the pixels are mapped from
+
+    def images(self) -> Images:
+        """The pixels as `Images` (checked now when in memory, on first use when mapped)."""
+        return Images(self.pixels, where=self.where, file=self.file)
 
     @classmethod
     def of_grey(
@@ -60,25 +68,10 @@ class ImageSet:
 
 
 def pixel_tensor(values: np.ndarray | torch.Tensor, where: str) -> torch.Tensor:
-    """`values` as a tensor (no copy when it can be shared), refused unless it holds numbers."""
-    if isinstance(values, torch.Tensor):
-        if values.is_complex():
-            raise VaelabError(f"{where}: holds complex numbers, not pixels")
-        return _checked(values.detach(), where)
-    array = np.asarray(values)
-    if array.dtype.hasobject:
-        raise VaelabError(f"{where}: holds Python objects, not pixels")
-    if array.dtype.kind not in "biuf" or (array.dtype.kind == "f" and array.itemsize > 8):
-        raise VaelabError(f"{where}: holds values of type {array.dtype}, not pixels")
-    if not (array.flags.writeable and array.flags.c_contiguous):
-        array = np.array(array, order="C", copy=True)  # torch shares only writable memory
-    return _checked(torch.from_numpy(array), where)
-
-
-def _checked(pixels: torch.Tensor, where: str) -> torch.Tensor:
-    """`pixels`, refused in one line naming `where` unless uint8, bool or floats in [0, 1]."""
-    as_unit_images(pixels if pixels.is_floating_point() else pixels[:0], where)
-    return pixels
+    """`values` as a tensor sharing their memory (a memory-mapped array stays mapped), refused
+    in one line unless it holds pixels (`vaelab.data.images.PIXEL_TYPES`). The range of float
+    pixels is checked when they become `Images`."""
+    return pixel_storage(values, where)
 
 
 def channel_major(
@@ -214,19 +207,19 @@ def build_dataset(
         note(f"{' and '.join(dropped)}: 4 channels (RGBA); the alpha channel is dropped")
     train, test = _labels_agree(train, test, config)
     names = _class_names(train, test, config, class_names)
-    train_pixels, train_labels = train.pixels, train.labels
+    train_images, train_labels = train.images(), train.labels
     if test is None:
-        kept, held = split_indices(len(train_pixels), config.test_split, config.split_seed,
+        kept, held = split_indices(len(train_images), config.test_split, config.split_seed,
                                    "test_split")  # fmt: skip
-        test_pixels, test_labels = take(train_pixels, train_labels, held)
-        train_pixels, train_labels = take(train_pixels, train_labels, kept)
+        test_images, test_labels = train_images.take(held), _rows(train_labels, held)
+        train_images, train_labels = train_images.take(kept), _rows(train_labels, kept)
     else:
-        test_pixels, test_labels = test.pixels, test.labels
+        test_images, test_labels = test.images(), test.labels
     channels, height, width = train.shape
     return Dataset(
-        train_images=as_unit_images(train_pixels, train.where),
+        train_images=train_images,
         train_labels=train_labels,
-        test_images=as_unit_images(test_pixels, train.where if test is None else test.where),
+        test_images=test_images,
         test_labels=test_labels,
         image_shape=(height, width),
         class_names=names,
@@ -236,13 +229,17 @@ def build_dataset(
     )
 
 
+def _rows(labels: torch.Tensor | None, rows: torch.Tensor) -> torch.Tensor | None:
+    return None if labels is None else labels[rows]
+
+
 def _labels_agree(
     train: ImageSet, test: ImageSet | None, config: DataConfig
 ) -> tuple[ImageSet, ImageSet | None]:
     if not config.labels:
         return (
-            ImageSet(train.pixels, None, train.where),
-            None if test is None else ImageSet(test.pixels, None, test.where),
+            replace(train, labels=None),
+            None if test is None else replace(test, labels=None),
         )
     if test is not None and (train.labels is None) != (test.labels is None):
         unlabelled = test if test.labels is None else train

@@ -81,7 +81,13 @@ def image_set(data: Any, name: str, config: DataConfig) -> ImageSet:
     pixels, alpha = channel_major(_pixel_tensor(data, name), name, size)
     if labels is not None and config.labels:
         labels = label_tensor(labels, len(pixels), f"{name} labels", name)
-    return ImageSet(pixels, labels if config.labels else None, name, alpha)
+    return ImageSet(pixels, labels if config.labels else None, name, alpha, file=_mapped_file(data))
+
+
+def _mapped_file(data: np.ndarray | torch.Tensor) -> Path | None:
+    """The file a memory-mapped array reads (it stays mapped), else None."""
+    filename = getattr(data, "filename", None) if isinstance(data, np.memmap) else None
+    return Path(filename) if filename else None
 
 
 def _is_torch_dataset(data: Any) -> bool:

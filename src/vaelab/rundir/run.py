@@ -11,8 +11,8 @@ import torch
 
 from vaelab.config import DataConfig, RunConfig
 from vaelab.data import Dataset, load_dataset, require_image_size
-from vaelab.data.dataset import test_fingerprint
-from vaelab.data.prepare import binarized
+from vaelab.data.dataset import float_test_fingerprint, test_fingerprint
+from vaelab.data.model_data import binarized
 from vaelab.errors import VaelabError
 from vaelab.models import VAE
 from vaelab.rundir.files import (
@@ -65,7 +65,7 @@ def open_run(
     what the run was trained on. Data whose images have another size than the model's, or whose
     test split differs from the one the run recorded, is refused. A model of your own networks
     needs the `encoder` and `decoder` modules your code builds. A run trained on binarized
-    images gets its test images binarized as in training (see `vaelab.data.prepare.binarized`).
+    images gets its test images binarized as in training (see `vaelab.data.model_data.binarized`).
     """
     run_dir = Path(run_dir)
     model = load_model(run_dir, device, encoder, decoder)
@@ -101,6 +101,8 @@ def require_same_test_data(info: dict[str, Any], dataset: Dataset, run_dir: str 
         else None
     )
     if recorded is None or recorded == test_fingerprint(dataset):
+        return
+    if recorded == float_test_fingerprint(dataset):  # recorded by an earlier version
         return
     raise VaelabError(
         f"{run_dir}: the test images of {dataset.source} are not those this run was tested on; "

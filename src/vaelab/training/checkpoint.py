@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from safetensors.torch import save
 from torch import nn
 
 from vaelab._io import atomic_write_bytes, parse_json
+from vaelab.data.images import Images
 from vaelab.errors import VaelabError
 from vaelab.rundir import check_weights, read_safetensors
 from vaelab.training.checkpoint_checks import conform, optimizer_state, prefixed, rng_restorer
@@ -74,18 +75,33 @@ class Layout:
 
 
 def fingerprint(*parts: Any) -> str:
-    """SHA-256 of JSON values and tensors: what must not change between a run and its resume."""
+    """SHA-256 of JSON values, tensors and Images: what must not change between a run and its
+    resume. Images count by their own fingerprint (`vaelab.data.images.Images.fingerprint`)."""
     digest = hashlib.sha256()
     for part in parts:
-        if isinstance(part, torch.Tensor):
+        if isinstance(part, Images):
+            digest.update(part.fingerprint().encode())
+        elif isinstance(part, torch.Tensor):
             digest.update(part.detach().cpu().contiguous().numpy().tobytes())
         else:
             digest.update(json.dumps(part, sort_keys=True).encode())
     return digest.hexdigest()
 
 
+def float_fingerprint(images: Sequence[Images]) -> str:
+    """SHA-256 of `images` as float32 values, one after the other: the data fingerprint that
+    checkpoints of earlier versions recorded (computed only to resume one of those)."""
+    digest = hashlib.sha256()
+    for part in images:
+        part.hash_floats_into(digest)
+    return digest.hexdigest()
+
+
 def run_identity(
-    config: dict[str, Any], images: Sequence[torch.Tensor], device: torch.device, precision: str
+    config: dict[str, Any],
+    images: Sequence[Images | torch.Tensor],
+    device: torch.device,
+    precision: str,
 ) -> dict[str, Any]:
     """What a resume is checked against: config and data must match, the rest is reported."""
     return {
@@ -97,9 +113,16 @@ def run_identity(
     }
 
 
-def compare_identity(path: Path, saved: Any, current: dict[str, Any]) -> list[str]:
-    """Refuse a checkpoint of another config, data or device; warn of other precision/threads."""
+def compare_identity(
+    path: Path, saved: Any, current: dict[str, Any], earlier_data: Callable[[], str] | None = None
+) -> list[str]:
+    """Refuse a checkpoint of another config, data or device; warn of other precision/threads.
+
+    `earlier_data` gives the data fingerprint as earlier versions computed it, tried when the
+    current one differs (a checkpoint written before the fingerprint changed)."""
     saved = conform(current, saved, path, "identity")
+    if saved["data"] != current["data"] and earlier_data and saved["data"] == earlier_data():
+        saved = {**saved, "data": current["data"]}
     for key, what in (
         ("config", "config.json has changed since the checkpoint was written"),
         ("data", "the training or test data differ from those the run was started with"),
@@ -194,7 +217,11 @@ def _rng_meta() -> dict[str, Any]:
 
 
 def load_checkpoint(
-    path: Path, parts: Trainables, layout: Layout, identity: dict[str, Any]
+    path: Path,
+    parts: Trainables,
+    layout: Layout,
+    identity: dict[str, Any],
+    earlier_data: Callable[[], str] | None = None,
 ) -> tuple[TrainingState, list[str]]:
     """Restore `parts` and the global RNGs from `path`; return the state and any notes.
 
@@ -202,7 +229,7 @@ def load_checkpoint(
     """
     tensors, metadata = read_safetensors(path)
     meta = _parse_meta(path, metadata)
-    notes = compare_identity(path, meta.get("identity"), identity)
+    notes = compare_identity(path, meta.get("identity"), identity, earlier_data)
     state = _training_state(path, meta, tensors, layout)
     model_state = prefixed(tensors, "model/")
     check_weights(path, model_state, parts.model.state_dict())

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from vaelab.config import RunConfig
+from vaelab.data.images import Images
 from vaelab.models import VAE, LossTerms
 
 NOT_MEASURED = math.nan  # a metric the epoch did not compute (an empty cell in metrics.csv)
@@ -77,9 +78,10 @@ class RunStart:
     steps_per_epoch: int
     run_dir: Path | None
     model: VAE | None = None  # the model being trained (for callbacks that draw or log it)
-    test_images: torch.Tensor | None = None  # the test images as the model sees them
+    test_images: Images | None = None  # the test images as the model sees them
     optimizer: torch.optim.Optimizer | None = None
     test_labels: torch.Tensor | None = None  # their classes, for a conditional model
+    data: str = ""  # how the training images are read (`vaelab.data.loader.Feed.describe`)
 
 
 @dataclass(frozen=True)

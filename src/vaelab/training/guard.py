@@ -135,8 +135,10 @@ class RunGuard:
         checkpoint_every: int | None = None,
         log: Callable[[str], None] | None = None,
         writer: bool = True,
+        earlier_data: Callable[[], str] | None = None,
     ) -> None:
         check_checkpoint_every(checkpoint_every)
+        self.earlier_data = earlier_data  # the data fingerprint as earlier checkpoints hold it
         self.writer = writer  # False on distributed ranks other than 0: they read, never write
         self.run_dir = run_dir
         self.parts = parts
@@ -162,7 +164,9 @@ class RunGuard:
         if self.path is None:
             return self.state
         if resume:
-            self.state, notes = load_checkpoint(self.path, self.parts, self.layout, self.identity)
+            self.state, notes = load_checkpoint(
+                self.path, self.parts, self.layout, self.identity, self.earlier_data
+            )
             self.saved_at = self._position(self.state.epochs_done, self.state.progress)
             self.progress_saved = True
             finished = self.state.epochs_done >= self.layout.epochs and self.state.progress is None

@@ -17,12 +17,20 @@ from vaelab._version import __version__
 from vaelab.config import RunConfig
 from vaelab.data import Dataset, load_dataset
 from vaelab.data.dataset import test_fingerprint
-from vaelab.data.prepare import ModelData, model_data
+from vaelab.data.images import Images
+from vaelab.data.loader import make_feed, on_device
+from vaelab.data.model_data import ModelData, model_data
 from vaelab.errors import VaelabError
 from vaelab.evaluation import evaluate
 from vaelab.models import VAE, LossTerms, build_model
 from vaelab.models.likelihoods import kl_weight
-from vaelab.training.checkpoint import EpochProgress, Layout, Trainables, run_identity
+from vaelab.training.checkpoint import (
+    EpochProgress,
+    Layout,
+    Trainables,
+    float_fingerprint,
+    run_identity,
+)
 from vaelab.training.distributed import (
     DEFAULT_TIMEOUT_S,
     World,
@@ -146,6 +154,7 @@ def train(
 
             dataset = as_dataset(data, config.data, test_data)
     dataset = dataset or load_dataset(config.data)
+    dataset.check()
     if model is not None:
         config = replace(config, model=model.config)
         _check_model_fits(model, dataset)
@@ -239,9 +248,9 @@ def _train_in(
     steps_per_epoch = len(prepared.train) // config.train.batch_size
     scheduler = make_scheduler(optimizer, config.train, steps_per_epoch)
     generator = torch.Generator(device=device).manual_seed(config.train.seed)
-    train_images = prepared.train.to(device)
-    val_images = None if prepared.val is None else prepared.val.to(device)
-    test_images = prepared.test.to(device)
+    feed = make_feed(prepared.train, device, config.data.loader, config.data.workers)
+    val_images = None if prepared.val is None else on_device(prepared.val, device)
+    test_images = on_device(prepared.test, device)
     labels = _labels_on(device, prepared, config)
     test_each_epoch = config.train.test_each_epoch == "yes" or (
         config.train.test_each_epoch == "auto" and val_images is None
@@ -250,13 +259,13 @@ def _train_in(
     guard_dir = None if run_dir is None else Path(run_dir)
     report.on_run_start(RunStart(
         config, device, precision, world.size, steps_per_epoch, guard_dir, model, test_images,
-        optimizer, labels["test"],
+        optimizer, labels["test"], feed.describe() if prepared.train.mapped else "",
     ))  # fmt: skip
 
     identity: dict[str, object] = {}
     extended_from = None
+    data = (dataset.train_images, dataset.test_images)
     if guard_dir is not None:
-        data = (dataset.train_images, dataset.test_images)
         identity = run_identity(config.to_dict(), data, device, precision)
         extended_from = extension_base(guard_dir, config) if resume else None
     started_identity = identity
@@ -266,6 +275,7 @@ def _train_in(
         guard_dir, Trainables(model, optimizer, scheduler, generator),
         run_layout(config, len(prepared.train), steps_per_epoch), started_identity,
         checkpoint_every, report.on_note, writer=world.is_main,
+        earlier_data=lambda: float_fingerprint(data),
     )  # fmt: skip
     on_guard(guard)
     started = time.perf_counter()
@@ -294,7 +304,7 @@ def _train_in(
                 ))  # fmt: skip
 
             train_terms = train_epoch(
-                model, optimizer, scheduler, train_images, config.train, generator, precision,
+                model, optimizer, scheduler, feed, config.train, generator, precision,
                 first_step=(epoch - 1) * steps_per_epoch, resume_from=resume_from,
                 after_step=after_step, objective=objective, world=world,
                 binarize=config.data.binarize == "dynamic", labels=labels["train"],
@@ -382,7 +392,7 @@ def _labels_on(
 def _pass_metrics(
     split: str,
     model: VAE,
-    images: torch.Tensor | None,
+    images: Images | None,
     config: RunConfig,
     labels: torch.Tensor | None = None,
 ) -> dict[str, float]:

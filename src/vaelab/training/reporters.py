@@ -47,6 +47,8 @@ class EpochLog(Callback):
         self.label = reconstruction_label(start.config.model.likelihood)
         ranks = f", {start.world_size} ranks" if start.world_size > 1 else ""
         self.write(f"device {start.device}, precision {start.precision}{ranks}")
+        if start.data:
+            self.write(start.data)
 
     def on_epoch_end(self, metrics: EpochMetrics) -> None:
         self.write(format_epoch(metrics, self.label))

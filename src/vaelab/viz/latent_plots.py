@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from vaelab._extras import require_extra
+from vaelab.data.images import Images
 
 require_extra("plots", "matplotlib")
 
@@ -35,7 +36,7 @@ SIZE, ALPHA = 9, 0.55  # of each point
 
 
 def posterior_means(
-    model: VAE, images: torch.Tensor, labels: torch.Tensor | np.ndarray | None = None
+    model: VAE, images: Images | torch.Tensor, labels: torch.Tensor | np.ndarray | None = None
 ) -> np.ndarray:
     """Posterior means of `images` as a float NumPy array on the CPU (a conditional model's
     given each image's class, `labels`; other models ignore them)."""
@@ -45,7 +46,7 @@ def posterior_means(
 
 def latent_scatter(
     model: VAE,
-    images: torch.Tensor,
+    images: Images | torch.Tensor,
     labels: torch.Tensor | np.ndarray | None,
     class_names: Sequence[str] = (),
 ) -> Figure:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from vaelab._extras import require_extra
+from vaelab.data.images import Images
 
 require_extra("plots", "matplotlib", "PIL")
 
@@ -116,7 +117,7 @@ def _check_int(name: str, value: int, low: int, high: int) -> None:
 
 def reconstructions(
     model: VAE,
-    images: torch.Tensor,
+    images: Images | torch.Tensor,
     image_shape: ImageShape,
     count: int = 40,
     cols: int = 10,
@@ -166,7 +167,7 @@ def manifold(
     image_shape: ImageShape,
     grid: int = 20,
     span: float = 2.0,
-    images: torch.Tensor | None = None,
+    images: Images | torch.Tensor | None = None,
     labels: torch.Tensor | None = None,
     label: int = 0,
     class_name: str = "",
@@ -307,7 +308,7 @@ def pseudo_inputs(model: VAE, image_shape: ImageShape, count: int = 50) -> Figur
 
 def interpolation(
     model: VAE,
-    images: torch.Tensor,
+    images: Images | torch.Tensor,
     labels: torch.Tensor | np.ndarray | None,
     class_names: Sequence[str],
     image_shape: ImageShape,

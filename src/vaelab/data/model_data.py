@@ -7,19 +7,22 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from vaelab._resources import require_memory
 from vaelab.config import DataConfig
 from vaelab.data.dataset import Dataset
+from vaelab.data.images import Images, unit_float
 from vaelab.data.splits import split_indices
 
 
 @dataclass(frozen=True)
 class ModelData:
-    """The image tensors of a run: training, validation (None without a split) and test rows,
-    and their labels (None for unlabelled data)."""
+    """The images of a run: training, validation (None without a split) and test rows, and
+    their labels (None for unlabelled data). The validation rows are a view of the training
+    set's pixels, nothing copied."""
 
-    train: torch.Tensor
-    val: torch.Tensor | None
-    test: torch.Tensor
+    train: Images
+    val: Images | None
+    test: Images
     train_labels: torch.Tensor | None = None
     val_labels: torch.Tensor | None = None
     test_labels: torch.Tensor | None = None
@@ -35,6 +38,20 @@ def draw_binary(images: torch.Tensor, generator: torch.Generator) -> torch.Tenso
     return (uniform < images).to(images.dtype)
 
 
+def drawn_binary(images: Images, generator: torch.Generator) -> Images:
+    """`images` drawn once as x ~ Bernoulli(pixels), kept as bool (1 byte per value).
+
+    Drawn in blocks from `generator`: torch draws the same uniforms in blocks of rows as in one
+    call over all of them, so the values are those `draw_binary` gives the float32 tensor.
+    """
+    require_memory(len(images) * images.dim, f"{images.where}: binarizing {len(images):,} images")
+    drawn = torch.empty((len(images), images.dim), dtype=torch.bool)
+    for rows in images.block_ranges():
+        pixels = unit_float(images.stored(rows))
+        drawn[rows] = torch.rand(pixels.shape, generator=generator) < pixels
+    return Images(drawn.view(len(images), *images.image_shape), where=images.where, checked=True)
+
+
 def binarized(dataset: Dataset, config: DataConfig) -> Dataset:
     """The dataset as the model sees it between epochs.
 
@@ -47,9 +64,9 @@ def binarized(dataset: Dataset, config: DataConfig) -> Dataset:
     generator = torch.Generator().manual_seed(config.split_seed)
     train = dataset.train_images
     if config.binarize == "static":
-        train = draw_binary(train, generator)
+        train = drawn_binary(train, generator)
     return replace(
-        dataset, train_images=train, test_images=draw_binary(dataset.test_images, generator)
+        dataset, train_images=train, test_images=drawn_binary(dataset.test_images, generator)
     )
 
 
@@ -64,7 +81,7 @@ def model_data(dataset: Dataset, config: DataConfig) -> ModelData:
         len(data.train_images), config.val_split, config.split_seed, "val_split"
     )
     return ModelData(
-        data.train_images[kept], data.train_images[held], data.test_images,
+        data.train_images.take(kept), data.train_images.take(held), data.test_images,
         None if labels is None else labels[kept], None if labels is None else labels[held],
         data.test_labels,
     )  # fmt: skip
