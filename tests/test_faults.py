@@ -285,12 +285,14 @@ def reference_run(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path, reference_run):
+@pytest.mark.parametrize("loader", [(), ("--loader", "stream", "--workers", "2")])
+def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path, reference_run, loader):
+    """Also with batches read by DataLoader workers: the reference read them in its process."""
     train_csv, test_csv = csv_pair(tmp_path)
     run = tmp_path / "runs" / "cut"
     path = run / CHECKPOINT_FILE
     chooser = random.Random(1201)  # the kill moments vary with timing, not with the clock
-    args = [*STEPS_OPTIONS, "--checkpoint-every", "2", "--train-csv", train_csv,
+    args = [*STEPS_OPTIONS, *loader, "--checkpoint-every", "2", "--train-csv", train_csv,
             "--test-csv", test_csv, "--name", "cut"]  # fmt: skip
     kills, positions = 0, []
     for _attempt in range(8):

@@ -182,6 +182,9 @@ class ModelConfig:
 BINARIZE = ("none", "dynamic", "static")
 LOADERS = ("auto", "memory", "stream")
 MAX_WORKERS = 64
+# How a run reads its data, not what it computes (the batches are the same): left out of the
+# identity a resume is checked against, so a checkpoint does not depend on them.
+READING_FIELDS = {"data": ("loader", "workers")}
 _PATH_FIELDS = ("data_dir", "train_csv", "test_csv", "source", "test_source")
 
 

@@ -23,6 +23,7 @@ from safetensors.torch import save
 from torch import nn
 
 from vaelab._io import atomic_write_bytes, parse_json
+from vaelab.config import READING_FIELDS
 from vaelab.data.images import Images
 from vaelab.errors import VaelabError
 from vaelab.rundir import check_weights, read_safetensors
@@ -103,7 +104,12 @@ def run_identity(
     device: torch.device,
     precision: str,
 ) -> dict[str, Any]:
-    """What a resume is checked against: config and data must match, the rest is reported."""
+    """What a resume is checked against: config and data must match, the rest is reported.
+    How the data is read (`vaelab.config.READING_FIELDS`) is not part of the config's part."""
+    config = {section: dict(values) for section, values in config.items()}
+    for section, names in READING_FIELDS.items():
+        for name in names:
+            config.get(section, {}).pop(name, None)
     return {
         "config": fingerprint(config),
         "data": fingerprint(*images),
