@@ -18,7 +18,7 @@ from vaelab.data import load_fashion_mnist, read_csv
 
 def write_training_csv(path: Path) -> None:
     data = load_fashion_mnist()
-    pixels = (data.train_images.numpy() * 255).round().astype(np.uint8)
+    pixels = (data.train_images.tensor().numpy() * 255).round().astype(np.uint8)
     labels = data.train_labels.numpy()
     with path.open("w") as out:
         out.write("label," + ",".join(f"pixel{i + 1}" for i in range(pixels.shape[1])) + "\n")

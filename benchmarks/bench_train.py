@@ -451,7 +451,7 @@ def main() -> None:
     print(f"device {device}; one epoch = {steps} steps = {gflop:.0f} GFLOP")
 
     rows, extra = training_rows(
-        train_x, data.test_images, device, args.epochs, not args.no_jax,
+        train_x, data.test_images.tensor(), device, args.epochs, not args.no_jax,
         lambda: measured_peaks(model_config, device),
     )  # fmt: skip
     round_peaks = extra["round_peaks"]

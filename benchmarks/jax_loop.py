@@ -357,7 +357,7 @@ def main() -> None:
     data = load_fashion_mnist()
     images = data.train_images[: args.subset]
     print(f"{len(images)} training images, {args.epochs} epochs, seeds {args.seeds}")
-    result = compare_with_vaelab(images, data.test_images, args.epochs, args.seeds)
+    result = compare_with_vaelab(images, data.test_images.tensor(), args.epochs, args.seeds)
     print_comparison(result, args.seeds)
     sys.exit(0 if result.agrees else 1)
 

@@ -19,6 +19,15 @@ from vaelab.cli import main
 from vaelab.data import SYSTEM_DATA_DIR, Dataset, find_idx_file, load_fashion_mnist
 
 
+@pytest.fixture(autouse=True, scope="session")
+def prepared_sources_in_a_session_folder(tmp_path_factory):
+    """Sources prepared by the tests (and by the vaelab processes they start) go to a folder of
+    this session, not to the user's cache."""
+    if "VAELAB_CACHE" not in os.environ:
+        os.environ["VAELAB_CACHE"] = str(tmp_path_factory.mktemp("prepared"))
+    yield
+
+
 @contextlib.contextmanager
 def torch_threads(count: int):
     before = torch.get_num_threads()

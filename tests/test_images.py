@@ -158,6 +158,16 @@ class TestBinarization:
         assert torch.equal(drawn.train_images.tensor(), train)
         assert torch.equal(drawn.test_images.tensor(), test)
 
+    def test_the_test_images_alone_are_drawn_as_with_the_training_images(self, monkeypatch):
+        monkeypatch.setattr(images_module, "BLOCK_BYTES", 50)
+        dataset = make_tiny_dataset()
+        config = DataConfig(binarize="static", split_seed=4)
+        alone = binarized(dataset, config, train=False)
+        assert alone.train_images is dataset.train_images
+        assert torch.equal(
+            alone.test_images.tensor(), binarized(dataset, config).test_images.tensor()
+        )
+
 
 def test_a_dataset_of_arrays_keeps_them_in_their_type():
     pixels = np.random.default_rng(1).integers(0, 256, (12, 2, 3), dtype=np.uint8)

@@ -123,7 +123,7 @@ class TestFolder:
         write_pngs(tmp_path / "f", images)
         with caplog.at_level(logging.WARNING, logger="vaelab.data"):
             data = load_dataset(config(source=str(tmp_path / "f"), test_split=2))
-        notes = [r.getMessage() for r in caplog.records if "alpha" in r.getMessage()]
+        notes = [r.getMessage() for r in caplog.records if "alpha channel" in r.getMessage()]
         assert len(notes) == 1 and "6 image(s)" in notes[0]
         kept, _ = split_indices(6, 2, 0, "test_split")
         assert torch.equal(data.train_images.tensor(), flat(images[..., :3])[kept])
@@ -409,17 +409,25 @@ class TestInMemory:
 class TestSourceKind:
     def test_each_path_goes_to_its_reader(self, tmp_path, monkeypatch):
         calls = []
-        for module, name in (("vaelab.data.idx", "load_idx_source"),
-                             ("vaelab.data.csvfile", "load_csv_source")):  # fmt: skip
-            monkeypatch.setattr(f"{module}.{name}", lambda p, t, c, name=name: calls.append(name))
+
+        class Read:
+            def dataset(self, config):
+                return None
+
+        def read_prepared(source):
+            calls.append(source.kind)
+            return Read()
+
+        monkeypatch.setattr("vaelab.data.prepared.read_prepared", read_prepared)
         (tmp_path / "a.csv").write_text("label,p1\n1,2\n")
         (tmp_path / "a.csv.gz").write_bytes(b"")
         idx = tmp_path / "idx"
         idx.mkdir()
         (idx / "train-images").write_bytes(bytes([0, 0, 8, 1, 0, 0, 0, 1, 7]))
-        for path in ("a.csv", "a.csv.gz", "idx", "idx/train-images"):
+        np.savez_compressed(tmp_path / "packed.npz", images=grey(3))
+        for path in ("a.csv", "a.csv.gz", "idx", "idx/train-images", "packed.npz"):
             load_source(config(source=str(tmp_path / path)))
-        assert calls == ["load_csv_source"] * 2 + ["load_idx_source"] * 2
+        assert calls == ["csv", "csv", "idx", "idx", "npz"]
 
     def test_a_builtin_name_goes_to_the_builtin_loader(self, monkeypatch):
         seen = []

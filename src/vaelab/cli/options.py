@@ -1,6 +1,10 @@
-"""Parsers of `vaelab train`'s option values: comma lists, sizes, splits."""
+"""Parsers of `vaelab train`'s option values: comma lists, sizes, splits; and the options that
+say how a source is read, which `vaelab train` and `vaelab prepare` share."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -46,3 +50,23 @@ def parse_split(_ctx: click.Context, _param: click.Parameter, value: str) -> flo
         raise click.BadParameter(
             f"expected a fraction such as 0.1 or a number of images, got {value!r}"
         ) from None
+
+
+def reading_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--image-size, --no-labels and --npz-keys: how a source's images are read."""
+    options = [
+        click.option(
+            "--image-size", default=None, callback=parse_image_size, metavar="HxW",
+            help="Resize folder images to H x W pixels (else images of mixed sizes are "
+            "refused).",
+        ),
+        click.option("--no-labels", is_flag=True, help="Ignore any labels the data has."),
+        click.option(
+            "--npz-keys", "array_keys", default=None, callback=parse_names, metavar="KEYS",
+            help="The .npz arrays to read: X_TRAIN,Y_TRAIN,X_TEST,Y_TEST or IMAGES,LABELS  "
+            "[default: x_train/y_train/x_test/y_test, or images/labels]",
+        ),
+    ]  # fmt: skip
+    for option in reversed(options):
+        command = option(command)
+    return command

@@ -21,6 +21,7 @@ from vaelab.evaluation import (
     parse_size,
     save_eval,
 )
+from vaelab.iwae_time import DEFAULT_BUDGET_MINUTES, estimate_iwae_time, require_within
 from vaelab.latent import class_index, sample
 from vaelab.rundir import (
     EVAL_FILE,
@@ -51,11 +52,19 @@ from vaelab.training.distributed import resolve_device
     "--images", type=int, default=None,
     help="Evaluate only the first IMAGES test images  [default: all]",
 )  # fmt: skip
+@click.option(
+    "--time-budget", type=click.FloatRange(min=0), default=DEFAULT_BUDGET_MINUTES,
+    metavar="MINUTES",
+    help="Refuse an IWAE evaluation estimated (on a few images first) to take longer; 0: any "
+    "time.",
+)  # fmt: skip
 def evaluate_command(
     run: Path, device: str, k: int, max_memory: str, seed: int, images: int | None,
+    time_budget: float,
 ) -> None:  # fmt: skip
     """Test metrics of a saved run: the training loss, the negative ELBO and the IWAE estimate
-    of -log p(x) in nats; writes RUN/eval.json."""
+    of -log p(x) in nats; writes RUN/eval.json. The IWAE pass's time is measured on a few
+    images first and said; beyond --time-budget it is refused."""
     memory = parse_size(max_memory)
     check_seed(seed)
     with run_lock(run):  # refused at once while another process writes the run
@@ -71,6 +80,10 @@ def evaluate_command(
         model = opened.model
         labels = opened.test_classes  # a conditional model: p(x|y), each image with its class
         labels = None if labels is None else labels[: len(test_images)]
+        estimate = estimate_iwae_time(model, test_images, k, memory, labels)
+        if estimate is not None:
+            require_within(estimate, time_budget, k, ("--images", "--iw-samples", "--time-budget"))
+            click.echo(estimate.describe(k), err=True)
         metrics = evaluate(model, test_images, opened.config.train.test_batch_size, labels=labels)
         part = "MSE" if metrics.likelihood == "tutorial-mse" else "reconstruction"
         click.echo(

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from vaelab.cli.group import cli, device_option, optional_str
-from vaelab.cli.options import parse_hidden, parse_image_size, parse_names, parse_split
+from vaelab.cli.options import parse_hidden, parse_names, parse_split, reading_options
 from vaelab.config import (
     ARCHS,
     BACKWARDS,
@@ -135,19 +135,10 @@ _DATA = DataConfig()
     help="A separate test set in any of those formats  [default: the source's own test split, "
     "else --test-split of it]",
 )  # fmt: skip
-@click.option(
-    "--image-size", default=None, callback=parse_image_size, metavar="HxW",
-    help="Resize folder images to H x W pixels (else images of mixed sizes are refused).",
-)  # fmt: skip
-@click.option("--no-labels", is_flag=True, help="Ignore any labels the data has.")
+@reading_options
 @click.option(
     "--class-names", default=None, callback=parse_names, metavar="A,B,...",
     help="Names of the classes 0, 1, ..., comma separated.",
-)  # fmt: skip
-@click.option(
-    "--npz-keys", "array_keys", default=None, callback=parse_names, metavar="KEYS",
-    help="The .npz arrays to read: X_TRAIN,Y_TRAIN,X_TEST,Y_TEST or IMAGES,LABELS  "
-    "[default: x_train/y_train/x_test/y_test, or images/labels]",
 )  # fmt: skip
 @click.option(
     "--test-split", default=str(_DATA.test_split), callback=parse_split, metavar="F|N",

@@ -14,8 +14,9 @@ from vaelab.data.fashion_mnist import (
 )
 from vaelab.data.folder import load_folder
 from vaelab.data.idx import is_idx_file, load_idx_source, read_idx, read_idx_split
+from vaelab.data.images import Images
 from vaelab.data.registry import DATASETS, load_dataset
-from vaelab.data.sources import load_source
+from vaelab.data.sources import load_source, prepare_source
 
 __all__ = [
     "DATASETS", "FASHION_MNIST_CLASSES", "SYSTEM_DATA_DIR", "Dataset", "builtin_datasets",
@@ -24,4 +25,5 @@ __all__ = [
     "locate_fashion_mnist", "read_csv", "read_idx", "read_idx_split", "require_image_size",
     "to_unit_float",
     "as_dataset", "load_array_file", "load_folder", "load_source", "read_npy", "read_npz",
+    "Images", "prepare_source",
 ]  # fmt: skip

@@ -22,7 +22,7 @@ from vaelab.config import DataConfig
 from vaelab.data.dataset import Dataset
 from vaelab.data.layout import (
     ImageSet,
-    build_dataset,
+    SourceSets,
     channel_major,
     label_tensor,
     pixel_tensor,
@@ -38,7 +38,13 @@ _NPZ_KEYS = "x_train and x_test (with y_train, y_test), images (with labels), or
 
 def load_array_file(path: str | Path, test_path: str | Path | None, config: DataConfig) -> Dataset:
     """A Dataset from a .npy or .npz file (and `test_path`, the test set, when given)."""
-    path = Path(path)
+    return read_array_file(
+        Path(path), None if test_path is None else Path(test_path), config
+    ).dataset(config)
+
+
+def read_array_file(path: Path, test_path: Path | None, config: DataConfig) -> SourceSets:
+    """The sets of a .npy or .npz file (and of `test_path`): mapped where the file allows it."""
     keys = config.array_keys
     arrays = _read(path)
     test: ImageSet | None = None
@@ -49,13 +55,10 @@ def load_array_file(path: str | Path, test_path: str | Path | None, config: Data
     else:
         train = _one_set(path, arrays, keys[:2], "train", config)
         if test_path is not None:
-            test_file = Path(test_path)
-            test = _one_set(test_file, _read(test_file), keys[2:] or keys[:2], "test", config)
-    return build_dataset(
-        train, test, config,
-        source=str(path) if test_path is None else f"{path} (test: {test_path})",
-        format=_suffix(path).lstrip("."),
-        class_names=_file_class_names(path, arrays) if config.labels else (),
+            test = _one_set(test_path, _read(test_path), keys[2:] or keys[:2], "test", config)
+    return SourceSets(
+        train, test, str(path) if test_path is None else f"{path} (test: {test_path})",
+        _suffix(path).lstrip("."), _file_class_names(path, arrays) if config.labels else (),
     )  # fmt: skip
 
 

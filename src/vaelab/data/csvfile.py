@@ -19,7 +19,7 @@ from vaelab._io import CSV_LIMIT, read_bytes, read_limit, too_large
 from vaelab.config import DataConfig
 from vaelab.data.dataset import Dataset
 from vaelab.data.images import Images
-from vaelab.data.layout import ImageSet, build_dataset
+from vaelab.data.layout import ImageSet, SourceSets
 from vaelab.errors import VaelabError
 
 
@@ -290,14 +290,17 @@ def load_csv_source(path: Path, test_path: Path | None, config: DataConfig) -> D
     `test_path` for the test set; without it, `config.test_split` of the rows are held out
     (seeded by `config.split_seed`). `config.labels` False ignores a label column; the classes
     are named by `config.class_names`, else by their indices."""
+    return read_csv_source(path, test_path).dataset(config)
+
+
+def read_csv_source(path: Path, test_path: Path | None) -> SourceSets:
+    """The sets of a CSV source (see `load_csv_source`), read into memory."""
     train = read_csv_images(path)
     test = None if test_path is None else read_csv_images(test_path)
     if test is not None:
         _same_pixel_count(path, train[0], test_path or "", test[0])
-    return build_dataset(
-        _image_set(path, *train), None if test is None else _image_set(test_path, *test), config,
-        source=str(path), format="csv",
-    )  # fmt: skip
+    test_set = None if test is None else _image_set(test_path, *test)
+    return SourceSets(_image_set(path, *train), test_set, str(path), "csv")
 
 
 def _image_set(path: Path | None, pixels: np.ndarray, labels: np.ndarray | None) -> ImageSet:

@@ -22,6 +22,7 @@ Reads are bounded: each file as `vaelab._io.read_bytes` bounds it, each image to
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from vaelab._io import read_error
 from vaelab.config import DataConfig
 from vaelab.data.dataset import Dataset
 from vaelab.data.imagefile import decode_all
-from vaelab.data.layout import ImageSet, build_dataset
+from vaelab.data.layout import ImageSet, SourceSets
 from vaelab.errors import VaelabError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp",
@@ -55,23 +56,38 @@ def load_folder(path: str | Path, test_path: str | Path | None, config: DataConf
     Without `test_path`, `path/train` and `path/test` are the splits when both exist; else the
     test set is a seeded split of the folder (`config.test_split`, `config.split_seed`).
     """
-    root = Path(path)
-    train_dir, test_dir = _split_folders(root, None if test_path is None else Path(test_path))
+    return read_folder(Path(path), None if test_path is None else Path(test_path), config).dataset(
+        config
+    )
+
+
+def folder_files(root: Path, test_path: Path | None) -> tuple[Listing, Listing | None]:
+    """The image files of the training and test sets of a folder (see `load_folder`)."""
+    train_dir, test_dir = _split_folders(root, test_path)
     train = list_images(train_dir)
     test = None if test_dir is None else list_images(test_dir)
-    if test is not None:
-        test = _test_labels(train, test)
+    return train, None if test is None else _test_labels(train, test)
+
+
+def read_folder(
+    root: Path,
+    test_path: Path | None,
+    config: DataConfig,
+    out: Path | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> SourceSets:
+    """The decoded sets of a folder: in memory, or written into the .npy file `out` (training
+    images first) and mapped from it. `progress` is told the images decoded."""
+    train, test = folder_files(root, test_path)
     files = train.files + (() if test is None else test.files)
     size = tuple(config.image_size) if config.image_size else None
-    pixels = decode_all(files, root, size)
-    train_set = ImageSet(pixels[: len(train.files)], _labels(train), str(train_dir))
+    pixels = decode_all(files, root, size, out=out, progress=progress)
+    train_set = ImageSet(pixels[: len(train.files)], _labels(train), str(train.folder), file=out)
     test_set = None
     if test is not None:
-        test_set = ImageSet(pixels[len(train.files) :], _labels(test), str(test_dir))
+        test_set = ImageSet(pixels[len(train.files) :], _labels(test), str(test.folder), file=out)
     source = str(root) if test_path is None else f"{root} (test: {test_path})"
-    return build_dataset(
-        train_set, test_set, config, source=source, format="folder", class_names=train.classes
-    )
+    return SourceSets(train_set, test_set, source, "folder", train.classes)
 
 
 def _split_folders(root: Path, test_path: Path | None) -> tuple[Path, Path | None]:

@@ -18,7 +18,7 @@ from pathlib import Path
 from vaelab.config import DataConfig
 from vaelab.data.dataset import Dataset
 from vaelab.data.idx import idx_header, read_idx, read_idx_images, read_idx_labels
-from vaelab.data.layout import ImageSet, build_dataset
+from vaelab.data.layout import ImageSet, SourceSets
 from vaelab.errors import VaelabError
 
 _IDX_NAME = re.compile(r"idx|ubyte")
@@ -242,7 +242,21 @@ def _read(files: SplitFiles) -> ImageSet:
 
 def load_idx_files(path: Path, test_path: Path | None, config: DataConfig) -> Dataset:
     """The Dataset of `vaelab.data.idx.load_idx_source` (which see)."""
+    return read_idx_files(path, test_path, config).dataset(config)
+
+
+def idx_source_files(path: Path, test_path: Path | None, config: DataConfig) -> list[Path]:
+    """The IDX files a source reads: images, and labels where there are some."""
+    found: list[Path] = []
+    for split in find_splits(path, test_path, config.labels):
+        if split is not None:
+            found += [split.images.path] + ([] if split.labels is None else [split.labels.path])
+    return found
+
+
+def read_idx_files(path: Path, test_path: Path | None, config: DataConfig) -> SourceSets:
+    """The sets of an IDX source, read into memory."""
     train, test = find_splits(path, test_path, config.labels)
     train_set = _read(train)
     test_set = None if test is None else _read(test)
-    return build_dataset(train_set, test_set, config, source=str(path), format="idx")
+    return SourceSets(train_set, test_set, str(path), "idx")

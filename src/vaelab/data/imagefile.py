@@ -147,21 +147,21 @@ class _Written(_Sink):
 
     def __init__(self, root: Path, count: int, out: Path) -> None:
         super().__init__(root)
-        self.budget = FILE_LIMIT  # one image's bound; the whole goes to disk
+        self.budget = read_limit(FILE_LIMIT)  # a chunk's bound in memory; the whole goes to disk
         self.count, self.out, self.done = count, out, 0
-        self.first: tuple[Path, np.ndarray] | None = None
+        self.shapes: list[tuple[int, ...]] = []
         self.array: np.memmap | None = None
 
     def keep(self, chunk: tuple[Path, ...], arrays: list[np.ndarray]) -> None:
-        if self.first is None and arrays:
-            self.first = (chunk[0], arrays[0])
+        if self.array is None and arrays:
             self.array = _open_npy(self.out, (self.count, *arrays[0].shape), self.root)
-        assert self.first is not None and self.array is not None
-        check_alike((self.first[0], *chunk), [self.first[1], *arrays], self.root)
-        self.array[self.done : self.done + len(arrays)] = np.stack(arrays)
-        self.done += len(arrays)
+        self.shapes += [array.shape for array in arrays]
+        if self.array is not None and all(a.shape == self.array.shape[1:] for a in arrays):
+            self.array[self.done : self.done + len(arrays)] = np.stack(arrays)
+        self.done += len(arrays)  # images of another shape are told apart when all are read
 
     def images(self, files: tuple[Path, ...]) -> torch.Tensor:
+        check_shapes(files, self.shapes, self.root)
         if self.array is None:
             return torch.zeros((0, 1, 1, 1), dtype=torch.uint8)
         self.array.flush()
@@ -300,10 +300,16 @@ def _pixels(
 
 def check_alike(files: tuple[Path, ...], arrays: list[np.ndarray], root: Path) -> None:
     """One size and one channel count for all images, or one line naming what differs."""
-    sizes = Counter(array.shape[1:] for array in arrays)
+    check_shapes(files, [array.shape for array in arrays], root)
+
+
+def check_shapes(files: tuple[Path, ...], shapes: list[tuple[int, ...]], root: Path) -> None:
+    """One size and one channel count for the images of `shapes` (C x H x W, one per file), or
+    one line naming what differs."""
+    sizes = Counter(shape[1:] for shape in shapes)
     if len(sizes) > 1:
         found = ", ".join(
-            f"{h}x{w} ({count}, e.g. {_first(files, arrays, lambda a, s=(h, w): a.shape[1:] == s)})"
+            f"{h}x{w} ({count}, e.g. {_first(files, shapes, lambda a, s=(h, w): a[1:] == s)})"
             for (h, w), count in sizes.most_common(3)
         ) + (f" and {len(sizes) - 3} more" if len(sizes) > 3 else "")
         raise VaelabError(
@@ -311,11 +317,11 @@ def check_alike(files: tuple[Path, ...], arrays: list[np.ndarray], root: Path) -
             "them all to one",
             parameters=("image_size",),
         )
-    channels = Counter(array.shape[0] for array in arrays)
+    channels = Counter(shape[0] for shape in shapes)
     if len(channels) > 1:
         found = ", ".join(
             f"{'grey' if c == 1 else 'RGB'} ({count}, e.g. "
-            f"{_first(files, arrays, lambda a, c=c: a.shape[0] == c)})"
+            f"{_first(files, shapes, lambda a, c=c: a[0] == c)})"
             for c, count in sorted(channels.items())
         )
         raise VaelabError(
@@ -324,5 +330,5 @@ def check_alike(files: tuple[Path, ...], arrays: list[np.ndarray], root: Path) -
         )
 
 
-def _first(files: tuple[Path, ...], arrays: list[np.ndarray], match: Any) -> Path:
-    return next(path for path, array in zip(files, arrays) if match(array))
+def _first(files: tuple[Path, ...], shapes: list[tuple[int, ...]], match: Any) -> Path:
+    return next(path for path, shape in zip(files, shapes) if match(shape))

@@ -186,6 +186,25 @@ def label_tensor(
     return labels
 
 
+@dataclass(frozen=True)
+class SourceSets:
+    """What a reader found in a source: its training set, its test set (None: one is split off
+    the training set), and what the Dataset is named by."""
+
+    train: ImageSet
+    test: ImageSet | None
+    source: str
+    format: str
+    class_names: tuple[str, ...] = ()
+
+    def dataset(self, config: DataConfig) -> Dataset:
+        """The Dataset of these sets under `config` (split, labels and classes as it says)."""
+        return build_dataset(
+            self.train, self.test, config, source=self.source, format=self.format,
+            class_names=self.class_names,
+        )  # fmt: skip
+
+
 def build_dataset(
     train: ImageSet,
     test: ImageSet | None,
@@ -197,11 +216,7 @@ def build_dataset(
 ) -> Dataset:
     """The Dataset of `train` and `test`; without `test`, a seeded split of `train`
     (`config.test_split`, `config.split_seed`) that keeps the images' order."""
-    if test is not None and test.shape != train.shape:
-        raise VaelabError(
-            f"{test.where}: test images are {_shape(test.shape)} but training images "
-            f"({train.where}) are {_shape(train.shape)}"
-        )
+    require_same_shape(train, test)
     dropped = [s.where for s in (train, test) if s is not None and s.alpha_dropped]
     if dropped:
         note(f"{' and '.join(dropped)}: 4 channels (RGBA); the alpha channel is dropped")
@@ -231,6 +246,15 @@ def build_dataset(
 
 def _rows(labels: torch.Tensor | None, rows: torch.Tensor) -> torch.Tensor | None:
     return None if labels is None else labels[rows]
+
+
+def require_same_shape(train: ImageSet, test: ImageSet | None) -> None:
+    """Refuse a test set whose images have another shape than the training set's."""
+    if test is not None and test.shape != train.shape:
+        raise VaelabError(
+            f"{test.where}: test images are {_shape(test.shape)} but training images "
+            f"({train.where}) are {_shape(train.shape)}"
+        )
 
 
 def _labels_agree(

@@ -45,12 +45,16 @@ class Feed:
 
     def describe(self) -> str:
         """One line for the start of a run: what is read, from where, and by whom."""
+        from vaelab.data.prepared import PREPARED_HERE, cache_root
+
         kind = str(self.images.stored_dtype).removeprefix("torch.")
-        held = (
-            f"mapped from {self.images.file}"
-            if self.images.mapped
-            else f"in {'memory' if self.images.device.type == 'cpu' else self.images.device}"
-        )
+        file = self.images.file
+        held = f"in {'memory' if self.images.device.type == 'cpu' else self.images.device}"
+        if file is not None and file.parent.parent == cache_root():
+            when = "prepared now" if file in PREPARED_HERE else "prepared earlier"
+            held = f"mapped from the copy {when} in {file.parent}"
+        elif file is not None:
+            held = f"mapped from {file}"
         how = (
             f"read ahead by {self.workers} DataLoader worker{'s' if self.workers > 1 else ''}"
             if self.workers

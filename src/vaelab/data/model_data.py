@@ -52,22 +52,31 @@ def drawn_binary(images: Images, generator: torch.Generator) -> Images:
     return Images(drawn.view(len(images), *images.image_shape), where=images.where, checked=True)
 
 
-def binarized(dataset: Dataset, config: DataConfig) -> Dataset:
+def binarized(dataset: Dataset, config: DataConfig, train: bool = True) -> Dataset:
     """The dataset as the model sees it between epochs.
 
     'static': the training and then the test images drawn once from `split_seed`; 'dynamic': the
     test images drawn once from `split_seed` (training batches are drawn afresh, in the loop), so
-    every evaluation of a run sees the same binary test set; 'none': unchanged.
+    every evaluation of a run sees the same binary test set; 'none': unchanged. With `train`
+    False only the test images are drawn (the training images are left as they are; under
+    'static' their uniforms are drawn in blocks and dropped, so the test draws are the same).
     """
     if config.binarize == "none":
         return dataset
     generator = torch.Generator().manual_seed(config.split_seed)
-    train = dataset.train_images
-    if config.binarize == "static":
-        train = drawn_binary(train, generator)
-    return replace(
-        dataset, train_images=train, test_images=drawn_binary(dataset.test_images, generator)
-    )
+    train_images = dataset.train_images
+    if config.binarize == "static" and train:
+        train_images = drawn_binary(train_images, generator)
+    elif config.binarize == "static":
+        _skip_draws(train_images, generator)
+    test_images = drawn_binary(dataset.test_images, generator)
+    return replace(dataset, train_images=train_images, test_images=test_images)
+
+
+def _skip_draws(images: Images, generator: torch.Generator) -> None:
+    """Advance `generator` past the uniforms `drawn_binary(images)` would draw."""
+    for rows in images.block_ranges():
+        torch.rand((rows.stop - rows.start, images.dim), generator=generator)
 
 
 def model_data(dataset: Dataset, config: DataConfig) -> ModelData:

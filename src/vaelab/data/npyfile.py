@@ -72,6 +72,18 @@ def read_npz(path: str | Path, limit: int | None = None) -> dict[str, np.ndarray
             raise VaelabError(f"{path}: corrupt .npz file ({reason(exc)})") from None
 
 
+def npz_compressed(path: str | Path) -> bool:
+    """Whether the .npz file `path` holds a compressed member; False when it is no valid zip
+    (reading it then says what is wrong)."""
+    try:
+        with open_regular(path, "a .npz file") as handle, zipfile.ZipFile(handle) as archive:
+            return any(m.compress_type != zipfile.ZIP_STORED for m in archive.infolist())
+    except (VaelabError, zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError):
+        return False
+    except (EOFError, NotImplementedError, RuntimeError, struct.error):
+        return False
+
+
 def _key(name: str) -> str:
     return name[: -len(".npy")] if name.endswith(".npy") else name
 

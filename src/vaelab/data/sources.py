@@ -16,6 +16,7 @@ from vaelab.errors import VaelabError
 
 if TYPE_CHECKING:
     from vaelab.data.download import Opener
+    from vaelab.data.prepared import Prepared
 
 _FAMILY = {"folder": "an image folder", "arrays": "a NumPy file", "idx": "IDX", "csv": "CSV"}
 _PROBED = 64  # files of a folder whose first bytes are looked at for an IDX header
@@ -51,21 +52,58 @@ def load_source(config: DataConfig, opener: Opener | None = None) -> Dataset:
 
 
 def _load(kind: str, path: Path, test: Path | None, config: DataConfig) -> Dataset:
-    if kind == "folder":
-        from vaelab.data.folder import load_folder
-
-        return load_folder(path, test, config)
-    if kind == "arrays":
+    """NumPy files of uncompressed arrays mapped as they are; every other source decoded once
+    into the cache and mapped from there (`vaelab.data.prepared`)."""
+    if kind == "arrays" and not any(compressed_npz(p) for p in (path, test) if p is not None):
         from vaelab.data.arrays import load_array_file
 
         return load_array_file(path, test, config)
-    if kind == "idx":
-        from vaelab.data.idx import load_idx_source
+    from vaelab.data.prepared import Source, read_prepared
 
-        return load_idx_source(path, test, config)
-    from vaelab.data.csvfile import load_csv_source
+    prepared_kind = "npz" if kind == "arrays" else kind
+    return read_prepared(Source(prepared_kind, path, test, config)).dataset(config)
 
-    return load_csv_source(path, test, config)
+
+def prepare_source(data: DataConfig | str | Path, progress: bool = False) -> Prepared:
+    """Prepare the source `data` names (a DataConfig, or a path) in the cache now, as training
+    would on first use: decoded once, mapped while unchanged (see `vaelab.data.prepared`).
+
+    Returns where it is and whether it was already prepared. A built-in dataset's name, and a
+    NumPy file whose arrays can be mapped as they are, are refused in one line: nothing to do.
+    """
+    from vaelab.data.prepared import Source, prepare
+    from vaelab.data.registry import DATASETS, is_builtin_name
+
+    config = data if isinstance(data, DataConfig) else DataConfig(source=str(data))
+    if config.source is None:
+        raise VaelabError("give the source to prepare (a path)", parameters=("source",))
+    if is_builtin_name(config.source):
+        raise VaelabError(
+            f"{config.source} is a built-in dataset, read from its own files; nothing to prepare",
+            parameters=("source",),
+        )
+    path = Path(config.source)
+    test = None if config.test_source is None else Path(config.test_source)
+    kind = source_kind(path, DATASETS)
+    if test is not None and source_kind(test, DATASETS) != kind:
+        raise VaelabError(
+            f"{test}: the test set is of another format than {path}", parameters=("test_source",)
+        )
+    if kind == "arrays" and not any(compressed_npz(p) for p in (path, test) if p is not None):
+        raise VaelabError(
+            f"{path}: NumPy arrays stored uncompressed are mapped as they are; nothing to prepare",
+            parameters=("source",),
+        )
+    return prepare(Source("npz" if kind == "arrays" else kind, path, test, config), progress)
+
+
+def compressed_npz(path: Path) -> bool:
+    """Whether `path` is an .npz file with a compressed member (those cannot be mapped)."""
+    if path.suffix.lower() != ".npz":
+        return False
+    from vaelab.data.npyfile import npz_compressed
+
+    return npz_compressed(path)
 
 
 def source_kind(path: Path, builtin_names: tuple[str, ...] = ()) -> str:

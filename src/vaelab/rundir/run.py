@@ -65,7 +65,9 @@ def open_run(
     what the run was trained on. Data whose images have another size than the model's, or whose
     test split differs from the one the run recorded, is refused. A model of your own networks
     needs the `encoder` and `decoder` modules your code builds. A run trained on binarized
-    images gets its test images binarized as in training (see `vaelab.data.model_data.binarized`).
+    images gets its test images binarized as in training (see `vaelab.data.model_data.binarized`;
+    its training images are left as stored). Images mapped from a file are read as they are
+    used: opening a run reads nothing of its training split.
     """
     run_dir = Path(run_dir)
     model = load_model(run_dir, device, encoder, decoder)
@@ -78,7 +80,7 @@ def open_run(
         dataset = load_dataset(data)
     require_image_size(dataset, model.config.input_dim, run_dir)
     require_same_test_data(info, dataset, run_dir)
-    return Run(run_dir, model, config, info, binarized(dataset, config.data))
+    return Run(run_dir, model, config, info, binarized(dataset, config.data, train=False))
 
 
 def _require_findable_data(config: RunConfig, info: dict[str, Any], run_dir: Path) -> None:

@@ -1,0 +1,359 @@
+"""Data at scale: peak private memory and time to the first step of a conv VAE on N synthetic RGB
+64x64 images in a .npy file, vaelab beside a plain PyTorch loop that memory-maps the same file
+(benchmarks/scale_reference.py); streaming's throughput beside the data held in memory; a
+prepared folder's second start; and evaluate, report and serve on a large run beside a small
+one. Writes benchmarks/results/scale-<time>.json and prints the tables.
+
+Private memory is the proportional anonymous and shared-memory pages (Pss_Anon + Pss_Shmem of
+/proc/PID/smaps_rollup) summed over the process and its children (DataLoader workers), sampled
+every 10 ms: pages of a mapped file, which the kernel can drop, do not count; pages a forked
+worker shares with its parent count once.
+
+python benchmarks/bench_scale.py [--sizes 20000,100000,200000,1000000] [--steps 30]
+    [--data-dir /tmp/vaelab-scale] [--parts memory,throughput,folder,runs]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+from bench_train import machine
+from records import write_record
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+SIDE = 64
+_BLOCK = 20_000
+
+
+# ---------------------------------------------------------------- memory of a process tree
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as handle:
+                found += [int(c) for c in handle.read().split()]
+        except OSError:
+            continue
+    return found
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants."""
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo += _children(current)
+    return tree
+
+
+def private_bytes(pid: int) -> tuple[int, int]:
+    """(Pss_Anon + Pss_Shmem, RssAnon) of one process in bytes; (0, 0) once it is gone."""
+    values = {}
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as handle:
+            for line in handle:
+                name, _, rest = line.partition(":")
+                if name in ("Pss_Anon", "Pss_Shmem", "Anonymous"):
+                    values[name] = int(rest.split()[0]) * 1024
+    except OSError:
+        return 0, 0
+    return values.get("Pss_Anon", 0) + values.get("Pss_Shmem", 0), values.get("Anonymous", 0)
+
+
+class Sampler(threading.Thread):
+    """Samples the private memory of a process tree until stopped; keeps the peaks."""
+
+    def __init__(self, pid: int, every: float = 0.01) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.every = pid, every
+        self.peak_private = self.peak_anon = 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            totals = [private_bytes(p) for p in process_tree(self.pid)]
+            self.peak_private = max(self.peak_private, sum(t[0] for t in totals))
+            self.peak_anon = max(self.peak_anon, sum(t[1] for t in totals))
+            time.sleep(self.every)
+
+
+def measured(command: list[str], env: dict[str, str] | None = None) -> dict:
+    """Run `command` (a Python child printing one JSON line), sampling its memory."""
+    started = time.time()
+    process = subprocess.Popen(
+        [*command, "--started", repr(started)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, cwd=ROOT, env={**os.environ, **(env or {})},
+    )  # fmt: skip
+    sampler = Sampler(process.pid)
+    sampler.start()
+    out, err = process.communicate()
+    sampler.done.set()
+    sampler.join()
+    if process.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{err[-3000:]}")
+    result = json.loads(out.strip().splitlines()[-1])
+    ends = result["step_ends"]
+    intervals = [b - a for a, b in zip(ends[4:], ends[5:])]
+    return {
+        "peak_private_mib": sampler.peak_private / 2**20,
+        "peak_anonymous_rss_mib": sampler.peak_anon / 2**20,
+        "first_step_s": result["first_step"],
+        "step_ms": 1000 * statistics.median(intervals) if intervals else None,
+    }
+
+
+# ---------------------------------------------------------------- data
+
+
+def rgb_file(folder: Path, count: int) -> Path:
+    """A .npy of `count` random uint8 RGB 64x64 images (N x H x W x C), made once."""
+    path = folder / f"rgb64-{count}.npy"
+    if path.is_file():
+        return path
+    folder.mkdir(parents=True, exist_ok=True)
+    temp = path.with_suffix(".tmp.npy")
+    array = np.lib.format.open_memmap(temp, mode="w+", dtype=np.uint8,
+                                      shape=(count, SIDE, SIDE, 3))  # fmt: skip
+    rng = np.random.default_rng(count)
+    for start in range(0, count, _BLOCK):
+        rows = min(_BLOCK, count - start)
+        array[start : start + rows] = rng.integers(0, 256, (rows, SIDE, SIDE, 3), dtype=np.uint8)
+    array.flush()
+    del array
+    temp.rename(path)
+    return path
+
+
+def python(script: str, *args: object) -> list[str]:
+    return [sys.executable, str(HERE / script), *map(str, args)]
+
+
+# ---------------------------------------------------------------- parts
+
+
+def memory_part(sizes: list[int], steps: int, data_dir: Path) -> list[dict]:
+    rows = []
+    for count in sizes:
+        path = rgb_file(data_dir, count)
+        drop_page_cache_hint(path)
+        reference = measured(python("scale_reference.py", path, "--steps", steps))
+        ours = measured(python("scale_vaelab.py", path, "--steps", steps))
+        row = {"images": count, "file_gib": path.stat().st_size / 2**30,
+               "reference": reference, "vaelab": ours}  # fmt: skip
+        print_row(row)
+        rows.append(row)
+    return rows
+
+
+def drop_page_cache_hint(path: Path) -> None:
+    """Read the file once so both sides start with it in the page cache (when it fits)."""
+    with open(path, "rb") as handle:
+        while handle.read(64 << 20):
+            pass
+
+
+def print_row(row: dict) -> None:
+    ref, ours = row["reference"], row["vaelab"]
+    print(
+        f"{row['images']:>9,} images ({row['file_gib']:.1f} GiB): private memory "
+        f"{ours['peak_private_mib']:.0f} MiB vs reference {ref['peak_private_mib']:.0f} MiB "
+        f"({ours['peak_private_mib'] / ref['peak_private_mib']:.2f}x); first step "
+        f"{ours['first_step_s']:.2f} s vs {ref['first_step_s']:.2f} s "
+        f"({ours['first_step_s'] / ref['first_step_s']:.2f}x); step {ours['step_ms']:.0f} ms vs "
+        f"{ref['step_ms']:.0f} ms",
+        flush=True,
+    )
+
+
+def throughput_part(count: int, steps: int, data_dir: Path, rounds: int = 2) -> dict:
+    """Step times with the images held in memory, streamed by workers, and read in process."""
+    path = rgb_file(data_dir, count)
+    variants = {
+        "in_memory": ["--in-memory", "--loader", "memory"],
+        "streamed": ["--loader", "stream"],
+        "mapped_in_process": ["--loader", "memory"],
+    }
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, options in variants.items():
+            times[name].append(measured(python("scale_vaelab.py", path, "--steps", steps,
+                                               *options))["step_ms"])  # fmt: skip
+    result = {name: statistics.median(values) for name, values in times.items()}
+    result["streamed_throughput_vs_in_memory"] = result["in_memory"] / result["streamed"]
+    print(
+        f"{count:,} images: step {result['in_memory']:.0f} ms in memory, "
+        f"{result['streamed']:.0f} ms streamed ({result['streamed_throughput_vs_in_memory']:.2f}x "
+        f"the throughput), {result['mapped_in_process']:.0f} ms mapped and read in process",
+        flush=True,
+    )
+    return {"images": count, "rounds": rounds, "step_ms": times, **result}
+
+
+def folder_part(count: int, steps: int, data_dir: Path) -> dict:
+    """A PNG folder's first and second start beside the .npy of the same images."""
+    from PIL import Image
+
+    npy = rgb_file(data_dir, count)
+    folder = data_dir / f"png64-{count}"
+    if not folder.is_dir():
+        images = np.load(npy, mmap_mode="r")
+        temp = folder.with_suffix(".tmp")
+        shutil.rmtree(temp, ignore_errors=True)
+        temp.mkdir()
+        for i in range(count):
+            Image.fromarray(np.asarray(images[i])).save(temp / f"{i:07d}.png", compress_level=1)
+        temp.rename(folder)
+    cache = data_dir / "cache"
+    shutil.rmtree(cache, ignore_errors=True)
+    env = {"VAELAB_CACHE": str(cache)}
+    first = measured(python("scale_vaelab.py", folder, "--steps", steps), env)
+    second = measured(python("scale_vaelab.py", folder, "--steps", steps), env)
+    as_npy = measured(python("scale_vaelab.py", npy, "--steps", steps))
+    print(
+        f"{count:,}-image PNG folder: first step {first['first_step_s']:.1f} s on first use "
+        f"(preparing), {second['first_step_s']:.2f} s on the second, .npy "
+        f"{as_npy['first_step_s']:.2f} s",
+        flush=True,
+    )
+    return {"images": count, "first_use": first, "second_use": second, "npy": as_npy}
+
+
+def grey_file(folder: Path, count: int) -> Path:
+    path = folder / f"grey28-{count}.npy"
+    if not path.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng(count)
+        np.save(path, rng.integers(0, 256, (count, 28, 28), dtype=np.uint8))
+    return path
+
+
+def _vaelab(*args: object, env: dict[str, str] | None = None) -> list[str]:
+    return [sys.executable, "-m", "vaelab", *map(str, args)]
+
+
+def timed_command(command: list[str], cwd: Path) -> dict:
+    started = time.perf_counter()
+    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+    sampler = Sampler(process.pid)
+    sampler.start()
+    out, err = process.communicate()
+    sampler.done.set()
+    sampler.join()
+    if process.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{err[-3000:]}")
+    return {"seconds": time.perf_counter() - started,
+            "peak_private_mib": sampler.peak_private / 2**20}  # fmt: skip
+
+
+def served(run: Path, cwd: Path) -> dict:
+    """`vaelab serve RUN`: seconds until its page answers, and its memory then."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    started = time.perf_counter()
+    process = subprocess.Popen(_vaelab("serve", run, "--port", port), cwd=cwd,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    sampler = Sampler(process.pid)
+    sampler.start()
+    try:
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1):
+                    break
+            except OSError:
+                if process.poll() is not None:
+                    failure = process.stderr.read()[-2000:] if process.stderr else ""
+                    raise SystemExit(f"vaelab serve failed: {failure}") from None
+                time.sleep(0.05)
+        ready = time.perf_counter() - started
+        time.sleep(0.5)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        sampler.done.set()
+        sampler.join()
+    return {"seconds": ready, "peak_private_mib": sampler.peak_private / 2**20}
+
+
+def runs_part(sizes: list[int], data_dir: Path) -> list[dict]:
+    """evaluate --images 10, report and serve on runs of `sizes` images (10,000 held out)."""
+    work = data_dir / "runs-work"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    rows = []
+    for count in sizes:
+        name = f"r{count}"
+        path = grey_file(data_dir, count)
+        train = _vaelab("train", "--data", path, "--test-split", 10000, "--epochs", 1,
+                        "--hidden", "64,32", "--name", name, "--no-plots", "--no-tensorboard",
+                        "--device", "cpu")  # fmt: skip
+        subprocess.run(train, cwd=work, check=True, capture_output=True)
+        run = work / "runs" / name
+        row = {
+            "images": count,
+            "evaluate": timed_command(_vaelab("evaluate", run, "--images", 10,
+                                              "--iw-samples", 100, "--device", "cpu"), work),
+            "report": timed_command(_vaelab("report", run), work),
+            "serve": served(run, work),
+        }  # fmt: skip
+        rows.append(row)
+        print(
+            f"{count:>9,}-image run: evaluate {row['evaluate']['seconds']:.1f} s "
+            f"{row['evaluate']['peak_private_mib']:.0f} MiB, report {row['report']['seconds']:.1f}"
+            f" s {row['report']['peak_private_mib']:.0f} MiB, serve ready in "
+            f"{row['serve']['seconds']:.1f} s {row['serve']['peak_private_mib']:.0f} MiB",
+            flush=True,
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="20000,100000,200000,1000000")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--throughput-images", type=int, default=200_000)
+    parser.add_argument("--folder-images", type=int, default=20_000)
+    parser.add_argument("--run-sizes", default="60000,600000")
+    parser.add_argument("--data-dir", type=Path, default=Path("/tmp/vaelab-scale"))
+    parser.add_argument("--parts", default="memory,throughput,folder,runs")
+    args = parser.parse_args()
+    parts = set(args.parts.split(","))
+    record: dict = {"machine": machine(), "python": platform.python_version(),
+                    "steps": args.steps}  # fmt: skip
+    if "memory" in parts:
+        record["memory"] = memory_part(
+            [int(n) for n in args.sizes.split(",")], args.steps, args.data_dir
+        )
+    if "throughput" in parts:
+        record["throughput"] = throughput_part(args.throughput_images, args.steps, args.data_dir)
+    if "folder" in parts:
+        record["folder"] = folder_part(args.folder_images, args.steps, args.data_dir)
+    if "runs" in parts:
+        record["runs"] = runs_part([int(n) for n in args.run_sizes.split(",")], args.data_dir)
+    write_record(record, "scale")
+
+
+if __name__ == "__main__":
+    main()
