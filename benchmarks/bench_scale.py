@@ -2,7 +2,8 @@
 64x64 images in a .npy file, vaelab beside a plain PyTorch loop that memory-maps the same file
 (benchmarks/scale_reference.py); streaming's throughput beside the data held in memory; a
 prepared folder's second start; and evaluate, report and serve on a large run beside a small
-one. Writes benchmarks/results/scale-<time>.json and prints the tables.
+one; and a 200,000-image run trained, evaluated, reported and served. Writes
+benchmarks/results/scale-<time>.json and prints the tables.
 
 Private memory is the proportional anonymous and shared-memory pages (Pss_Anon + Pss_Shmem of
 /proc/PID/smaps_rollup) summed over the process and its children (DataLoader workers), sampled
@@ -10,12 +11,13 @@ every 10 ms: pages of a mapped file, which the kernel can drop, do not count; pa
 worker shares with its parent count once.
 
 python benchmarks/bench_scale.py [--sizes 20000,100000,200000,1000000] [--steps 30]
-    [--data-dir /tmp/vaelab-scale] [--parts memory,throughput,folder,runs]
+    [--data-dir /tmp/vaelab-scale] [--parts memory,throughput,folder,runs,end-to-end]
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import platform
@@ -98,12 +100,13 @@ class Sampler(threading.Thread):
             time.sleep(self.every)
 
 
-def measured(command: list[str], env: dict[str, str] | None = None) -> dict:
-    """Run `command` (a Python child printing one JSON line), sampling its memory."""
-    started = time.time()
+def sampled(
+    command: list[str], cwd: Path = ROOT, env: dict[str, str] | None = None
+) -> tuple[str, Sampler]:
+    """Run `command` to its end, sampling its memory; its stdout and the sampler's peaks."""
     process = subprocess.Popen(
-        [*command, "--started", repr(started)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, cwd=ROOT, env={**os.environ, **(env or {})},
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
+        env={**os.environ, **(env or {})},
     )  # fmt: skip
     sampler = Sampler(process.pid)
     sampler.start()
@@ -112,6 +115,12 @@ def measured(command: list[str], env: dict[str, str] | None = None) -> dict:
     sampler.join()
     if process.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{err[-3000:]}")
+    return out, sampler
+
+
+def measured(command: list[str], env: dict[str, str] | None = None) -> dict:
+    """Run `command` (a Python child printing one JSON line), sampling its memory."""
+    out, sampler = sampled([*command, "--started", repr(time.time())], env=env)
     result = json.loads(out.strip().splitlines()[-1])
     ends = result["step_ends"]
     intervals = [b - a for a, b in zip(ends[4:], ends[5:])]
@@ -152,22 +161,30 @@ def python(script: str, *args: object) -> list[str]:
 # ---------------------------------------------------------------- parts
 
 
-def memory_part(sizes: list[int], steps: int, data_dir: Path) -> list[dict]:
+def memory_part(sizes: list[int], steps: int, data_dir: Path, repeats: int) -> list[dict]:
+    """Each size: the reference and vaelab alternately, `repeats` times; medians of each."""
     rows = []
     for count in sizes:
         path = rgb_file(data_dir, count)
-        drop_page_cache_hint(path)
-        reference = measured(python("scale_reference.py", path, "--steps", steps))
-        ours = measured(python("scale_vaelab.py", path, "--steps", steps))
-        row = {"images": count, "file_gib": path.stat().st_size / 2**30,
-               "reference": reference, "vaelab": ours}  # fmt: skip
+        read_through(path)
+        runs: dict[str, list[dict]] = {"reference": [], "vaelab": []}
+        for _ in range(repeats):
+            runs["reference"].append(measured(python("scale_reference.py", path, "--steps", steps)))
+            runs["vaelab"].append(measured(python("scale_vaelab.py", path, "--steps", steps)))
+        row = {"images": count, "file_gib": path.stat().st_size / 2**30, "runs": runs,
+               **{side: medians(values) for side, values in runs.items()}}  # fmt: skip
         print_row(row)
         rows.append(row)
     return rows
 
 
-def drop_page_cache_hint(path: Path) -> None:
-    """Read the file once so both sides start with it in the page cache (when it fits)."""
+def medians(runs: list[dict]) -> dict:
+    """The median of each measure over `runs`."""
+    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+
+
+def read_through(path: Path) -> None:
+    """Read the file once, so that each side starts with as much of it in the page cache."""
     with open(path, "rb") as handle:
         while handle.read(64 << 20):
             pass
@@ -248,21 +265,13 @@ def grey_file(folder: Path, count: int) -> Path:
     return path
 
 
-def _vaelab(*args: object, env: dict[str, str] | None = None) -> list[str]:
+def _vaelab(*args: object) -> list[str]:
     return [sys.executable, "-m", "vaelab", *map(str, args)]
 
 
 def timed_command(command: list[str], cwd: Path) -> dict:
     started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)  # fmt: skip
-    sampler = Sampler(process.pid)
-    sampler.start()
-    out, err = process.communicate()
-    sampler.done.set()
-    sampler.join()
-    if process.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed:\n{err[-3000:]}")
+    _, sampler = sampled(command, cwd)
     return {"seconds": time.perf_counter() - started,
             "peak_private_mib": sampler.peak_private / 2**20}  # fmt: skip
 
@@ -329,22 +338,50 @@ def runs_part(sizes: list[int], data_dir: Path) -> list[dict]:
     return rows
 
 
+def end_to_end_part(count: int, data_dir: Path) -> dict:
+    """`vaelab train --arch conv` for one epoch on `count` RGB 64x64 images, then evaluate (a few
+    images, then the default, which the time budget refuses), report and serve the run."""
+    path = rgb_file(data_dir, count)
+    work = data_dir / "end-to-end"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    run = work / "runs" / "big"
+    steps = {
+        "train": timed_command(_vaelab("train", "--data", path, "--arch", "conv", "--epochs", 1,
+                                       "--name", "big", "--no-plots", "--no-tensorboard"), work),
+        "evaluate": timed_command(_vaelab("evaluate", run, "--images", 100, "--iw-samples",
+                                          100), work),
+        "report": timed_command(_vaelab("report", run), work),
+        "serve": served(run, work),
+    }  # fmt: skip
+    refused = subprocess.run(_vaelab("evaluate", run), cwd=work, capture_output=True, text=True)
+    steps["evaluate_default"] = {"exit": refused.returncode, "said": refused.stderr.strip()}
+    for name, measures in steps.items():
+        print(f"{count:,} images, {name}: {measures}", flush=True)
+    return {"images": count, **steps}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="20000,100000,200000,1000000")
     parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--throughput-images", type=int, default=200_000)
     parser.add_argument("--folder-images", type=int, default=20_000)
     parser.add_argument("--run-sizes", default="60000,600000")
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/vaelab-scale"))
-    parser.add_argument("--parts", default="memory,throughput,folder,runs")
+    parser.add_argument("--parts", default="memory,throughput,folder,runs,end-to-end")
+    parser.add_argument("--end-to-end-images", type=int, default=200_000)
     args = parser.parse_args()
     parts = set(args.parts.split(","))
+    # Both sides import compiled modules (where $PYTHONDONTWRITEBYTECODE keeps Python from
+    # writing them, vaelab's would be compiled again at every start).
+    compileall.compile_dir(ROOT / "src" / "vaelab", quiet=1)
     record: dict = {"machine": machine(), "python": platform.python_version(),
                     "steps": args.steps}  # fmt: skip
     if "memory" in parts:
         record["memory"] = memory_part(
-            [int(n) for n in args.sizes.split(",")], args.steps, args.data_dir
+            [int(n) for n in args.sizes.split(",")], args.steps, args.data_dir, args.repeats
         )
     if "throughput" in parts:
         record["throughput"] = throughput_part(args.throughput_images, args.steps, args.data_dir)
@@ -352,6 +389,8 @@ def main() -> None:
         record["folder"] = folder_part(args.folder_images, args.steps, args.data_dir)
     if "runs" in parts:
         record["runs"] = runs_part([int(n) for n in args.run_sizes.split(",")], args.data_dir)
+    if "end-to-end" in parts:
+        record["end_to_end"] = end_to_end_part(args.end_to_end_images, args.data_dir)
     write_record(record, "scale")
 
 

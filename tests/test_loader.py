@@ -8,6 +8,7 @@ import hashlib
 import json
 import multiprocessing
 import signal
+import threading
 
 import numpy as np
 import pytest
@@ -67,22 +68,39 @@ class TestFeed:
         assert rows_read(workers.epoch(order, slice(0, 4), 4, 2, 10)) == expected
 
     @pytest.mark.slow
-    def test_stopping_mid_epoch_ends_the_workers(self):
-        feed = Feed(numbered(40), torch.device("cpu"), workers=2)
+    def test_the_workers_serve_every_epoch_after_a_stop_and_end_on_close(self):
+        feed = Feed(numbered(40), torch.device("cpu"), workers=2).start()
+        workers = [p for p in multiprocessing.active_children() if p.is_alive()]
+        assert len(workers) == 2
         batches = feed.epoch(torch.arange(40), slice(0, 4), 4, 0, 10)
         next(batches)
-        assert multiprocessing.active_children()
-        batches.close()
+        batches.close()  # stopped mid-epoch: the next epoch reads its own batches from the start
+        order = torch.randperm(40, generator=torch.Generator().manual_seed(4))
+        again = rows_read(feed.epoch(order, slice(0, 4), 4, 0, 10))
+        assert again == [order[4 * s : 4 * s + 4].tolist() for s in range(10)]
+        assert [p for p in multiprocessing.active_children() if p.is_alive()] == workers
+        feed.close()
         assert not [p for p in multiprocessing.active_children() if p.is_alive()]
+
+    @pytest.mark.slow
+    def test_starting_workers_draws_nothing_from_the_runs_random_numbers(self):
+        torch.manual_seed(5)
+        expected = torch.rand(3)
+        torch.manual_seed(5)
+        feed = Feed(numbered(8), torch.device("cpu"), workers=1).start()
+        try:
+            assert torch.equal(torch.rand(3), expected)
+        finally:
+            feed.close()
 
 
 class TestChoice:
-    def test_auto_streams_mapped_images_above_the_size_read_in_process(self, tmp_path, monkeypatch):
+    def test_auto_streams_mapped_images_the_page_cache_cannot_keep(self, tmp_path, monkeypatch):
         np.save(tmp_path / "x.npy", np.zeros((30, 4, 4), dtype=np.uint8))
         images = load_dataset(DataConfig(source=str(tmp_path / "x.npy"), test_split=5)).train_images
         cpu = torch.device("cpu")
         assert make_feed(images, cpu).workers == 0
-        monkeypatch.setattr(loader_module, "IN_PROCESS_BYTES", images.nbytes - 1)
+        monkeypatch.setattr(loader_module, "total_memory", lambda: images.nbytes)
         assert make_feed(images, cpu).workers >= 1
         assert make_feed(images, cpu, "stream", workers=3).workers == 3
         assert make_feed(images, cpu, "memory").workers == 0
@@ -163,3 +181,47 @@ class TestEarlierFingerprints:
         assert run_identity(config, images, cpu, "32") == run_identity(streamed, images, cpu, "32")
         del config["data"]["loader"], config["data"]["workers"]  # a config of earlier versions
         assert run_identity(config, images, cpu, "32") == run_identity(streamed, images, cpu, "32")
+
+
+class TestFingerprintInTheBackground:
+    def test_a_checkpoint_of_the_start_does_not_wait_for_it_later_ones_do(self):
+        from concurrent.futures import Future
+
+        from vaelab.training.checkpoint import resolved_identity
+
+        pending: Future[str] = Future()
+        identity = {"config": "c", "data": pending}
+        assert resolved_identity(identity, at_start=True)["data"] is None
+        threading.Timer(0.05, pending.set_result, ("d",)).start()
+        assert resolved_identity(identity, at_start=False)["data"] == "d"
+        assert resolved_identity(identity, at_start=True)["data"] == "d"  # ready: recorded
+
+    def test_the_hash_starts_when_asked_or_when_its_result_is(self):
+        from vaelab.training.checkpoint import LaterFingerprint, fingerprint
+
+        images = make_tiny_dataset().train_images
+        later = LaterFingerprint(images)
+        assert not later.done() and later.future is None
+        assert later.result() == fingerprint(images) and later.done()
+        started = LaterFingerprint(images)
+        started.start()
+        assert started.result() == fingerprint(images)
+
+    def test_only_a_checkpoint_of_the_start_may_lack_it(self, tmp_path):
+        from vaelab.errors import VaelabError
+        from vaelab.training.checkpoint import compare_identity
+
+        current = {"config": "c", "data": "d", "device": "cpu", "precision": "32", "threads": 2}
+        saved = {**current, "data": None}
+        assert compare_identity(tmp_path / "ckpt", saved, current, at_start=True) == []
+        with pytest.raises(VaelabError, match="identity.data must be str"):
+            compare_identity(tmp_path / "ckpt", saved, current, at_start=False)
+
+    def test_a_run_writes_the_data_fingerprint_into_its_checkpoints(self, tmp_path):
+        dataset = make_tiny_dataset()
+        train(tiny_config(epochs=1), dataset, run_dir=tmp_path / "r", log=None)
+        _, metadata = read_safetensors(tmp_path / "r" / CHECKPOINT_FILE)
+        saved = json.loads(metadata[METADATA_KEY])["identity"]["data"]
+        images = (dataset.train_images, dataset.test_images)
+        expected = run_identity({}, images, torch.device("cpu"), "32")["data"]
+        assert saved == expected

@@ -103,3 +103,12 @@ def test_channels_last_rgb_stays_one_mapping(tmp_path):
     flat = torch.from_numpy(rgb.transpose(0, 3, 1, 2).reshape(12, -1) / 255).float()
     every = torch.cat([dataset.train_images.tensor(), dataset.test_images.tensor()])
     assert sorted(map(tuple, every.tolist())) == sorted(map(tuple, flat.tolist()))
+
+
+def test_compressed_arrays_beyond_free_memory_are_refused_in_one_line(tmp_path, monkeypatch):
+    np.savez_compressed(tmp_path / "x.npz", images=grey(50))
+    monkeypatch.setattr("vaelab._resources.available_memory", lambda: 99)
+    with pytest.raises(
+        VaelabError, match=r"x\.npz: decompressing its arrays needs \d+ bytes .* 99 bytes"
+    ):
+        read_npz(tmp_path / "x.npz")

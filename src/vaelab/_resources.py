@@ -59,6 +59,20 @@ def _cgroup_headroom() -> int | None:
     return max(int(most) - int(used), 0)
 
 
+def total_memory() -> int | None:
+    """Bytes of memory this machine (or the process's control group, when smaller) has."""
+    text = _read_small(_MEMINFO) or ""
+    total = next(
+        (int(line.split()[1]) * 1024 for line in text.splitlines()
+         if line.startswith("MemTotal:") and line.split()[1].isdigit()),
+        None,
+    )  # fmt: skip
+    folder = _cgroup_dir()
+    limit = (_read_small(folder / "memory.max") or "").strip() if folder else ""
+    known = [n for n in (total, int(limit) if limit.isdigit() else None) if n is not None]
+    return min(known) if known else None
+
+
 def available_memory() -> int | None:
     """Bytes this process can still allocate, or None where the system does not say."""
     known = [n for n in (_meminfo_available(), _cgroup_headroom()) if n is not None]

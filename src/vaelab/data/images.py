@@ -27,7 +27,7 @@ from vaelab.errors import VaelabError
 
 PIXEL_SCALES = {torch.uint8: 255.0, torch.uint16: 65535.0}
 PIXEL_TYPES = "uint8 (0-255), uint16 (0-65535), bool, or floats in [0, 1]"
-BLOCK_BYTES = 32 * MiB  # what a streaming pass (checks, fingerprints, binarization) holds at once
+BLOCK_BYTES = 4 * MiB  # what a streaming pass (checks, fingerprints, binarization) holds at once
 _CHECK_GATHER_BYTES = 64 * MiB  # gathers at least this large are checked against free memory
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _FINGERPRINT_TAG = b"vaelab-pixels-2"
@@ -292,14 +292,32 @@ class Images:
         for start in range(0, len(self), rows):
             yield slice(start, min(start + rows, len(self)))
 
-    def _stored_blocks(self) -> Iterator[torch.Tensor]:
+    def _stored_blocks(self) -> Iterator[np.ndarray | torch.Tensor]:
+        """The stored pixels in blocks of `BLOCK_BYTES`, channel-major, n x D each: NumPy arrays
+        on the CPU, gathered by NumPy in the calling thread alone (a pass beside training, the
+        fingerprint of a run's start, takes no threads or torch buffers from it); tensors on
+        other devices."""
+        array = self._numpy_view()
+        rows = None if self.rows is None else self.rows.cpu()
         for block in self.block_ranges():
-            positions = self._positions(block)
-            if self.rows is None:
-                yield self.pixels[positions].reshape(-1, self.dim)
-            else:
-                rows = self._storage_rows(positions).to(self.pixels.device)
-                yield torch.index_select(self.pixels, 0, rows).reshape(-1, self.dim)
+            if array is None:
+                positions = torch.arange(block.start, block.stop)
+                chosen = positions if rows is None else rows[positions]
+                gathered = torch.index_select(self.pixels, 0, chosen.to(self.pixels.device))
+                yield gathered.reshape(len(chosen), self.dim)
+            elif rows is None:
+                yield np.ascontiguousarray(array[block]).reshape(-1, self.dim)
+            else:  # indexing, not np.take: that copies a strided array whole before taking
+                taken = array[rows[block].numpy()]
+                yield taken.reshape(len(taken), self.dim)
+
+    def _numpy_view(self) -> np.ndarray | None:
+        """The pixels as a NumPy array sharing their memory, where NumPy can hold them."""
+        if self.pixels.device.type != "cpu" or self.pixels.dtype == torch.bfloat16:
+            return None
+        with warnings.catch_warnings():  # a read-only mapping: nothing is written through it
+            warnings.simplefilter("ignore", UserWarning)
+            return self.pixels.numpy()
 
     def check(self) -> None:
         """Refuse (one line naming `where`) float pixels outside [0, 1], NaN or infinity: one
@@ -309,9 +327,10 @@ class Images:
         lows: list[float] = []
         highs: list[float] = []
         for block in self._stored_blocks():
-            if block.numel():
+            if block.size if isinstance(block, np.ndarray) else block.numel():
                 # min and max propagate NaN, and an infinity is one of them
-                block_low, block_high = (float(v) for v in torch.aminmax(block))
+                values = torch.as_tensor(block)
+                block_low, block_high = (float(v) for v in torch.aminmax(values))
                 lows.append(block_low)
                 highs.append(block_high)
         if lows:
@@ -327,15 +346,19 @@ class Images:
         digest.update(_FINGERPRINT_TAG + header.encode())
         floats = self.stored_dtype in _FLOATS
         for block in self._stored_blocks():
-            block = block.to(torch.float32) if floats else block
-            digest.update(block.cpu().contiguous().numpy().data)
+            if isinstance(block, torch.Tensor):
+                block = block.to(torch.float32) if floats else block
+                block = block.cpu().contiguous().numpy()
+            elif floats:
+                block = block.astype(np.float32)
+            digest.update(block.data)
 
     def hash_floats_into(self, digest: Any) -> None:
         """Feed the images to `digest` as the float32 values a model sees, and nothing else (the
         fingerprint runs of earlier versions recorded; slower, kept to check those)."""
         self.check()
         for block in self._stored_blocks():
-            digest.update(unit_float(block).cpu().numpy().data)
+            digest.update(unit_float(torch.as_tensor(block)).cpu().numpy().data)
 
     def fingerprint(self) -> str:
         """SHA-256 of `hash_into`: what identifies these images. Computed afresh on every call:

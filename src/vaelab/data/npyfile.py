@@ -24,6 +24,7 @@ from typing import IO, Any
 import numpy as np
 
 from vaelab._io import FILE_LIMIT, open_regular, read_error, read_limit, size_words, too_large
+from vaelab._resources import require_memory
 from vaelab.errors import VaelabError
 
 UNPICKLE = "holds Python objects (a pickle); vaelab does not unpickle"
@@ -64,6 +65,7 @@ def read_npz(path: str | Path, limit: int | None = None) -> dict[str, np.ndarray
                     raise too_large(
                         path, f"the compressed arrays' {size_words(declared)} (decompressed)", most
                     )
+                require_memory(declared, f"{path}: decompressing its arrays")
                 return {_key(m.filename): _member(archive, handle, m, Path(path)) for m in members}
         except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError) as exc:
             raise VaelabError(f"{path}: not a valid .npz file ({reason(exc)})") from None

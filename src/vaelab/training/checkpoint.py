@@ -9,10 +9,14 @@ previous checkpoint or the new one, whole. Every field is checked on loading: th
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import random
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,34 +102,87 @@ def float_fingerprint(images: Sequence[Images]) -> str:
     return digest.hexdigest()
 
 
+class LaterFingerprint:
+    """`fingerprint(*parts)`, computed in a thread of its own once `start` is called (training
+    calls it after its first step) at the lowest scheduling priority: a large training set's hash
+    takes the CPU time the steps leave, not the start's. Hashing releases the GIL."""
+
+    def __init__(self, *parts: Any) -> None:
+        self.parts = parts
+        self.future: Future[str] | None = None
+
+    def start(self) -> None:
+        """Begin hashing (once)."""
+        if self.future is None:
+            executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vaelab-fingerprint")
+            self.future = executor.submit(_fingerprint_gently, *self.parts)
+            executor.shutdown(wait=False)
+
+    def done(self) -> bool:
+        """Whether the fingerprint is ready."""
+        return self.future is not None and self.future.done()
+
+    def result(self) -> str:
+        """The fingerprint, waited for (and started, if it was not)."""
+        self.start()
+        assert self.future is not None
+        return self.future.result()
+
+
+def _fingerprint_gently(*parts: Any) -> str:
+    with contextlib.suppress(AttributeError, OSError):  # Linux: each thread has its own niceness
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    return fingerprint(*parts)
+
+
 def run_identity(
     config: dict[str, Any],
     images: Sequence[Images | torch.Tensor],
     device: torch.device,
     precision: str,
+    data: str | LaterFingerprint | None = None,
 ) -> dict[str, Any]:
     """What a resume is checked against: config and data must match, the rest is reported.
-    How the data is read (`vaelab.config.READING_FIELDS`) is not part of the config's part."""
+    How the data is read (`vaelab.config.READING_FIELDS`) is not part of the config's part.
+    `data` is the images' fingerprint when already computed (or to be: a `LaterFingerprint`,
+    resolved when a checkpoint past the start is written, see `resolved_identity`)."""
     config = {section: dict(values) for section, values in config.items()}
     for section, names in READING_FIELDS.items():
         for name in names:
             config.get(section, {}).pop(name, None)
     return {
         "config": fingerprint(config),
-        "data": fingerprint(*images),
+        "data": fingerprint(*images) if data is None else data,
         "device": device.type,
         "precision": precision,
         "threads": torch.get_num_threads(),
     }
 
 
+def resolved_identity(identity: dict[str, Any], at_start: bool) -> dict[str, Any]:
+    """`identity` with its data fingerprint computed: waited for, except in a checkpoint of the
+    start (no step taken, nothing learned from the data), which holds None until it is ready."""
+    data = identity["data"]
+    if isinstance(data, (LaterFingerprint, Future)):
+        data = data.result() if data.done() or not at_start else None
+    return {**identity, "data": data}
+
+
 def compare_identity(
-    path: Path, saved: Any, current: dict[str, Any], earlier_data: Callable[[], str] | None = None
+    path: Path,
+    saved: Any,
+    current: dict[str, Any],
+    earlier_data: Callable[[], str] | None = None,
+    at_start: bool = False,
 ) -> list[str]:
     """Refuse a checkpoint of another config, data or device; warn of other precision/threads.
 
     `earlier_data` gives the data fingerprint as earlier versions computed it, tried when the
-    current one differs (a checkpoint written before the fingerprint changed)."""
+    current one differs (a checkpoint written before the fingerprint changed). A checkpoint
+    `at_start` (no step taken) may hold no data fingerprint: it continues on any data."""
+    current = resolved_identity(current, at_start=False)
+    if at_start and isinstance(saved, dict) and saved.get("data") is None:
+        saved = {**saved, "data": current["data"]}
     saved = conform(current, saved, path, "identity")
     if saved["data"] != current["data"] and earlier_data and saved["data"] == earlier_data():
         saved = {**saved, "data": current["data"]}
@@ -170,7 +227,7 @@ def save_checkpoint(
         "optimizer": optimizer_meta,
         "scheduler": parts.scheduler.state_dict(),
         "rng": _rng_meta(),
-        "identity": identity,
+        "identity": resolved_identity(identity, state.progress is None and not state.epochs_done),
     }
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     atomic_write_bytes(path, save(tensors, metadata={METADATA_KEY: json.dumps(meta)}))
@@ -235,7 +292,8 @@ def load_checkpoint(
     """
     tensors, metadata = read_safetensors(path)
     meta = _parse_meta(path, metadata)
-    notes = compare_identity(path, meta.get("identity"), identity, earlier_data)
+    at_start = meta.get("epochs_done") == 0 and meta.get("step") == 0
+    notes = compare_identity(path, meta.get("identity"), identity, earlier_data, at_start)
     state = _training_state(path, meta, tensors, layout)
     model_state = prefixed(tensors, "model/")
     check_weights(path, model_state, parts.model.state_dict())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import platform
 import time
 from collections.abc import Callable, Iterable
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
@@ -26,8 +26,10 @@ from vaelab.models import VAE, LossTerms, build_model
 from vaelab.models.likelihoods import kl_weight
 from vaelab.training.checkpoint import (
     EpochProgress,
+    LaterFingerprint,
     Layout,
     Trainables,
+    fingerprint,
     float_fingerprint,
     run_identity,
 )
@@ -240,6 +242,8 @@ def _train_in(
         rundir.save_config(out_dir, config, run_info(config, dataset, device, prepared))
     barrier(world)
 
+    # Workers fork now, before the model exists: little of this process is copied into them.
+    feed = make_feed(prepared.train, device, config.data.loader, config.data.workers).start()
     torch.manual_seed(config.train.seed)
     model = (build_model(config.model) if given_model is None else given_model).to(device)
     precision = resolve_precision(config.train.precision, device)
@@ -248,7 +252,6 @@ def _train_in(
     steps_per_epoch = len(prepared.train) // config.train.batch_size
     scheduler = make_scheduler(optimizer, config.train, steps_per_epoch)
     generator = torch.Generator(device=device).manual_seed(config.train.seed)
-    feed = make_feed(prepared.train, device, config.data.loader, config.data.workers)
     val_images = None if prepared.val is None else on_device(prepared.val, device)
     test_images = on_device(prepared.test, device)
     labels = _labels_on(device, prepared, config)
@@ -264,13 +267,15 @@ def _train_in(
 
     identity: dict[str, object] = {}
     extended_from = None
+    printed: str | LaterFingerprint | None = None
     data = (dataset.train_images, dataset.test_images)
     if guard_dir is not None:
-        identity = run_identity(config.to_dict(), data, device, precision)
+        printed = fingerprint(*data) if resume else LaterFingerprint(*data)
+        identity = run_identity(config.to_dict(), data, device, precision, printed)
         extended_from = extension_base(guard_dir, config) if resume else None
     started_identity = identity
     if extended_from is not None:  # the checkpoint was written under the run's saved epochs
-        started_identity = run_identity(extended_from.to_dict(), data, device, precision)
+        started_identity = run_identity(extended_from.to_dict(), data, device, precision, printed)
     guard = RunGuard(
         guard_dir, Trainables(model, optimizer, scheduler, generator),
         run_layout(config, len(prepared.train), steps_per_epoch), started_identity,
@@ -279,7 +284,7 @@ def _train_in(
     )  # fmt: skip
     on_guard(guard)
     started = time.perf_counter()
-    with guard.catching_signals():
+    with guard.catching_signals(), closing(feed):
         state = guard.begin(resume)
         history = [EpochMetrics(**row) for row in state.history]
         if resume and stopped_early(history, patience) and extended_from is None:
@@ -295,6 +300,8 @@ def _train_in(
             report.on_epoch_start(epoch, steps_per_epoch - (resume_from.step if resume_from else 0))
 
             def after_step(progress: EpochProgress, terms: LossTerms, epoch: int = epoch) -> None:
+                if isinstance(printed, LaterFingerprint):
+                    printed.start()  # the first step is taken: hash the data beside the next
                 guard.after_step(epoch, progress)
                 step = (epoch - 1) * steps_per_epoch + progress.step - 1
                 report.on_step_end(StepEnd(
