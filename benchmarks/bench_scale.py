@@ -366,6 +366,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="20000,100000,200000,1000000")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--throughput-steps", type=int, default=60)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--throughput-images", type=int, default=200_000)
     parser.add_argument("--folder-images", type=int, default=20_000)
     parser.add_argument("--run-sizes", default="60000,600000")
@@ -384,7 +386,9 @@ def main() -> None:
             [int(n) for n in args.sizes.split(",")], args.steps, args.data_dir, args.repeats
         )
     if "throughput" in parts:
-        record["throughput"] = throughput_part(args.throughput_images, args.steps, args.data_dir)
+        record["throughput"] = throughput_part(
+            args.throughput_images, args.throughput_steps, args.data_dir, args.rounds
+        )
     if "folder" in parts:
         record["folder"] = folder_part(args.folder_images, args.steps, args.data_dir)
     if "runs" in parts:

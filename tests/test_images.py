@@ -63,6 +63,16 @@ class TestStoredType:
         assert torch.equal(part.tensor(), channel_major(array)[[7, 2, 5]])
         assert torch.equal(part.take(torch.tensor([2, 0])).tensor(), channel_major(array)[[5, 7]])
 
+    def test_without_lists_the_rows_it_keeps_only_when_read(self):
+        array = rgb_last(9)
+        rest = as_images(array).without(torch.tensor([1, 4, 8]))
+        assert len(rest) == 6 and rest._rows is None
+        assert torch.equal(rest.tensor(), channel_major(array)[[0, 2, 3, 5, 6, 7]])
+        assert rest.rows.tolist() == [0, 2, 3, 5, 6, 7]
+        assert torch.equal(
+            rest.without(torch.tensor([0])).tensor(), channel_major(array)[[2, 3, 5, 6, 7]]
+        )
+
     def test_indexing_reads_like_a_float_tensor(self):
         array = rgb_last(6)
         images, floats = as_images(array), channel_major(array)

@@ -112,3 +112,25 @@ def test_compressed_arrays_beyond_free_memory_are_refused_in_one_line(tmp_path, 
         VaelabError, match=r"x\.npz: decompressing its arrays needs \d+ bytes .* 99 bytes"
     ):
         read_npz(tmp_path / "x.npz")
+
+
+def test_a_run_on_a_mapped_file_opens_reading_its_test_images_only(tmp_path):
+    from vaelab.data.splits import split_indices
+    from vaelab.evaluation import evaluate
+    from vaelab.rundir import open_run
+
+    values = np.random.default_rng(5).random((40, 4, 4)).astype(np.float32)
+    np.save(tmp_path / "x.npy", values)
+    config = RunConfig(
+        model=ModelConfig(hidden=(8,)), data=DataConfig(test_split=8),
+        train=TrainConfig(epochs=1, batch_size=8, device="cpu", precision="32"),
+    )  # fmt: skip
+    train(config, data=str(tmp_path / "x.npy"), run_dir=tmp_path / "run", log=None)
+    kept, _ = split_indices(40, 8, 0, "test_split")
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r+")
+    mapped[kept.numpy()] = 7.0  # training images no run may use, left for opening to trip on
+    mapped.flush()
+    run = open_run(tmp_path / "run")
+    assert evaluate(run.model, run.dataset.test_images).images == 8
+    with pytest.raises(VaelabError, match="pixel values must lie in"):
+        run.dataset.train_images.check()

@@ -23,6 +23,7 @@ import torch
 
 from vaelab._io import MiB
 from vaelab._resources import require_memory
+from vaelab.data.splits import others
 from vaelab.errors import VaelabError
 
 PIXEL_SCALES = {torch.uint8: 255.0, torch.uint16: 65535.0}
@@ -83,6 +84,8 @@ class Images:
     `pixels` is N x C x H x W (any strides: an N x H x W x C array is a permuted view of itself,
     not a copy), `rows` the rows of `pixels` this set is made of (a split of a larger array; None:
     all of them), `where` names them in messages, and `file` is the file they are mapped from.
+    `excluded` (with no `rows`) makes the set all rows but those, listed only when first read
+    (`without`).
     """
 
     def __init__(
@@ -92,11 +95,13 @@ class Images:
         where: str = "images",
         file: Path | None = None,
         checked: bool = False,
+        excluded: torch.Tensor | None = None,
     ) -> None:
         if pixels.ndim != 4:
             raise ValueError(f"pixels must be N x C x H x W, got shape {tuple(pixels.shape)}")
         self.pixels = pixels
-        self.rows = None if rows is None else rows.to(torch.int64)
+        self._rows = None if rows is None else rows.to(torch.int64)
+        self._excluded = None if rows is not None or excluded is None else excluded
         self.where = where
         self.file = file
         self._checked = checked or pixels.dtype not in _FLOATS
@@ -131,7 +136,17 @@ class Images:
     # ------------------------------------------------------------ what they are
 
     def __len__(self) -> int:
-        return int(self.pixels.shape[0] if self.rows is None else self.rows.shape[0])
+        if self._excluded is not None:
+            return int(self.pixels.shape[0]) - len(self._excluded)
+        return int(self.pixels.shape[0] if self._rows is None else self._rows.shape[0])
+
+    @property
+    def rows(self) -> torch.Tensor | None:
+        """The rows of `pixels` these images are (None: all of them)."""
+        if self._excluded is not None:
+            self._rows = others(int(self.pixels.shape[0]), self._excluded)
+            self._excluded = None
+        return self._rows
 
     def __repr__(self) -> str:
         kind = f"mapped from {self.file}" if self.mapped else f"in memory on {self.device}"
@@ -262,6 +277,14 @@ class Images:
         """The images at `positions`, sharing these pixels (nothing is copied)."""
         rows = self._storage_rows(self._positions(positions))
         return Images(self.pixels, rows, self.where, self.file, self._checked)
+
+    def without(self, positions: torch.Tensor) -> Images:
+        """All the images but those at `positions` (distinct), in their order, sharing these
+        pixels. Of all the images, the rows kept are listed only when first read: a run that
+        uses only its test split never makes the training split's list."""
+        if self.rows is not None:
+            return self.take(others(len(self), positions))
+        return Images(self.pixels, None, self.where, self.file, self._checked, positions)
 
     def to(self, device: torch.device | str) -> Images:
         """These images with their stored pixels on `device` (in the stored type)."""

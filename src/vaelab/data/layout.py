@@ -19,7 +19,7 @@ import torch
 from vaelab.config import DataConfig
 from vaelab.data.dataset import Dataset, class_names_for
 from vaelab.data.images import Images, pixel_storage
-from vaelab.data.splits import split_indices
+from vaelab.data.splits import held_out, others
 from vaelab.errors import VaelabError
 
 log = logging.getLogger("vaelab.data")
@@ -224,10 +224,11 @@ def build_dataset(
     names = _class_names(train, test, config, class_names)
     train_images, train_labels = train.images(), train.labels
     if test is None:
-        kept, held = split_indices(len(train_images), config.test_split, config.split_seed,
-                                   "test_split")  # fmt: skip
+        total = len(train_images)
+        held = held_out(total, config.test_split, config.split_seed, "test_split")
         test_images, test_labels = train_images.take(held), _rows(train_labels, held)
-        train_images, train_labels = train_images.take(kept), _rows(train_labels, kept)
+        train_images = train_images.without(held)
+        train_labels = None if train_labels is None else _rows(train_labels, others(total, held))
     else:
         test_images, test_labels = test.images(), test.labels
     channels, height, width = train.shape

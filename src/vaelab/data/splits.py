@@ -26,11 +26,22 @@ def split_indices(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(kept, held out) row indices, each in ascending order; which rows are held out follows
     from `seed` alone (a permutation of `total` drawn from its own generator)."""
+    held = held_out(total, size, seed, name)
+    return others(total, held), held
+
+
+def held_out(total: int, size: float, seed: int, name: str) -> torch.Tensor:
+    """The held-out rows of `split_indices`, alone (the kept ones are all the others)."""
     held_count = split_count(total, size, name)
     order = torch.randperm(total, generator=torch.Generator().manual_seed(seed))
-    held = order[:held_count].sort().values
-    kept = order[held_count:].sort().values
-    return kept, held
+    return order[:held_count].sort().values
+
+
+def others(total: int, rows: torch.Tensor) -> torch.Tensor:
+    """The rows of `range(total)` not in `rows`, in ascending order."""
+    keep = torch.ones(total, dtype=torch.bool)
+    keep[rows] = False
+    return keep.nonzero().flatten()
 
 
 def take(
