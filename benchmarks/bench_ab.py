@@ -29,8 +29,10 @@ THIS_SRC = HERE.parent / "src"
 def run(src: Path, epochs: int, work: Path, name: str) -> list[dict[str, str]]:
     """Train the tutorial's run with vaelab from `src`; its metrics.csv rows."""
     env = {**os.environ, "PYTHONPATH": str(src)}
-    command = [sys.executable, "-m", "vaelab", "train", "--epochs", str(epochs), "--name", name,
-               "--runs-dir", str(work), "--no-plots", "--no-tensorboard", "--overwrite"]  # fmt: skip
+    command = [
+        sys.executable, "-m", "vaelab", "train", "--epochs", str(epochs), "--name", name,
+        "--runs-dir", str(work), "--no-plots", "--no-tensorboard", "--overwrite",
+    ]  # fmt: skip
     subprocess.run(command, env=env, check=True, capture_output=True)
     with open(work / name / "metrics.csv", newline="") as handle:
         return list(csv.DictReader(handle))
