@@ -2,16 +2,14 @@
 64x64 images in a .npy file, vaelab beside a plain PyTorch loop that memory-maps the same file
 (benchmarks/scale_reference.py); streaming's throughput beside the data held in memory; a
 prepared folder's second start; and evaluate, report and serve on a large run beside a small
-one; and a 200,000-image run trained, evaluated, reported and served. Writes
-benchmarks/results/scale-<time>.json and prints the tables.
-
-Private memory is the proportional anonymous and shared-memory pages (Pss_Anon + Pss_Shmem of
-/proc/PID/smaps_rollup) summed over the process and its children (DataLoader workers), sampled
-every 10 ms: pages of a mapped file, which the kernel can drop, do not count; pages a forked
-worker shares with its parent count once.
+one; and a 200,000-image run trained, evaluated, reported and served. Part "cold" starts both
+sides on the largest file after dropping its pages from the page cache, and gathers 2,000 random
+images of it cold with and without vaelab's random-read hint. Writes
+benchmarks/results/scale-<time>.json and prints the tables. Private memory: see
+process_memory.py.
 
 python benchmarks/bench_scale.py [--sizes 20000,100000,200000,1000000] [--steps 30]
-    [--data-dir /tmp/vaelab-scale] [--parts memory,throughput,folder,runs,end-to-end]
+    [--data-dir /tmp/vaelab-scale] [--parts memory,cold,throughput,folder,runs,end-to-end]
 """
 
 from __future__ import annotations
@@ -26,96 +24,19 @@ import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 from bench_train import machine
+from process_memory import Sampler, sampled
 from records import write_record
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SIDE = 64
 _BLOCK = 20_000
-
-
-# ---------------------------------------------------------------- memory of a process tree
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return found
-    for task in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{task}/children") as handle:
-                found += [int(c) for c in handle.read().split()]
-        except OSError:
-            continue
-    return found
-
-
-def process_tree(pid: int) -> list[int]:
-    """`pid` and its descendants."""
-    tree, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        tree.append(current)
-        todo += _children(current)
-    return tree
-
-
-def private_bytes(pid: int) -> tuple[int, int]:
-    """(Pss_Anon + Pss_Shmem, RssAnon) of one process in bytes; (0, 0) once it is gone."""
-    values = {}
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as handle:
-            for line in handle:
-                name, _, rest = line.partition(":")
-                if name in ("Pss_Anon", "Pss_Shmem", "Anonymous"):
-                    values[name] = int(rest.split()[0]) * 1024
-    except OSError:
-        return 0, 0
-    return values.get("Pss_Anon", 0) + values.get("Pss_Shmem", 0), values.get("Anonymous", 0)
-
-
-class Sampler(threading.Thread):
-    """Samples the private memory of a process tree until stopped; keeps the peaks."""
-
-    def __init__(self, pid: int, every: float = 0.01) -> None:
-        super().__init__(daemon=True)
-        self.pid, self.every = pid, every
-        self.peak_private = self.peak_anon = 0
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        while not self.done.is_set():
-            totals = [private_bytes(p) for p in process_tree(self.pid)]
-            self.peak_private = max(self.peak_private, sum(t[0] for t in totals))
-            self.peak_anon = max(self.peak_anon, sum(t[1] for t in totals))
-            time.sleep(self.every)
-
-
-def sampled(
-    command: list[str], cwd: Path = ROOT, env: dict[str, str] | None = None
-) -> tuple[str, Sampler]:
-    """Run `command` to its end, sampling its memory; its stdout and the sampler's peaks."""
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
-        env={**os.environ, **(env or {})},
-    )  # fmt: skip
-    sampler = Sampler(process.pid)
-    sampler.start()
-    out, err = process.communicate()
-    sampler.done.set()
-    sampler.join()
-    if process.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed:\n{err[-3000:]}")
-    return out, sampler
 
 
 def measured(command: list[str], env: dict[str, str] | None = None) -> dict:
@@ -227,8 +148,8 @@ def throughput_part(count: int, steps: int, data_dir: Path, rounds: int = 2) -> 
     return {"images": count, "rounds": rounds, "step_ms": times, **result}
 
 
-def folder_part(count: int, steps: int, data_dir: Path) -> dict:
-    """A PNG folder's first and second start beside the .npy of the same images."""
+def folder_part(count: int, steps: int, data_dir: Path, repeats: int) -> dict:
+    """A PNG folder's first start, then its later starts and the .npy's alternately."""
     from PIL import Image
 
     npy = rgb_file(data_dir, count)
@@ -245,15 +166,66 @@ def folder_part(count: int, steps: int, data_dir: Path) -> dict:
     shutil.rmtree(cache, ignore_errors=True)
     env = {"VAELAB_CACHE": str(cache)}
     first = measured(python("scale_vaelab.py", folder, "--steps", steps), env)
-    second = measured(python("scale_vaelab.py", folder, "--steps", steps), env)
-    as_npy = measured(python("scale_vaelab.py", npy, "--steps", steps))
+    runs: dict[str, list[dict]] = {"later_use": [], "npy": []}
+    for _ in range(repeats):
+        runs["later_use"].append(measured(python("scale_vaelab.py", folder, "--steps", steps), env))
+        runs["npy"].append(measured(python("scale_vaelab.py", npy, "--steps", steps)))
+    later, as_npy = medians(runs["later_use"]), medians(runs["npy"])
     print(
         f"{count:,}-image PNG folder: first step {first['first_step_s']:.1f} s on first use "
-        f"(preparing), {second['first_step_s']:.2f} s on the second, .npy "
-        f"{as_npy['first_step_s']:.2f} s",
+        f"(preparing), {later['first_step_s']:.2f} s on later ones, .npy "
+        f"{as_npy['first_step_s']:.2f} s ({later['first_step_s'] / as_npy['first_step_s']:.2f}x)",
         flush=True,
     )
-    return {"images": count, "first_use": first, "second_use": second, "npy": as_npy}
+    return {"images": count, "first_use": first, "runs": runs, "later_use": later, "npy": as_npy}
+
+
+def evict(path: Path) -> None:
+    """Drop the file's pages from the page cache (those no process maps)."""
+    handle = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(handle, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(handle)
+
+
+def cold_gather(path: Path, rows: int, hinted: bool, seed: int) -> float:
+    """Seconds to gather `rows` random images of the mapped file, none in the page cache, with
+    or without vaelab's random-read hint."""
+    from vaelab.data.pagecache import read_at_random
+
+    evict(path)
+    images = np.load(path, mmap_mode="r")
+    chosen = np.sort(np.random.default_rng(seed).choice(len(images), rows, replace=False))
+    if hinted:
+        read_at_random(images)
+    started = time.perf_counter()
+    np.ascontiguousarray(images[chosen])
+    return time.perf_counter() - started
+
+
+def cold_part(count: int, steps: int, data_dir: Path, repeats: int) -> dict:
+    """A file none of which is in the page cache: the first step of the reference and of vaelab,
+    each started after dropping the file's pages, and a gather of 2,000 random images from it."""
+    path = rgb_file(data_dir, count)
+    runs: dict[str, list[dict]] = {"reference": [], "vaelab": []}
+    gathers: dict[str, list[float]] = {"default": [], "read_at_random": []}
+    for repeat in range(repeats):
+        for side, script in (("reference", "scale_reference.py"), ("vaelab", "scale_vaelab.py")):
+            evict(path)
+            runs[side].append(measured(python(script, path, "--steps", steps)))
+        for name in gathers:
+            gathers[name].append(cold_gather(path, 2000, name == "read_at_random", repeat))
+    row = {"images": count, "file_gib": path.stat().st_size / 2**30, "runs": runs,
+           **{side: medians(values) for side, values in runs.items()},
+           "gather_2000_s": {name: statistics.median(v) for name, v in gathers.items()},
+           "gathers": gathers}  # fmt: skip
+    print("from a cold page cache:", end=" ")
+    print_row(row)
+    print(f"  2,000 random images gathered cold: {row['gather_2000_s']['default']:.2f} s with the "
+          f"default read-around, {row['gather_2000_s']['read_at_random']:.2f} s read at random",
+          flush=True)  # fmt: skip
+    return row
 
 
 def grey_file(folder: Path, count: int) -> Path:
@@ -372,7 +344,7 @@ def main() -> None:
     parser.add_argument("--folder-images", type=int, default=20_000)
     parser.add_argument("--run-sizes", default="60000,600000")
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/vaelab-scale"))
-    parser.add_argument("--parts", default="memory,throughput,folder,runs,end-to-end")
+    parser.add_argument("--parts", default="memory,cold,throughput,folder,runs,end-to-end")
     parser.add_argument("--end-to-end-images", type=int, default=200_000)
     args = parser.parse_args()
     parts = set(args.parts.split(","))
@@ -381,16 +353,17 @@ def main() -> None:
     compileall.compile_dir(ROOT / "src" / "vaelab", quiet=1)
     record: dict = {"machine": machine(), "python": platform.python_version(),
                     "steps": args.steps}  # fmt: skip
+    sizes = [int(n) for n in args.sizes.split(",")]
     if "memory" in parts:
-        record["memory"] = memory_part(
-            [int(n) for n in args.sizes.split(",")], args.steps, args.data_dir, args.repeats
-        )
+        record["memory"] = memory_part(sizes, args.steps, args.data_dir, args.repeats)
     if "throughput" in parts:
         record["throughput"] = throughput_part(
             args.throughput_images, args.throughput_steps, args.data_dir, args.rounds
         )
     if "folder" in parts:
-        record["folder"] = folder_part(args.folder_images, args.steps, args.data_dir)
+        record["folder"] = folder_part(args.folder_images, args.steps, args.data_dir, args.repeats)
+    if "cold" in parts:
+        record["cold"] = cold_part(max(sizes), args.steps, args.data_dir, args.repeats)
     if "runs" in parts:
         record["runs"] = runs_part([int(n) for n in args.run_sizes.split(",")], args.data_dir)
     if "end-to-end" in parts:

@@ -23,6 +23,7 @@ import torch
 
 from vaelab._io import MiB
 from vaelab._resources import require_memory
+from vaelab.data.pagecache import read_at_random, will_read
 from vaelab.data.splits import others
 from vaelab.errors import VaelabError
 
@@ -105,7 +106,9 @@ class Images:
         self.where = where
         self.file = file
         self._checked = checked or pixels.dtype not in _FLOATS
-        if not self.mapped:
+        if self.mapped:
+            read_at_random(pixels)
+        else:
             self.check()  # in memory already: checking costs one pass and nothing else
 
     @classmethod
@@ -220,6 +223,8 @@ class Images:
         positions = self._positions(index)
         if isinstance(positions, slice) and self.rows is None:
             block = self.pixels[positions]
+            if self.mapped:
+                will_read(block)
         else:
             rows = self._storage_rows(positions)
             _require_gather_memory(len(rows) * self.dim * self.pixels.element_size(), self.where)
@@ -329,6 +334,8 @@ class Images:
                 gathered = torch.index_select(self.pixels, 0, chosen.to(self.pixels.device))
                 yield gathered.reshape(len(chosen), self.dim)
             elif rows is None:
+                if self.mapped:
+                    will_read(array[block])
                 yield np.ascontiguousarray(array[block]).reshape(-1, self.dim)
             else:  # indexing, not np.take: that copies a strided array whole before taking
                 taken = array[rows[block].numpy()]
