@@ -278,27 +278,35 @@ def served(run: Path, cwd: Path) -> dict:
     return {"seconds": ready, "peak_private_mib": sampler.peak_private / 2**20}
 
 
-def runs_part(sizes: list[int], data_dir: Path) -> list[dict]:
-    """evaluate --images 10, report and serve on runs of `sizes` images (10,000 held out)."""
+def runs_part(sizes: list[int], data_dir: Path, repeats: int) -> list[dict]:
+    """evaluate --images 10, report and serve on runs of `sizes` images (10,000 held out): the
+    runs trained first, then measured in turn `repeats` times; medians of each."""
     work = data_dir / "runs-work"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    rows = []
+    runs = {}
     for count in sizes:
         name = f"r{count}"
-        path = grey_file(data_dir, count)
-        train = _vaelab("train", "--data", path, "--test-split", 10000, "--epochs", 1,
-                        "--hidden", "64,32", "--name", name, "--no-plots", "--no-tensorboard",
-                        "--device", "cpu")  # fmt: skip
+        train = _vaelab("train", "--data", grey_file(data_dir, count), "--test-split", 10000,
+                        "--epochs", 1, "--hidden", "64,32", "--name", name, "--no-plots",
+                        "--no-tensorboard", "--device", "cpu")  # fmt: skip
         subprocess.run(train, cwd=work, check=True, capture_output=True)
-        run = work / "runs" / name
-        row = {
-            "images": count,
-            "evaluate": timed_command(_vaelab("evaluate", run, "--images", 10,
-                                              "--iw-samples", 100, "--device", "cpu"), work),
-            "report": timed_command(_vaelab("report", run), work),
-            "serve": served(run, work),
-        }  # fmt: skip
+        runs[count] = work / "runs" / name
+    measures: dict[int, dict[str, list[dict]]] = {n: {} for n in sizes}
+    for _ in range(repeats):
+        for count, run in runs.items():
+            taken = {
+                "evaluate": timed_command(_vaelab("evaluate", run, "--images", 10,
+                                                  "--iw-samples", 100, "--device", "cpu"), work),
+                "report": timed_command(_vaelab("report", run), work),
+                "serve": served(run, work),
+            }  # fmt: skip
+            for command, measure in taken.items():
+                measures[count].setdefault(command, []).append(measure)
+    rows = []
+    for count in sizes:
+        row = {"images": count, "runs": measures[count],
+               **{command: medians(m) for command, m in measures[count].items()}}  # fmt: skip
         rows.append(row)
         print(
             f"{count:>9,}-image run: evaluate {row['evaluate']['seconds']:.1f} s "
@@ -365,7 +373,9 @@ def main() -> None:
     if "cold" in parts:
         record["cold"] = cold_part(max(sizes), args.steps, args.data_dir, args.repeats)
     if "runs" in parts:
-        record["runs"] = runs_part([int(n) for n in args.run_sizes.split(",")], args.data_dir)
+        record["runs"] = runs_part(
+            [int(n) for n in args.run_sizes.split(",")], args.data_dir, args.repeats
+        )
     if "end-to-end" in parts:
         record["end_to_end"] = end_to_end_part(args.end_to_end_images, args.data_dir)
     write_record(record, "scale")

@@ -10,7 +10,7 @@ import torch
 
 from vaelab.data.images import Images
 from vaelab.data.npyfile import read_npy
-from vaelab.data.pagecache import _byte_span, read_at_random, will_read
+from vaelab.data.pagecache import _byte_span, read_at_random, will_read, will_read_rows
 
 linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise via libc")
 
@@ -76,3 +76,13 @@ def test_hints_on_memory_that_is_not_mapped_change_nothing():
     read_at_random(pixels)
     will_read(pixels)
     assert torch.equal(pixels, torch.arange(96, dtype=torch.uint8).reshape(2, 3, 4, 4))
+
+
+@linux
+def test_will_read_rows_of_a_mapping_reads_nothing_wrong(tmp_path):
+    array = _mapped(tmp_path)
+    expected = np.array(array[[5, 60, 2]])
+    will_read_rows(array, [5, 60, 2])
+    will_read_rows(torch.from_numpy(np.asarray(array)).permute(0, 3, 1, 2), [63, 0])
+    will_read_rows(array[:0], [])
+    assert np.array_equal(array[[5, 60, 2]], expected)

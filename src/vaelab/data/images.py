@@ -23,7 +23,7 @@ import torch
 
 from vaelab._io import MiB
 from vaelab._resources import require_memory
-from vaelab.data.pagecache import read_at_random, will_read
+from vaelab.data.pagecache import read_at_random, will_read, will_read_rows
 from vaelab.data.splits import others
 from vaelab.errors import VaelabError
 
@@ -228,14 +228,21 @@ class Images:
         else:
             rows = self._storage_rows(positions)
             _require_gather_memory(len(rows) * self.dim * self.pixels.element_size(), self.where)
-            block = torch.index_select(self.pixels, 0, rows.to(self.pixels.device))
+            block = self._gathered(rows)
         return block.reshape(len(block), self.dim)
 
     def stored_at(self, positions: torch.Tensor) -> torch.Tensor:
         """The stored pixels at `positions` (int64 in [0, N) on the pixels' device, not checked:
         a permutation's rows) as an n x D tensor. Call `check` once before."""
         rows = positions if self.rows is None else self.rows[positions]
-        return torch.index_select(self.pixels, 0, rows).reshape(len(rows), self.dim)
+        return self._gathered(rows).reshape(len(rows), self.dim)
+
+    def _gathered(self, rows: torch.Tensor) -> torch.Tensor:
+        """The stored pixels of `rows` of `pixels`; from a mapped file, all of the rows' reads
+        are asked for before the gather waits on the first."""
+        if self.mapped:
+            will_read_rows(self.pixels, rows.tolist())
+        return torch.index_select(self.pixels, 0, rows.to(self.pixels.device))
 
     def _position(self, index: int) -> int:
         count = len(self)
@@ -338,7 +345,10 @@ class Images:
                     will_read(array[block])
                 yield np.ascontiguousarray(array[block]).reshape(-1, self.dim)
             else:  # indexing, not np.take: that copies a strided array whole before taking
-                taken = array[rows[block].numpy()]
+                chosen_rows = rows[block].numpy()
+                if self.mapped:
+                    will_read_rows(array, chosen_rows.tolist())
+                taken = array[chosen_rows]
                 yield taken.reshape(len(taken), self.dim)
 
     def _numpy_view(self) -> np.ndarray | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import mmap
 import sys
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -35,6 +36,25 @@ def will_read(pixels: torch.Tensor | np.ndarray) -> bool:
     """Ask the kernel to start reading the mapped memory of `pixels` into the page cache now.
     Whether the kernel took the hint."""
     return _advise(pixels, _WILLNEED)
+
+
+def will_read_rows(pixels: torch.Tensor | np.ndarray, rows: Sequence[int]) -> None:
+    """Ask the kernel to start reading the given rows of the mapped `pixels` now, all at once:
+    the reads of a batch of random rows then wait on the disk together, not one after another."""
+    if _LIBC is None or _WILLNEED is None or len(pixels) == 0:
+        return
+    span = _byte_span(pixels[0])
+    if span is None:
+        return
+    stride = pixels.stride(0) * pixels.element_size() if isinstance(pixels, torch.Tensor) else (
+        pixels.strides[0]
+    )  # fmt: skip
+    low, high = span
+    for row in rows:
+        start = low + int(row) * stride
+        aligned = start - start % mmap.PAGESIZE
+        _LIBC.madvise(ctypes.c_void_p(aligned), ctypes.c_size_t(high - low + start - aligned),
+                      _WILLNEED)  # fmt: skip
 
 
 def _advise(pixels: torch.Tensor | np.ndarray, advice: int | None) -> bool:
