@@ -3,13 +3,13 @@
 (benchmarks/scale_reference.py); streaming's throughput beside the data held in memory; a
 prepared folder's second start; and evaluate, report and serve on a large run beside a small
 one; and a 200,000-image run trained, evaluated, reported and served. Part "cold" starts both
-sides on the largest file after dropping its pages from the page cache, and gathers 2,000 random
-images of it cold with and without vaelab's random-read hint. Writes
-benchmarks/results/scale-<time>.json and prints the tables. Private memory: see
+sides on the largest file after dropping its pages from the page cache; part "gather" gathers
+2,000 random images of it cold, with the kernel's default read-around and with vaelab's
+hints. Writes benchmarks/results/scale-<time>.json and prints the tables. Private memory: see
 process_memory.py.
 
 python benchmarks/bench_scale.py [--sizes 20000,100000,200000,1000000] [--steps 30]
-    [--data-dir /tmp/vaelab-scale] [--parts memory,cold,throughput,folder,runs,end-to-end]
+    [--data-dir /tmp/vaelab-scale] [--parts memory,cold,gather,throughput,folder,runs,end-to-end]
 """
 
 from __future__ import annotations
@@ -189,43 +189,56 @@ def evict(path: Path) -> None:
         os.close(handle)
 
 
-def cold_gather(path: Path, rows: int, hinted: bool, seed: int) -> float:
-    """Seconds to gather `rows` random images of the mapped file, none in the page cache, with
-    or without vaelab's random-read hint."""
-    from vaelab.data.pagecache import read_at_random
+def cold_gather(path: Path, rows: int, hint: str, seed: int) -> float:
+    """Seconds to gather `rows` random images of the mapped file, none in the page cache, in
+    blocks of 341 (4 MiB) as a fingerprint does: with the kernel's default read-around
+    (`hint` "default"), marked as read at random ("read_at_random"), and with each block's
+    rows also asked for at once before the gather ("rows_asked_ahead", what vaelab does)."""
+    from vaelab.data.pagecache import read_at_random, will_read_rows
 
     evict(path)
     images = np.load(path, mmap_mode="r")
-    chosen = np.sort(np.random.default_rng(seed).choice(len(images), rows, replace=False))
-    if hinted:
+    chosen = np.random.default_rng(seed).choice(len(images), rows, replace=False)
+    if hint != "default":
         read_at_random(images)
     started = time.perf_counter()
-    np.ascontiguousarray(images[chosen])
+    for first in range(0, rows, 341):
+        block = chosen[first : first + 341]
+        if hint == "rows_asked_ahead":
+            will_read_rows(images, block.tolist())
+        np.ascontiguousarray(images[block])
     return time.perf_counter() - started
 
 
 def cold_part(count: int, steps: int, data_dir: Path, repeats: int) -> dict:
     """A file none of which is in the page cache: the first step of the reference and of vaelab,
-    each started after dropping the file's pages, and a gather of 2,000 random images from it."""
+    each started after dropping the file's pages."""
     path = rgb_file(data_dir, count)
     runs: dict[str, list[dict]] = {"reference": [], "vaelab": []}
-    gathers: dict[str, list[float]] = {"default": [], "read_at_random": []}
-    for repeat in range(repeats):
+    for _ in range(repeats):
         for side, script in (("reference", "scale_reference.py"), ("vaelab", "scale_vaelab.py")):
             evict(path)
             runs[side].append(measured(python(script, path, "--steps", steps)))
-        for name in gathers:
-            gathers[name].append(cold_gather(path, 2000, name == "read_at_random", repeat))
     row = {"images": count, "file_gib": path.stat().st_size / 2**30, "runs": runs,
-           **{side: medians(values) for side, values in runs.items()},
-           "gather_2000_s": {name: statistics.median(v) for name, v in gathers.items()},
-           "gathers": gathers}  # fmt: skip
+           **{side: medians(values) for side, values in runs.items()}}  # fmt: skip
     print("from a cold page cache:", end=" ")
     print_row(row)
-    print(f"  2,000 random images gathered cold: {row['gather_2000_s']['default']:.2f} s with the "
-          f"default read-around, {row['gather_2000_s']['read_at_random']:.2f} s read at random",
-          flush=True)  # fmt: skip
     return row
+
+
+def gather_part(count: int, data_dir: Path, repeats: int) -> dict:
+    """2,000 random images gathered from a file none of which is in the page cache, each way."""
+    path = rgb_file(data_dir, count)
+    gathers: dict[str, list[float]] = {"default": [], "read_at_random": [], "rows_asked_ahead": []}
+    for repeat in range(repeats):
+        for name in gathers:
+            gathers[name].append(cold_gather(path, 2000, name, repeat))
+    seconds = {name: statistics.median(values) for name, values in gathers.items()}
+    print(f"2,000 random images of {count:,} gathered cold: {seconds['default']:.2f} s with the "
+          f"default read-around, {seconds['read_at_random']:.2f} s read at random, "
+          f"{seconds['rows_asked_ahead']:.2f} s with each block's rows asked for at once",
+          flush=True)  # fmt: skip
+    return {"images": count, "seconds": seconds, "gathers": gathers}
 
 
 def grey_file(folder: Path, count: int) -> Path:
@@ -345,14 +358,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="20000,100000,200000,1000000")
     parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--throughput-steps", type=int, default=60)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--throughput-images", type=int, default=200_000)
     parser.add_argument("--folder-images", type=int, default=20_000)
     parser.add_argument("--run-sizes", default="60000,600000")
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/vaelab-scale"))
-    parser.add_argument("--parts", default="memory,cold,throughput,folder,runs,end-to-end")
+    parser.add_argument("--parts", default="memory,cold,gather,throughput,folder,runs,end-to-end")
     parser.add_argument("--end-to-end-images", type=int, default=200_000)
     args = parser.parse_args()
     parts = set(args.parts.split(","))
@@ -372,6 +385,8 @@ def main() -> None:
         record["folder"] = folder_part(args.folder_images, args.steps, args.data_dir, args.repeats)
     if "cold" in parts:
         record["cold"] = cold_part(max(sizes), args.steps, args.data_dir, args.repeats)
+    if "gather" in parts:
+        record["gather"] = gather_part(max(sizes), args.data_dir, args.repeats)
     if "runs" in parts:
         record["runs"] = runs_part(
             [int(n) for n in args.run_sizes.split(",")], args.data_dir, args.repeats

@@ -1,11 +1,12 @@
 """How mapped pixels are read from a file: hints to the kernel's page cache.
 
 A mapped file is read by page faults. By default each fault also reads the pages around it,
-which suits a file read in order and ruins one read at random: gathering 2,000 random 12 KB
-images of a 12 GB file not yet in the page cache took 5.3 s with the default read-around and
-0.45 s with `MADV_RANDOM` (benchmarks/bench_scale.py, part "cold"). So the pixels of a mapped
-file are marked as read at random (training batches, test rows), and a pass that reads a range
-in order (a fingerprint, a copy into memory) asks for that range ahead (`MADV_WILLNEED`).
+which suits a file read in order and ruins one read at random, where each fault then waits on
+the disk in turn. So the pixels of a mapped file are marked as read at random (training
+batches, test rows), the rows of a gather are all asked for before it waits on the first, and a
+pass that reads a range in order (a fingerprint, a copy into memory) asks for that range ahead.
+`python benchmarks/bench_scale.py --parts gather` measures a gather of 2,000 random images from a
+12 GB file none of which is in the page cache, three ways.
 
 These are hints: where the system has no `madvise` they do nothing, and a refusal changes
 nothing but speed.
