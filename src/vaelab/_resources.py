@@ -28,10 +28,10 @@ def _read_small(path: Path) -> str | None:
         return None
 
 
-def _meminfo_available() -> int | None:
-    text = _read_small(_MEMINFO)
-    for line in (text or "").splitlines():
-        if line.startswith("MemAvailable:"):
+def _meminfo(field: str) -> int | None:
+    """Bytes of one /proc/meminfo field (`MemAvailable`, `MemTotal`), or None."""
+    for line in (_read_small(_MEMINFO) or "").splitlines():
+        if line.startswith(f"{field}:"):
             parts = line.split()
             if len(parts) >= 2 and parts[1].isdigit():
                 return int(parts[1]) * 1024
@@ -48,34 +48,33 @@ def _cgroup_dir() -> Path | None:
     return None
 
 
+def _cgroup_number(folder: Path, name: str) -> int | None:
+    """A number of this cgroup's memory controller (None: 'max', or no controller)."""
+    text = (_read_small(folder / name) or "").strip()
+    return int(text) if text.isdigit() else None
+
+
 def _cgroup_headroom() -> int | None:
     folder = _cgroup_dir()
     if folder is None:
         return None
-    most = (_read_small(folder / "memory.max") or "").strip()
-    used = (_read_small(folder / "memory.current") or "").strip()
-    if not most.isdigit() or not used.isdigit():
-        return None  # 'max' (no limit) or no memory controller
-    return max(int(most) - int(used), 0)
+    most, used = _cgroup_number(folder, "memory.max"), _cgroup_number(folder, "memory.current")
+    if most is None or used is None:
+        return None
+    return max(most - used, 0)
 
 
 def total_memory() -> int | None:
     """Bytes of memory this machine (or the process's control group, when smaller) has."""
-    text = _read_small(_MEMINFO) or ""
-    total = next(
-        (int(line.split()[1]) * 1024 for line in text.splitlines()
-         if line.startswith("MemTotal:") and line.split()[1].isdigit()),
-        None,
-    )  # fmt: skip
     folder = _cgroup_dir()
-    limit = (_read_small(folder / "memory.max") or "").strip() if folder else ""
-    known = [n for n in (total, int(limit) if limit.isdigit() else None) if n is not None]
+    limit = None if folder is None else _cgroup_number(folder, "memory.max")
+    known = [n for n in (_meminfo("MemTotal"), limit) if n is not None]
     return min(known) if known else None
 
 
 def available_memory() -> int | None:
     """Bytes this process can still allocate, or None where the system does not say."""
-    known = [n for n in (_meminfo_available(), _cgroup_headroom()) if n is not None]
+    known = [n for n in (_meminfo("MemAvailable"), _cgroup_headroom()) if n is not None]
     return min(known) if known else None
 
 

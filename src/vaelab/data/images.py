@@ -341,9 +341,10 @@ class Images:
                 gathered = torch.index_select(self.pixels, 0, chosen.to(self.pixels.device))
                 yield gathered.reshape(len(chosen), self.dim)
             elif rows is None:
+                view = array[block]
                 if self.mapped:
-                    will_read(array[block])
-                yield np.ascontiguousarray(array[block]).reshape(-1, self.dim)
+                    will_read(view)
+                yield np.ascontiguousarray(view).reshape(-1, self.dim)
             else:  # indexing, not np.take: that copies a strided array whole before taking
                 chosen_rows = rows[block].numpy()
                 if self.mapped:

@@ -42,30 +42,29 @@ def will_read(pixels: torch.Tensor | np.ndarray) -> bool:
 def will_read_rows(pixels: torch.Tensor | np.ndarray, rows: Sequence[int]) -> None:
     """Ask the kernel to start reading the given rows of the mapped `pixels` now, all at once:
     the reads of a batch of random rows then wait on the disk together, not one after another."""
-    if _LIBC is None or _WILLNEED is None or len(pixels) == 0:
-        return
-    span = _byte_span(pixels[0])
-    if span is None:
+    span = None if len(pixels) == 0 else _byte_span(pixels[0])
+    if _LIBC is None or _WILLNEED is None or span is None:
         return
     stride = pixels.stride(0) * pixels.element_size() if isinstance(pixels, torch.Tensor) else (
         pixels.strides[0]
     )  # fmt: skip
     low, high = span
     for row in rows:
-        start = low + int(row) * stride
-        aligned = start - start % mmap.PAGESIZE
-        _LIBC.madvise(ctypes.c_void_p(aligned), ctypes.c_size_t(high - low + start - aligned),
-                      _WILLNEED)  # fmt: skip
+        _madvise(low + int(row) * stride, high + int(row) * stride, _WILLNEED)
 
 
 def _advise(pixels: torch.Tensor | np.ndarray, advice: int | None) -> bool:
     span = _byte_span(pixels)
     if _LIBC is None or advice is None or span is None:
         return False
-    low, high = span
-    start = low - low % mmap.PAGESIZE  # madvise takes a page-aligned start
-    done = _LIBC.madvise(ctypes.c_void_p(start), ctypes.c_size_t(high - start), advice)
-    return done == 0
+    return _madvise(*span, advice)
+
+
+def _madvise(low: int, high: int, advice: int) -> bool:
+    """madvise over the bytes [low, high), from the start of the page holding `low`."""
+    assert _LIBC is not None
+    start = low - low % mmap.PAGESIZE
+    return _LIBC.madvise(ctypes.c_void_p(start), ctypes.c_size_t(high - start), advice) == 0
 
 
 def _byte_span(pixels: torch.Tensor | np.ndarray) -> tuple[int, int] | None:
