@@ -44,7 +44,7 @@ from vaelab.training.checkpoint import (
 from vaelab.training.distributed import resolve_device
 from vaelab.training.epoch import make_optimizer, make_scheduler, train_epoch
 from vaelab.training.guard import RunGuard, TrainingInterrupted
-from vaelab.training.loop import run_layout
+from vaelab.training.start import run_layout
 from vaelab.training.precision import resolve_precision
 
 

@@ -31,7 +31,7 @@ from vaelab.training import train
 from vaelab.training.checkpoint import METADATA_KEY, Trainables, load_checkpoint, run_identity
 from vaelab.training.epoch import make_optimizer, make_scheduler
 from vaelab.training.guard import RunGuard, TrainingInterrupted
-from vaelab.training.loop import run_layout
+from vaelab.training.start import run_layout
 
 
 def snapshot(root: Path) -> dict[str, bytes]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -146,3 +147,15 @@ def barrier(world: World) -> None:
     """Wait for every rank (a no-op in a single process)."""
     if world.distributed:
         dist.barrier()
+
+
+def lost_ranks_message(world: World, run_dir: str | Path | None, error: Exception) -> str:
+    """One line for a collective that failed: another rank died or stopped answering."""
+    detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    kept = ""
+    if run_dir is not None:
+        kept = f"; the last checkpoint in {run_dir} is kept (resume=True continues it)"
+    return (
+        f"rank {world.rank} of {world.size}: lost contact with the other ranks (one stopped or "
+        f"timed out: {detail[:200]}){kept}"
+    )

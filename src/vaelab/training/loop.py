@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import platform
 import time
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack, closing
-from dataclasses import asdict, fields, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from vaelab import rundir
-from vaelab._version import __version__
 from vaelab.config import RunConfig
 from vaelab.data import Dataset, load_dataset
-from vaelab.data.dataset import test_fingerprint
 from vaelab.data.images import Images
 from vaelab.data.loader import make_feed, on_device
 from vaelab.data.model_data import ModelData, model_data
@@ -27,7 +24,6 @@ from vaelab.models.likelihoods import kl_weight
 from vaelab.training.checkpoint import (
     EpochProgress,
     LaterFingerprint,
-    Layout,
     Trainables,
     fingerprint,
     float_fingerprint,
@@ -40,6 +36,7 @@ from vaelab.training.distributed import (
     check_divisible,
     close_world,
     init_world,
+    lost_ranks_message,
     rank_device,
     resolve_device,
 )
@@ -62,55 +59,13 @@ from vaelab.training.guard import RunGuard, check_checkpoint_every
 from vaelab.training.precision import resolve_precision
 from vaelab.training.reporters import EpochLog
 from vaelab.training.selection import best_epoch, selection_record, stopped_early, weights_copy
-
-
-def run_layout(config: RunConfig, train_images: int, steps_per_epoch: int) -> Layout:
-    """The numbers a checkpoint of this run must agree with."""
-    row = {f.name: 0 if f.type == "int" else 0.0 for f in fields(EpochMetrics)}
-    return Layout(config.train.epochs, steps_per_epoch, train_images, row)
-
-
-def _check_fits(config: RunConfig, data: ModelData) -> None:
-    if config.train.batch_size > len(data.train):
-        held = "" if data.val is None else f", after {len(data.val)} held out for validation"
-        raise VaelabError(
-            f"batch_size {config.train.batch_size} is larger than the training set "
-            f"({len(data.train)} images{held})",
-            parameters=("batch_size",),
-        )
-    if config.train.early_stopping and data.val is None:
-        raise VaelabError(
-            "early_stopping needs a validation set to watch: give val_split too",
-            parameters=("early_stopping", "val_split"),
-        )
-
-
-def run_info(
-    config: RunConfig, dataset: Dataset, device: torch.device, data: ModelData | None = None
-) -> dict[str, object]:
-    """What config.json records beside the config itself."""
-    data = data or model_data(dataset, config.data)
-    return {
-        "dataset": {
-            "source": dataset.source,
-            "format": dataset.format,
-            "train_images": len(data.train),
-            "val_images": 0 if data.val is None else len(data.val),
-            "test_images": len(data.test),
-            "image_shape": list(dataset.image_shape),
-            "channels": dataset.channels,
-            "labelled": dataset.labelled,
-            "class_names": list(dataset.class_names),
-            "test_sha256": test_fingerprint(dataset),
-        },
-        "device": str(device),
-        "precision": resolve_precision(config.train.precision, device),
-        "versions": {
-            "vaelab": __version__,
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-        },
-    }
+from vaelab.training.start import (
+    check_fits,
+    check_model_fits,
+    class_count,
+    run_info,
+    run_layout,
+)
 
 
 def train(
@@ -159,19 +114,19 @@ def train(
     dataset.check()
     if model is not None:
         config = replace(config, model=model.config)
-        _check_model_fits(model, dataset)
+        check_model_fits(model, dataset)
     config = replace(
         config,
         model=replace(
             config.model, input_dim=dataset.input_dim, image_shape=dataset.shape,
-            classes=_class_count(config, dataset),
+            classes=class_count(config, dataset),
         ),
         data=config.data.resolved(),  # config.json then names the same files from anywhere
     )  # fmt: skip
     if model is not None:
         model.config = config.model
     prepared = model_data(dataset, config.data)
-    _check_fits(config, prepared)
+    check_fits(config, prepared)
     check_checkpoint_every(checkpoint_every)
     if resume and run_dir is None:
         raise VaelabError("resume=True needs the run_dir to continue", parameters=("resume",))
@@ -360,31 +315,6 @@ def _optional_str(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def _check_model_fits(model: VAE, dataset: Dataset) -> None:
-    if model.config.input_dim != dataset.input_dim:
-        raise VaelabError(
-            f"the model takes {model.config.input_dim} values per image, the data has "
-            f"{dataset.input_dim} ({dataset.channels}x{dataset.image_shape[0]}x"
-            f"{dataset.image_shape[1]}); build it with ModelConfig(input_dim="
-            f"{dataset.input_dim}, image_shape={dataset.shape})",
-            parameters=("model",),
-        )
-
-
-def _class_count(config: RunConfig, dataset: Dataset) -> int:
-    """How many classes a conditional model is built for: the data's; 0 when unconditional."""
-    if not config.model.conditional:
-        return config.model.classes
-    if dataset.train_labels is None:
-        raise VaelabError(
-            f"conditional needs labelled images; {dataset.source} has no labels",
-            parameters=("conditional",),
-        )
-    splits = (dataset.train_labels, dataset.test_labels)
-    highest = max(int(labels.max()) for labels in splits if labels is not None and len(labels))
-    return max(len(dataset.class_names), highest + 1)
-
-
 def _labels_on(
     device: torch.device, prepared: ModelData, config: RunConfig
 ) -> dict[str, torch.Tensor | None]:
@@ -412,15 +342,3 @@ def _pass_metrics(
         f"{split}_reconstruction": terms.reconstruction,
         f"{split}_kld": terms.kld,
     }
-
-
-def lost_ranks_message(world: World, run_dir: str | Path | None, error: Exception) -> str:
-    """One line for a collective that failed: another rank died or stopped answering."""
-    detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    kept = ""
-    if run_dir is not None:
-        kept = f"; the last checkpoint in {run_dir} is kept (resume=True continues it)"
-    return (
-        f"rank {world.rank} of {world.size}: lost contact with the other ranks (one stopped or "
-        f"timed out: {detail[:200]}){kept}"
-    )
