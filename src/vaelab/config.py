@@ -192,19 +192,21 @@ _PATH_FIELDS = ("data_dir", "train_csv", "test_csv", "source", "test_source")
 class DataConfig:
     """Where the images come from and how they are prepared.
 
-    `source` is a path (an image folder, a .npy or .npz file, IDX files, a CSV file) or the name of
-    a built-in dataset; `test_source` a separate test set. Without a source: the built-in
-    `dataset`, from `data_dir` when given, or the tutorial's `train_csv`/`test_csv`.
-    `image_size` (H, W) resizes folder images; `labels` False ignores any labels; `class_names`
-    names the classes; `array_keys` names the .npz arrays (train images, train labels, test
-    images, test labels; or images, labels). A source without a test split is split with
-    `test_split` (a fraction, or a count of images) and `split_seed`; `val_split` holds out that
-    much of the training set for validation, with the same seed. `binarize`: 'none', 'dynamic'
-    (x ~ Bernoulli(pixels) drawn afresh every batch) or 'static' (drawn once from `split_seed`).
-    `loader` says how training batches are read: 'memory' in the training process, 'stream' by
-    `workers` DataLoader workers ahead of the step (0: one fewer than the CPUs, 1 to 4), 'auto'
-    streams images mapped from a file of more than 1 GiB (see `vaelab.data.loader`). Neither
-    changes a number: the batches and their order are the same.
+    `source` is a path (an image folder, a .npy or .npz file, IDX files, a CSV file, Parquet or
+    Arrow files, a Hugging Face dataset saved with `save_to_disk`) or the name of a built-in
+    dataset; `test_source` a separate test set. Without a source: the built-in `dataset`, from
+    `data_dir` when given, or the tutorial's `train_csv`/`test_csv`. `image_size` (H, W) resizes the
+    images of folders and of Parquet and Arrow files; `labels` False ignores any labels;
+    `class_names` names the classes; `array_keys` names the .npz arrays (train images, train labels,
+    test images, test labels; or images, labels); `columns` names the Parquet or Arrow columns (the
+    images, and the labels when given). A source without a test split is split with `test_split` (a
+    fraction, or a count of images) and `split_seed`; `val_split` holds out that much of the
+    training set for validation, with the same seed. `binarize`: 'none', 'dynamic' (x ~
+    Bernoulli(pixels) drawn afresh every batch) or 'static' (drawn once from `split_seed`). `loader`
+    says how training batches are read: 'memory' in the training process, 'stream' by `workers`
+    DataLoader workers ahead of the step (0: one fewer than the CPUs, 1 to 4), 'auto' streams images
+    mapped from a file of more than 1 GiB (see `vaelab.data.loader`). Neither changes a number: the
+    batches and their order are the same.
     """
 
     dataset: str = "fashion-mnist"
@@ -217,6 +219,7 @@ class DataConfig:
     labels: bool = True
     class_names: tuple[str, ...] = ()
     array_keys: tuple[str, ...] = ()
+    columns: tuple[str, ...] = ()
     test_split: float = 0.1
     val_split: float = 0.0
     split_seed: int = 0
@@ -245,7 +248,7 @@ class DataConfig:
         for name in _PATH_FIELDS:
             path = getattr(self, name)
             _require(path is None or _is_path_text(path), f"{name} is not a usable path", name)
-        for name in ("image_size", "class_names", "array_keys"):
+        for name in ("image_size", "class_names", "array_keys", "columns"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         _require(
             not self.image_size
@@ -264,6 +267,11 @@ class DataConfig:
             and len(self.array_keys) in (0, 2, 4),
             "array_keys names 2 arrays (images, labels) or 4 (x_train, y_train, x_test, y_test)",
             "array_keys",
+        )
+        _require(
+            all(isinstance(c, str) and c for c in self.columns) and len(self.columns) in (0, 1, 2),
+            "columns names the image column, or the image column and the label column",
+            "columns",
         )
         _check_split(self.test_split, "test_split", allow_zero=False)
         _check_split(self.val_split, "val_split", allow_zero=True)

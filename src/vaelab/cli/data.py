@@ -34,14 +34,15 @@ def datasets_command() -> None:
 @reading_options
 def prepare_command(
     source: str, test_source: str | None, image_size: tuple[int, ...], no_labels: bool,
-    array_keys: tuple[str, ...],
+    array_keys: tuple[str, ...], columns: tuple[str, ...],
 ) -> None:  # fmt: skip
-    """Decode SOURCE (an image folder, IDX or CSV files, an .npz of compressed arrays) once into
-    the cache ($VAELAB_CACHE, else ~/.cache/vaelab/prepared), from where training, evaluation
-    and the explorer map its images; vaelab train does the same on first use. A source already
-    prepared and unchanged is left as it is."""
+    """Decode SOURCE (an image folder, IDX or CSV files, an .npz of compressed arrays, Parquet or
+    Arrow files, a Hugging Face dataset saved with save_to_disk) once into the cache
+    ($VAELAB_CACHE, else ~/.cache/vaelab/prepared), from where training, evaluation and the
+    explorer map its images; vaelab train does the same on first use. A source already prepared
+    and unchanged is left as it is."""
     config = DataConfig(
         source=source, test_source=test_source, image_size=image_size, labels=not no_labels,
-        array_keys=array_keys,
+        array_keys=array_keys, columns=columns,
     )  # fmt: skip
     click.echo(describe(prepare_source(config, progress=sys.stderr.isatty())))

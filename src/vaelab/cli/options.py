@@ -53,18 +53,24 @@ def parse_split(_ctx: click.Context, _param: click.Parameter, value: str) -> flo
 
 
 def reading_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """--image-size, --no-labels and --npz-keys: how a source's images are read."""
+    """--image-size, --no-labels, --npz-keys and --columns: how a source's images are read."""
     options = [
         click.option(
             "--image-size", default=None, callback=parse_image_size, metavar="HxW",
-            help="Resize folder images to H x W pixels (else images of mixed sizes are "
-            "refused).",
+            help="Resize the images of a folder or of Parquet/Arrow files to H x W pixels (else "
+            "images of mixed sizes are refused).",
         ),
         click.option("--no-labels", is_flag=True, help="Ignore any labels the data has."),
         click.option(
             "--npz-keys", "array_keys", default=None, callback=parse_names, metavar="KEYS",
             help="The .npz arrays to read: X_TRAIN,Y_TRAIN,X_TEST,Y_TEST or IMAGES,LABELS  "
             "[default: x_train/y_train/x_test/y_test, or images/labels]",
+        ),
+        click.option(
+            "--columns", default=None, callback=parse_names, metavar="IMAGE[,LABEL]",
+            help="The Parquet/Arrow columns to read: the images, and the labels  [default: the "
+            "Hugging Face Image and ClassLabel columns, else the one column of image bytes and "
+            "an integer column label or labels]",
         ),
     ]  # fmt: skip
     for option in reversed(options):

@@ -127,8 +127,9 @@ _DATA = DataConfig()
 @device_option(_TRAIN.device)
 @click.option(
     "--data", "source", default=None, metavar="PATH|NAME",
-    help="The training images: an image folder, a .npy or .npz file, IDX files, a CSV file, or a "
-    "built-in dataset's name (vaelab datasets lists them)  [default: fashion-mnist]",
+    help="The training images: an image folder, a .npy or .npz file, IDX files, a CSV file, "
+    "Parquet or Arrow files (a Hugging Face dataset), or a built-in dataset's name (vaelab "
+    "datasets lists them)  [default: fashion-mnist]",
 )  # fmt: skip
 @click.option(
     "--test-data", "test_source", default=None, metavar="PATH",
@@ -349,9 +350,10 @@ def run_config_from_options(
     kl_warmup: int, seed: int, precision: str, device: str, data_dir: Path | None,
     train_csv: Path | None, test_csv: Path | None, source: str | None, test_source: str | None,
     image_size: tuple[int, ...], no_labels: bool, class_names: tuple[str, ...],
-    array_keys: tuple[str, ...], test_split: float, val_split: float, split_seed: int,
-    binarize: str, early_stopping: int, test_each_epoch: str, prior: str = "gaussian",
-    components: int = _MODEL.components, stochastic_layers: int = 1, conditional: bool = False,
+    array_keys: tuple[str, ...], columns: tuple[str, ...], test_split: float, val_split: float,
+    split_seed: int, binarize: str, early_stopping: int, test_each_epoch: str,
+    prior: str = "gaussian", components: int = _MODEL.components, stochastic_layers: int = 1,
+    conditional: bool = False,
     objective: str = "elbo", train_samples: int = 1, backward: str = "auto",
     cuda_graphs: bool = False, loader: str = "auto", workers: int = 0,
 ) -> RunConfig:  # fmt: skip
@@ -366,7 +368,7 @@ def run_config_from_options(
             data_dir=optional_str(data_dir), train_csv=optional_str(train_csv),
             test_csv=optional_str(test_csv), source=source, test_source=test_source,
             image_size=image_size, labels=not no_labels, class_names=class_names,
-            array_keys=array_keys, test_split=test_split, val_split=val_split,
+            array_keys=array_keys, columns=columns, test_split=test_split, val_split=val_split,
             split_seed=split_seed, binarize=binarize, loader=loader, workers=workers,
         ),
         train=TrainConfig(

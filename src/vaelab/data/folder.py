@@ -37,7 +37,10 @@ from vaelab.errors import VaelabError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp",
                   ".pbm", ".pgm", ".ppm", ".pnm")  # fmt: skip
-FORMATS_READ = "image folders, .npy, .npz, IDX, CSV (.csv, .csv.gz) or a built-in dataset name"
+FORMATS_READ = (
+    "image folders, .npy, .npz, IDX, CSV (.csv, .csv.gz), Parquet, Arrow (Hugging Face datasets) "
+    "or a built-in dataset name"
+)
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,10 @@ import os
 import sys
 import warnings
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from multiprocessing import get_context
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -154,7 +155,7 @@ class _Written(_Sink):
 
     def keep(self, chunk: tuple[Path, ...], arrays: list[np.ndarray]) -> None:
         if self.array is None and arrays:
-            self.array = _open_npy(self.out, (self.count, *arrays[0].shape), self.root)
+            self.array = open_npy(self.out, (self.count, *arrays[0].shape), self.root)
         self.shapes += [array.shape for array in arrays]
         if self.array is not None and all(a.shape == self.array.shape[1:] for a in arrays):
             self.array[self.done : self.done + len(arrays)] = np.stack(arrays)
@@ -168,7 +169,7 @@ class _Written(_Sink):
         return torch.from_numpy(self.array)
 
 
-def _open_npy(path: Path, shape: tuple[int, ...], root: Path) -> np.memmap:
+def open_npy(path: Path, shape: tuple[int, ...], root: Path) -> np.memmap:
     """A new uint8 .npy file of `shape` at `path`, mapped for writing; refused in one line when
     the disk cannot hold it."""
     from vaelab._resources import require_disk
@@ -216,14 +217,8 @@ def _decode_in_worker(
 def decode_chunk(files: tuple[Path, ...], size: Size, budget: int) -> Decoded:
     """Decode `files` (C x H x W uint8 each, at most `budget` bytes in all) and say which had
     an alpha channel (their indices)."""
-    from PIL import Image
-
     arrays, alpha, total = [], [], 0
-    with warnings.catch_warnings():
-        # Pillow warns of a decompression bomb below the size where it refuses one, and of damage
-        # it skips over (tags, EXIF data) that may change the pixels: refuse all of these.
-        warnings.simplefilter("error", UserWarning)
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
+    with strict_decoding():
         for i, path in enumerate(files):
             array, had_alpha = decode_image(path, size, budget - total)
             total += array.nbytes
@@ -233,33 +228,53 @@ def decode_chunk(files: tuple[Path, ...], size: Size, budget: int) -> Decoded:
     return arrays, alpha
 
 
+@contextmanager
+def strict_decoding() -> Iterator[None]:
+    """Pillow's warnings of damage raised as errors, for `decode_bytes` to refuse."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        # Pillow warns of a decompression bomb below the size where it refuses one, and of damage
+        # it skips over (tags, EXIF data) that may change the pixels: refuse all of these.
+        warnings.simplefilter("error", UserWarning)
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        yield
+
+
 def decode_image(path: Path, size: tuple[int, ...] | None, budget: int) -> tuple[np.ndarray, bool]:
     """One image file as C x H x W uint8 (1 or 3 channels), resized to `size` (H, W) if given,
     and whether an alpha channel was dropped."""
+    return decode_bytes(read_bytes(path, "an image file", FILE_LIMIT), path, size, budget)
+
+
+def decode_bytes(
+    raw: bytes, where: Path | str, size: tuple[int, ...] | None, budget: int
+) -> tuple[np.ndarray, bool]:
+    """The encoded image `raw` as `decode_image` decodes a file; `where` names it in errors.
+    Call it under `strict_decoding` so that damage Pillow only warns of is refused."""
     from PIL import Image
 
-    raw = read_bytes(path, "an image file", FILE_LIMIT)
     try:
         image = Image.open(io.BytesIO(raw))
         width, height = image.size
         if width * height * len(image.getbands()) > budget:
-            raise too_large(path, f"the decoded image ({width}x{height})", budget)
+            raise too_large(where, f"the decoded image ({width}x{height})", budget)
         image.load()
-        return _pixels(image, path, size)
+        return _pixels(image, where, size)
     except VaelabError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise VaelabError(
-            f"{path}: more than the {Image.MAX_IMAGE_PIXELS:,} pixels Pillow decodes in one "
+            f"{where}: more than the {Image.MAX_IMAGE_PIXELS:,} pixels Pillow decodes in one "
             "image (a decompression bomb?)"
         ) from None
     except Image.UnidentifiedImageError:
         raise VaelabError(
-            f"{path}: not an image Pillow can read (corrupt, or another type of file)"
+            f"{where}: not an image Pillow can read (corrupt, or another type of file)"
         ) from None
     except Exception as exc:  # a decoder given untrusted bytes may raise anything
         reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
-        raise VaelabError(f"{path}: cannot decode the image ({reason})") from None
+        raise VaelabError(f"{where}: cannot decode the image ({reason})") from None
 
 
 def pil_pixels(image: PILImage.Image, where: str) -> np.ndarray:
@@ -269,7 +284,7 @@ def pil_pixels(image: PILImage.Image, where: str) -> np.ndarray:
 
 
 def _pixels(
-    image: PILImage.Image, path: Path, size: tuple[int, ...] | None
+    image: PILImage.Image, path: Path | str, size: tuple[int, ...] | None
 ) -> tuple[np.ndarray, bool]:
     from PIL import Image
 

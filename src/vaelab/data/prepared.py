@@ -1,19 +1,19 @@
 """Sources that must be decoded (image folders, IDX files, CSV files, .npz files with compressed
-arrays) prepared once: their images written as one .npy file in their stored type (uint8 for
-decoded images), with the labels, under the cache folder, and memory-mapped from there on every
-later use while the source is unchanged.
+arrays, Parquet and Arrow files) prepared once: their images written as one .npy file in their
+stored type (uint8 for decoded images), with the labels, under the cache folder, and
+memory-mapped from there on every later use while the source is unchanged.
 
 Each prepared source is a folder ``<cache>/<key>/`` holding ``images.npy`` (the training images,
 then the test images), ``train-labels.npy`` and ``test-labels.npy`` (when labelled) and
 ``manifest.json``: the source files' paths, sizes, modification times and
 SHA-256, and where each split lies in the arrays. The key is a hash of the source's resolved
 paths and the reading options that change the decoded images (`image_size`, `labels`,
-`array_keys`). A source file whose size or time changed, one added or removed, rebuilds it (a
-time changed with the same bytes, by the SHA-256, does not). A preparation is built in a
-temporary folder and renamed into place whole, under a lock: a killed one leaves nothing that is
-later trusted. The cache folder is ``$VAELAB_CACHE``, else ``$XDG_CACHE_HOME/vaelab/prepared``
-(``~/.cache`` by default); where it cannot be written the source is read into memory instead,
-with a note.
+`array_keys`, `columns`). A source file whose size or time changed, one added or removed,
+rebuilds it (a time changed with the same bytes, by the SHA-256, does not). A preparation is
+built in a temporary folder and renamed into place whole, under a lock: a killed one leaves
+nothing that is later trusted. The cache folder is ``$VAELAB_CACHE``, else
+``$XDG_CACHE_HOME/vaelab/prepared`` (``~/.cache`` by default); where it cannot be written the
+source is read into memory instead, with a note.
 """
 
 from __future__ import annotations
@@ -62,8 +62,8 @@ def cache_root() -> Path:
 
 @dataclass(frozen=True)
 class Source:
-    """A source that is read by decoding: its kind ('folder', 'idx', 'csv', 'npz'), its paths,
-    and the reading options that change what it decodes to."""
+    """A source that is read by decoding: its kind ('folder', 'idx', 'csv', 'npz', 'arrow'), its
+    paths, and the reading options that change what it decodes to."""
 
     kind: str
     path: Path
@@ -78,6 +78,8 @@ class Source:
             "image_size": list(self.config.image_size), "labels": self.config.labels,
             "array_keys": list(self.config.array_keys),
         }  # fmt: skip
+        if self.config.columns:  # only when given: the keys of earlier preparations stay valid
+            described["columns"] = list(self.config.columns)
         text = json.dumps(described, sort_keys=True).encode()
         return hashlib.sha256(text).hexdigest()[:_KEY_LENGTH]
 
@@ -92,14 +94,23 @@ class Source:
             from vaelab.data.idx_files import idx_source_files
 
             return idx_source_files(self.path, self.test, self.config)
+        if self.kind == "arrow":
+            from vaelab.data.arrowfile import arrow_files
+
+            return arrow_files(self.path, self.test)
         return [self.path] + ([] if self.test is None else [self.test])
 
     def read(self, out: Path | None, progress: Callable[[int], None] | None) -> SourceSets:
-        """Its sets, decoded (a folder's straight into the .npy file `out` when given)."""
+        """Its sets, decoded (a folder's and a Parquet or Arrow source's straight into the .npy
+        file `out` when given)."""
         if self.kind == "folder":
             from vaelab.data.folder import read_folder
 
             return read_folder(self.path, self.test, self.config, out, progress)
+        if self.kind == "arrow":
+            from vaelab.data.arrowfile import read_arrow
+
+            return read_arrow(self.path, self.test, self.config, out, progress)
         if self.kind == "idx":
             from vaelab.data.idx_files import read_idx_files
 
@@ -307,11 +318,17 @@ def _replace_folder(temp: Path, folder: Path) -> None:
 
 
 def _bar(source: Source, progress: bool) -> Any:
-    if not progress or source.kind != "folder":
+    if not progress or source.kind not in ("folder", "arrow"):
         return None
     from tqdm import tqdm
 
-    return tqdm(total=len(source.files()), desc=f"preparing {source.path.name}", unit="img")
+    if source.kind == "arrow":
+        from vaelab.data.arrowfile import arrow_rows
+
+        total = arrow_rows(source.path, source.test)
+    else:
+        total = len(source.files())
+    return tqdm(total=total, desc=f"preparing {source.path.name}", unit="img")
 
 
 # ---------------------------------------------------------------- reading

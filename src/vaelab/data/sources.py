@@ -1,6 +1,7 @@
 """What `DataConfig.source` names, told from the path itself: a built-in dataset's name, a folder
-of images, a .npy or .npz file, IDX files (a file, or a folder of them) or a CSV file; the test
-source, when given, must be of the same kind."""
+of images, a .npy or .npz file, IDX files (a file, or a folder of them), a CSV file, or Parquet
+or Arrow files (a file, a folder of them, a Hugging Face dataset saved with `save_to_disk`); the
+test source, when given, must be of the same kind."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from vaelab._io import read_error
 from vaelab.config import DataConfig
+from vaelab.data.arrowlayout import holds_tables, is_table_file
 from vaelab.data.dataset import Dataset
 from vaelab.data.folder import FORMATS_READ, IMAGE_SUFFIXES
 from vaelab.errors import VaelabError
@@ -18,7 +20,8 @@ if TYPE_CHECKING:
     from vaelab.data.download import Opener
     from vaelab.data.prepared import Prepared
 
-_FAMILY = {"folder": "an image folder", "arrays": "a NumPy file", "idx": "IDX", "csv": "CSV"}
+_FAMILY = {"folder": "an image folder", "arrays": "a NumPy file", "idx": "IDX", "csv": "CSV",
+           "arrow": "Parquet or Arrow"}  # fmt: skip
 _PROBED = 64  # files of a folder whose first bytes are looked at for an IDX header
 
 
@@ -107,7 +110,8 @@ def compressed_npz(path: Path) -> bool:
 
 
 def source_kind(path: Path, builtin_names: tuple[str, ...] = ()) -> str:
-    """'folder', 'arrays', 'idx' or 'csv': the reader of `path`; else one line naming it."""
+    """'folder', 'arrays', 'idx', 'csv' or 'arrow': the reader of `path`; else one line naming
+    it."""
     if not os.path.lexists(path):
         names = f"; built-in datasets: {', '.join(builtin_names)}" if builtin_names else ""
         raise VaelabError(f"{path}: not found (neither a file, a folder nor a dataset name{names})")
@@ -124,6 +128,8 @@ def _file_kind(path: Path) -> str:
         return "arrays"
     if name.endswith((".csv", ".csv.gz")):
         return "csv"
+    if is_table_file(path.name):
+        return "arrow"
     if name.endswith(IMAGE_SUFFIXES):
         raise VaelabError(f"{path}: is one image; give the folder that holds the images")
     from vaelab.data.idx import is_idx_file
@@ -134,7 +140,8 @@ def _file_kind(path: Path) -> str:
 
 
 def _folder_kind(path: Path) -> str:
-    """'idx' for a folder of IDX files (or torchvision's <root>/<Name>/raw/), else 'folder'."""
+    """'idx' for a folder of IDX files (or torchvision's <root>/<Name>/raw/), 'arrow' for one of
+    Parquet or Arrow files (or a dataset saved by Hugging Face `datasets`), else 'folder'."""
     from vaelab.data.idx import is_idx_file
 
     try:
@@ -145,6 +152,8 @@ def _folder_kind(path: Path) -> str:
     files = [e for e in entries if not e.name.startswith(".") and not e.is_dir()]
     if any(e.name.lower().endswith(IMAGE_SUFFIXES) for e in files):
         return "folder"
+    if holds_tables(path):
+        return "arrow"
     candidates = [Path(e.path) for e in files[:_PROBED]]
     folders = [path, *(Path(e.path) for e in entries if e.is_dir())]  # <Name>/ or <root>/
     for folder in folders:

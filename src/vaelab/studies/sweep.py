@@ -28,7 +28,7 @@ FORMAT = "vaelab-sweep-1"
 # `vaelab train` options a sweep sets itself (the run's folder, its seed, resuming) or that do
 # not change what a run computes: never a --set key.
 _NOT_SWEPT = {"name", "runs_dir", "overwrite", "resume_run", "seed", "checkpoint_every",
-              "no_plots", "dist_timeout_s", "class_names", "array_keys"}  # fmt: skip
+              "no_plots", "dist_timeout_s", "class_names", "array_keys", "columns"}  # fmt: skip
 # Options the sweep chooses for every run: refused among the options passed to `vaelab train`.
 _OWN_OPTIONS = {"name": "--name", "runs_dir": "--runs-dir", "overwrite": "--overwrite",
                 "resume_run": "--resume", "seed": "--seed"}  # fmt: skip

@@ -1,0 +1,507 @@
+"""Parquet files, Arrow files and Hugging Face datasets saved to disk as a source: found by their
+layout, decoded batch by batch into the prepared cache, and every bad input refused in one line."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vaelab.config import DataConfig
+from vaelab.data import load_dataset
+from vaelab.data import prepared as prepared_module
+from vaelab.data.arrowfile import read_arrow
+from vaelab.data.sources import source_kind
+from vaelab.data.splits import split_indices
+from vaelab.errors import VaelabError
+
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+datasets = pytest.importorskip("datasets")
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("VAELAB_CACHE", str(tmp_path / "cache"))
+    datasets.disable_progress_bars()
+
+
+# ---------------------------------------------------------------- data
+
+
+def grey(n: int, height: int = 5, width: int = 4, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, height, width), dtype=np.uint8)
+
+
+def rgb(n: int, height: int = 5, width: int = 4, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, height, width, 3), dtype=np.uint8)
+
+
+def png(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def chw(images: np.ndarray) -> torch.Tensor:
+    """N x H x W (x 3) uint8 images as vaelab holds them, N x C x H x W."""
+    tensor = torch.from_numpy(images)
+    return tensor[:, None] if tensor.ndim == 3 else tensor.permute(0, 3, 1, 2)
+
+
+def hf(images: np.ndarray, labels: list[int] | None = None, names: tuple[str, ...] = ()) -> object:
+    """A Hugging Face Dataset of `images` (an Image column) and `labels` (a ClassLabel of
+    `names`, or plain integers without names)."""
+    features = {"image": datasets.Image()}
+    columns: dict[str, list] = {"image": [Image.fromarray(image) for image in images]}
+    if labels is not None:
+        features["label"] = (
+            datasets.ClassLabel(names=list(names)) if names else datasets.Value("int64")
+        )
+        columns["label"] = labels
+    return datasets.Dataset.from_dict(columns, features=datasets.Features(features))
+
+
+def table(path: Path, row_group_size: int | None = None, **columns: object) -> Path:
+    """A Parquet or Arrow (IPC stream) file of plain columns, without Hugging Face metadata."""
+    data = pa.table(columns)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".parquet":
+        pq.write_table(data, path, row_group_size=row_group_size)
+    else:
+        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, data.schema) as writer:
+            writer.write_table(data, max_chunksize=row_group_size)
+    return path
+
+
+def load(source: Path, **options) -> object:
+    options.setdefault("test_split", 2)
+    return load_dataset(DataConfig(source=str(source), **options))
+
+
+def builds(load_it) -> int:
+    """How many preparations `load_it()` made."""
+    prepared_module.PREPARED_HERE.clear()
+    load_it()
+    return len(prepared_module.PREPARED_HERE)
+
+
+def stored(dataset, split: str = "train") -> torch.Tensor:
+    """The images of a split as stored (uint8), N x C x H x W."""
+    images = getattr(dataset, f"{split}_images")
+    return images.stored().reshape(len(images), *dataset.shape)
+
+
+def every_image(dataset) -> torch.Tensor:
+    """The images of a seeded split put back in their order in the source."""
+    total = len(dataset.train_images) + len(dataset.test_images)
+    kept, held = split_indices(total, len(dataset.test_images), 0, "test_split")
+    images = torch.empty((total, *dataset.shape), dtype=torch.uint8)
+    images[kept] = stored(dataset)
+    images[held] = stored(dataset, "test")
+    return images
+
+
+# ---------------------------------------------------------------- layouts
+
+
+class TestLayouts:
+    def test_a_parquet_file_with_class_labels(self, tmp_path):
+        images, labels = grey(10), [i % 3 for i in range(10)]
+        hf(images, labels, ("cat", "dog", "eel")).to_parquet(tmp_path / "d.parquet")
+        dataset = load(tmp_path / "d.parquet")
+        assert dataset.format == "parquet" and dataset.shape == (1, 5, 4)
+        assert dataset.class_names == ("cat", "dog", "eel")
+        assert torch.equal(every_image(dataset), chw(images))
+        assert dataset.train_images.mapped  # from the prepared copy, not held in memory
+        kept, held = split_indices(10, 2, 0, "test_split")
+        assert dataset.test_labels.tolist() == [labels[i] for i in held.tolist()]
+
+    def test_a_hub_folder_splits_by_file_names(self, tmp_path):
+        train, test = rgb(7, seed=1), rgb(3, seed=2)
+        hub = tmp_path / "data"
+        hf(train, [0, 1] * 3 + [0], ("a", "b")).to_parquet(hub / "train-00000-of-00001.parquet")
+        hf(test, [1, 0, 1], ("a", "b")).to_parquet(hub / "test-00000-of-00001.parquet")
+        (tmp_path / "README.md").write_text("a dataset card")
+        dataset = load(tmp_path)
+        assert torch.equal(stored(dataset), chw(train))
+        assert torch.equal(stored(dataset, "test"), chw(test))
+        assert dataset.test_labels.tolist() == [1, 0, 1] and dataset.class_names == ("a", "b")
+        assert dataset.shape == (3, 5, 4)
+
+    def test_shards_are_read_in_order_and_split_folders_name_splits(self, tmp_path):
+        images = grey(9)
+        for shard, rows in enumerate((slice(0, 5), slice(5, 9))):
+            hf(images[rows]).to_parquet(tmp_path / f"train/{shard:04d}.parquet")
+        hf(grey(2, seed=3)).to_parquet(tmp_path / "test/0000.parquet")
+        dataset = load(tmp_path)
+        assert torch.equal(stored(dataset), chw(images))
+        assert len(dataset.test_images) == 2 and not dataset.labelled
+
+    def test_a_dataset_saved_to_disk(self, tmp_path):
+        images = rgb(8)
+        hf(images, [0, 1] * 4, ("no", "yes")).save_to_disk(tmp_path / "saved")
+        assert source_kind(tmp_path / "saved") == "arrow"
+        dataset = load(tmp_path / "saved")
+        assert dataset.format == "arrow" and dataset.class_names == ("no", "yes")
+        assert torch.equal(every_image(dataset), chw(images))
+
+    def test_a_dataset_dict_saved_to_disk(self, tmp_path, caplog):
+        train, test = grey(6, seed=1), grey(2, seed=2)
+        splits = {
+            "train": hf(train, [0, 1, 2, 0, 1, 2], ("x", "y", "z")),
+            "validation": hf(grey(3, seed=4), [0, 0, 0], ("x", "y", "z")),
+            "test": hf(test, [2, 2], ("x", "y", "z")),
+        }
+        datasets.DatasetDict(splits).save_to_disk(tmp_path / "dict")
+        with caplog.at_level(logging.WARNING, logger="vaelab.data"):
+            dataset = load(tmp_path / "dict")
+        assert torch.equal(stored(dataset), chw(train))
+        assert torch.equal(stored(dataset, "test"), chw(test))
+        assert dataset.test_labels.tolist() == [2, 2] and dataset.class_names == ("x", "y", "z")
+        assert "validation not read" in caplog.text
+
+    def test_one_split_of_a_dataset_dict_and_an_arrow_file(self, tmp_path):
+        datasets.DatasetDict({"train": hf(grey(4)), "test": hf(grey(2))}).save_to_disk(
+            tmp_path / "dict"
+        )
+        assert len(load(tmp_path / "dict" / "train").train_images) == 2
+        arrow = next((tmp_path / "dict" / "test").glob("*.arrow"))
+        assert len(load(arrow, test_split=1).train_images) == 1
+
+    def test_an_arrow_ipc_file_of_the_random_access_format(self, tmp_path):
+        images = grey(5)
+        data = pa.table({"img": [png(image) for image in images]})
+        with (
+            pa.OSFile(str(tmp_path / "d.arrow"), "wb") as sink,
+            pa.ipc.new_file(sink, data.schema) as writer,
+        ):
+            writer.write_table(data, max_chunksize=2)
+        assert torch.equal(every_image(load(tmp_path / "d.arrow", test_split=1)), chw(images))
+
+    def test_a_separate_test_source(self, tmp_path):
+        hf(grey(6, seed=1), [0, 1] * 3).to_parquet(tmp_path / "train.parquet")
+        hf(grey(3, seed=2), [1, 1, 0]).to_parquet(tmp_path / "other.parquet")
+        config = DataConfig(source=str(tmp_path / "train.parquet"),
+                            test_source=str(tmp_path / "other.parquet"))  # fmt: skip
+        dataset = load_dataset(config)
+        assert len(dataset.train_images) == 6 and dataset.test_labels.tolist() == [1, 1, 0]
+        assert torch.equal(stored(dataset, "test"), chw(grey(3, seed=2)))
+
+    def test_the_kind_is_told_from_the_path(self, tmp_path):
+        table(tmp_path / "hub/data/train-0.parquet", img=[png(grey(1)[0])])
+        Image.fromarray(grey(1)[0]).save(tmp_path / "a.png")
+        assert source_kind(tmp_path / "hub") == "arrow"
+        assert source_kind(tmp_path / "hub/data/train-0.parquet") == "arrow"
+        assert source_kind(tmp_path) == "folder"  # images at its top: an image folder
+
+
+# ---------------------------------------------------------------- columns and images
+
+
+class TestColumns:
+    def test_plain_binary_images_and_an_integer_label_column(self, tmp_path):
+        images = grey(150, seed=5)
+        labels = np.arange(150) % 4
+        table(tmp_path / "d.parquet", row_group_size=40,
+              png=[png(i) for i in images], label=labels, note=["x"] * 150)  # fmt: skip
+        dataset = load(tmp_path / "d.parquet", test_split=10)
+        assert torch.equal(every_image(dataset), chw(images))
+        assert dataset.class_names == ("0", "1", "2", "3")
+
+    def test_columns_name_the_images_and_the_labels(self, tmp_path):
+        images = grey(6)
+        table(tmp_path / "d.arrow", a=[png(i) for i in images], b=[png(i) for i in grey(6, 3, 3)],
+              target=[5, 4, 3, 2, 1, 0])  # fmt: skip
+        with pytest.raises(VaelabError, match=r"more than one image column \(a, b\); name the one"):
+            load(tmp_path / "d.arrow")
+        dataset = load(tmp_path / "d.arrow", columns=("b", "target"), test_split=1)
+        assert dataset.shape == (1, 3, 3) and dataset.labelled
+        assert not load(tmp_path / "d.arrow", columns=("a",), test_split=1).labelled
+
+    def test_labels_false_reads_none(self, tmp_path):
+        hf(grey(4), [0, 1, 0, 1], ("a", "b")).to_parquet(tmp_path / "d.parquet")
+        dataset = load(tmp_path / "d.parquet", labels=False, test_split=1)
+        assert not dataset.labelled and dataset.class_names == ()
+
+    def test_images_are_resized_to_image_size(self, tmp_path):
+        images = [rgb(1, 8, 6)[0], rgb(1, 4, 4, seed=1)[0], rgb(1, 5, 9, seed=2)[0]]
+        table(tmp_path / "d.parquet", image=[png(i) for i in images])
+        with pytest.raises(VaelabError, match=r"d.parquet row 1: an image of 4x4, but the first"):
+            load(tmp_path / "d.parquet", test_split=1)
+        dataset = load(tmp_path / "d.parquet", image_size=(3, 2), test_split=1)
+        assert dataset.shape == (3, 3, 2)
+        expected = Image.fromarray(images[2]).resize((2, 3), Image.Resampling.BILINEAR)
+        assert torch.equal(every_image(dataset)[2], chw(np.asarray(expected)[None])[0])
+
+    def test_an_alpha_channel_is_dropped_with_a_note(self, tmp_path, caplog):
+        rgba = np.random.default_rng(0).integers(0, 256, (3, 4, 4, 4), dtype=np.uint8)
+        table(tmp_path / "d.parquet", image=[png(i) for i in rgba])
+        with caplog.at_level(logging.WARNING, logger="vaelab.data"):
+            dataset = load(tmp_path / "d.parquet", test_split=1)
+        assert torch.equal(every_image(dataset), chw(np.ascontiguousarray(rgba[..., :3])))
+        assert "3 image(s) have an alpha channel (e.g. " in caplog.text
+
+    def test_read_in_memory_as_into_the_cache(self, tmp_path):
+        hf(rgb(7), [0, 1, 2, 0, 1, 2, 0], ("a", "b", "c")).save_to_disk(tmp_path / "s")
+        config = DataConfig(source=str(tmp_path / "s"), test_split=2)
+        in_memory = read_arrow(tmp_path / "s", None, config)
+        assert in_memory.train.file is None
+        prepared = load_dataset(config)
+        assert torch.equal(every_image(prepared), in_memory.train.pixels)
+        assert in_memory.class_names == prepared.class_names
+
+
+# ---------------------------------------------------------------- the prepared copy
+
+
+class TestPrepared:
+    def test_prepared_once_then_reused_and_rebuilt_when_a_file_changes(self, tmp_path):
+        hf(grey(6), [0, 1] * 3).to_parquet(tmp_path / "data/train-0.parquet")
+        assert builds(lambda: load(tmp_path)) == 1
+        assert builds(lambda: load(tmp_path)) == 0
+        black = np.zeros((6, 5, 4), np.uint8)
+        hf(black, [0, 1] * 3).to_parquet(tmp_path / "data/train-0.parquet")
+        assert builds(lambda: load(tmp_path)) == 1
+        assert int(every_image(load(tmp_path)).sum()) == 0
+        hf(grey(2), [0, 1]).to_parquet(tmp_path / "data/test-0.parquet")  # a split added
+        assert builds(lambda: load(tmp_path)) == 1
+        assert len(load(tmp_path).test_images) == 2
+
+    def test_vaelab_prepare_says_prepared_then_up_to_date(self, tmp_path, cli):
+        hf(grey(5)).save_to_disk(tmp_path / "s")
+        first = cli("prepare", tmp_path / "s")
+        assert first.code == 0 and first.out.startswith("prepared: 5 images"), first.err
+        again = cli("prepare", tmp_path / "s")
+        assert again.code == 0 and again.out.startswith("up to date: 5 images"), again.err
+        named = cli("prepare", tmp_path / "s", "--columns", "image")
+        assert named.out.startswith("prepared: 5 images")  # another column choice, another copy
+
+    def test_a_run_trains_on_a_parquet_source_and_reopens(self, tmp_path, cli, monkeypatch):
+        monkeypatch.chdir(tmp_path)
+        hf(rgb(40, 6, 6), [i % 2 for i in range(40)], ("odd", "even")).to_parquet(
+            tmp_path / "d.parquet"
+        )
+        trained = cli("train", "--data", "d.parquet", "--epochs", 1, "--batch-size", 10,
+                      "--hidden", "8,4", "--device", "cpu", "--no-tensorboard", "--no-plots",
+                      "--test-split", 8, "--name", "r")  # fmt: skip
+        assert trained.code == 0, trained.err
+        assert "d.parquet (parquet, 3x6x6), 32 training images, 8 for testing" in trained.out
+        info = json.loads((tmp_path / "runs/r/config.json").read_text())["dataset"]
+        assert info["class_names"] == ["odd", "even"]
+        evaluated = cli("evaluate", "runs/r", "--iw-samples", 2, "--device", "cpu")
+        assert evaluated.code == 0, evaluated.err
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def _state(folder: Path, files: object) -> None:
+    hf(grey(2)).save_to_disk(folder)
+    (folder / "state.json").write_text(json.dumps({"_data_files": files}))
+
+
+def corrupt(work: Path) -> list[str]:
+    (work / "d.parquet").write_bytes(b"PAR1" + bytes(range(200)))
+    return ["d.parquet"]
+
+
+def truncated_arrow(work: Path) -> list[str]:
+    hf(grey(30)).save_to_disk(work / "s")
+    data = next((work / "s").glob("*.arrow"))
+    data.write_bytes(data.read_bytes()[:700])
+    return ["s"]
+
+
+def no_image_column(work: Path) -> list[str]:
+    table(work / "d.parquet", x=[1, 2, 3], name=["a", "b", "c"])
+    return ["d.parquet"]
+
+
+def missing_named_column(work: Path) -> list[str]:
+    hf(grey(3)).to_parquet(work / "d.parquet")
+    return ["d.parquet", "--columns", "picture"]
+
+
+def undecodable(work: Path) -> list[str]:
+    images = [png(image) for image in grey(100)]
+    images[71] = b"\x89PNG not quite"
+    table(work / "d.parquet", row_group_size=30, image=images)
+    return ["d.parquet"]
+
+
+def null_image(work: Path) -> list[str]:
+    table(work / "d.parquet", image=pa.array([png(grey(1)[0]), None], pa.binary()))
+    return ["d.parquet"]
+
+
+def path_only(work: Path) -> list[str]:
+    Image.fromarray(grey(1)[0]).save(work / "a.png")
+    dataset = datasets.Dataset.from_dict({"image": [str(work / "a.png")]})
+    dataset.cast_column("image", datasets.Image()).to_parquet(work / "d.parquet")
+    return ["d.parquet"]
+
+
+def string_labels(work: Path) -> list[str]:
+    table(work / "d.parquet", image=[png(i) for i in grey(2)], label=["cat", "dog"])
+    return ["d.parquet"]
+
+
+def missing_label(work: Path) -> list[str]:
+    hf(grey(4), [0, -1, 1, 0], ("a", "b")).to_parquet(work / "d.parquet")
+    return ["d.parquet"]
+
+
+def grey_and_rgb(work: Path) -> list[str]:
+    table(work / "d.parquet", image=[png(grey(1)[0]), png(rgb(1)[0])])
+    return ["d.parquet"]
+
+
+def empty(work: Path) -> list[str]:
+    table(work / "d.parquet", image=pa.array([], pa.binary()))
+    return ["d.parquet"]
+
+
+def unnamed_among_named(work: Path) -> list[str]:
+    for name in ("train-0", "test-0", "extra"):
+        table(work / "hub" / f"{name}.parquet", image=[png(grey(1)[0])])
+    return ["hub"]
+
+
+def other_classes_in_test(work: Path) -> list[str]:
+    hf(grey(2), [0, 1], ("a", "b")).to_parquet(work / "hub/train-0.parquet")
+    hf(grey(2), [0, 1], ("b", "a")).to_parquet(work / "hub/test-0.parquet")
+    return ["hub"]
+
+
+def bad_state(work: Path) -> list[str]:
+    _state(work / "s", "data.arrow")
+    return ["s"]
+
+
+def state_outside(work: Path) -> list[str]:
+    _state(work / "s", [{"filename": "../elsewhere.arrow"}])
+    return ["s"]
+
+
+def state_missing_file(work: Path) -> list[str]:
+    _state(work / "s", [{"filename": "data-00001-of-00002.arrow"}])
+    return ["s"]
+
+
+def bad_dict(work: Path) -> list[str]:
+    datasets.DatasetDict({"train": hf(grey(2))}).save_to_disk(work / "d")
+    (work / "d" / "dataset_dict.json").write_text('{"splits": "train"')
+    return ["d"]
+
+
+def group_over_limit(work: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    table(work / "d.parquet", image=[png(i) for i in grey(40, 20, 20)])
+    monkeypatch.setenv("VAELAB_MAX_READ_BYTES", "2000")
+    return ["d.parquet"]
+
+
+def without_pyarrow(work: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    hf(grey(2)).to_parquet(work / "d.parquet")
+    for name in [n for n in sys.modules if n == "pyarrow" or n.startswith("pyarrow.")]:
+        monkeypatch.setitem(sys.modules, name, None)
+    return ["d.parquet"]
+
+
+BAD = {
+    "corrupt parquet": (corrupt, r"^d\.parquet: not a readable Parquet file \("),
+    "truncated arrow": (truncated_arrow, r"^s/data-00000-of-00001\.arrow: not a readable Arrow"),
+    "no image column": (
+        no_image_column,
+        r"^d\.parquet: no column of encoded images \(binary, "
+        r"or the struct .*; it holds x \(int64\), name \(string\); name "
+        r"the image column with --columns$",
+    ),
+    "--columns naming no column": (
+        missing_named_column,
+        r"^d\.parquet: no column named "
+        r"'picture'; it holds image \(",
+    ),
+    "undecodable bytes": (undecodable, r"^d\.parquet row 71: not an image Pillow can read"),
+    "null image": (null_image, r"^d\.parquet row 1: no image \(null\)$"),
+    "path without bytes": (
+        path_only,
+        r"^d\.parquet row 0: the image is a path \(.*a\.png\) "
+        r"without its bytes",
+    ),
+    "string labels": (
+        string_labels,
+        r"^d\.parquet: column label holds string, not integer "
+        r"class indices; name another with --columns, or ignore the labels",
+    ),
+    "label -1": (
+        missing_label,
+        r"^d\.parquet row 1: label -1 \(datasets' mark of a missing "
+        r"label\)",
+    ),
+    "grey and RGB": (
+        grey_and_rgb,
+        r"^d\.parquet row 1: a RGB image, but the first \(d\.parquet "
+        r"row 0\) is greyscale; convert them",
+    ),
+    "no rows": (empty, r"^d\.parquet: no rows, so no images$"),
+    "a file of no split": (unnamed_among_named, r"^hub/extra\.parquet: names no split"),
+    "other classes in test": (
+        other_classes_in_test,
+        r"^hub/test-0\.parquet: the classes of "
+        r"label \(b, a\) are not those",
+    ),
+    "state.json not a list": (bad_state, r"^s/state\.json: expected _data_files"),
+    "state.json outside": (state_outside, r"^s/state\.json: expected _data_files"),
+    "state.json missing file": (
+        state_missing_file,
+        r"^s/state\.json: lists "
+        r"data-00001-of-00002\.arrow, which is not in s$",
+    ),
+    "dataset_dict.json": (bad_dict, r"^d/dataset_dict\.json: not valid JSON"),
+}
+WITH_ENV = {
+    "row group over the read limit": (
+        group_over_limit,
+        r"^d\.parquet: row group 0 of the "
+        r"columns read \(20\.3 KiB\) is more than the 2\.0 KiB "
+        r"\(2000 bytes\)",
+    ),
+    "pyarrow missing": (
+        without_pyarrow,
+        r"this needs pyarrow, which is not installed: pip "
+        r"install 'vaelab\[arrow\]'$",
+    ),
+}
+
+
+def _one_line(cli, args: list[str], expect: str) -> None:
+    for command in (["prepare", *args], ["train", "--epochs", 1, "--data", *args]):
+        code, _, err = cli(*command)
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1, err
+        assert lines[0].startswith("vaelab: error: "), err
+        assert re.search(expect, lines[0].removeprefix("vaelab: error: ")), lines[0]
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_is_one_line(case, tmp_path, monkeypatch, cli):
+    monkeypatch.chdir(tmp_path)
+    build, expect = BAD[case]
+    _one_line(cli, build(tmp_path), expect)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("case", list(WITH_ENV))
+def test_limits_and_the_extra_are_one_line(case, tmp_path, monkeypatch, cli):
+    monkeypatch.chdir(tmp_path)
+    build, expect = WITH_ENV[case]
+    _one_line(cli, build(tmp_path, monkeypatch), expect)
