@@ -14,9 +14,11 @@ from vaelab.config import DataConfig
 from vaelab.data import Dataset, load_dataset
 from vaelab.data import dataset as dataset_module
 from vaelab.data import images as images_module
+from vaelab.data import pixels as pixels_module
 from vaelab.data.dataset import float_test_fingerprint, to_unit_float
-from vaelab.data.images import Images, unit_float
+from vaelab.data.images import Images
 from vaelab.data.model_data import binarized, draw_binary, drawn_binary
+from vaelab.data.pixels import unit_float
 from vaelab.errors import VaelabError
 
 
@@ -115,7 +117,7 @@ class TestChecks:
 
     def test_a_gather_larger_than_free_memory_is_refused_in_one_line(self, monkeypatch):
         images = as_images(rgb_last(4))
-        monkeypatch.setattr(images_module, "_CHECK_GATHER_BYTES", 0)
+        monkeypatch.setattr(pixels_module, "_CHECK_GATHER_BYTES", 0)
         monkeypatch.setattr("vaelab._resources.available_memory", lambda: 100)
         with pytest.raises(VaelabError, match=r"^x: reading .* needs .* of memory, .*available$"):
             images.tensor()

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from vaelab.data.images import Images, check_unit_range
+from vaelab.data.images import Images
+from vaelab.data.pixels import check_unit_range
 from vaelab.errors import VaelabError
 
 
@@ -151,7 +152,7 @@ def as_unit_images(values: torch.Tensor | np.ndarray, name: str = "images") -> t
     Floats outside [0, 1], NaN or infinity, and other integer types are refused with one line
     naming `name` and what was found, so 0-255 data cannot pass for intensities unnoticed.
     """
-    from vaelab.data.images import pixel_storage, unit_float
+    from vaelab.data.pixels import pixel_storage, unit_float
 
     tensor = pixel_storage(values, name)
     if tensor.is_floating_point() and tensor.numel():

@@ -22,61 +22,21 @@ import numpy as np
 import torch
 
 from vaelab._io import MiB
-from vaelab._resources import require_memory
 from vaelab.data.pagecache import read_at_random, will_read, will_read_rows
+from vaelab.data.pixels import (
+    FLOAT_TYPES,
+    check_unit_range,
+    pixel_storage,
+    require_gather_memory,
+    unit_float,
+)
 from vaelab.data.splits import others
 from vaelab.errors import VaelabError
 
-PIXEL_SCALES = {torch.uint8: 255.0, torch.uint16: 65535.0}
-PIXEL_TYPES = "uint8 (0-255), uint16 (0-65535), bool, or floats in [0, 1]"
 BLOCK_BYTES = 4 * MiB  # what a streaming pass (checks, fingerprints, binarization) holds at once
-_CHECK_GATHER_BYTES = 64 * MiB  # gathers at least this large are checked against free memory
-_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _FINGERPRINT_TAG = b"vaelab-pixels-2"
 
 Index = int | slice | torch.Tensor | np.ndarray | Sequence[int]
-
-
-def unit_float(stored: torch.Tensor) -> torch.Tensor:
-    """Stored pixels as float32 in [0, 1]: uint8 / 255, uint16 / 65535, bool as 0 or 1, floats
-    as they are."""
-    scale = PIXEL_SCALES.get(stored.dtype)
-    if scale is not None:
-        return stored.to(torch.float32).div_(scale)
-    return stored.to(torch.float32)
-
-
-def pixel_storage(values: np.ndarray | torch.Tensor, where: str) -> torch.Tensor:
-    """`values` as a tensor sharing their memory (a mapped file stays mapped), refused in one line
-    naming `where` unless it holds pixels of a type vaelab reads."""
-    if isinstance(values, torch.Tensor):
-        tensor = values.detach() if values.requires_grad else values
-    else:
-        array = np.asarray(values)
-        if array.dtype.hasobject:
-            raise VaelabError(f"{where}: holds Python objects, not pixels")
-        if array.dtype.kind not in "biuf" or (array.dtype.kind == "f" and array.itemsize > 8):
-            raise VaelabError(f"{where}: holds values of type {array.dtype}, not pixels")
-        if not array.dtype.isnative:
-            _require_gather_memory(array.nbytes, where)
-            array = array.astype(array.dtype.newbyteorder("="))  # torch reads native order only
-        with warnings.catch_warnings():  # a read-only mapping: vaelab never writes through it
-            warnings.simplefilter("ignore", UserWarning)
-            tensor = torch.from_numpy(array)
-    if tensor.is_complex():
-        raise VaelabError(f"{where}: holds complex numbers, not pixels")
-    if tensor.dtype not in (*PIXEL_SCALES, torch.bool, *_FLOATS):
-        raise VaelabError(
-            f"{where}: pixels of type {str(tensor.dtype).removeprefix('torch.')} are not "
-            f"intensities; give {PIXEL_TYPES}",
-            parameters=(where,),
-        )
-    return tensor
-
-
-def _require_gather_memory(nbytes: int, where: str) -> None:
-    if nbytes >= _CHECK_GATHER_BYTES:
-        require_memory(nbytes, f"{where}: reading {nbytes // MiB:,} MiB of images into memory")
 
 
 class Images:
@@ -105,7 +65,7 @@ class Images:
         self._excluded = None if rows is not None or excluded is None else excluded
         self.where = where
         self.file = file
-        self._checked = checked or pixels.dtype not in _FLOATS
+        self._checked = checked or pixels.dtype not in FLOAT_TYPES
         if self.mapped:
             read_at_random(pixels)
         else:
@@ -227,7 +187,7 @@ class Images:
                 will_read(block)
         else:
             rows = self._storage_rows(positions)
-            _require_gather_memory(len(rows) * self.dim * self.pixels.element_size(), self.where)
+            require_gather_memory(len(rows) * self.dim * self.pixels.element_size(), self.where)
             block = self._gathered(rows)
         return block.reshape(len(block), self.dim)
 
@@ -280,7 +240,7 @@ class Images:
 
     def tensor(self) -> torch.Tensor:
         """All the images as one float32 N x D tensor in [0, 1] (a copy, 4 bytes per value)."""
-        _require_gather_memory(len(self) * self.dim * 4, self.where)
+        require_gather_memory(len(self) * self.dim * 4, self.where)
         return self.batch(slice(None))
 
     # ------------------------------------------------------------ subsets and copies
@@ -385,7 +345,7 @@ class Images:
         self.check()
         header = f"{self.stored_dtype}:{len(self)}x{'x'.join(map(str, self.image_shape))}"
         digest.update(_FINGERPRINT_TAG + header.encode())
-        floats = self.stored_dtype in _FLOATS
+        floats = self.stored_dtype in FLOAT_TYPES
         for block in self._stored_blocks():
             if isinstance(block, torch.Tensor):
                 block = block.to(torch.float32) if floats else block
@@ -407,19 +367,6 @@ class Images:
         digest = hashlib.sha256()
         self.hash_into(digest)
         return digest.hexdigest()
-
-
-def check_unit_range(low: float, high: float, where: str) -> None:
-    """Refuse in one line naming `where` pixels whose min `low` and max `high` leave [0, 1]."""
-    if not (math.isfinite(low) and math.isfinite(high)):
-        raise VaelabError(f"{where}: pixels hold NaN or infinite values", parameters=(where,))
-    if low < 0.0 or high > 1.0:
-        hint = "; 0-255 values? give them as uint8, or divide by 255" if high > 1.0 else ""
-        raise VaelabError(
-            f"{where}: pixel values must lie in [0, 1], found min {low:.4g} and max {high:.4g}"
-            f"{hint}",
-            parameters=(where,),
-        )
 
 
 def as_readable(

@@ -18,7 +18,8 @@ import torch
 
 from vaelab.config import DataConfig
 from vaelab.data.dataset import Dataset, class_names_for
-from vaelab.data.images import Images, pixel_storage
+from vaelab.data.images import Images
+from vaelab.data.pixels import pixel_storage
 from vaelab.data.splits import held_out, others
 from vaelab.errors import VaelabError
 
@@ -69,7 +70,7 @@ class ImageSet:
 
 def pixel_tensor(values: np.ndarray | torch.Tensor, where: str) -> torch.Tensor:
     """`values` as a tensor sharing their memory (a memory-mapped array stays mapped), refused
-    in one line unless it holds pixels (`vaelab.data.images.PIXEL_TYPES`). The range of float
+    in one line unless it holds pixels (`vaelab.data.pixels.PIXEL_TYPES`). The range of float
     pixels is checked when they become `Images`."""
     return pixel_storage(values, where)
 

@@ -23,7 +23,8 @@ from torch.utils.data import DataLoader
 from vaelab._io import GiB, size_words
 from vaelab._resources import cpu_count, total_memory
 from vaelab.config import LOADERS
-from vaelab.data.images import Images, unit_float
+from vaelab.data.images import Images
+from vaelab.data.pixels import unit_float
 from vaelab.errors import VaelabError
 
 GPU_COPY_BYTES = 1 * GiB  # a CUDA run copies images up to this size to the GPU once

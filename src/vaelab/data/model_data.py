@@ -10,7 +10,8 @@ import torch
 from vaelab._resources import require_memory
 from vaelab.config import DataConfig
 from vaelab.data.dataset import Dataset
-from vaelab.data.images import Images, unit_float
+from vaelab.data.images import Images
+from vaelab.data.pixels import unit_float
 from vaelab.data.splits import split_indices
 
 

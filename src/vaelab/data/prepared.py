@@ -337,7 +337,7 @@ def _bar(source: Source, progress: bool) -> Any:
 def _mapped_sets(folder: Path, manifest: dict[str, Any], source: Source) -> SourceSets:
     """The sets a manifest describes, their images and labels mapped from the folder, named by
     the paths `source` gives them now."""
-    from vaelab.data.images import pixel_storage
+    from vaelab.data.pixels import pixel_storage
 
     pixels = pixel_storage(read_npy(folder / IMAGES), str(folder / IMAGES))
     sets: dict[str, ImageSet] = {}

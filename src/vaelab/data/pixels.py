@@ -1,0 +1,75 @@
+"""Pixels as vaelab reads them: uint8 (0-255), uint16 (0-65535), bool, or floats in [0, 1],
+held as they are stored and made float32 in [0, 1] one batch at a time."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import torch
+
+from vaelab._io import MiB
+from vaelab._resources import require_memory
+from vaelab.errors import VaelabError
+
+PIXEL_SCALES = {torch.uint8: 255.0, torch.uint16: 65535.0}
+PIXEL_TYPES = "uint8 (0-255), uint16 (0-65535), bool, or floats in [0, 1]"
+FLOAT_TYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_CHECK_GATHER_BYTES = 64 * MiB  # gathers at least this large are checked against free memory
+
+
+def unit_float(stored: torch.Tensor) -> torch.Tensor:
+    """Stored pixels as float32 in [0, 1]: uint8 / 255, uint16 / 65535, bool as 0 or 1, floats
+    as they are."""
+    scale = PIXEL_SCALES.get(stored.dtype)
+    if scale is not None:
+        return stored.to(torch.float32).div_(scale)
+    return stored.to(torch.float32)
+
+
+def pixel_storage(values: np.ndarray | torch.Tensor, where: str) -> torch.Tensor:
+    """`values` as a tensor sharing their memory (a mapped file stays mapped), refused in one line
+    naming `where` unless it holds pixels of a type vaelab reads."""
+    if isinstance(values, torch.Tensor):
+        tensor = values.detach() if values.requires_grad else values
+    else:
+        array = np.asarray(values)
+        if array.dtype.hasobject:
+            raise VaelabError(f"{where}: holds Python objects, not pixels")
+        if array.dtype.kind not in "biuf" or (array.dtype.kind == "f" and array.itemsize > 8):
+            raise VaelabError(f"{where}: holds values of type {array.dtype}, not pixels")
+        if not array.dtype.isnative:
+            require_gather_memory(array.nbytes, where)
+            array = array.astype(array.dtype.newbyteorder("="))  # torch reads native order only
+        with warnings.catch_warnings():  # a read-only mapping: vaelab never writes through it
+            warnings.simplefilter("ignore", UserWarning)
+            tensor = torch.from_numpy(array)
+    if tensor.is_complex():
+        raise VaelabError(f"{where}: holds complex numbers, not pixels")
+    if tensor.dtype not in (*PIXEL_SCALES, torch.bool, *FLOAT_TYPES):
+        raise VaelabError(
+            f"{where}: pixels of type {str(tensor.dtype).removeprefix('torch.')} are not "
+            f"intensities; give {PIXEL_TYPES}",
+            parameters=(where,),
+        )
+    return tensor
+
+
+def require_gather_memory(nbytes: int, where: str) -> None:
+    """Refuse in one line naming `where` a read of `nbytes` into memory that memory cannot hold."""
+    if nbytes >= _CHECK_GATHER_BYTES:
+        require_memory(nbytes, f"{where}: reading {nbytes // MiB:,} MiB of images into memory")
+
+
+def check_unit_range(low: float, high: float, where: str) -> None:
+    """Refuse in one line naming `where` pixels whose min `low` and max `high` leave [0, 1]."""
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise VaelabError(f"{where}: pixels hold NaN or infinite values", parameters=(where,))
+    if low < 0.0 or high > 1.0:
+        hint = "; 0-255 values? give them as uint8, or divide by 255" if high > 1.0 else ""
+        raise VaelabError(
+            f"{where}: pixel values must lie in [0, 1], found min {low:.4g} and max {high:.4g}"
+            f"{hint}",
+            parameters=(where,),
+        )
