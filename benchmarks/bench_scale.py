@@ -48,9 +48,27 @@ def measured(command: list[str], env: dict[str, str] | None = None) -> dict:
     return {
         "peak_private_mib": sampler.peak_private / 2**20,
         "peak_anonymous_rss_mib": sampler.peak_anon / 2**20,
-        "first_step_s": result["first_step"],
+        "first_step_sampled_s": result["first_step"],
         "step_ms": 1000 * statistics.median(intervals) if intervals else None,
     }
+
+
+def first_step(command: list[str], env: dict[str, str] | None = None) -> float:
+    """Seconds from launching `command` to the end of its first step, run without the memory
+    sampler: reading /proc/PID/smaps_rollup every 10 ms walks the process's page tables under
+    its memory-map lock and slows the start it would time."""
+    out = subprocess.run(
+        [*command, "--started", repr(time.time())], capture_output=True, text=True, check=True,
+        cwd=ROOT, env={**os.environ, **(env or {})},
+    ).stdout  # fmt: skip
+    return json.loads(out.strip().splitlines()[-1])["first_step"]
+
+
+def timed_side(script: str, path: Path, steps: int, env: dict[str, str] | None = None) -> dict:
+    """One side's run: its memory sampled over `steps` steps, its first step timed alone."""
+    run = measured(python(script, path, "--steps", steps), env)
+    run["first_step_s"] = first_step(python(script, path, "--steps", 1), env)
+    return run
 
 
 # ---------------------------------------------------------------- data
@@ -90,8 +108,8 @@ def memory_part(sizes: list[int], steps: int, data_dir: Path, repeats: int) -> l
         read_through(path)
         runs: dict[str, list[dict]] = {"reference": [], "vaelab": []}
         for _ in range(repeats):
-            runs["reference"].append(measured(python("scale_reference.py", path, "--steps", steps)))
-            runs["vaelab"].append(measured(python("scale_vaelab.py", path, "--steps", steps)))
+            runs["reference"].append(timed_side("scale_reference.py", path, steps))
+            runs["vaelab"].append(timed_side("scale_vaelab.py", path, steps))
         row = {"images": count, "file_gib": path.stat().st_size / 2**30, "runs": runs,
                **{side: medians(values) for side, values in runs.items()}}  # fmt: skip
         print_row(row)
@@ -165,11 +183,11 @@ def folder_part(count: int, steps: int, data_dir: Path, repeats: int) -> dict:
     cache = data_dir / "cache"
     shutil.rmtree(cache, ignore_errors=True)
     env = {"VAELAB_CACHE": str(cache)}
-    first = measured(python("scale_vaelab.py", folder, "--steps", steps), env)
+    first = {"first_step_s": first_step(python("scale_vaelab.py", folder, "--steps", 1), env)}
     runs: dict[str, list[dict]] = {"later_use": [], "npy": []}
     for _ in range(repeats):
-        runs["later_use"].append(measured(python("scale_vaelab.py", folder, "--steps", steps), env))
-        runs["npy"].append(measured(python("scale_vaelab.py", npy, "--steps", steps)))
+        runs["later_use"].append(timed_side("scale_vaelab.py", folder, steps, env))
+        runs["npy"].append(timed_side("scale_vaelab.py", npy, steps))
     later, as_npy = medians(runs["later_use"]), medians(runs["npy"])
     print(
         f"{count:,}-image PNG folder: first step {first['first_step_s']:.1f} s on first use "
@@ -218,7 +236,10 @@ def cold_part(count: int, steps: int, data_dir: Path, repeats: int) -> dict:
     for _ in range(repeats):
         for side, script in (("reference", "scale_reference.py"), ("vaelab", "scale_vaelab.py")):
             evict(path)
-            runs[side].append(measured(python(script, path, "--steps", steps)))
+            run = measured(python(script, path, "--steps", steps))
+            evict(path)
+            run["first_step_s"] = first_step(python(script, path, "--steps", 1))
+            runs[side].append(run)
     row = {"images": count, "file_gib": path.stat().st_size / 2**30, "runs": runs,
            **{side: medians(values) for side, values in runs.items()}}  # fmt: skip
     print("from a cold page cache:", end=" ")
