@@ -21,6 +21,7 @@ the decoded images by the free disk (prepared) or the read limit (in memory).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -118,11 +119,15 @@ class _Reader:
         return None if self.columns.label is None else np.concatenate(labels)
 
     def _images(self, column: Any, file: Path, row: int) -> None:
-        for i, value in enumerate(column.to_pylist()):
+        import pyarrow as pa
+
+        struct = pa.types.is_struct(column.type)
+        encoded_images = (column.field("bytes") if struct else column).to_pylist()
+        valid = column.is_valid().to_pylist()  # a struct's own nulls are not its fields'
+        for i, encoded in enumerate(encoded_images):
             where = f"{file} row {row + i}"
-            encoded = value.get("bytes") if isinstance(value, dict) else value
-            if encoded is None:
-                raise _no_image(value, where)
+            if encoded is None or not valid[i]:
+                raise _no_image(column, i, where)
             if len(encoded) > self.limit:
                 what = f"the encoded image ({size_words(len(encoded))})"
                 raise too_large(where, what, self.limit)
@@ -142,8 +147,13 @@ class _Reader:
         return self.pixels.finish()
 
 
-def _no_image(value: Any, where: str) -> VaelabError:
-    stored = value.get("path") if isinstance(value, dict) else None
+def _no_image(column: Any, index: int, where: str) -> VaelabError:
+    import pyarrow as pa
+
+    stored = None
+    if pa.types.is_struct(column.type) and column.is_valid()[index].as_py():
+        with contextlib.suppress(pa.ArrowException, KeyError, ValueError):  # a path unreadable
+            stored = column.field("path")[index].as_py()
     if stored:
         return VaelabError(
             f"{where}: the image is a path ({str(stored)[:120]}) without its bytes; vaelab reads "

@@ -69,7 +69,7 @@ def holds_tables(folder: Path) -> bool:
     files at its top or in its data/, train/ or test/ subfolders (looked at without going
     deeper, so that telling a folder's kind stays cheap)."""
     names, subfolders = _entries(folder)
-    if DICT_FILE in names or STATE_FILE in names or any(is_table_file(n) for n in names):
+    if DICT_FILE in names or any(is_table_file(n) for n in names):
         return True
     for sub in ("data", "train", "test"):
         if sub in subfolders:
@@ -83,8 +83,8 @@ def source_splits(path: Path, test: Path | None) -> tuple[Split, Split | None]:
     """The training split of `path` and the test split: of `test` when given, else of `path`
     when it has one (else None: the test set is split off the training set)."""
     found = find_layout(path)
-    train = _train_split(found)
-    held = _test_split(found) if test is None else _only_test_split(find_layout(test))
+    train = _split_named(found, "train")
+    held = _test_split(found) if test is None else _split_named(find_layout(test), "test")
     left = [name or "(unnamed)" for name, split in found.splits.items()
             if split is not train and (test is not None or split is not held)]  # fmt: skip
     if left:
@@ -95,8 +95,8 @@ def source_splits(path: Path, test: Path | None) -> tuple[Split, Split | None]:
 def source_files(path: Path, test: Path | None) -> list[Path]:
     """Every file the source is read from: listings first, then the data files in reading order."""
     layouts = [find_layout(path)] + ([] if test is None else [find_layout(test)])
-    train = _train_split(layouts[0])
-    held = _test_split(layouts[0]) if test is None else _only_test_split(layouts[1])
+    train = _split_named(layouts[0], "train")
+    held = _test_split(layouts[0]) if test is None else _split_named(layouts[1], "test")
     listings = [file for found in layouts for file in found.listings]
     return listings + list(train.files) + ([] if held is None else list(held.files))
 
@@ -118,32 +118,22 @@ def find_layout(path: Path) -> Layout:
     return _named_files(path)
 
 
-def _train_split(found: Layout) -> Split:
-    if "train" in found.splits:
-        return found.splits["train"]
+def _split_named(found: Layout, name: str) -> Split:
+    """The split `name` ('train', or 'test' of a separate test source), else the only one."""
+    if name in found.splits:
+        return found.splits[name]
     if len(found.splits) == 1:
         return next(iter(found.splits.values()))
+    role = "training" if name == "train" else "test"
     raise VaelabError(
-        f"{found.root}: which split is the training set? It holds {_names(found)}; vaelab reads "
-        "the split named train (or the only one)"
+        f"{found.root}: which split is the {role} set? It holds {_names(found)}; vaelab reads "
+        f"the split named {name} (or the only one)",
+        parameters=() if name == "train" else ("test_source",),
     )
 
 
 def _test_split(found: Layout) -> Split | None:
     return found.splits.get("test") if "train" in found.splits else None
-
-
-def _only_test_split(found: Layout) -> Split:
-    """The split a separate test source gives: its test split, or its only one."""
-    if "test" in found.splits:
-        return found.splits["test"]
-    if len(found.splits) == 1:
-        return next(iter(found.splits.values()))
-    raise VaelabError(
-        f"{found.root}: which split is the test set? It holds {_names(found)}; vaelab reads the "
-        "split named test (or the only one)",
-        parameters=("test_source",),
-    )
 
 
 def _names(found: Layout) -> str:

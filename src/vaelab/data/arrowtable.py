@@ -93,11 +93,17 @@ def _group_bytes(group: Any, columns: list[str] | None) -> int:
     return sum(
         chunk.total_uncompressed_size
         for chunk in chunks
-        if columns is None or chunk.path_in_schema.split(".")[0] in columns
+        if columns is None or _of_columns(chunk.path_in_schema, columns)
     )
 
 
+def _of_columns(leaf: str, columns: list[str]) -> bool:
+    """Whether a Parquet leaf column (``image.bytes``) belongs to one of `columns`."""
+    return any(leaf == name or leaf.startswith(f"{name}.") for name in columns)
+
+
 def _ipc(source: Any) -> Iterator[tuple[Any, None, Callable[..., Any]]]:
+    import pyarrow as pa
     import pyarrow.ipc as ipc
 
     file_format = source.read(6) == b"ARROW1"
@@ -114,8 +120,10 @@ def _ipc(source: Any) -> Iterator[tuple[Any, None, Callable[..., Any]]]:
             if columns is None:
                 yield batch
                 continue
-            batch = batch.select(columns)
-            batch.validate(full=True)  # offsets read from the file stay inside it
+            arrays = [batch.column(name) for name in columns]
+            for array in arrays:
+                array.validate(full=True)  # offsets read from the file stay inside it
+            batch = pa.RecordBatch.from_arrays(arrays, names=columns)
             for start in range(0, batch.num_rows, BATCH):
                 yield batch.slice(start, BATCH)
 

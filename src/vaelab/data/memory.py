@@ -74,6 +74,12 @@ def image_set(data: Any, name: str, config: DataConfig) -> ImageSet:
     elif _is_torch_dataset(data):
         data, labels, known = stack_items(data, name)
         size = config.image_size or known
+    if _is_hugging_face(data):
+        raise VaelabError(
+            f"{name}: a Hugging Face {type(data).__name__}; save it with its "
+            "save_to_disk(folder) and give that folder (a path): vaelab reads what it saves",
+            parameters=(name,),
+        )
     if not isinstance(data, (np.ndarray, torch.Tensor)):
         raise VaelabError(
             f"{name}: {type(data).__name__} is not images; give {_KINDS}", parameters=(name,)
@@ -88,6 +94,11 @@ def _mapped_file(data: np.ndarray | torch.Tensor) -> Path | None:
     """The file a memory-mapped array reads (it stays mapped), else None."""
     filename = getattr(data, "filename", None) if isinstance(data, np.memmap) else None
     return Path(filename) if filename else None
+
+
+def _is_hugging_face(data: Any) -> bool:
+    """A Hugging Face `datasets` Dataset or DatasetDict (the module is not imported)."""
+    return type(data).__module__.startswith("datasets.") and hasattr(data, "save_to_disk")
 
 
 def _is_torch_dataset(data: Any) -> bool:
