@@ -61,7 +61,7 @@ def read_arrow(
     """The decoded sets of a Parquet or Arrow source: in memory, or written into the .npy file
     `out` (training images first) and mapped from it. `progress` is told the images decoded."""
     require_extra("arrow", "pyarrow")
-    train, held = source_splits(path, test)
+    train, held = source_splits(path, test, tell_unread=True)
     splits = [split for split in (train, held) if split is not None]
     columns = Columns.of(Table(train.files[0]), config)
     counts = [_rows(split) for split in splits]
@@ -100,7 +100,7 @@ class _Reader:
         self.columns, self.config, self.size = columns, config, size
         self.pixels, self.progress = pixels, progress
         self.limit = read_limit(FILE_LIMIT)
-        self.alpha: list[str] = []  # the first image with an alpha channel, when there is one
+        self.alpha_first: str | None = None  # the first image with an alpha channel
         self.alpha_count = 0
 
     def split(self, split: Split) -> np.ndarray | None:
@@ -135,14 +135,14 @@ class _Reader:
             self.pixels.put(array, where)
             if alpha:
                 self.alpha_count += 1
-                self.alpha = self.alpha or [where]
+                self.alpha_first = self.alpha_first or where
 
     def finish(self) -> torch.Tensor:
         """The images decoded, after saying how many had an alpha channel."""
-        if self.alpha:
+        if self.alpha_first is not None:
             note(
                 f"{self.pixels.root}: {self.alpha_count} image(s) have an alpha channel (e.g. "
-                f"{self.alpha[0]}); it is dropped"
+                f"{self.alpha_first}); it is dropped"
             )
         return self.pixels.finish()
 

@@ -79,26 +79,34 @@ def holds_tables(folder: Path) -> bool:
     return False
 
 
-def source_splits(path: Path, test: Path | None) -> tuple[Split, Split | None]:
+def source_splits(
+    path: Path, test: Path | None, tell_unread: bool = False
+) -> tuple[Split, Split | None]:
     """The training split of `path` and the test split: of `test` when given, else of `path`
-    when it has one (else None: the test set is split off the training set)."""
-    found = find_layout(path)
-    train = _split_named(found, "train")
-    held = _test_split(found) if test is None else _split_named(find_layout(test), "test")
+    when it has one (else None: the test set is split off the training set). `tell_unread`
+    notes the splits of `path` left unread (validation)."""
+    train, held, found, _ = _chosen(path, test)
     left = [name or "(unnamed)" for name, split in found.splits.items()
-            if split is not train and (test is not None or split is not held)]  # fmt: skip
-    if left:
+            if split is not train and split is not held]  # fmt: skip
+    if tell_unread and left:
         note(f"{path}: split(s) {', '.join(left)} not read (vaelab reads train and test)")
     return train, held
 
 
 def source_files(path: Path, test: Path | None) -> list[Path]:
     """Every file the source is read from: listings first, then the data files in reading order."""
-    layouts = [find_layout(path)] + ([] if test is None else [find_layout(test)])
-    train = _split_named(layouts[0], "train")
-    held = _test_split(layouts[0]) if test is None else _split_named(layouts[1], "test")
-    listings = [file for found in layouts for file in found.listings]
-    return listings + list(train.files) + ([] if held is None else list(held.files))
+    train, held, _, listings = _chosen(path, test)
+    return [*listings, *train.files, *(() if held is None else held.files)]
+
+
+def _chosen(path: Path, test: Path | None) -> tuple[Split, Split | None, Layout, list[Path]]:
+    """The training and test splits, the layout of `path`, and the listing files read."""
+    found = find_layout(path)
+    train, held, listings = _split_named(found, "train"), _test_split(found), [*found.listings]
+    if test is not None:
+        other = find_layout(test)
+        held, listings = _split_named(other, "test"), listings + list(other.listings)
+    return train, held, found, listings
 
 
 def find_layout(path: Path) -> Layout:
