@@ -44,8 +44,8 @@ from vaelab.training.checkpoint import (
 from vaelab.training.distributed import resolve_device
 from vaelab.training.epoch import make_optimizer, make_scheduler, train_epoch
 from vaelab.training.guard import RunGuard, TrainingInterrupted
-from vaelab.training.start import run_layout
 from vaelab.training.precision import resolve_precision
+from vaelab.training.start import run_layout
 
 
 def dataset(subset: int | None) -> Dataset:
