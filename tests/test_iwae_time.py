@@ -12,7 +12,13 @@ from tests.helpers import make_tiny_dataset
 from vaelab import iwae_time
 from vaelab.config import ModelConfig
 from vaelab.errors import VaelabError
-from vaelab.iwae_time import TimeEstimate, duration, estimate_iwae_time, require_within
+from vaelab.iwae_time import (
+    TimeEstimate,
+    approximately,
+    duration,
+    estimate_iwae_time,
+    require_within,
+)
 from vaelab.models import VAE
 
 
@@ -60,3 +66,11 @@ def test_beyond_the_budget_is_refused_and_0_allows_any():
 @pytest.mark.parametrize(("seconds", "said"), [(3, "3 s"), (600, "10 min"), (36000, "10.0 h")])
 def test_durations_read_in_their_unit(seconds, said):
     assert duration(seconds) == said
+
+
+@pytest.mark.parametrize(
+    ("seconds", "said"),
+    [(0.4, "under 10 s"), (9.9, "under 10 s"), (40, "about 40 s"), (600, "about 10 min")],
+)
+def test_estimates_shorter_than_10_s_say_no_more(seconds, said):
+    assert approximately(seconds) == said

@@ -35,9 +35,15 @@ class TimeEstimate:
     def describe(self, k: int) -> str:
         """'IWAE k=5000 on 10,000 images: about 12 min (measured on 4 images)'."""
         return (
-            f"IWAE k={k} on {self.images:,} images: about {duration(self.seconds)} (measured on "
+            f"IWAE k={k} on {self.images:,} images: {approximately(self.seconds)} (measured on "
             f"{self.measured_images} image{'s' if self.measured_images > 1 else ''})"
         )
+
+
+def approximately(seconds: float) -> str:
+    """An estimate of `seconds` for a reader: 'under 10 s' (a measure that short says no more),
+    else 'about 40 s', 'about 12 min', 'about 3.5 h'."""
+    return "under 10 s" if seconds < 10 else f"about {duration(seconds)}"
 
 
 def duration(seconds: float) -> str:
