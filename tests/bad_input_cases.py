@@ -443,12 +443,13 @@ CASES: list[Case] = [
 def _gather() -> list[Case]:
     """The cases above and those of the groups that keep their own module."""
     from tests import cases_builtin, cases_data, cases_reads, cases_runs, cases_sources
+    from tests.cases_bounds import CASES as BOUNDS_CASES
     from tests.cases_export import CASES as EXPORT_CASES
     from tests.cases_studies import CASES as STUDIES_CASES
 
     return [
         *CASES, *cases_reads.CASES, *cases_runs.CASES, *cases_data.CASES, *cases_sources.CASES,
-        *cases_builtin.CASES, *EXPORT_CASES, *STUDIES_CASES,
+        *cases_builtin.CASES, *EXPORT_CASES, *STUDIES_CASES, *BOUNDS_CASES,
     ]  # fmt: skip
 
 

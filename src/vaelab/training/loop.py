@@ -62,6 +62,7 @@ from vaelab.training.selection import best_epoch, selection_record, stopped_earl
 from vaelab.training.start import (
     check_fits,
     check_model_fits,
+    check_memory_fits,
     class_count,
     run_info,
     run_layout,
@@ -132,6 +133,7 @@ def train(
         raise VaelabError("resume=True needs the run_dir to continue", parameters=("resume",))
     device = resolve_device(config.train.device)
     world = init_world(device, dist_timeout_s)
+    check_memory_fits(config, prepared, device, run_dir is not None, model)
     reporters = [EpochLog(log)] if log is not None else []
     report = Callbacks([*reporters, *callbacks] if world.is_main else [])
     try:

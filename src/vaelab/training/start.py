@@ -1,11 +1,12 @@
 """What a run checks and records before its first step: the training set fits the batch (and
-early stopping has a validation set to watch), a model given by the user fits the images, a
-conditional model's class count, and what config.json records beside the config."""
+early stopping has a validation set to watch), the run fits in the device's memory, a model given
+by the user fits the images, a conditional model's class count, and what config.json records
+beside the config."""
 
 from __future__ import annotations
 
 import platform
-from dataclasses import fields
+from dataclasses import fields, replace
 
 import torch
 
@@ -18,6 +19,7 @@ from vaelab.errors import VaelabError
 from vaelab.models import VAE
 from vaelab.training.checkpoint import Layout
 from vaelab.training.events import EpochMetrics
+from vaelab.training.footprint import check_memory, estimate_footprint, given_model_footprint
 from vaelab.training.precision import resolve_precision
 
 
@@ -40,6 +42,21 @@ def check_fits(config: RunConfig, data: ModelData) -> None:
             "early_stopping needs a validation set to watch: give val_split too",
             parameters=("early_stopping", "val_split"),
         )
+
+
+def check_memory_fits(
+    config: RunConfig, data: ModelData, device: torch.device, saves: bool, model: VAE | None = None
+) -> None:
+    """Refuse in one line, before the model is built, a run the device's free memory cannot hold
+    (`saves`: checkpoints are written; `model`: one the user built)."""
+    if model is not None:
+        footprint = given_model_footprint(model, saves)
+    else:
+        precision = resolve_precision(config.train.precision, device)
+        config = replace(config, train=replace(config.train, precision=precision))
+        largest = max(len(data.test), 0 if data.val is None else len(data.val))
+        footprint = estimate_footprint(config, largest, saves)
+    check_memory(footprint, device)
 
 
 def run_info(
