@@ -49,3 +49,57 @@ def test_unreadable_or_malformed_files_say_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(_resources, "_cgroup_dir", lambda: None)
     assert _resources.total_memory() is None
     assert _resources.available_memory() is None
+
+
+CPU_FAILURE = (
+    "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: you "
+    "tried to allocate 80000000000 bytes. Error code 12 (Cannot allocate memory)"
+)
+CUDA_FAILURE = (
+    "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 79 GiB"
+)
+NUMPY_FAILURE = (
+    "Unable to allocate 1.50 MiB for an array with shape (393216,) and data type float32"
+)
+
+
+class TestAllocationFailures:
+    @pytest.mark.parametrize(
+        "error",
+        [MemoryError(), RuntimeError(CPU_FAILURE), RuntimeError(CUDA_FAILURE),
+         MemoryError(NUMPY_FAILURE)],
+        ids=["MemoryError", "torch CPU", "CUDA", "NumPy"],
+    )  # fmt: skip
+    def test_allocation_failures_are_recognised(self, error):
+        assert _resources.is_allocation_failure(error)
+
+    @pytest.mark.parametrize("error", [RuntimeError("mat1 and mat2 shapes cannot be multiplied"),
+                                       ValueError("out of memory")])  # fmt: skip
+    def test_other_errors_are_not(self, error):
+        assert not _resources.is_allocation_failure(error)
+
+    @pytest.mark.parametrize(
+        "message, size",
+        [(CPU_FAILURE, 80_000_000_000), (CUDA_FAILURE, 2 << 30), (NUMPY_FAILURE, 3 << 19),
+         ("", None)],
+    )  # fmt: skip
+    def test_the_bytes_tried_are_read_from_the_message(self, message, size):
+        assert _resources.bytes_tried(RuntimeError(message)) == size
+
+    def test_the_refusal_names_what_was_done_the_bytes_and_the_free_memory(self, machine):
+        machine("max")
+        message = str(_resources.out_of_memory(RuntimeError(CPU_FAILURE), "vaelab train"))
+        assert message == (
+            "vaelab train ran out of memory: allocating 74.5 GiB (80,000,000,000 bytes) failed "
+            "with 7.6 GiB (8,192,000,000 bytes) free; free some memory or ask for less"
+        )
+
+    def test_a_gpu_failure_is_said_to_be_on_the_gpu(self, machine):
+        machine("max")
+        message = str(_resources.out_of_memory(RuntimeError(CUDA_FAILURE), "vaelab train"))
+        assert "allocating 2.0 GiB (2,147,483,648 bytes) failed on the GPU;" in message
+
+    def test_an_unsized_failure_still_says_what_was_done(self, machine):
+        machine("max")
+        message = str(_resources.out_of_memory(MemoryError(), "vaelab evaluate"))
+        assert message.startswith("vaelab evaluate ran out of memory: an allocation failed with ")

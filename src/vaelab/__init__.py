@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from vaelab import _interrupt  # noqa: F401  (first: a Ctrl-C while torch loads is one line)
 from vaelab._version import __version__
 from vaelab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaelab.data import Dataset, load_dataset

@@ -9,6 +9,7 @@ Memory is the smaller of the kernel's estimate of what can be allocated without 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -110,6 +111,47 @@ def require_disk(folder: Path, needed: int, what: str) -> None:
     available = free_disk(folder)
     if available is not None and needed > available:
         raise not_enough(what, needed, available, f"disk in {folder}")
+
+
+# How torch's CPU allocator ("you tried to allocate 8000000000 bytes"), its CUDA allocator ("Tried
+# to allocate 2.00 GiB") and NumPy ("Unable to allocate 7.45 GiB") tell the size that failed.
+_TRIED = re.compile(r"allocate ([0-9.]+) ?(bytes|B|KiB|MiB|GiB|TiB)\b", re.IGNORECASE)
+_UNITS = {"bytes": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
+_ALLOCATION_FAILURES = ("can't allocate memory", "out of memory", "unable to allocate")
+
+
+def is_allocation_failure(error: BaseException) -> bool:
+    """Whether `error` is a failed allocation: MemoryError, or torch's out-of-memory errors
+    (RuntimeError "DefaultCPUAllocator: can't allocate memory", CUDA's OutOfMemoryError)."""
+    if isinstance(error, MemoryError):
+        return True
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and any(words in text for words in _ALLOCATION_FAILURES)
+
+
+def bytes_tried(error: BaseException) -> int | None:
+    """The size of the allocation `error` reports as failed, in bytes, when it says."""
+    found = _TRIED.search(str(error))
+    if found is None:
+        return None
+    return int(float(found.group(1)) * _UNITS[found.group(2).lower()])
+
+
+def out_of_memory(error: BaseException, doing: str) -> VaelabError:
+    """The one-line refusal of an allocation that failed (`is_allocation_failure`) while `doing`:
+    the bytes asked for and, where the system says, the memory available."""
+    tried = bytes_tried(error)
+    asked = (
+        "an allocation" if tried is None else f"allocating {size_words(tried)} ({tried:,} bytes)"
+    )
+    on_gpu = "cuda" in str(error).lower()
+    available = None if on_gpu else available_memory()
+    free = " on the GPU" if on_gpu else ""
+    if available is not None:
+        free = f" with {size_words(available)} ({available:,} bytes) free"
+    return VaelabError(
+        f"{doing} ran out of memory: {asked} failed{free}; free some memory or ask for less"
+    )
 
 
 def cpu_count() -> int:

@@ -9,6 +9,7 @@ import sys
 
 import click
 
+from vaelab._interrupt import INTERRUPTED_STATUS, say_interrupted
 from vaelab.cli import data, export, runs, studies, train  # noqa: F401  (registers the commands)
 from vaelab.cli.group import Refusal, cli, translate
 from vaelab.errors import VaelabError
@@ -19,15 +20,16 @@ __all__ = ["cli", "main", "translate"]
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: user errors become one line on stderr and the error's exit status."""
-    maybe_reexec_with_mkl_override(
-        sys.argv[1:] if argv is None else argv, say=lambda line: click.echo(line, err=True)
-    )
+    """Entry point: user errors become one line on stderr and the error's exit status; Ctrl-C
+    is 'vaelab: interrupted' and exit status 130."""
     try:
+        maybe_reexec_with_mkl_override(
+            sys.argv[1:] if argv is None else argv, say=lambda line: click.echo(line, err=True)
+        )
         cli.main(args=argv, prog_name="vaelab", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("vaelab: interrupted", err=True)
-        sys.exit(130)
+    except (click.exceptions.Abort, KeyboardInterrupt):  # Ctrl-C: click makes it an Abort
+        say_interrupted()
+        sys.exit(INTERRUPTED_STATUS)
     except click.exceptions.NoArgsIsHelpError as exc:
         exc.show()
         sys.exit(exc.exit_code)
@@ -45,6 +47,3 @@ def main(argv: list[str] | None = None) -> None:
     except VaelabError as exc:
         click.echo(f"vaelab: error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        click.echo("vaelab: interrupted", err=True)
-        sys.exit(130)

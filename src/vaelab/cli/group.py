@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from vaelab.config import DEVICES, DataConfig
+from vaelab._resources import is_allocation_failure, out_of_memory
 from vaelab.data.registry import is_builtin_name
 from vaelab.errors import VaelabError
 from vaelab.rundir import RunExists, load_config
@@ -69,7 +70,8 @@ class Refusal(Exception):
 
 
 class _Commands(click.Group):
-    """The command group; a VaelabError leaving a command is told in that command's flags."""
+    """The command group; a VaelabError leaving a command is told in that command's flags, a
+    failed allocation as one line naming the command and the bytes."""
 
     def invoke(self, ctx: click.Context) -> Any:
         """Run the subcommand; a VaelabError leaves as a Refusal in its flags."""
@@ -92,6 +94,11 @@ def device_option(default: str) -> Callable[[Callable[..., Any]], Callable[..., 
     )  # fmt: skip
 
 
+        except (MemoryError, RuntimeError) as exc:
+            if not is_allocation_failure(exc):
+                raise
+            refusal = out_of_memory(exc, f"{ctx.command_path} {ctx.invoked_subcommand}")
+            raise Refusal(refusal, str(refusal)) from None
 RUN = click.argument("run", type=click.Path(path_type=Path))
 
 
