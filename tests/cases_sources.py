@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import pickle
+import struct
+import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from tests.bad_input_cases import RUN, SMALL, Case, _Bomb
+from tests.helpers import write_csv
 
 
 def train_on(data: str, *options: str, test: str | None = None) -> list[str]:
@@ -116,6 +121,30 @@ def mixed_kinds(work: Path) -> list[str]:
     return train_on("x.npy", test="imgs")
 
 
+def npz_past_declared(work: Path) -> list[str]:
+    """A compressed member whose stream holds 100 bytes more than the zip directory declares
+    (its size and CRC are those of the array alone, so zipfile stops there without a word)."""
+    array = io.BytesIO()
+    np.save(array, grey(100))
+    raw = array.getvalue()
+    with zipfile.ZipFile(work / "d.npz", "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("images.npy", raw + bytes(100))
+    packed = bytearray((work / "d.npz").read_bytes())
+    for old, new in (
+        (zlib.crc32(raw + bytes(100)), zlib.crc32(raw)), (len(raw) + 100, len(raw)),
+    ):  # fmt: skip
+        packed = bytearray(packed.replace(struct.pack("<I", old), struct.pack("<I", new)))
+    (work / "d.npz").write_bytes(bytes(packed))
+    return train_on("d.npz")
+
+
+def csv_file(work: Path, *options: str) -> list[str]:
+    """data.csv: 100 labelled 6x6 images in the tutorial's layout."""
+    images = grey(100)
+    write_csv(work / "data.csv", images.reshape(100, -1), np.arange(100) % 2)
+    return train_on("data.csv", *options)
+
+
 NAN = (grey(100) / 255.0).astype(np.float32)
 NAN[3, 2, 1] = np.nan
 SIDES = 3 * np.ones((100, 3, 4, 3), np.uint8)  # channels first (4x3) or last (3x4)?
@@ -149,6 +178,21 @@ CASES: list[Case] = [
         pngs(w / "imgs" / "a", grey(100)), pngs(w / "held" / "z", grey(5)),
         train_on("imgs", test="held"))[2],
          r"class folder z/ is not among the training classes \(a\)", "held"),
+    Case("folder", "--image-size past what Pillow decodes in one image",
+         folder(lambda root: None, "--image-size", "100000x100000"),
+         "image.size 100000x100000 is 10,000,000,000 pixels per image, more than the "
+         "89,478,485 Pillow decodes in one image", "imgs"),
+    Case("folder", "--image-size in digits that are not ASCII",
+         folder(lambda root: None, "--image-size", "\u0663x3"),
+         "expected HEIGHTxWIDTH in pixels", "--image-size"),
+    Case("CSV", "--image-size for a CSV file, whose images are not resized",
+         lambda w: csv_file(w, "--image-size", "8x8"),
+         "images are 6x6, --image-size says 8x8; only the images of folders and of Parquet or "
+         "Arrow files are resized", "data.csv"),
+    Case("built-in", "--image-size other than the dataset's own",
+         lambda w: ["train", *SMALL, "--image-size", "32x32", *RUN],
+         "fashion-mnist: images are 28x28, --image-size says 32x32; built-in datasets are not "
+         "resized", "--image-size"),
     Case("folder", "test folder without class folders", lambda w: (
         pngs(w / "imgs" / "a", grey(100)), pngs(w / "held", grey(5)),
         train_on("imgs", test="held"))[2],
@@ -198,6 +242,8 @@ CASES: list[Case] = [
     Case("npz", "NaN in x_train", npz(x_train=NAN, x_test=NAN[:10]),
          "pixels hold NaN", "d.npz (x_train)"),
     Case("npz", "corrupt zip", corrupt_npz, "(not a valid|corrupt) .npz file", "d.npz"),
+    Case("npz", "a compressed array with data past its declared size", npz_past_declared,
+         "data past the 3728 bytes the zip directory declares for it", "d.npz (images)"),
     Case("npz", "object array inside an .npz", lambda w: (
         np.savez(w / "d.npz", images=np.array([_Bomb()], dtype=object)), train_on("d.npz"))[1],
          "holds Python objects", "d.npz (images)"),

@@ -367,9 +367,9 @@ class TestInMemory:
         assert torch.equal(data.train_images.tensor(), flat(rgb(6))[kept])
 
     def test_rgba_arrays_of_both_splits_are_noted_once(self, caplog):
-        images = np.random.default_rng(0).integers(0, 256, (6, 5, 5, 4), dtype=np.uint8)
+        images = np.random.default_rng(0).integers(0, 256, (8, 5, 5, 4), dtype=np.uint8)
         with caplog.at_level(logging.WARNING, logger="vaelab.data"):
-            data = as_dataset(images, test_data=images[:2])
+            data = as_dataset(images[2:], test_data=images[:2])
         assert [r.getMessage() for r in caplog.records] == [
             "note: data and test_data: 4 channels (RGBA); the alpha channel is dropped"
         ]

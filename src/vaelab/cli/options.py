@@ -3,6 +3,7 @@ say how a source is read, which `vaelab train` and `vaelab prepare` share."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -20,14 +21,17 @@ def parse_hidden(_ctx: click.Context, _param: click.Parameter, value: str) -> tu
     return sizes
 
 
+_SIDE = re.compile(r"[0-9]{1,18}")  # ASCII digits, few enough for int(); the reader bounds sides
+
+
 def parse_image_size(
     _ctx: click.Context, _param: click.Parameter, value: str | None
 ) -> tuple[int, ...]:
     """'32x24' -> (32, 24): height and width in pixels; None -> ()."""
     if value is None:
         return ()
-    parts = value.lower().split("x")
-    if len(parts) != 2 or not all(part.strip().isdigit() and int(part) >= 1 for part in parts):
+    parts = [part.strip() for part in value.lower().split("x")]
+    if len(parts) != 2 or not all(_SIDE.fullmatch(part) and int(part) >= 1 for part in parts):
         raise click.BadParameter(f"expected HEIGHTxWIDTH in pixels, e.g. 32x32, got {value!r}")
     return int(parts[0]), int(parts[1])
 

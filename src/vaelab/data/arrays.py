@@ -25,6 +25,7 @@ from vaelab.data.layout import (
     SourceSets,
     channel_major,
     label_tensor,
+    note,
     pixel_tensor,
 )
 from vaelab.data.memory import as_dataset
@@ -52,10 +53,14 @@ def read_array_file(path: Path, test_path: Path | None, config: DataConfig) -> S
         train_keys, test_keys = (keys[:2], keys[2:]) if keys else (_DEFAULT_KEYS[1], _TEST_KEYS)
         train = _image_set(path, arrays, train_keys, config, bool(keys))
         test = _image_set(path, arrays, test_keys, config, bool(keys))
+        _tell_unread(path, arrays, train_keys + test_keys)
     else:
-        train = _one_set(path, arrays, keys[:2], "train", config)
+        train, used = _one_set(path, arrays, keys[:2], "train", config)
+        _tell_unread(path, arrays, used)
         if test_path is not None:
-            test = _one_set(test_path, _read(test_path), keys[2:] or keys[:2], "test", config)
+            test_arrays = _read(test_path)
+            test, used = _one_set(test_path, test_arrays, keys[2:] or keys[:2], "test", config)
+            _tell_unread(test_path, test_arrays, used)
     return SourceSets(
         train, test, str(path) if test_path is None else f"{path} (test: {test_path})",
         _suffix(path).lstrip("."), _file_class_names(path, arrays) if config.labels else (),
@@ -86,18 +91,18 @@ def _read(path: Path) -> dict[str, np.ndarray]:
 def _one_set(
     path: Path, arrays: dict[str, np.ndarray], keys: tuple[str, ...], split: str,
     config: DataConfig,
-) -> ImageSet:  # fmt: skip
-    """The images (and labels) of a file that holds one set."""
+) -> tuple[ImageSet, tuple[str, ...]]:  # fmt: skip
+    """The images (and labels) of a file that holds one set, and the names of their arrays."""
     if "" in arrays:  # a .npy file: images only
-        return _image_set(path, arrays, ("", ""), config, False)
+        return _image_set(path, arrays, ("", ""), config, False), ("",)
     if keys:
-        return _image_set(path, arrays, keys, config, True)
+        return _image_set(path, arrays, keys, config, True), keys
     for names in (*_DEFAULT_KEYS, (f"x_{split}", f"y_{split}")):
         if names[0] in arrays:
-            return _image_set(path, arrays, names, config, False)
+            return _image_set(path, arrays, names, config, False), names
     named = [key for key in arrays if key != "class_names"]
     if len(named) == 1:
-        return _image_set(path, arrays, (named[0], ""), config, False)
+        return _image_set(path, arrays, (named[0], ""), config, False), (named[0],)
     raise VaelabError(
         f"{path}: which arrays are the images? vaelab reads {_NPZ_KEYS}; the file holds "
         f"{_listing(arrays)}",
@@ -121,6 +126,16 @@ def _image_set(
         labels = label_tensor(values, len(pixels), _where(path, labels_key), where)
     mapped = path if isinstance(array, np.memmap) else None
     return ImageSet(pixels, labels, where, alpha, file=mapped)
+
+
+def _tell_unread(path: Path, arrays: dict[str, np.ndarray], used: tuple[str, ...]) -> None:
+    """A note naming the arrays of an .npz file that are not read (`x_val`, ...)."""
+    unread = [key for key in arrays if key not in (*used, "class_names")]
+    if unread:
+        note(
+            f"{path}: not read: the array(s) {', '.join(unread[:8])}"
+            f"{', ...' if len(unread) > 8 else ''}; vaelab reads {_NPZ_KEYS}"
+        )
 
 
 def _array(path: Path, arrays: dict[str, np.ndarray], key: str) -> np.ndarray:

@@ -16,7 +16,8 @@ are unchanged.
 
 Reads are bounded as an image folder's are: each encoded image and each decoded image by the read
 limit (``$VAELAB_MAX_READ_BYTES``, default 4 GiB), each Parquet row group read by it too, and all
-the decoded images by the free disk (prepared) or the read limit (in memory).
+the decoded images by the free disk (prepared) or the read limit (in memory); `image_size` is
+bounded the same way before any image is decoded (`vaelab.data.imagefile.check_resized`).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from vaelab._io import FILE_LIMIT, read_limit, size_words, too_large
 from vaelab.config import DataConfig
 from vaelab.data.arrowlayout import Split, source_files, source_splits
 from vaelab.data.arrowtable import Columns, Table
-from vaelab.data.imagefile import decode_bytes, open_npy, strict_decoding
+from vaelab.data.imagefile import check_resized, decode_bytes, open_npy, strict_decoding
 from vaelab.data.layout import ImageSet, SourceSets, label_tensor, note
 from vaelab.errors import VaelabError
 
@@ -66,6 +67,7 @@ def read_arrow(
     columns = Columns.of(Table(train.files[0]), config)
     counts = [_rows(split) for split in splits]
     size = tuple(config.image_size) if config.image_size else None
+    check_resized(sum(counts), size, path, out)
     reader = _Reader(columns, config, size, _Pixels(sum(counts), out, path), progress)
     with strict_decoding():
         labels = [reader.split(split) for split in splits]

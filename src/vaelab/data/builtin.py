@@ -11,7 +11,7 @@ The checksums are those the datasets' publishers give, as recorded by TensorFlow
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -196,10 +196,28 @@ def download_builtin(name: str, target: Path, opener: Opener | None = None) -> P
 def load_builtin(
     name: str, config: DataConfig | None = None, opener: Opener | None = None
 ) -> Dataset:
-    """The built-in dataset `name`, from `config.data_dir` when given, else found or downloaded."""
+    """The built-in dataset `name`, from `config.data_dir` when given, else found or downloaded;
+    `config.class_names` renames its classes (as many names as it has), and an `image_size` other
+    than its own is refused (built-in datasets are not resized)."""
     spec = builtin(name)
+    if config is not None and config.image_size and tuple(config.image_size) != spec.shape[1:]:
+        height, width = config.image_size
+        raise VaelabError(
+            f"{name}: images are {spec.shape[1]}x{spec.shape[2]}, image_size says "
+            f"{height}x{width}; built-in datasets are not resized",
+            parameters=("image_size",),
+        )
     directory = locate_builtin(name, config.data_dir if config else None, opener)
-    return spec.read(directory)
+    dataset = spec.read(directory)
+    if config is None or not config.class_names:
+        return dataset
+    if len(config.class_names) != len(dataset.class_names):
+        raise VaelabError(
+            f"{name}: class_names names {len(config.class_names)} classes but the dataset has "
+            f"{len(dataset.class_names)}",
+            parameters=("class_names",),
+        )
+    return replace(dataset, class_names=tuple(config.class_names))
 
 
 def builtin_datasets() -> list[BuiltinInfo]:

@@ -13,12 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from vaelab._io import CSV_LIMIT, read_bytes, read_limit, too_large
 from vaelab.config import DataConfig
 from vaelab.data.dataset import Dataset
-from vaelab.data.images import Images
 from vaelab.data.layout import ImageSet, SourceSets
 from vaelab.errors import VaelabError
 
@@ -256,24 +254,12 @@ _MAX_DIGITS = 30  # a longer integer is shown shortened
 
 
 def load_csv_dataset(train_csv: str | Path, test_csv: str | Path) -> Dataset:
-    """A Dataset from two CSV files of the tutorial's layout (same pixel count in both); the
-    classes are named by their indices ('0', '1', ...)."""
-    train_pixels, train_labels = read_csv(train_csv)
-    test_pixels, test_labels = read_csv(test_csv)
-    _same_pixel_count(train_csv, train_pixels, test_csv, test_pixels)
-    side = math.isqrt(train_pixels.shape[1])
-    n_classes = int(max(train_labels.max(), test_labels.max())) + 1
-    shape = (1, side, side)
-    return Dataset(
-        train_images=Images.of(train_pixels, shape, str(train_csv)),
-        train_labels=torch.from_numpy(train_labels),
-        test_images=Images.of(test_pixels, shape, str(test_csv)),
-        test_labels=torch.from_numpy(test_labels),
-        image_shape=(side, side),
-        class_names=tuple(str(i) for i in range(n_classes)),
-        source=f"csv ({train_csv}, {test_csv})",
-        format="csv",
-    )
+    """A Dataset from a training and a test CSV file (same pixel count in both), read as
+    `DataConfig(train_csv=..., test_csv=...)` reads them: by `read_csv_images` (a label column,
+    or none), the classes named by their indices ('0', '1', ...)."""
+    from vaelab.data.sources import load_csv_pair
+
+    return load_csv_pair(DataConfig(train_csv=str(train_csv), test_csv=str(test_csv)))
 
 
 def _same_pixel_count(

@@ -18,7 +18,7 @@ from pathlib import Path
 from vaelab.config import DataConfig
 from vaelab.data.dataset import Dataset
 from vaelab.data.idx import idx_header, read_idx, read_idx_images, read_idx_labels
-from vaelab.data.layout import ImageSet, SourceSets
+from vaelab.data.layout import ImageSet, SourceSets, note
 from vaelab.errors import VaelabError
 
 _IDX_NAME = re.compile(r"idx|ubyte")
@@ -104,15 +104,23 @@ def scan(folder: Path, strict: bool = True, labels: bool = True) -> list[IdxFile
     except OSError as exc:
         raise VaelabError(f"{folder}: cannot list the folder ({exc.strerror})") from None
     names = {entry.name for entry in entries}
-    found = []
+    found, unread = [], []
     for entry in entries:
         if entry.name.endswith(".gz") and entry.name.removesuffix(".gz") in names:
             continue  # torchvision keeps both; the raw copy reads faster
         if entry.is_dir() or (not labels and _LABEL_NAME.search(entry.name.lower())):
             continue
-        idx = classify(entry, strict)
+        try:
+            idx = classify(entry, strict or bool(_IDX_NAME.search(entry.name.lower())))
+        except VaelabError as error:
+            if strict:
+                raise
+            unread.append(str(error))  # beside a file named by the user: said, not fatal
+            continue
         if idx is not None:
             found.append(idx)
+    if unread:
+        note(f"{folder}: not read: {len(unread)} file(s) named like IDX files, e.g. {unread[0]}")
     return found
 
 
@@ -204,14 +212,33 @@ def find_splits(
             "(the test files are found beside them)"
         )
     train = _split_files(train_images, files, folder, labels)
+    test = _test_split(train_images, files, folder, labels) if test_path is None else None
+    if path.is_dir():
+        _tell_unread(folder, files, [train, test])
     if test_path is not None:
         return train, _test_from(test_path, labels)
+    return train, test
+
+
+def _test_split(
+    train_images: IdxFile, files: list[IdxFile], folder: Path, labels: bool
+) -> SplitFiles | None:
+    """The test files beside the training images, when their names say there are some."""
     if train_images.split is None:
-        return train, None
+        return None
     test_images = pick(files, "images", "test", train_images.key, folder)
-    if test_images is None:
-        return train, None
-    return train, _split_files(test_images, files, folder, labels)
+    return None if test_images is None else _split_files(test_images, files, folder, labels)
+
+
+def _tell_unread(folder: Path, files: list[IdxFile], read: list[SplitFiles | None]) -> None:
+    """A note naming the IDX files of a folder that are not read (another split, another set)."""
+    chosen = set()
+    for split in read:
+        if split is not None:
+            chosen |= {split.images.path} | ({split.labels.path} if split.labels else set())
+    unread = [f for f in files if f.path not in chosen]
+    if unread:
+        note(f"{folder}: not read: {_listing(unread)}")
 
 
 def _test_from(path: Path, labels: bool) -> SplitFiles:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from vaelab._io import FILE_LIMIT, read_bytes, read_limit, size_words, too_large
+from vaelab._resources import require_disk, require_memory
 from vaelab.data.layout import note
 from vaelab.errors import VaelabError
 
@@ -45,6 +46,34 @@ def default_workers(count: int) -> int:
     if count < PARALLEL_FROM or not sys.platform.startswith("linux"):
         return 1
     return max(1, min(len(os.sched_getaffinity(0)), 8))
+
+
+def check_resized(count: int, size: Size, root: Path | str, out: Path | None) -> None:
+    """Refuse in one line, before anything is decoded, `count` images resized to `size` (H, W)
+    that cannot be held: more pixels per image than Pillow decodes in one image, or more bytes in
+    all (count x H x W at one channel; RGB triples it) than the disk that holds `out`, or, in
+    memory, than the read limit or the free memory."""
+    if size is None:
+        return
+    from PIL import Image
+
+    height, width = size
+    most = Image.MAX_IMAGE_PIXELS
+    if most is not None and height * width > most:
+        raise VaelabError(
+            f"{root}: image_size {height}x{width} is {height * width:,} pixels per image, more "
+            f"than the {most:,} Pillow decodes in one image",
+            parameters=("image_size",),
+        )
+    needed = count * height * width
+    resizing = f"resizing {count:,} images to {height}x{width}"
+    if out is not None:
+        require_disk(out.parent, needed, f"{root}: {resizing}")
+        return
+    limit = read_limit(FILE_LIMIT)
+    if needed > limit:
+        raise too_large(root, f"{resizing} ({size_words(needed)})", limit)
+    require_memory(needed, f"{root}: {resizing}")
 
 
 def decode_all(
@@ -260,7 +289,7 @@ def decode_bytes(
         if width * height * len(image.getbands()) > budget:
             raise too_large(where, f"the decoded image ({width}x{height})", budget)
         image.load()
-        return _pixels(image, where, size)
+        return _pixels(image, where, size, budget)
     except VaelabError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -279,12 +308,12 @@ def decode_bytes(
 
 def pil_pixels(image: PILImage.Image, where: str) -> np.ndarray:
     """A PIL image as C x H x W uint8 (1 or 3 channels), converted as image files are."""
-    array, _ = _pixels(image, Path(where), None)
+    array, _ = _pixels(image, Path(where), None, read_limit(FILE_LIMIT))
     return array
 
 
 def _pixels(
-    image: PILImage.Image, path: Path | str, size: tuple[int, ...] | None
+    image: PILImage.Image, path: Path | str, size: tuple[int, ...] | None, budget: int
 ) -> tuple[np.ndarray, bool]:
     from PIL import Image
 
@@ -307,6 +336,9 @@ def _pixels(
             "reads 8- and 16-bit images: save it as 8-bit greyscale or RGB"
         )
     if size is not None and image.size != (size[1], size[0]):
+        resized = size[0] * size[1] * len(image.getbands())
+        if resized > budget:  # before Pillow allocates it
+            raise too_large(path, f"the image resized to {size[0]}x{size[1]}", budget)
         image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
     array = np.asarray(image, dtype=np.uint8)
     array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)

@@ -2,14 +2,17 @@
 axis is), checks of labels, and the assembly of a `Dataset` from a training set and a test set
 (or a seeded split of the training set when there is none).
 
-A note (an alpha channel dropped) goes to the ``vaelab.data`` logger at WARNING level, once per
-read; without logging configured, Python prints it on stderr, where a command-line user sees it.
+A note (an alpha channel dropped, files not read, test images also in the training set) goes to
+the ``vaelab.data`` logger at WARNING level, once per read; without logging configured, Python
+prints it on stderr, where a command-line user sees it.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -30,9 +33,29 @@ MAX_CLASSES = 100_000  # a label above this is a mistake (it would name that man
 _LAYOUTS = "N x H x W, N x H x W x C or N x C x H x W (C = 1, 3 or 4)"
 
 
+_KEPT: list[list[str] | None] = []  # the lists of `notes_kept`, innermost last (None: quiet)
+
+
 def note(text: str) -> None:
     """Tell the user something they should know about their data, without stopping."""
+    if _KEPT and _KEPT[-1] is None:
+        return
+    for kept in _KEPT:
+        if kept is not None:
+            kept.append(text)
     log.warning("note: %s", text)
+
+
+@contextmanager
+def notes_kept(quiet: bool = False) -> Iterator[list[str]]:
+    """The notes given inside, kept in the list yielded as they are told; `quiet` tells none
+    (a source listed only to stamp its files, its notes told when it is read)."""
+    kept: list[str] = []
+    _KEPT.append(None if quiet else kept)
+    try:
+        yield kept
+    finally:
+        _KEPT.pop()
 
 
 @dataclass(frozen=True)
@@ -218,6 +241,7 @@ def build_dataset(
     """The Dataset of `train` and `test`; without `test`, a seeded split of `train`
     (`config.test_split`, `config.split_seed`) that keeps the images' order."""
     require_same_shape(train, test)
+    _require_image_size(train, config)
     dropped = [s.where for s in (train, test) if s is not None and s.alpha_dropped]
     if dropped:
         note(f"{' and '.join(dropped)}: 4 channels (RGBA); the alpha channel is dropped")
@@ -232,6 +256,7 @@ def build_dataset(
         train_labels = None if train_labels is None else _rows(train_labels, others(total, held))
     else:
         test_images, test_labels = test.images(), test.labels
+        tell_shared(train_images, test_images)
     channels, height, width = train.shape
     return Dataset(
         train_images=train_images,
@@ -244,6 +269,29 @@ def build_dataset(
         channels=channels,
         format=format,
     )
+
+
+def tell_shared(train: Images, test: Images) -> None:
+    """A note when images of the test set are also in the training set (by their bytes; see
+    `vaelab.data.overlap`)."""
+    from vaelab.data.overlap import describe_shared, remembered_shared_count
+
+    count = remembered_shared_count(train, test)
+    if count:
+        note(describe_shared(count, len(test), test.where, train.where))
+
+
+def _require_image_size(train: ImageSet, config: DataConfig) -> None:
+    """Refuse an `image_size` the images do not have: readers that do not resize (CSV, IDX,
+    arrays) would otherwise pass over it without a word."""
+    _, height, width = train.shape
+    if config.image_size and (height, width) != tuple(config.image_size):
+        raise VaelabError(
+            f"{train.where}: images are {height}x{width}, image_size says "
+            f"{_size(config.image_size)}; only the images of folders and of Parquet or Arrow "
+            "files are resized",
+            parameters=("image_size",),
+        )
 
 
 def _rows(labels: torch.Tensor | None, rows: torch.Tensor) -> torch.Tensor | None:

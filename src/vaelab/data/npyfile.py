@@ -11,6 +11,7 @@ version NumPy reads, and exactly as many bytes after the header as the shape and
 
 from __future__ import annotations
 
+import copy
 import io
 import lzma
 import math
@@ -95,16 +96,41 @@ def _member(
 ) -> np.ndarray:
     where = f"{path} ({_key(member.filename)})"
     if member.compress_type == zipfile.ZIP_STORED and not member.flag_bits & 0x1:
+        if member.compress_size != member.file_size:
+            raise _past_declared(where, member.file_size)
         start = _data_offset(handle, member, path)
         handle.seek(start)
         shape, fortran, dtype, header = _header(handle, where)
         _check_size(where, shape, dtype, member.file_size - header)
         return _mapped(handle, path, dtype, shape, fortran, start + header)
-    with archive.open(member) as stream:
-        raw = stream.read(member.file_size + 1)
+    raw = _inflated(archive, member, where)
     if len(raw) != member.file_size:
         raise VaelabError(f"{path}: corrupt .npz file ({member.filename} is not the size declared)")
     return parse_npy(raw, where)
+
+
+def _inflated(archive: zipfile.ZipFile, member: zipfile.ZipInfo, where: str) -> bytes:
+    """A compressed member's bytes, refused when its stream holds more than the size the zip
+    directory declares: zipfile stops reading there without a word."""
+    one_more = copy.copy(member)
+    one_more.file_size = member.file_size + 1
+    try:
+        with archive.open(one_more) as stream:
+            raw = stream.read(one_more.file_size)
+    except zipfile.BadZipFile:  # the CRC of one byte more, or of the declared bytes themselves
+        with archive.open(member) as stream:
+            stream.read(member.file_size)  # raises when the declared bytes are corrupt
+        raise _past_declared(where, member.file_size) from None
+    if len(raw) > member.file_size:
+        raise _past_declared(where, member.file_size)
+    return raw
+
+
+def _past_declared(where: str, size: int) -> VaelabError:
+    return VaelabError(
+        f"{where}: data past the {size} bytes the zip directory declares for it; not a file "
+        "NumPy wrote"
+    )
 
 
 def _data_offset(handle: IO[bytes], member: zipfile.ZipInfo, path: Path) -> int:

@@ -38,7 +38,7 @@ from vaelab._io import atomic_write_text, parse_json, read_text, size_words
 from vaelab._resources import require_disk
 from vaelab.config import DataConfig
 from vaelab.data.download import sha256_file
-from vaelab.data.layout import ImageSet, SourceSets, note, require_same_shape
+from vaelab.data.layout import ImageSet, SourceSets, note, notes_kept, require_same_shape
 from vaelab.data.npyfile import read_npy
 from vaelab.errors import VaelabError
 
@@ -145,10 +145,12 @@ def prepare(
     """
     folder = cache_root() / source.key()
     with _locked(folder):
-        stamps = [_stamp(path) for path in source.files()]
+        stamps = [_stamp(path) for path in _files(source)]
         manifest = _fresh_manifest(folder, stamps)
         reused = manifest is not None
-        if manifest is None:
+        if manifest is not None:
+            _retell(manifest)
+        else:
             if say is not None:
                 say(f"preparing {source.path} once into {folder}")
             manifest = _build(source, folder, stamps, progress)
@@ -182,6 +184,20 @@ def _read_in_memory(source: Source) -> SourceSets:
 
 
 # ---------------------------------------------------------------- freshness
+
+
+def _files(source: Source) -> list[Path]:
+    """The files of `source`, listed without a note: its notes are told when it is read, and
+    again from its manifest whenever its prepared copy is used."""
+    with notes_kept(quiet=True):
+        return source.files()
+
+
+def _retell(manifest: dict[str, Any]) -> None:
+    """The notes told when the source was prepared (what was not read, ...), told again."""
+    notes = manifest.get("notes", [])
+    for text in notes if isinstance(notes, list) else []:
+        note(str(text))
 
 
 def _stamp(path: Path) -> dict[str, Any]:
@@ -259,7 +275,8 @@ def _write(
 ) -> dict[str, Any]:
     bar = _bar(source, progress)
     try:
-        sets = source.read(temp / IMAGES, None if bar is None else bar.update)
+        with notes_kept() as told:
+            sets = source.read(temp / IMAGES, None if bar is None else bar.update)
     finally:
         if bar is not None:
             bar.close()
@@ -283,7 +300,7 @@ def _write(
         start = stop
     manifest = {
         "format": FORMAT, "kind": source.kind, "source": sets.source, "format_name": sets.format,
-        "class_names": list(sets.class_names), "splits": splits, "files": files,
+        "class_names": list(sets.class_names), "splits": splits, "files": files, "notes": told,
     }  # fmt: skip
     atomic_write_text(temp / MANIFEST, json.dumps(manifest, indent=1))
     return manifest
@@ -327,7 +344,7 @@ def _bar(source: Source, progress: bool) -> Any:
 
         total = arrow_rows(source.path, source.test)
     else:
-        total = len(source.files())
+        total = len(_files(source))
     return tqdm(total=total, desc=f"preparing {source.path.name}", unit="img")
 
 

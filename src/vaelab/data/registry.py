@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from vaelab.config import DataConfig
 from vaelab.data.builtin import BUILTINS, load_builtin
-from vaelab.data.csvfile import load_csv_dataset
 from vaelab.data.dataset import Dataset
 from vaelab.data.download import Opener
 
@@ -19,12 +18,15 @@ def is_builtin_name(source: str) -> bool:
 
 def load_dataset(config: DataConfig | None = None, opener: Opener | None = None) -> Dataset:
     """Load the dataset a `DataConfig` names (Fashion-MNIST by default): its source, else its
-    CSV files, else the built-in `dataset` (from `data_dir` when given)."""
+    CSV files (read as a CSV source is), else the built-in `dataset` (from `data_dir` when
+    given)."""
     config = config or DataConfig()
     if config.source is not None:
         from vaelab.data.sources import load_source
 
         return load_source(config, opener=opener)
     if config.train_csv and config.test_csv:
-        return load_csv_dataset(config.train_csv, config.test_csv)
+        from vaelab.data.sources import load_csv_pair
+
+        return load_csv_pair(config)
     return load_builtin(config.dataset, config, opener=opener)

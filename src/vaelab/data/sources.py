@@ -1,15 +1,17 @@
 """What `DataConfig.source` names, told from the path itself: a built-in dataset's name, a folder
 of images, a .npy or .npz file, IDX files (a file, or a folder of them), a CSV file, or Parquet
 or Arrow files (a file, a folder of them, a Hugging Face dataset saved with `save_to_disk`); the
-test source, when given, must be of the same kind."""
+test source, when given, must be of the same kind. The tutorial's `train_csv` and `test_csv` are
+read by the same CSV reader."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vaelab._io import read_error
+from vaelab._io import open_regular, read_error
 from vaelab.config import DataConfig
 from vaelab.data.arrowlayout import holds_tables, is_table_file
 from vaelab.data.dataset import Dataset
@@ -52,6 +54,21 @@ def load_source(config: DataConfig, opener: Opener | None = None) -> Dataset:
                 parameters=("test_source",),
             )
     return _load(kind, path, test, config)
+
+
+def load_csv_pair(config: DataConfig) -> Dataset:
+    """The tutorial's `train_csv` and `test_csv`, read as a CSV `source` and its `test_source`
+    are: by the one CSV reader, under the same rules (a label column or none, `labels`,
+    `class_names`, the prepared copy)."""
+    if config.train_csv is None or config.test_csv is None:
+        raise VaelabError("give train_csv and test_csv together", parameters=("train_csv",))
+    train, test = Path(config.train_csv), Path(config.test_csv)
+    for path in (train, test):  # named as CSV files whatever their suffix: no format to guess
+        open_regular(path, "a CSV file").close()
+    as_source = replace(
+        config, source=str(train), test_source=str(test), train_csv=None, test_csv=None
+    )
+    return _load("csv", train, test, as_source)
 
 
 def _load(kind: str, path: Path, test: Path | None, config: DataConfig) -> Dataset:
