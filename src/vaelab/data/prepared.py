@@ -148,8 +148,10 @@ def prepare(
         stamps = [_stamp(path) for path in _files(source)]
         manifest = _fresh_manifest(folder, stamps)
         reused = manifest is not None
-        if manifest is not None:
-            _retell(manifest)
+        if manifest is not None:  # its notes, told when it was prepared, told again
+            notes = manifest.get("notes")
+            for text in notes if isinstance(notes, list) else []:
+                note(str(text))
         else:
             if say is not None:
                 say(f"preparing {source.path} once into {folder}")
@@ -183,21 +185,13 @@ def _read_in_memory(source: Source) -> SourceSets:
     return source.read(None, None)
 
 
-# ---------------------------------------------------------------- freshness
-
-
 def _files(source: Source) -> list[Path]:
-    """The files of `source`, listed without a note: its notes are told when it is read, and
-    again from its manifest whenever its prepared copy is used."""
+    """The files of `source`, listed without a note (told when it is read, kept in the manifest)."""
     with notes_kept(quiet=True):
         return source.files()
 
 
-def _retell(manifest: dict[str, Any]) -> None:
-    """The notes told when the source was prepared (what was not read, ...), told again."""
-    notes = manifest.get("notes", [])
-    for text in notes if isinstance(notes, list) else []:
-        note(str(text))
+# ---------------------------------------------------------------- freshness
 
 
 def _stamp(path: Path) -> dict[str, Any]:
