@@ -149,6 +149,7 @@ class TestWhatIsWritten:
     def test_one_part_writes_only_that_part(self, tmp_path):
         paths = export_model(tiny_model(MLP), tmp_path, format="torchscript", part="decoder")
         assert sorted(p.name for p in tmp_path.iterdir()) == [
+            ".vaelab-outputs.json",
             "decoder.pt",
             "export-torchscript.json",
         ]
@@ -188,7 +189,7 @@ class TestRefusals:
         record = json.loads((tmp_path / "export-torchscript.json").read_text())
         assert record["image_shape"] == [3, 5, 7]
         assert sorted(p.name for p in tmp_path.iterdir()) == [
-            "decoder.pt", "encoder.pt", "export-torchscript.json",
+            ".vaelab-outputs.json", "decoder.pt", "encoder.pt", "export-torchscript.json",
         ]  # fmt: skip
 
     def test_a_difference_above_the_tolerance_fails_and_writes_nothing(self, tmp_path, monkeypatch):

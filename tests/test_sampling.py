@@ -46,12 +46,18 @@ def test_sample_writes_npy_and_png(run_dir, tmp_path, cli):
 
 def test_sample_refuses_to_overwrite_and_odd_suffixes_and_no_images(run_dir, tmp_path, cli):
     out = tmp_path / "s.png"
-    out.write_bytes(b"mine")
-    refused = cli("sample", run_dir, "--out", out)
+    assert cli("sample", run_dir, "--out", out).code == 0
+    first = out.read_bytes()
+    refused = cli("sample", run_dir, "--out", out, "--seed", 1)
     assert refused.code == 2 and "already exists; pass --overwrite" in refused.err
-    assert out.read_bytes() == b"mine"
-    assert cli("sample", run_dir, "--out", out, "--overwrite").code == 0
-    assert out.read_bytes().startswith(b"\x89PNG")
+    assert out.read_bytes() == first
+    assert cli("sample", run_dir, "--out", out, "--seed", 1, "--overwrite").code == 0
+    assert out.read_bytes().startswith(b"\x89PNG") and out.read_bytes() != first
+    mine = tmp_path / "mine.png"
+    mine.write_bytes(b"mine")
+    kept = cli("sample", run_dir, "--out", mine, "--overwrite")
+    assert kept.code == 2 and "is not a samples file vaelab wrote" in kept.err
+    assert mine.read_bytes() == b"mine"
     jpeg = cli("sample", run_dir, "--out", tmp_path / "s.jpg")
     assert jpeg.code == 2 and "must end in .png or .npy" in jpeg.err
     none = cli("sample", run_dir, "--n", 0, "--out", tmp_path / "t.npy")

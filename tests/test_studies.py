@@ -105,10 +105,10 @@ class TestCompare:
         write_figures(tiny_run(tmp_path / "a", tiny_dataset), dataset=tiny_dataset)
         tiny_run(tmp_path / "b", tiny_dataset, beta=4.0)  # its data was in memory: no images
         out = tmp_path / "cmp.html"
-        out.write_text("an older page")  # replaced: it is vaelab's output
         from vaelab.studies.compare_page import write_compare
 
-        page = write_compare([tmp_path / "a", tmp_path / "b"], out)
+        write_compare([tmp_path / "a"], out)
+        page = write_compare([tmp_path / "a", tmp_path / "b"], out, overwrite=True)
         html = out.read_text()
         assert html.startswith("<!DOCTYPE html>")
         assert not re.search(r"(src|href)=\"(?!data:|#)", html), "a link out of the page"

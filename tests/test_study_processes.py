@@ -38,5 +38,5 @@ def test_a_study_from_config_file_to_export(tmp_path):
     assert [row["epoch"] for row in rundir.read_metrics(tmp_path / "runs" / "a")] == [1, 2]
     exported = vaelab("export", "runs/a", "--format", "onnx", "--out", "onnx")
     assert "max abs difference" in exported or "difference" in exported
-    record = json.loads(next((tmp_path / "onnx").glob("*.json")).read_text())
+    record = json.loads(next((tmp_path / "onnx").glob("export-*.json")).read_text())
     assert record["weights_sha256"] == rundir.weights_sha256(tmp_path / "runs" / "a")

@@ -11,7 +11,7 @@ import click
 
 from vaelab._interrupt import INTERRUPTED_STATUS, say_interrupted
 from vaelab.cli import data, export, runs, studies, train  # noqa: F401  (registers the commands)
-from vaelab.cli.group import Refusal, cli, translate
+from vaelab.cli.group import Refusal, cli, one_line, translate
 from vaelab.errors import VaelabError
 from vaelab.training import TrainingInterrupted
 from vaelab.training.cpu import maybe_reexec_with_mkl_override
@@ -35,15 +35,15 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except click.UsageError as exc:
         hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
-        click.echo(f"vaelab: error: {exc.format_message()}{hint}", err=True)
+        click.echo(f"vaelab: error: {one_line(exc.format_message() + hint)}", err=True)
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"Error: {one_line(exc.format_message())}", err=True)
         sys.exit(exc.exit_code)
     except Refusal as refusal:
         prefix = "" if isinstance(refusal.error, TrainingInterrupted) else "error: "
-        click.echo(f"vaelab: {prefix}{refusal.text}", err=True)
+        click.echo(f"vaelab: {prefix}{one_line(refusal.text)}", err=True)
         sys.exit(refusal.error.exit_code)
     except VaelabError as exc:
-        click.echo(f"vaelab: error: {exc}", err=True)
+        click.echo(f"vaelab: error: {one_line(str(exc))}", err=True)
         sys.exit(exc.exit_code)

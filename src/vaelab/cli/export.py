@@ -24,7 +24,10 @@ from vaelab.export import FORMATS, PART_CHOICES, export_model
     "--out", "out_dir", type=click.Path(path_type=Path), required=True,
     help="Folder to write into (made if missing): encoder/decoder files and export-FORMAT.json.",
 )  # fmt: skip
-@click.option("--overwrite", is_flag=True, help="Replace files of an earlier export in --out.")
+@click.option(
+    "--overwrite", is_flag=True,
+    help="Replace the files of an earlier export vaelab wrote in --out (never any other file).",
+)  # fmt: skip
 def export_command(run: Path, format: str, part: str, out_dir: Path, overwrite: bool) -> None:
     """Export a saved run's model for use outside vaelab, each file checked against PyTorch.
 

@@ -7,6 +7,7 @@ failing command's flag in one line, with the exit status the error carries.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -22,7 +23,7 @@ from vaelab.rundir import RunExists, load_config
 from vaelab.training import TrainingInterrupted
 
 
-def _flags(command: click.Command | None) -> dict[str, str]:
+def command_flags(command: click.Command | None) -> dict[str, str]:
     """API name -> how the command line spells it: its flag, or its argument's metavar."""
     if command is None:
         return {}
@@ -49,15 +50,27 @@ def translate(error: VaelabError, command: click.Command | None) -> str:
             f"stopped by {error.signal_name} {error.where}; checkpoint saved; resume with: "
             f"vaelab train --resume {error.run_dir}"
         )
-    flags = _flags(command)
+    flags = command_flags(command)
     for name in error.parameters:
         flag = flags.get(name)
         if flag is None:
             continue
         word = rf"(?<![\w./-]){re.escape(name)}"
         message = re.sub(word + r"=True\b", flag, message)
-        message = re.sub(word + r"(?![\w/-])", flag, message)
+        message = re.sub(word + r"(?![\w/-]|\.\w)", flag, message)  # not out.png, a file
     return message
+
+
+def one_line(message: str) -> str:
+    """`message` with every control character and line separator escaped (a newline in a path
+    shows as \\n), so that an error is one line whatever the paths it names hold."""
+    return "".join(_escaped(char) for char in message)
+
+
+def _escaped(char: str) -> str:
+    if unicodedata.category(char) in ("Cc", "Zl", "Zp"):
+        return char.encode("unicode_escape").decode("ascii")
+    return char
 
 
 class Refusal(Exception):

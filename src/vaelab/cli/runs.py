@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 import torch
 
+from vaelab._outputs import SAMPLES, check_output
 from vaelab.cli.group import RUN, cli, device_option, run_data, run_data_options
 from vaelab.config import DataConfig, check_seed
 from vaelab.data import Dataset, load_dataset
@@ -135,7 +136,10 @@ def _rewrite_report(run: Path, data: DataConfig | None) -> None:
     "--class", "class_name", default=None, metavar="NAME|INDEX",
     help="For a conditional run: draw images of this class (a name or an index).",
 )  # fmt: skip
-@click.option("--overwrite", is_flag=True, help="Replace the output file if it exists.")
+@click.option(
+    "--overwrite", is_flag=True,
+    help="Replace a samples file vaelab wrote at --out (never any other file).",
+)  # fmt: skip
 @device_option("cpu")
 def sample_command(
     run: Path, n: int, out: Path, seed: int, class_name: str | None, overwrite: bool, device: str
@@ -151,6 +155,7 @@ def sample_command(
     )
     channels, height, width = model.config.shape
     if not model.config.image_shape:  # runs before (C, H, W) was recorded: one channel
+    check_output(out, SAMPLES, overwrite)  # before the model is loaded and the images drawn
         height, width = image_shape(load_run_info(run), model.config.input_dim, run)
     shape = (height, width) if channels == 1 else (channels, height, width)
     images = sample(model, n, seed, label).numpy().reshape(n, *shape)

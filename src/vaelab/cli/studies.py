@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from vaelab.cli.group import cli
+from vaelab._outputs import check_output_folder
+from vaelab.cli.group import cli, one_line
 from vaelab.studies.runs import RUNS_HEADERS, list_runs, runs_rows, text_table
 from vaelab.studies.sweep import parse_seeds, parse_set, plan_sweep
 
@@ -35,14 +36,18 @@ def runs_command(runs_dir: Path) -> None:
 @click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
     "--out", type=click.Path(path_type=Path), default=Path("compare.html"),
-    help="The page to write; an existing file is replaced (it is vaelab's output).",
+    help="The page to write (.html); never inside a run directory.",
 )  # fmt: skip
-def compare_command(runs: tuple[Path, ...], out: Path) -> None:
+@click.option(
+    "--overwrite", is_flag=True,
+    help="Replace a compare page vaelab wrote at --out (never any other file).",
+)  # fmt: skip
+def compare_command(runs: tuple[Path, ...], out: Path, overwrite: bool) -> None:
     """Compare runs on one offline HTML page: learning curves overlaid, a sortable metrics table,
     the config settings that differ, reconstructions and samples side by side."""
     from vaelab.studies.compare_page import write_compare  # matplotlib loads only here
 
-    page = write_compare(list(runs), out)
+    page = write_compare(list(runs), out, overwrite=overwrite)
     click.echo(page.table)
     click.echo(f"wrote {page.path}")
 
@@ -83,7 +88,8 @@ def sweep_command(
         "--runs-dir", str(runs_dir), "--jobs", str(jobs), *ctx.args,
     ])  # fmt: skip
     try:
+    check_output_folder(runs_dir, "runs_dir")  # a study is never made inside a run
         run_sweep(plan, jobs, again, say=click.echo)
     except SweepInterrupted as stopped:
-        click.echo(f"vaelab: {stopped}", err=True)
+        click.echo(f"vaelab: {one_line(str(stopped))}", err=True)
         sys.exit(stopped.exit_code)

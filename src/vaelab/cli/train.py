@@ -186,11 +186,12 @@ _DATA = DataConfig()
 )  # fmt: skip
 @click.option(
     "--train-csv", type=click.Path(path_type=Path), default=None,
-    help="Training images in the tutorial's CSV layout (label,pixel1,...).",
+    help="Training images in a CSV file (the tutorial's label,pixel1,... or pixels only), read "
+    "as --data reads one.",
 )  # fmt: skip
 @click.option(
     "--test-csv", type=click.Path(path_type=Path), default=None,
-    help="Test images in the tutorial's CSV layout; needs --train-csv.",
+    help="Test images in a CSV file, read as --test-data reads one; needs --train-csv.",
 )  # fmt: skip
 @click.option(
     "--config", "config_file", type=click.Path(path_type=Path), default=None,

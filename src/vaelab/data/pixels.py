@@ -67,9 +67,36 @@ def check_unit_range(low: float, high: float, where: str) -> None:
     if not (math.isfinite(low) and math.isfinite(high)):
         raise VaelabError(f"{where}: pixels hold NaN or infinite values", parameters=(where,))
     if low < 0.0 or high > 1.0:
-        hint = "; 0-255 values? give them as uint8, or divide by 255" if high > 1.0 else ""
         raise VaelabError(
-            f"{where}: pixel values must lie in [0, 1], found min {low:.4g} and max {high:.4g}"
-            f"{hint}",
+            f"{where}: pixel values must lie in [0, 1], found min {low:.4g} and max {high:.4g}; "
+            f"{range_hint(low, high)}",
             parameters=(where,),
         )
+
+
+def range_hint(low: float, high: float) -> str:
+    """How to bring pixels found in [`low`, `high`] into [0, 1], for the range they look like.
+
+    The fix follows the scale the values seem stored in: a maximum of 16 is not 8-bit data, and
+    dividing it by 255 would train on pixels below 0.07 without a word.
+    """
+    if low < 0.0:
+        if low >= -1.0 and high <= 1.0:
+            return "values in [-1, 1]? map them to [0, 1] with (x + 1) / 2"
+        return "standardised values? give the pixels before normalisation, scaled to [0, 1]"
+    if high < 2.0:
+        return "values just above 1 (rounding)? clip them to [0, 1]"
+    if high <= 255.0:
+        if high > 127.0:
+            return "0-255 values? give them as uint8, or divide by 255"
+        return (
+            f"values 0-{high:.4g} (e.g. 0-16 in scikit-learn's digits)? divide by their own "
+            f"maximum ({high:.4g}), not by 255, which would leave every pixel below "
+            f"{high / 255:.2g}"
+        )
+    if high <= 65535.0:
+        return (
+            "16-bit values? give them as uint16, or divide by 65535 (or by their own full "
+            "scale, e.g. 4095 for 12-bit data)"
+        )
+    return "divide them by their full scale to bring them into [0, 1]"

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from vaelab._io import atomic_write_text, parse_json, read_text, size_words
+from vaelab._outputs import check_output_folder
 from vaelab._resources import require_disk
 from vaelab.config import DataConfig
 from vaelab.data.download import sha256_file
@@ -143,6 +144,7 @@ def prepare(
 
     `say` is told, once, when the source is being prepared; `progress` draws a bar on stderr.
     """
+    check_output_folder(cache_root(), f"${CACHE_ENV}")
     folder = cache_root() / source.key()
     with _locked(folder):
         stamps = [_stamp(path) for path in _files(source)]
@@ -167,6 +169,7 @@ def read_prepared(source: Source) -> SourceSets:
     """The sets of `source`: mapped from the cache, prepared first when needed (with a progress
     bar on a terminal; a run then says where its images are mapped from); read into memory
     (with a note) where the cache cannot be written."""
+    check_output_folder(cache_root(), f"${CACHE_ENV}")
     try:
         cache_root().mkdir(parents=True, exist_ok=True)
         probe = cache_root() / f".probe-{os.getpid()}"

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vaelab._outputs import EXPORT, check_output, record_outputs
 from vaelab._version import __version__
 from vaelab.errors import VaelabError
 from vaelab.export.formats import (
@@ -89,7 +90,9 @@ def export_model(
     (or .pt) and export-FORMAT.json, which records names, shapes, the latent size, the image
     shape, the vaelab version and the source run's weights SHA-256. Each file is checked
     against PyTorch on random inputs (max abs difference under 1e-5) before it is renamed into
-    place; an existing file is refused unless `overwrite`. Returns the paths written.
+    place. An existing file is replaced only with `overwrite`, and only when it is an export
+    file vaelab wrote (`vaelab._outputs`); nothing is written inside a run directory. Returns
+    the paths written.
     """
     check_format(format)
     names = parts_named(part)
@@ -97,7 +100,8 @@ def export_model(
     out = Path(out_dir)
     targets = [out / f"{name}{SUFFIXES[format]}" for name in names]
     record = out / record_name(format)
-    _refuse_existing([*targets, record], overwrite)
+    for path in (*targets, record):
+        check_output(path, EXPORT, overwrite, option="out_dir")
     require_format(format)
     created = _make_folder(out)
     staged: list[Staged] = []
@@ -108,6 +112,7 @@ def export_model(
         for item in staged:
             _commit(item.temp, item.target)
         _write_record(record, payload)
+        record_outputs([*(item.target for item in staged), record], EXPORT)
     except BaseException:
         _discard(staged, out if created else None)
         raise
@@ -160,15 +165,6 @@ def _image_shape(model: VAE, info: dict[str, Any]) -> list[int] | None:
 
 
 # ---------------------------------------------------------------- the output folder
-
-
-def _refuse_existing(paths: list[Path], overwrite: bool) -> None:
-    for path in paths:
-        if (path.exists() or path.is_symlink()) and not overwrite:
-            raise VaelabError(
-                f"{path}: already exists; pass overwrite=True to replace it",
-                parameters=("overwrite",),
-            )
 
 
 def _make_folder(out: Path) -> bool:

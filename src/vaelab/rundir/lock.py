@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from vaelab._io import remove_stale_temp_files
+from vaelab._outputs import check_output_folder, is_vaelab_run
 from vaelab.errors import VaelabError
 from vaelab.rundir.files import (
     _PROBE_FILE,
@@ -209,6 +210,16 @@ class Claim:
     """A run directory this process holds for writing (see `claim_run_dir`).
 
     `created`: this attempt made the directory. `keep`: what the attempt wrote stays if it
+def _names_run_files(run_dir: Path) -> bool:
+    """Whether `run_dir` holds anything `remove_run_files` would remove."""
+    figures = run_dir / FIGURES_DIR
+    return (
+        any((run_dir / name).exists() for name in VAELAB_FILES)
+        or any((figures / name).exists() for name in FIGURE_FILES)
+        or (run_dir / TENSORBOARD_DIR).exists()
+    )
+
+
     fails; it starts True for a resumed run and is set by the training loop otherwise.
     """
 
@@ -283,6 +294,7 @@ def claim_run_dir(run_dir: Path, overwrite: bool = False, resume: bool = False) 
                 if not overwrite:
                     raise RunExists(run_dir, resumable=(run_dir / CHECKPOINT_FILE).is_file())
                 remove_run_files(run_dir)
+        check_output_folder(run_dir.parent, "runs_dir")  # not a run inside another run
             try:
                 yield claim
             except BaseException:
@@ -293,6 +305,12 @@ def claim_run_dir(run_dir: Path, overwrite: bool = False, resume: bool = False) 
         if claim.created and not claim.keep:
             with suppress(OSError):
                 run_dir.rmdir()  # only when empty
+                if not is_vaelab_run(run_dir) and _names_run_files(run_dir):
+                    raise VaelabError(  # a folder of the user's: its config.json stays
+                        f"{run_dir}: holds files but no vaelab run, so overwrite=True leaves it "
+                        "as it is (it replaces only a run directory)",
+                        parameters=("overwrite",),
+                    )
         raise
 
 

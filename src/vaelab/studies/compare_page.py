@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from vaelab._io import atomic_write_text
+from vaelab._outputs import COMPARE_PAGE, check_output, write_output
 from vaelab._version import __version__
 from vaelab.errors import VaelabError
 from vaelab.rundir import (
@@ -89,18 +89,17 @@ def write_compare(
     groups: Sequence[tuple[str, Sequence[str | Path]]] = (),
     title: str = "vaelab: runs compared",
 ) -> ComparePage:
-    """Write the comparison of `run_dirs` to `out` (replaced if it exists: it is vaelab's own
-    output) and return its path and metrics table.
+    overwrite: bool = False,
+    """Write the comparison of `run_dirs` to `out` (an .html file) and return its path and
+    metrics table.
 
-    `groups` (label, run directories) gather runs that differ only in their seed: the metrics
-    table then shows each group's mean ± spread, and the curves one colour per group.
+    An existing `out` is replaced only with `overwrite`, and only when it is a compare page
+    vaelab wrote (`vaelab._outputs`); nothing is written inside a run directory. `groups`
+    (label, run directories) gather runs that differ only in their seed: the metrics table then
+    shows each group's mean ± spread, and the curves one colour per group.
     """
     out = Path(out)
-    if out.is_dir():
-        raise VaelabError(
-            f"{out}: is a directory; give out a file name such as compare.html",
-            parameters=("out",),
-        )
+    check_output(out, COMPARE_PAGE, overwrite)
     if not run_dirs:
         raise VaelabError("no runs to compare")
     runs = [compared_run(path, _name(path, run_dirs)) for path in run_dirs]
@@ -112,7 +111,7 @@ def write_compare(
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise VaelabError(f"{out.parent}: cannot create the folder ({exc.strerror})") from None
-    atomic_write_text(out, page)
+    write_output(out, COMPARE_PAGE, page.encode("utf-8"), overwrite)
     return ComparePage(out, metrics_text(runs, grouped, now))
 
 

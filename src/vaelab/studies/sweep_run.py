@@ -246,3 +246,4 @@ def _finish(plan: SweepPlan, result: SweepResult, say: Callable[[str], None]) ->
             f"{len(failed)} of {len(plan.runs)} runs did not finish: {', '.join(failed)}; their "
             f"logs are in {plan.study_dir / LOGS_DIR}; running the sweep again retries them"
         )
+            overwrite=True,  # the study's own page, drawn again as its runs finish

@@ -16,10 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from vaelab._extras import require_extra
-from vaelab._io import atomic_write_bytes
+from vaelab._outputs import SAMPLES, check_output, write_output
 from vaelab.errors import VaelabError
-
-SAMPLE_SUFFIXES = (".png", ".npy")
 
 
 def full_shape(shape: Sequence[int]) -> tuple[int, int, int]:
@@ -97,28 +95,23 @@ def png_bytes(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def write_samples(images: np.ndarray, path: str | Path, overwrite: bool = False) -> Path:
+def write_samples(images: np.ndarray, out: str | Path, overwrite: bool = False) -> Path:
     """Write images in [0, 1] as a .npy array (float32) or a PNG grid, atomically.
 
     `images` are n x H x W (grey) or n x C x H x W (channel-major, as vaelab stores them); the
     .npy keeps that shape. The PNG shows one pixel per pixel, RGB for three channels, with
-    1-pixel white lines between the images.
+    1-pixel white lines between the images. An existing `out` is replaced only with `overwrite`,
+    and only when it is a samples file vaelab wrote (`vaelab._outputs`).
     """
-    path = Path(path)
-    if path.suffix.lower() not in SAMPLE_SUFFIXES:
-        raise VaelabError(f"{path}: the output must end in .png or .npy")
-    if path.exists() and not overwrite:
-        raise VaelabError(
-            f"{path}: already exists; pass overwrite=True to replace it", parameters=("overwrite",)
-        )
-    if not path.parent.is_dir():
-        raise VaelabError(f"{path.parent}: folder not found")
+    out = Path(out)
+    check_output(out, SAMPLES, overwrite)
+    if not out.parent.is_dir():
+        raise VaelabError(f"{out.parent}: folder not found")
     images = np.asarray(images, dtype=np.float32)
-    if path.suffix.lower() == ".npy":
+    if out.suffix.lower() == ".npy":
         buffer = io.BytesIO()
         np.save(buffer, images, allow_pickle=False)
         payload = buffer.getvalue()
     else:
         payload = png_bytes(tile(displayable(images), fill=1.0))
-    atomic_write_bytes(path, payload)
-    return path
+    return write_output(out, SAMPLES, payload, overwrite)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from vaelab._io import atomic_write_text, parse_json, read_text
+from vaelab._outputs import check_run_file
 from vaelab._version import __version__
 from vaelab.data import Dataset
 from vaelab.errors import VaelabError
@@ -93,6 +94,7 @@ def write_report(
     with run_lock(run_dir):
         run = open_run(run_dir, dataset, device=device)
         # The fingerprint of the weights just loaded (the lock keeps vaelab from changing them).
+    check_run_file(Path(run_dir) / REPORT_FILE)
         current = loaded_weights_sha256(run.run_dir) or weights_sha256(run.run_dir)
         evaluation = read_evaluation(run.run_dir)
         stale = []
