@@ -415,7 +415,8 @@ CASES: list[Case] = [
          evaluate_spoiled(lambda r: (r / "config.json").write_text("{oops")),
          "not valid JSON", "runs/old/config.json"),
     Case("checkpoints", "config.json with a bad value", evaluate_spoiled(
-        lambda r: (r / "config.json").write_text('{"model": {"latent_dim": 0}}')),
+        lambda r: (r / "config.json").write_text(
+            '{"model": {"latent_dim": 0}, "data": {}, "train": {}}')),
          "latent_dim must be at least 1", "runs/old/config.json"),
     Case("checkpoints", "weights file missing",
          evaluate_spoiled(lambda r: (r / "model.safetensors").unlink()),
@@ -444,12 +445,15 @@ def _gather() -> list[Case]:
     """The cases above and those of the groups that keep their own module."""
     from tests import cases_builtin, cases_data, cases_reads, cases_runs, cases_sources
     from tests.cases_bounds import CASES as BOUNDS_CASES
+    from tests.cases_config import CASES as CONFIG_CASES
     from tests.cases_export import CASES as EXPORT_CASES
+    from tests.cases_outputs import CASES as OUTPUTS_CASES
     from tests.cases_studies import CASES as STUDIES_CASES
 
     return [
         *CASES, *cases_reads.CASES, *cases_runs.CASES, *cases_data.CASES, *cases_sources.CASES,
-        *cases_builtin.CASES, *EXPORT_CASES, *STUDIES_CASES, *BOUNDS_CASES,
+        *cases_builtin.CASES, *EXPORT_CASES, *STUDIES_CASES, *OUTPUTS_CASES,
+        *BOUNDS_CASES, *CONFIG_CASES,
     ]  # fmt: skip
 
 

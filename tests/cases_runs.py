@@ -14,10 +14,11 @@ from tests.bad_input_cases import Case, csv_pair, saved_run, train_csv_args, tra
 _HOLDERS: list[int] = []
 
 
-def hold_lock(run: Path) -> Path:
-    """Lock RUN/.lock as a writer of the run would, with this process's PID in it."""
+def hold_lock(run: Path, name: str = ".lock") -> Path:
+    """Lock RUN/NAME as a writer of the run (or a sweep of the folder) would, with this process's
+    PID in it."""
     run.mkdir(parents=True, exist_ok=True)
-    fd = os.open(run / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(run / name, os.O_RDWR | os.O_CREAT, 0o644)
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     os.write(fd, f"{os.getpid()}\n".encode())
     _HOLDERS.append(fd)

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from tests.bad_input_cases import Case, csv_pair, saved_run
+from tests.cases_runs import hold_lock
 
 SWEEP = ["sweep", "--runs-dir", "runs", "--name", "s", "--epochs", "1"]
 
@@ -41,6 +42,17 @@ def out_is_a_directory(work: Path) -> list[str]:
     saved_run(work)
     (work / "pages").mkdir()
     return ["compare", "runs/old", "--out", "pages"]
+
+
+def busy_study(work: Path) -> list[str]:
+    """runs/s held by another sweep: its .sweep.lock locked, with this process's PID."""
+    hold_lock(work / "runs" / "s", ".sweep.lock")
+    return with_csv("--set", "beta=1,4")(work)
+
+
+def bad_config_file(work: Path) -> list[str]:
+    (work / "c.yaml").write_text("model:\n  latent_dim: 0\n")
+    return with_csv("--set", "beta=1,4", "--config", "c.yaml")(work)
 
 
 # fmt: off
@@ -79,6 +91,33 @@ CASES: list[Case] = [
     Case("studies", "sweep with an unknown train option",
          with_csv("--set", "beta=1,4", "--latent", "3"),
          r"the options for vaelab train: No such option '--latent'", "--latent"),
+    Case("studies", "sweep --seeds past a C integer",
+         with_csv("--seeds", "9" * 30),
+         r"--seeds 9{30}: a count above the 1000 runs a sweep may have$", "--seeds"),
+    Case("studies", "sweep --seeds listing more seeds than a sweep's runs",
+         with_csv("--seeds", ",".join(map(str, range(1001)))),
+         r"--seeds: 1001 listed, more than the 1000 runs a sweep may have$", "--seeds"),
+    Case("studies", "sweep --set with more values than a sweep's runs",
+         with_csv("--set", "lr=" + ",".join(f"0.{i:04d}" for i in range(1, 1202))),
+         r"--set lr: 1201 values, more than the 1000 runs a sweep may have$", "--set lr"),
+    Case("studies", "sweep of a grid larger than a sweep's runs",
+         with_csv("--set", "latent_dim=" + ",".join(map(str, range(1, 41))),
+                  "--set", "beta=" + ",".join(map(str, range(1, 6))), "--seeds", "6"),
+         r"--set and --seeds: the grid is 40 x 5 x 6 = 1200 runs, more than the 1000 a sweep may "
+         r"have; split it into sweeps of their own --name$", "--set and --seeds"),
+    Case("studies", "sweep whose 5th run has a value its config refuses",
+         with_csv("--hidden", "8,4", "--set", "arch=mlp,gated,conv", "--set", "latent_dim=2,3"),
+         r"arch=conv,latent_dim=2,seed=0: the conv arch reads hidden as", "arch=conv"),
+    Case("studies", "sweep --set of a data file that is not there",
+         lambda w: (csv_pair(w), sweep_args("--set", "source=train.csv,gone.csv"))[1],
+         r"source=gone\.csv,seed=0: data\.source gone\.csv: not found$", "gone.csv"),
+    Case("studies", "sweep with a config file of a bad value", bad_config_file,
+         r"beta=1,seed=0: c\.yaml: model\.latent_dim must be at least 1, got 0$", "c.yaml"),
+    Case("studies", "sweep in a folder another sweep is running in", busy_study,
+         r"runs/s: another vaelab sweep \(PID \d+\) is running in this folder", "runs/s"),
+    Case("studies", "sweep --jobs beyond the cores",
+         with_csv("--set", "beta=1,4", "--jobs", "4096"),
+         r"--jobs 4096: runs at once must be from 1 to the \d+ cores", "--jobs"),
     Case("studies", "sweep into a study started with another grid", another_sweep,
          r"runs/s/sweep.json: this study was started with another grid, seeds or options",
          "runs/s/sweep.json"),

@@ -8,8 +8,9 @@ import pytest
 
 from tests.bad_input_cases import csv_pair
 from vaelab import rundir
-from vaelab.config import RunConfig
+from vaelab.config import DataConfig, RunConfig
 from vaelab.config_files import load_config_file
+from vaelab.errors import VaelabError
 
 YAML = """
 model:
@@ -101,3 +102,169 @@ def test_an_empty_section_means_the_defaults(tmp_path, suffix):
     text = {".yaml": "model: {}\n", ".toml": "[model]\n", ".json": '{"model": {}}'}[suffix]
     (tmp_path / f"c{suffix}").write_text(text)
     assert load_config_file(tmp_path / f"c{suffix}") == RunConfig()
+
+
+# ---------------------------------------------------------------- relative paths
+
+
+def test_relative_paths_are_read_from_the_config_files_folder(tmp_path, monkeypatch):
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "c.toml").write_text(
+        '[data]\nsource = "images.npy"\ntest_source = "../held/test.npy"\ndata_dir = "/srv/data"\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    data = load_config_file("conf/c.toml").data
+    assert data.source == "conf/images.npy"
+    assert data.test_source == "conf/../held/test.npy"
+    assert data.data_dir == "/srv/data"  # absolute: as written
+    monkeypatch.chdir(tmp_path / "conf")
+    assert load_config_file(tmp_path / "conf" / "c.toml").data.source == str(
+        tmp_path / "conf" / "images.npy"
+    )
+
+
+def test_a_builtin_name_stays_a_name_and_home_is_expanded(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "c.yaml").write_text("data:\n  source: mnist\n  data_dir: ~/datasets\n")
+    data = load_config_file(tmp_path / "c.yaml").data
+    assert data.source == "mnist"
+    assert data.data_dir == str(tmp_path / "home" / "datasets")
+
+
+def test_print_config_names_each_relative_path_and_where_it_leads(tmp_path, monkeypatch, cli):
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "c.yaml").write_text("data:\n  source: images.npy\n")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    printed = cli("train", "--config", "../conf/c.yaml", "--print-config")
+    assert printed.code == 0, printed.err
+    assert json.loads(printed.out)["data"]["source"] == str(tmp_path / "conf" / "images.npy")
+    assert printed.err.strip() == (
+        f"../conf/c.yaml: data.source images.npy is relative to the config file's folder: "
+        f"{tmp_path / 'conf' / 'images.npy'}"
+    )
+
+
+def test_a_path_given_as_an_option_stays_relative_to_the_working_directory(
+    tmp_path, monkeypatch, cli
+):
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "c.yaml").write_text("data:\n  source: images.npy\n")
+    monkeypatch.chdir(tmp_path)
+    printed = cli("train", "--config", "conf/c.yaml", "--data", "mine.npy", "--print-config")
+    assert printed.code == 0, printed.err
+    assert json.loads(printed.out)["data"]["source"] == str(tmp_path / "mine.npy")
+
+
+# ---------------------------------------------------------------- a run's record
+
+
+def test_a_runs_config_json_without_a_section_is_refused(tmp_path):
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"model": {"latent_dim": 3}, "train": {}}))
+    with pytest.raises(VaelabError, match=r"r/config.json: lacks its data section\(s\)"):
+        rundir.load_config(run)
+    (run / "config.json").write_text(json.dumps({"model": {}, "data": {}, "train": {}}))
+    assert rundir.load_config(run) == RunConfig()
+
+
+def test_a_config_file_that_records_a_run_needs_every_section(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"model": {}, "train": {}, "device": "cpu"}))
+    with pytest.raises(VaelabError, match=r"config.json: lacks its data section\(s\)"):
+        load_config_file(path)
+    path.write_text(json.dumps({"model": {}, "train": {}}))  # a user's file: defaults apply
+    assert load_config_file(path) == RunConfig()
+
+
+# ---------------------------------------------------------------- malformed files
+
+WRONG_VALUES = [
+    None, [], {}, "x", "", 1e400, float("nan"), 10**400, -1, True, [[1]], [1, "a"], {"a": 1},
+    [None], [[]] * 3, 2**63, "\0", "\u202e",
+]  # fmt: skip
+
+
+def _one_line_from(path, error: VaelabError) -> None:
+    message = str(error)
+    assert "\n" not in message and message.startswith(f"{path}: "), message
+
+
+@pytest.mark.parametrize("section", ["model", "data", "train"])
+def test_every_field_given_every_wrong_value_is_one_line(tmp_path, section):
+    """Each field of each section set to values of every type: the config is built, or refused
+    in one line that names the file and the field; never another exception."""
+    default = {"model": RunConfig().model, "data": RunConfig().data, "train": RunConfig().train}
+    path = tmp_path / "c.json"
+    for field in default[section].__dataclass_fields__:
+        for value in WRONG_VALUES:
+            text = json.dumps({section: {field: value}}, allow_nan=True)
+            path.write_text(text)
+            try:
+                load_config_file(path)
+            except VaelabError as exc:
+                _one_line_from(path, exc)
+                assert f"{section}." in str(exc) or f"{section}:" in str(exc), str(exc)
+
+
+MALFORMED = {
+    "empty.yaml": "",
+    "null-sections.yaml": "model:\ndata:\ntrain:\n",
+    "list-section.yaml": "model:\n  - latent_dim: 3\n",
+    "scalar-section.toml": "model = 3\n",
+    "table-array.toml": "[[data]]\nsource = 'x'\n",
+    "string-section.json": '{"train": "fast"}',
+    "nested.json": '{"model": {"hidden": ' + "[" * 900 + "]" * 900 + "}}",
+    "nested.toml": "[model]\nhidden = " + "[" * 5000 + "]" * 5000 + "\n",
+    "nested-table.toml": "".join(f"[{'.'.join(['a'] * n)}]\n" for n in range(1, 300)),
+    "nested.yaml": "model: " + "{a: " * 5000 + "1" + "}" * 5000 + "\n",
+    "keys.yaml": "? [a, b]\n: 1\n",
+    "none-key.yaml": "~: 1\nmodel: {}\n",
+    "mixed-keys.yaml": "model: {1: 2, latent_dim: 3, null: 4}\n",
+    "aliases.yaml": "a: &a [1, 1, 1, 1]\nmodel: {hidden: [*a, *a, *a]}\n",
+    "date.toml": "[train]\nepochs = 1979-05-27\n",
+    "bad-date.toml": "[train]\nepochs = 1979-13-27\n",
+    "bad-date.yaml": "train: {epochs: 1979-13-27}\n",
+    "binary.yaml": "train: {lr: !!binary aGVsbG8=}\n",
+    "set.yaml": "data: {class_names: !!set {a, b}}\n",
+    "long-int.yaml": "train: {lr: 1" + "0" * 5000 + "}\n",
+    "inf.yaml": "train: {beta: .inf, lr: .nan}\n",
+    "bool-int.toml": "[model]\nlatent_dim = true\n",
+    "float-split.json": '{"data": {"test_split": 1.0}}',
+}
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED))
+def test_a_malformed_config_file_is_one_line_naming_it(tmp_path, name):
+    path = tmp_path / name
+    path.write_text(MALFORMED[name])
+    with pytest.raises(VaelabError) as refused:
+        load_config_file(path)
+    _one_line_from(path, refused.value)
+
+
+# ---------------------------------------------------------------- numbers that read two ways
+
+
+@pytest.mark.parametrize("field", ["test_split", "val_split"])
+def test_a_split_of_1_0_is_refused_with_both_readings(field):
+    with pytest.raises(VaelabError, match=rf"{field} 1.0 could mean all the images \(100%\) or "
+                       r"1 image: write 1 for one image") as refused:  # fmt: skip
+        DataConfig(**{field: 1.0})
+    assert refused.value.parameters == (field,)
+
+
+@pytest.mark.parametrize(("value", "field"), [(1, "test_split"), (0.5, "test_split"),
+                                              (200.0, "test_split"), (0, "val_split")])  # fmt: skip
+def test_a_split_that_reads_one_way_is_taken(value, field):
+    assert getattr(DataConfig(**{field: value}), field) == value
+
+
+def test_test_split_1_0_on_the_command_line_is_refused(tmp_path, monkeypatch, cli):
+    monkeypatch.chdir(tmp_path)
+    refused = cli("train", "--test-split", "1.0", "--print-config")
+    assert refused.code == 2
+    assert refused.err.startswith("vaelab: error: --test-split 1.0 could mean all the images")
+    taken = cli("train", "--test-split", "1", "--print-config")
+    assert taken.code == 0 and json.loads(taken.out)["data"]["test_split"] == 1

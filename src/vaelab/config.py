@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
-from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from vaelab.config_sections import build_section, require_sections
 from vaelab.errors import VaelabError
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -185,7 +186,7 @@ MAX_WORKERS = 64
 # How a run reads its data, not what it computes (the batches are the same): left out of the
 # identity a resume is checked against, so a checkpoint does not depend on them.
 READING_FIELDS = {"data": ("loader", "workers")}
-_PATH_FIELDS = ("data_dir", "train_csv", "test_csv", "source", "test_source")
+PATH_FIELDS = ("data_dir", "train_csv", "test_csv", "source", "test_source")
 
 
 @dataclass(frozen=True)
@@ -200,8 +201,9 @@ class DataConfig:
     `class_names` names the classes; `array_keys` names the .npz arrays (train images, train labels,
     test images, test labels; or images, labels); `columns` names the Parquet or Arrow columns (the
     images, and the labels when given). A source without a test split is split with `test_split` (a
-    fraction, or a count of images) and `split_seed`; `val_split` holds out that much of the
-    training set for validation, with the same seed. `binarize`: 'none', 'dynamic' (x ~
+    fraction below 1, or a whole count of images; 1.0, which reads as either, is refused) and
+    `split_seed`; `val_split` holds out that much of the training set for validation, with the
+    same seed. `binarize`: 'none', 'dynamic' (x ~
     Bernoulli(pixels) drawn afresh every batch) or 'static' (drawn once from `split_seed`). `loader`
     says how training batches are read: 'memory' in the training process, 'stream' by `workers`
     DataLoader workers ahead of the step (0: one fewer than the CPUs, 1 to 4), 'auto' streams images
@@ -245,7 +247,7 @@ class DataConfig:
             "test_source needs source (the training data)",
             "test_source",
         )
-        for name in _PATH_FIELDS:
+        for name in PATH_FIELDS:
             path = getattr(self, name)
             _require(path is None or _is_path_text(path), f"{name} is not a usable path", name)
         for name in ("image_size", "class_names", "array_keys", "columns"):
@@ -299,7 +301,7 @@ class DataConfig:
 
         paths: dict[str, Any] = {
             name: str(Path(value).resolve())
-            for name in _PATH_FIELDS
+            for name in PATH_FIELDS
             if (value := getattr(self, name)) is not None
             and not (name == "source" and is_builtin_name(value))
         }
@@ -311,7 +313,14 @@ def _positive_int(value: Any) -> bool:
 
 
 def _check_split(value: float, name: str, allow_zero: bool) -> None:
-    """A split is a fraction in (0, 1) or a whole count of images (0 only where allowed)."""
+    """A split is a fraction in (0, 1) or a whole count of images (0 only where allowed). 1.0
+    reads as both (all of them, or one image), so it is refused with the way to write each."""
+    _require(
+        not (isinstance(value, float) and value == 1.0),
+        f"{name} 1.0 could mean all the images (100%) or 1 image: write 1 for one image, or a "
+        "fraction below 1 for a share of them (0.2 for 20%)",
+        name,
+    )
     whole = isinstance(value, int) or (
         isinstance(value, float) and value.is_integer() and value >= 1
     )
@@ -464,56 +473,14 @@ class RunConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> RunConfig:
-        """The config of a parsed config.json, every field type-checked (files are untrusted)."""
+    def from_dict(cls, raw: dict[str, Any], *, complete: bool = False) -> RunConfig:
+        """The config of a parsed config.json or config file, every section and field checked
+        (files are untrusted). A section left out keeps its defaults unless `complete` (a run's
+        config.json records all three: one that lacks a section is refused)."""
+        if complete:
+            require_sections(raw)
         return cls(
-            model=_build(ModelConfig, raw.get("model", {})),
-            data=_build(DataConfig, raw.get("data", {})),
-            train=_build(TrainConfig, raw.get("train", {})),
+            model=build_section(ModelConfig, "model", raw),
+            data=build_section(DataConfig, "data", raw),
+            train=build_section(TrainConfig, "train", raw),
         )
-
-
-def _build(kind: type, raw: dict[str, Any]) -> Any:
-    _require(isinstance(raw, dict), f"{kind.__name__} must be a JSON object, got {_short(raw)}")
-    known = {f.name for f in fields(kind)}
-    unknown = sorted(set(raw) - known)
-    _require(not unknown, f"unknown {kind.__name__} field(s): {', '.join(unknown)}")
-    for f in fields(kind):
-        if f.name in raw and f.default is not MISSING:
-            _require(
-                _same_kind(f.default, raw[f.name]),
-                f"{f.name} must be {_kind_name(f.default)}, got {_short(raw[f.name])}",
-            )
-    return kind(**raw)
-
-
-def _same_kind(default: Any, value: Any) -> bool:
-    """Whether a JSON value has the type of a field's default (files are not trusted)."""
-    if isinstance(default, bool) or isinstance(value, bool):
-        return isinstance(default, bool) and isinstance(value, bool)
-    if isinstance(default, int):
-        return isinstance(value, int)
-    if isinstance(default, float):
-        return isinstance(value, (int, float))
-    if isinstance(default, tuple):
-        kind = str if default == () and value and isinstance(value[0], str) else int
-        return isinstance(value, (list, tuple)) and all(
-            isinstance(v, kind) and not isinstance(v, bool) for v in value
-        )
-    if default is None:
-        return value is None or isinstance(value, str)
-    return isinstance(value, type(default))
-
-
-def _kind_name(default: Any) -> str:
-    if isinstance(default, tuple):
-        return "a list of integers" if default else "a list"
-    if default is None:
-        return "a string or null"
-    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
-    return names.get(type(default), type(default).__name__)
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."

@@ -11,7 +11,7 @@ import click
 from vaelab._outputs import check_output_folder
 from vaelab.cli.group import cli, one_line
 from vaelab.studies.runs import RUNS_HEADERS, list_runs, runs_rows, text_table
-from vaelab.studies.sweep import parse_seeds, parse_set, plan_sweep
+from vaelab.studies.sweep import MAX_RUNS, parse_seeds, parse_set, plan_sweep
 
 _DETAIL_WIDTH = 60  # a damaged run's reason is cut to this in the table
 
@@ -58,7 +58,11 @@ def compare_command(runs: tuple[Path, ...], out: Path, overwrite: bool) -> None:
     help="A train option in config form and its values, e.g. latent_dim=2,10 (repeat for a "
     "grid; hidden's values are separated by ';').",
 )  # fmt: skip
-@click.option("--seeds", default="1", help="How many seeds (0, 1, ...), or a list: 0,5,7.")
+@click.option(
+    "--seeds", default="1",
+    help="How many seeds (0, 1, ...), or a list: 0,5,7. The grid (values times seeds) may have "
+    f"at most {MAX_RUNS} runs.",
+)  # fmt: skip
 @click.option("--name", default="sweep", help="The study's folder in RUNS_DIR.")
 @click.option(
     "--runs-dir", type=click.Path(path_type=Path), default=Path("runs"),
@@ -66,7 +70,8 @@ def compare_command(runs: tuple[Path, ...], out: Path, overwrite: bool) -> None:
 )  # fmt: skip
 @click.option(
     "--jobs", type=click.IntRange(min=1), default=1,
-    help="Runs at once; each gets its share of the cores (OMP_NUM_THREADS).",
+    help="Runs at once, at most one per core; each gets its share of the cores "
+    "(OMP_NUM_THREADS).",
 )  # fmt: skip
 @click.pass_context
 def sweep_command(
@@ -75,12 +80,15 @@ def sweep_command(
     """Train the grid of --set values times --seeds, each run a `vaelab train` process in
     RUNS_DIR/NAME/RUN; any other option goes to every `vaelab train` (e.g. --epochs 5 --data X).
 
-    A finished run is skipped and a stopped one resumed, so running the same command again
-    continues the sweep; SIGINT/SIGTERM stop every run at a checkpoint. Ends with
-    RUNS_DIR/NAME/compare.html: the mean and spread over seeds of each setting.
+    The whole grid is checked before any run starts. A finished run is skipped and a stopped one
+    resumed, so running the same command again continues the sweep; SIGINT/SIGTERM/SIGHUP stop
+    every run at a checkpoint (a third one kills them), and no run outlives the sweep. One sweep
+    at a time runs in a folder. Ends with RUNS_DIR/NAME/compare.html: the mean and spread over
+    seeds of each setting.
     """
     from vaelab.studies.sweep_run import SweepInterrupted, run_sweep
 
+    check_output_folder(runs_dir, "runs_dir")  # a study is never made inside a run
     settings = [parse_set(text) for text in sets]
     plan = plan_sweep(settings, parse_seeds(seeds), runs_dir / name, ctx.args)
     again = shlex.join([
@@ -88,7 +96,6 @@ def sweep_command(
         "--runs-dir", str(runs_dir), "--jobs", str(jobs), *ctx.args,
     ])  # fmt: skip
     try:
-    check_output_folder(runs_dir, "runs_dir")  # a study is never made inside a run
         run_sweep(plan, jobs, again, say=click.echo)
     except SweepInterrupted as stopped:
         click.echo(f"vaelab: {one_line(str(stopped))}", err=True)

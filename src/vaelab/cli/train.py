@@ -11,8 +11,10 @@ from typing import Any
 
 import click
 
-from vaelab.cli.group import cli, device_option, optional_str
+from vaelab._outputs import check_run_folder
+from vaelab.cli.group import cli, command_flags, device_option
 from vaelab.cli.options import parse_hidden, parse_names, parse_split, reading_options
+from vaelab.cli.train_config import option_given, run_config
 from vaelab.config import (
     ARCHS,
     BACKWARDS,
@@ -30,7 +32,6 @@ from vaelab.config import (
     RunConfig,
     TrainConfig,
 )
-from vaelab.config_files import config_from_sections, read_config_file
 from vaelab.data import Dataset, load_dataset
 from vaelab.data.splits import split_count
 from vaelab.errors import MissingExtra, VaelabError
@@ -196,7 +197,7 @@ _DATA = DataConfig()
 @click.option(
     "--config", "config_file", type=click.Path(path_type=Path), default=None,
     help="Start from the settings of a JSON, YAML or TOML file (the sections of config.json); "
-    "options given here override them.",
+    "options given here override them. Relative paths in the file are read from its folder.",
 )  # fmt: skip
 @click.option(
     "--from", "from_run", type=click.Path(path_type=Path), default=None, metavar="RUN",
@@ -205,7 +206,9 @@ _DATA = DataConfig()
 @click.option(
     "--print-config",
     is_flag=True,
-    help="Print the settings as config.json would hold them, and exit.",
+    help="Print the settings as config.json would hold them (paths made absolute; the "
+    "relative paths of a --config file are named on stderr, resolved against its folder), and "
+    "exit.",
 )
 @click.option("--name", default=None, help="Run name  [default: a timestamp]")
 @click.option(
@@ -251,10 +254,11 @@ def train_command(
     if resume_run is not None:
         _refuse_options_besides_resume(resume_run)
         config, run_dir = load_config(resume_run), resume_run
-        if _given("epochs"):  # --resume RUN --epochs N trains the run on to N epochs
+        if option_given("epochs"):  # --resume RUN --epochs N trains the run on to N epochs
             config = replace(config, train=replace(config.train, epochs=settings["epochs"]))
     else:
-        config = _configured(settings, config_file, from_run)
+        told = _say_on_stderr if print_config else None  # where the file's relative paths led
+        config = run_config(settings, config_file, from_run, told)
         run_dir = runs_dir / (name or time.strftime("%Y%m%d-%H%M%S"))
     if print_config:
         resolved = replace(config, data=config.data.resolved())
@@ -309,77 +313,8 @@ def _data_summary(dataset: Dataset, config: RunConfig) -> str:
     )
 
 
-# Command-line options whose config field has another name than the option.
-_FIELD_OF_OPTION = {"no_labels": ("data", "labels")}
-
-
-def _configured(
-    settings: dict[str, Any], config_file: Path | None, from_run: Path | None
-) -> RunConfig:
-    """The config of the options alone, or of a file / an earlier run with the options given on
-    the command line laid over it."""
-    if config_file is not None and from_run is not None:
-        raise VaelabError("give --config or --from, not both")
-    from_options = run_config_from_options(**settings)
-    if config_file is None and from_run is None:
-        return from_options
-    if config_file is not None:
-        base, origin = read_config_file(config_file), config_file
-    else:
-        assert from_run is not None
-        base, origin = load_config(from_run).to_dict(), from_run / "config.json"
-        base["model"].pop("input_dim", None)  # they follow the data
-        base["model"].pop("image_shape", None)
-    options = from_options.to_dict()
-    for name in settings:
-        if _given(name):
-            section, field = _FIELD_OF_OPTION.get(name) or _field_of(name, options)
-            base.setdefault(section, {})[field] = options[section][field]
-    return config_from_sections(base, origin)
-
-
-def _field_of(option: str, config: dict[str, Any]) -> tuple[str, str]:
-    for section, values in config.items():
-        if option in values:
-            return section, option
-    raise AssertionError(f"the option {option} sets no config field")
-
-
-def run_config_from_options(
-    epochs: int, batch_size: int, test_batch_size: int, lr: float, lr_schedule: str,
-    latent_dim: int, hidden: tuple[int, ...], arch: str, likelihood: str, beta: float,
-    kl_warmup: int, seed: int, precision: str, device: str, data_dir: Path | None,
-    train_csv: Path | None, test_csv: Path | None, source: str | None, test_source: str | None,
-    image_size: tuple[int, ...], no_labels: bool, class_names: tuple[str, ...],
-    array_keys: tuple[str, ...], columns: tuple[str, ...], test_split: float, val_split: float,
-    split_seed: int, binarize: str, early_stopping: int, test_each_epoch: str,
-    prior: str = "gaussian", components: int = _MODEL.components, stochastic_layers: int = 1,
-    conditional: bool = False,
-    objective: str = "elbo", train_samples: int = 1, backward: str = "auto",
-    cuda_graphs: bool = False, loader: str = "auto", workers: int = 0,
-) -> RunConfig:  # fmt: skip
-    """The RunConfig the values of `vaelab train`'s options describe (also how a sweep checks
-    each of its runs before starting any)."""
-    return RunConfig(
-        model=ModelConfig(
-            hidden=hidden, latent_dim=latent_dim, arch=arch, likelihood=likelihood, prior=prior,
-            components=components, stochastic_layers=stochastic_layers, conditional=conditional,
-        ),
-        data=DataConfig(
-            data_dir=optional_str(data_dir), train_csv=optional_str(train_csv),
-            test_csv=optional_str(test_csv), source=source, test_source=test_source,
-            image_size=image_size, labels=not no_labels, class_names=class_names,
-            array_keys=array_keys, columns=columns, test_split=test_split, val_split=val_split,
-            split_seed=split_seed, binarize=binarize, loader=loader, workers=workers,
-        ),
-        train=TrainConfig(
-            epochs=epochs, batch_size=batch_size, test_batch_size=test_batch_size, lr=lr,
-            lr_schedule=lr_schedule, seed=seed, device=device, precision=precision, beta=beta,
-            kl_warmup=kl_warmup, early_stopping=early_stopping, test_each_epoch=test_each_epoch,
-            objective=objective, train_samples=train_samples, backward=backward,
-            cuda_graphs=cuda_graphs,
-        ),
-    )  # fmt: skip
+def _say_on_stderr(line: str) -> None:
+    click.echo(line, err=True)
 
 
 def _tensorboard_logger(wanted: bool | None, run_dir: Path, images_every: int) -> list[Callback]:
@@ -387,6 +322,7 @@ def _tensorboard_logger(wanted: bool | None, run_dir: Path, images_every: int) -
     tensorboard package is installed; asked for without it, the one-line error names the extra."""
     if wanted is False or not is_main_process():
         return []
+    check_run_folder(run_dir / TENSORBOARD_DIR, "TensorBoard logs")
     try:
         return [TensorBoardLogger(run_dir / TENSORBOARD_DIR, images_every=images_every)]
     except MissingExtra:
@@ -403,17 +339,11 @@ _RESUMABLE_OPTIONS = {
 }  # fmt: skip
 
 
-def _given(name: str) -> bool:
-    ctx = click.get_current_context()
-    return ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
-
-
 def _refuse_options_besides_resume(run: Path) -> None:
     ctx = click.get_current_context()
+    flags = command_flags(ctx.command)
     given = [
-        "--" + name.replace("_", "-")
-        for name in ctx.params
-        if name not in _RESUMABLE_OPTIONS and _given(name)
+        flags[name] for name in ctx.params if name not in _RESUMABLE_OPTIONS and option_given(name)
     ]
     if given:
         raise VaelabError(

@@ -133,7 +133,7 @@ def load_config(run_dir: str | Path) -> RunConfig:
     """The RunConfig of a run directory, every field checked."""
     raw = load_run_info(run_dir)
     try:
-        return RunConfig.from_dict({key: raw.get(key, {}) for key in ("model", "data", "train")})
+        return RunConfig.from_dict(raw, complete=True)  # what it records beside is not read
     except (TypeError, VaelabError) as exc:
         raise VaelabError(f"{Path(run_dir) / CONFIG_FILE}: {exc}") from None
 

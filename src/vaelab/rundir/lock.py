@@ -101,7 +101,7 @@ def lock_state(run_dir: str | Path) -> LockState:
         os.close(fd)
 
 
-def _acquire(run_dir: Path) -> int:
+def _acquire(run_dir: Path, lock_file: str = LOCK_FILE) -> int:
     """flock RUN/.lock without waiting and write this PID into it; refuse if another holds it.
 
     The kernel releases the lock when its holder dies, even by SIGKILL, so it is never stale.
@@ -109,7 +109,7 @@ def _acquire(run_dir: Path) -> int:
     """
     if not run_dir.is_dir():
         raise VaelabError(f"{run_dir}: run directory not found")
-    path = run_dir / LOCK_FILE
+    path = run_dir / lock_file
     for _ in range(10):
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -139,9 +139,9 @@ def _acquire(run_dir: Path) -> int:
     raise VaelabError(f"{run_dir}: cannot lock the run directory (its lock file keeps changing)")
 
 
-def _release(run_dir: Path, fd: int) -> None:
+def _release(run_dir: Path, fd: int, lock_file: str = LOCK_FILE) -> None:
     try:
-        (run_dir / LOCK_FILE).unlink(missing_ok=True)
+        (run_dir / lock_file).unlink(missing_ok=True)
     except OSError:
         pass
     finally:
@@ -176,6 +176,17 @@ def run_lock(run_dir: str | Path) -> Iterator[Path]:
         _release(run_dir, fd)
 
 
+@contextmanager
+def folder_lock(folder: Path, lock_file: str) -> Iterator[Path]:
+    """Hold FOLDER/LOCK_FILE as `run_lock` holds a run's (flock, this PID in it, released however
+    the process ends), for a folder of vaelab's that is not a run; RunBusy when another holds it."""
+    fd = _acquire(folder, lock_file)
+    try:
+        yield folder
+    finally:
+        _release(folder, fd, lock_file)
+
+
 def remove_temp_files(run_dir: Path) -> None:
     """Remove what writes of vaelab's files that a crash cut short left (`.NAME.*.tmp`)."""
     remove_stale_temp_files(run_dir, (*VAELAB_FILES, _PROBE_FILE))
@@ -199,6 +210,16 @@ def remove_run_files(run_dir: Path) -> None:
     remove_temp_files(run_dir)
 
 
+def _names_run_files(run_dir: Path) -> bool:
+    """Whether `run_dir` holds anything `remove_run_files` would remove."""
+    figures = run_dir / FIGURES_DIR
+    return (
+        any((run_dir / name).exists() for name in VAELAB_FILES)
+        or any((figures / name).exists() for name in FIGURE_FILES)
+        or (run_dir / TENSORBOARD_DIR).exists()
+    )
+
+
 def _holds_something(run_dir: Path) -> bool:
     """Whether `run_dir` holds anything besides the lock and what crashed writes left."""
     remove_temp_files(run_dir)
@@ -210,16 +231,6 @@ class Claim:
     """A run directory this process holds for writing (see `claim_run_dir`).
 
     `created`: this attempt made the directory. `keep`: what the attempt wrote stays if it
-def _names_run_files(run_dir: Path) -> bool:
-    """Whether `run_dir` holds anything `remove_run_files` would remove."""
-    figures = run_dir / FIGURES_DIR
-    return (
-        any((run_dir / name).exists() for name in VAELAB_FILES)
-        or any((figures / name).exists() for name in FIGURE_FILES)
-        or (run_dir / TENSORBOARD_DIR).exists()
-    )
-
-
     fails; it starts True for a resumed run and is set by the training loop otherwise.
     """
 
@@ -283,6 +294,7 @@ def claim_run_dir(run_dir: Path, overwrite: bool = False, resume: bool = False) 
             _check_resumable(run_dir)  # says it is not found
         created = False
     else:
+        check_output_folder(run_dir.parent, "runs_dir")  # not a run inside another run
         created = _make_dir(run_dir)
     claim = Claim(run_dir, created, keep=resume)
     try:
@@ -293,8 +305,13 @@ def claim_run_dir(run_dir: Path, overwrite: bool = False, resume: bool = False) 
             elif not created and _holds_something(run_dir):
                 if not overwrite:
                     raise RunExists(run_dir, resumable=(run_dir / CHECKPOINT_FILE).is_file())
+                if not is_vaelab_run(run_dir) and _names_run_files(run_dir):
+                    raise VaelabError(  # a folder of the user's: its config.json stays
+                        f"{run_dir}: holds files but no vaelab run, so overwrite=True leaves it "
+                        "as it is (it replaces only a run directory)",
+                        parameters=("overwrite",),
+                    )
                 remove_run_files(run_dir)
-        check_output_folder(run_dir.parent, "runs_dir")  # not a run inside another run
             try:
                 yield claim
             except BaseException:
@@ -305,12 +322,6 @@ def claim_run_dir(run_dir: Path, overwrite: bool = False, resume: bool = False) 
         if claim.created and not claim.keep:
             with suppress(OSError):
                 run_dir.rmdir()  # only when empty
-                if not is_vaelab_run(run_dir) and _names_run_files(run_dir):
-                    raise VaelabError(  # a folder of the user's: its config.json stays
-                        f"{run_dir}: holds files but no vaelab run, so overwrite=True leaves it "
-                        "as it is (it replaces only a run directory)",
-                        parameters=("overwrite",),
-                    )
         raise
 
 

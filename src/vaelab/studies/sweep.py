@@ -1,17 +1,19 @@
 """A sweep: a grid of settings times seeds, each one `vaelab train` run in RUNS_DIR/NAME/RUN.
 
-`plan_sweep` checks the whole grid before anything runs (every value parsed as `vaelab train`
-parses it, every run's config built) and `vaelab.studies.sweep_run.run_sweep` runs it. The grid
-is recorded in RUNS_DIR/NAME/sweep.json; running the same sweep again continues it.
+`plan_sweep` checks the whole grid before anything runs (its size first, then every value parsed
+as `vaelab train` parses it, every run's config built, its config file included, and the files its
+data names looked up) and `vaelab.studies.sweep_run.run_sweep` runs it. The grid is recorded in
+RUNS_DIR/NAME/sweep.json; running the same sweep again continues it.
 """
 
 from __future__ import annotations
 
 import difflib
-import inspect
 import itertools
-import json
+import math
+import os
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +21,8 @@ from typing import Any
 
 import click
 
-from vaelab._io import atomic_write_text, parse_json, read_text
-from vaelab.config import check_seed
+from vaelab.config import PATH_FIELDS, DataConfig, RunConfig, check_seed
 from vaelab.errors import VaelabError
-from vaelab.studies.runs import SWEEP_FILE, is_run_dir
 
 FORMAT = "vaelab-sweep-1"
 # `vaelab train` options a sweep sets itself (the run's folder, its seed, resuming) or that do
@@ -35,6 +35,9 @@ _OWN_OPTIONS = {"name": "--name", "runs_dir": "--runs-dir", "overwrite": "--over
 # Options a resumed run takes (`vaelab train --resume` refuses the others).
 RESUME_OPTIONS = ("checkpoint_every", "no_plots", "dist_timeout_s")
 LIST_KEYS = {"hidden"}  # their values hold commas: values are separated by ';'
+# The most runs one sweep plans: the grid (values of each --set times seeds) is counted against
+# it before anything is built, so a huge --seeds or --set is one line, not the memory of a grid.
+MAX_RUNS = 1000
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+=-]")
 
 
@@ -106,32 +109,50 @@ def parse_set(text: str) -> Setting:
             parameters=("sets",),
         )
     parts = tuple(v.strip() for v in values.split(";" if key in LIST_KEYS else ","))
+    if len(parts) > MAX_RUNS:
+        raise VaelabError(f"sets {_cut(key)}: {len(parts)} values, more than the {MAX_RUNS} runs "
+                          "a sweep may have", parameters=("sets",))  # fmt: skip
     if not all(parts):
         raise VaelabError(f"sets {text!r}: an empty value", parameters=("sets",))
-    repeated = sorted({v for v in parts if parts.count(v) > 1})
+    repeated = sorted(value for value, times in Counter(parts).items() if times > 1)
     if repeated:
         raise VaelabError(f"sets {text!r}: {', '.join(repeated)} given twice", parameters=("sets",))
     return Setting(key, parts)
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
-    """'3' -> seeds 0, 1, 2; '0,5,7' -> those seeds."""
+    """'3' -> seeds 0, 1, 2; '0,5,7' -> those seeds; at most MAX_RUNS of them."""
+    parts = text.split(",")
+    if len(parts) > MAX_RUNS:
+        raise VaelabError(f"seeds: {len(parts)} listed, more than the {MAX_RUNS} runs a sweep "
+                          "may have", parameters=("seeds",))  # fmt: skip
     try:
-        if "," not in text:
-            count = int(text)
-            if count < 1:
-                raise VaelabError(f"seeds {text}: give at least 1 seed", parameters=("seeds",))
-            return tuple(range(count))
-        seeds = tuple(int(part) for part in text.split(","))
-    except ValueError:
+        numbers = [int(part) for part in parts]
+    except ValueError:  # a word, or an integer of 4300 digits or more
         raise VaelabError(
-            f"seeds {text!r}: expected a count (3) or seeds (0,5,7)", parameters=("seeds",)
+            f"seeds {_cut(text)!r}: expected a count (3) or seeds (0,5,7)", parameters=("seeds",)
         ) from None
-    for seed in seeds:
+    if len(numbers) == 1:
+        return tuple(range(_seed_count(numbers[0], text)))
+    for seed in numbers:
         check_seed(seed, "seeds")
-    if len(set(seeds)) != len(seeds):
-        raise VaelabError(f"seeds {text}: a seed given twice", parameters=("seeds",))
-    return seeds
+    if len(set(numbers)) != len(numbers):
+        raise VaelabError(f"seeds {_cut(text)}: a seed given twice", parameters=("seeds",))
+    return tuple(numbers)
+
+
+def _seed_count(count: int, text: str) -> int:
+    if count < 1:
+        raise VaelabError(f"seeds {_cut(text)}: give at least 1 seed", parameters=("seeds",))
+    if count > MAX_RUNS:
+        raise VaelabError(f"seeds {_cut(text)}: a count above the {MAX_RUNS} runs a sweep may "
+                          "have", parameters=("seeds",))  # fmt: skip
+    return count
+
+
+def _cut(text: str, limit: int = 40) -> str:
+    """Text a user gave, cut to fit in a one-line message."""
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 def plan_sweep(
@@ -154,6 +175,7 @@ def plan_sweep(
             raise VaelabError(
                 f"sets {setting.key}: not a setting of vaelab train; {hint}", parameters=("sets",)
             )
+    _check_grid_size(settings, seeds)
     _check_train_args(train_args, keys)
     runs = _grid(settings, seeds)
     plan = SweepPlan(study_dir, tuple(settings), tuple(seeds), tuple(train_args), runs,
@@ -163,8 +185,34 @@ def plan_sweep(
             _parse_train([*train_args, flags[setting.key], value], f"sets {setting.key}={value}",
                          ("sets",))  # fmt: skip
     for run in runs:
-        _build_config(plan.train_args_of(run), run.name)
+        config = _build_config(plan.train_args_of(run), run.name)
+        _check_files(config.data, run.name)
     return plan
+
+
+def _check_grid_size(settings: Sequence[Setting], seeds: Sequence[int]) -> None:
+    """Refuse a grid of more than MAX_RUNS runs, counted before any of it is built."""
+    counts = [len(s.values) for s in settings] + [len(seeds)]
+    total = math.prod(counts)
+    if total > MAX_RUNS:
+        raise VaelabError(
+            f"sets and seeds: the grid is {' x '.join(map(str, counts))} = {total} runs, more "
+            f"than the {MAX_RUNS} a sweep may have; split it into sweeps of their own name",
+            parameters=("sets", "seeds", "name"),
+        )
+
+
+def _check_files(data: DataConfig, run_name: str) -> None:
+    """Refuse a run whose data names a file or folder that is not there, before any run starts
+    (each run's own loader checks the rest when it reads them)."""
+    from vaelab.data.registry import is_builtin_name  # data imports config
+
+    for name in PATH_FIELDS:
+        path = getattr(data, name)
+        if path is None or (name == "source" and is_builtin_name(path)):
+            continue
+        if not os.path.exists(path):
+            raise VaelabError(f"{run_name}: data.{name} {path}: not found")
 
 
 def _grid(settings: Sequence[Setting], seeds: Sequence[int]) -> tuple[SweepRun, ...]:
@@ -230,14 +278,14 @@ def _check_train_args(train_args: Sequence[str], keys: Sequence[str]) -> None:
                               "keep one", parameters=("sets",))  # fmt: skip
 
 
-def _build_config(args: Sequence[str], run_name: str) -> None:
-    """Build the run's config as `vaelab train` would, so that a bad value is refused now."""
-    from vaelab.cli.train import run_config_from_options
+def _build_config(args: Sequence[str], run_name: str) -> RunConfig:
+    """Build the run's config as `vaelab train` would (its config file or earlier run included),
+    so that a bad value is refused now."""
+    from vaelab.cli.train_config import config_of
 
     ctx = _parse_train(args, run_name)
-    wanted = inspect.signature(run_config_from_options).parameters
     try:
-        run_config_from_options(**{k: v for k, v in ctx.params.items() if k in wanted})
+        return config_of(ctx)
     except VaelabError as exc:
         raise VaelabError(f"{run_name}: {exc}") from None
 
@@ -255,36 +303,3 @@ def _resume_options(train_args: Sequence[str]) -> list[str]:
         flag = max(param.opts, key=len)
         kept += [flag] if param.is_flag else [flag, str(ctx.params[name])]
     return kept
-
-
-# ---------------------------------------------------------------- sweep.json
-
-
-def claim_study(plan: SweepPlan) -> bool:
-    """Create the study's folder and its sweep.json, or check that it is this sweep's; True when
-    it was there already (the sweep continues)."""
-    folder, path = plan.study_dir, plan.study_dir / SWEEP_FILE
-    if folder.exists() and not folder.is_dir():
-        raise VaelabError(f"{folder}: exists and is not a directory")
-    if is_run_dir(folder):
-        raise VaelabError(f"{folder}: is a run directory, not a sweep's folder; give another "
-                          "name", parameters=("name",))  # fmt: skip
-    if path.exists():
-        saved = parse_json(read_text(path, "a JSON file"), path)
-        if saved != plan.record():
-            raise VaelabError(
-                f"{path}: this study was started with another grid, seeds or options; run "
-                "that sweep again to continue it, or give the new one another name",
-                parameters=("name",),
-            )
-        return True
-    if folder.is_dir() and any(folder.iterdir()):
-        raise VaelabError(
-            f"{folder}: holds files but no {SWEEP_FILE}; give another name", parameters=("name",)
-        )
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise VaelabError(f"{folder}: cannot create the folder ({exc.strerror})") from None
-    atomic_write_text(path, json.dumps(plan.record(), indent=2) + "\n")
-    return False

@@ -1,10 +1,14 @@
 """Running a sweep: each run a `python -m vaelab train` process, N at a time, each with its share
-of the cores; a finished run is skipped, a stopped one resumed; SIGINT/SIGTERM stop the children
-cleanly (they checkpoint) and running the sweep again continues it.
+of the cores; a finished run is skipped, a stopped one resumed; SIGINT/SIGTERM/SIGHUP stop the
+children cleanly (they checkpoint) and running the sweep again continues it. No run outlives its
+sweep: a third stop signal kills the runs, and on Linux a sweep that dies any other way (SIGKILL)
+has the kernel send each run SIGTERM. One sweep at a time holds the study's folder.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
 import shlex
 import signal
@@ -13,20 +17,28 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vaelab._resources import cpu_count
 from vaelab.errors import VaelabError
 from vaelab.studies.compare_page import write_compare
 from vaelab.studies.runs import FINISHED, INCOMPLETE, RUNNING, STOPPED, loss_text, summarize_run
-from vaelab.studies.sweep import SweepPlan, SweepRun, claim_study
+from vaelab.studies.sweep import SweepPlan, SweepRun
+from vaelab.studies.sweep_folder import claim_study, study_lock
 
 LOGS_DIR = "logs"
 COMPARE_FILE = "compare.html"
 _POLL_S = 0.1
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# The stop signal that kills the runs and their DataLoader workers: the first is passed on (each
+# run checkpoints after its step), the second too (each run stops at once), the third kills.
+_KILL_AT_SIGNAL = 3
+_END_GRACE_S = 30.0  # a run's time to checkpoint when the sweep fails, before it is killed
+_PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent ends
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
 
 class SweepInterrupted(VaelabError):
@@ -63,11 +75,7 @@ class SweepResult:
 
 def threads_per_run(jobs: int) -> int:
     """Each of `jobs` runs' share of the cores this process may use (at least one)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    return max(1, cores // jobs)
+    return max(1, cpu_count() // jobs)
 
 
 def child_env(jobs: int) -> dict[str, str]:
@@ -86,20 +94,32 @@ class _Child:
     process: subprocess.Popen[bytes]
     started: float
     log: Path
+    told: int = 0  # the stop signals passed on to it
 
 
 class _Stop:
-    """The first stop signal the sweep received, passed on to every child it runs."""
+    """The stop signals the sweep received, passed on to every child it runs."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self.received = 0
         self.children: list[_Child] = []
 
     def handle(self, signum: int, _frame: Any) -> None:
         self.signum = self.signum or signum
+        self.received += 1
+        self.pass_on()
+
+    def pass_on(self) -> None:
+        """Give each running child every stop signal received so far (one started as a signal
+        came too); from the third on, kill its process group."""
         for child in list(self.children):
-            if child.process.poll() is None:
-                child.process.send_signal(signum)
+            while child.told < self.received and child.process.poll() is None:
+                child.told += 1
+                if child.told >= _KILL_AT_SIGNAL:
+                    _kill_group(child.process)
+                else:
+                    child.process.send_signal(_passed_on(self.signum))
 
     @contextmanager
     def installed(self) -> Iterator[_Stop]:
@@ -125,20 +145,25 @@ def run_sweep(
     Raises SweepInterrupted when a stop signal came (`again` is the command the message tells
     the user to run), SweepFailed when a run failed, after the other runs ended.
     """
-    if jobs < 1:
-        raise VaelabError(f"jobs must be at least 1, got {jobs}", parameters=("jobs",))
-    continued = claim_study(plan)
-    total = len(plan.runs)
-    say(f"sweep {plan.study_dir}: {total} runs, {jobs} at a time"
-        + (" (continued)" if continued else ""))  # fmt: skip
-    result = SweepResult()
-    todo = [(run, args) for run in plan.runs if (args := _next_step(plan, run, result, say))]
-    stop = _Stop()
-    with stop.installed():
-        _run_children(plan, todo, jobs, stop, result, say)
-    if stop.signum is not None:
-        raise SweepInterrupted(stop.signum, len(result.finished), total, again)
-    _finish(plan, result, say)
+    if not 1 <= jobs <= cpu_count():
+        raise VaelabError(
+            f"jobs {jobs}: runs at once must be from 1 to the {cpu_count()} cores this "
+            "process may use (each run needs one)",
+            parameters=("jobs",),
+        )
+    with study_lock(plan.study_dir):
+        continued = claim_study(plan)
+        total = len(plan.runs)
+        say(f"sweep {plan.study_dir}: {total} runs, {jobs} at a time"
+            + (" (continued)" if continued else ""))  # fmt: skip
+        result = SweepResult()
+        todo = [(run, args) for run in plan.runs if (args := _next_step(plan, run, result, say))]
+        stop = _Stop()
+        with stop.installed():
+            _run_children(plan, todo, jobs, stop, result, say)
+        if stop.signum is not None:
+            raise SweepInterrupted(stop.signum, len(result.finished), total, again)
+        _finish(plan, result, say)
     return result
 
 
@@ -175,16 +200,56 @@ def _run_children(
     logs = plan.study_dir / LOGS_DIR
     logs.mkdir(exist_ok=True)
     env = child_env(jobs)
-    while pending or stop.children:
-        while pending and len(stop.children) < jobs and stop.signum is None:
-            run, args = pending.pop(0)
-            stop.children.append(_start(run, args, logs / f"{run.name}.log", env, say))
-        for child in [c for c in stop.children if c.process.poll() is not None]:
-            stop.children.remove(child)
-            result.outcomes[child.run.name] = _outcome(plan, child, stop, say)
-        if stop.signum is not None:
-            pending.clear()
-        time.sleep(_POLL_S)
+    try:
+        while pending or stop.children:
+            while pending and len(stop.children) < jobs and stop.signum is None:
+                run, args = pending.pop(0)
+                stop.children.append(_start(run, args, logs / f"{run.name}.log", env, say))
+            stop.pass_on()  # a signal that came while a child was being started
+            for child in [c for c in stop.children if c.process.poll() is not None]:
+                stop.children.remove(child)
+                result.outcomes[child.run.name] = _outcome(plan, child, stop, say)
+            if stop.signum is not None:
+                pending.clear()
+            time.sleep(_POLL_S)
+    finally:
+        _end_children(stop.children)  # the sweep failed: its runs do not outlive it
+
+
+def _passed_on(signum: int | None) -> int:
+    """The signal a run gets for the sweep's: SIGHUP (the terminal closed) as SIGTERM, which a
+    run answers with a checkpoint (SIGHUP would end it without one)."""
+    return signal.SIGTERM if signum in (None, signal.SIGHUP) else signum
+
+
+def _end_children(children: list[_Child]) -> None:
+    """Stop the children still running: SIGTERM (they checkpoint), then, after _END_GRACE_S,
+    SIGKILL to each one's process group."""
+    running = [child.process for child in children if child.process.poll() is None]
+    for process in running:
+        process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + _END_GRACE_S
+    for process in running:
+        try:
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            _kill_group(process)
+            process.wait()
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a run and whatever it started (its DataLoader workers): its process group."""
+    with suppress(ProcessLookupError, PermissionError):  # it ended already
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def _stop_with_parent(parent: int) -> None:
+    """In a run's process, before it starts vaelab: SIGTERM when the sweep ends, even by
+    SIGKILL, so that the run checkpoints and stops instead of outliving its sweep (Linux)."""
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the sweep ended before the prctl
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _start(run: SweepRun, args: list[str], log: Path, env: dict[str, str],
@@ -196,7 +261,7 @@ def _start(run: SweepRun, args: list[str], log: Path, env: dict[str, str],
         # Detached from the terminal (setsid): Ctrl-C reaches the sweep, which passes it on once.
         process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=functools.partial(_stop_with_parent, os.getpid()),
         )  # fmt: skip
     say(f"{run.name}: {'resumed' if '--resume' in args else 'started'} (PID {process.pid})")
     return _Child(run, process, time.perf_counter(), log)
@@ -236,6 +301,7 @@ def _finish(plan: SweepPlan, result: SweepResult, say: Callable[[str], None]) ->
         page = write_compare(
             [plan.study_dir / run.name for run in finished], plan.study_dir / COMPARE_FILE,
             groups=list(groups.items()), title=f"vaelab sweep: {plan.study_dir.name}",
+            overwrite=True,  # the study's own page, drawn again as its runs finish
         )  # fmt: skip
         result.compare, result.table = page.path, page.table
         say(page.table)
@@ -246,4 +312,3 @@ def _finish(plan: SweepPlan, result: SweepResult, say: Callable[[str], None]) ->
             f"{len(failed)} of {len(plan.runs)} runs did not finish: {', '.join(failed)}; their "
             f"logs are in {plan.study_dir / LOGS_DIR}; running the sweep again retries them"
         )
-            overwrite=True,  # the study's own page, drawn again as its runs finish
