@@ -15,8 +15,8 @@ from typing import Any
 
 import click
 
-from vaelab.config import DEVICES, DataConfig
 from vaelab._resources import is_allocation_failure, out_of_memory
+from vaelab.config import DEVICES, DataConfig
 from vaelab.data.registry import is_builtin_name
 from vaelab.errors import VaelabError
 from vaelab.rundir import RunExists, load_config
@@ -94,6 +94,11 @@ class _Commands(click.Group):
             name = ctx.invoked_subcommand
             command = self.get_command(ctx, name) if name else None
             raise Refusal(exc, translate(exc, command)) from exc
+        except (MemoryError, RuntimeError) as exc:
+            if not is_allocation_failure(exc):
+                raise
+            refusal = out_of_memory(exc, f"{ctx.command_path} {ctx.invoked_subcommand}")
+            raise Refusal(refusal, str(refusal)) from None
 
 
 # ---------------------------------------------------------------- shared options
@@ -107,11 +112,6 @@ def device_option(default: str) -> Callable[[Callable[..., Any]], Callable[..., 
     )  # fmt: skip
 
 
-        except (MemoryError, RuntimeError) as exc:
-            if not is_allocation_failure(exc):
-                raise
-            refusal = out_of_memory(exc, f"{ctx.command_path} {ctx.invoked_subcommand}")
-            raise Refusal(refusal, str(refusal)) from None
 RUN = click.argument("run", type=click.Path(path_type=Path))
 
 

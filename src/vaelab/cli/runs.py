@@ -147,6 +147,7 @@ def sample_command(
     """Draw new images: decoder means for z ~ p(z) (the report's samples for the same seed)."""
     from vaelab.viz.images import write_samples
 
+    check_output(out, SAMPLES, overwrite)  # before the model is loaded and the images drawn
     model = load_model(run, device=resolve_device(device))
     recorded = load_run_info(run).get("dataset")
     names = recorded.get("class_names", []) if isinstance(recorded, dict) else []
@@ -155,7 +156,6 @@ def sample_command(
     )
     channels, height, width = model.config.shape
     if not model.config.image_shape:  # runs before (C, H, W) was recorded: one channel
-    check_output(out, SAMPLES, overwrite)  # before the model is loaded and the images drawn
         height, width = image_shape(load_run_info(run), model.config.input_dim, run)
     shape = (height, width) if channels == 1 else (channels, height, width)
     images = sample(model, n, seed, label).numpy().reshape(n, *shape)

@@ -91,10 +91,10 @@ def write_report(
     RUN/figures/ must have been drawn from them (RUN/figures.json records which), else the
     figures are drawn again; the page says so in a sentence when it set something aside.
     """
+    check_run_file(Path(run_dir) / REPORT_FILE)
     with run_lock(run_dir):
         run = open_run(run_dir, dataset, device=device)
         # The fingerprint of the weights just loaded (the lock keeps vaelab from changing them).
-    check_run_file(Path(run_dir) / REPORT_FILE)
         current = loaded_weights_sha256(run.run_dir) or weights_sha256(run.run_dir)
         evaluation = read_evaluation(run.run_dir)
         stale = []
