@@ -51,7 +51,8 @@ def test_every_event_arrives_once_and_in_order(capsys):
     recorder = Recorder()
     result = train(tiny_config(), make_tiny_dataset(), log=None, callbacks=[recorder])
     kinds = [event[0] for event in recorder.events]
-    assert kinds == ["start", *(["epoch start", *["step"] * 4, "epoch end"] * 2), "end"]
+    # a run of 8 steps is noted as one far from the thousands a VAE usually needs
+    assert kinds == ["start", "note", *(["epoch start", *["step"] * 4, "epoch end"] * 2), "end"]
     assert recorder.events[0] == ("start", 4, "cpu", "32")
     steps = [event[1:3] for event in recorder.events if event[0] == "step"]
     assert steps == [(epoch, step) for epoch in (1, 2) for step in (1, 2, 3, 4)]
@@ -63,6 +64,7 @@ def test_every_event_arrives_once_and_in_order(capsys):
 def test_the_tutorials_lines_come_by_default(capsys):
     result = train(tiny_config(epochs=1), make_tiny_dataset())
     lines = capsys.readouterr().out.splitlines()
+    lines = [line for line in lines if not line.startswith(("note: ", "warning: "))]
     row = result.history[0]
     assert lines[0] == "device cpu, precision 32"
     assert lines[1].startswith(f"epoch 01 - {row.seconds:.1f}s - loss {row.train_loss:.2f} - ")
@@ -99,6 +101,7 @@ def test_epoch_log_writes_where_it_is_told():
     lines: list[str] = []
     result = train(tiny_config(epochs=1), make_tiny_dataset(), log=None,
                    callbacks=[EpochLog(lines.append)])  # fmt: skip
+    lines = [line for line in lines if not line.startswith(("note: ", "warning: "))]
     assert len(lines) == 3 and lines[1].startswith("epoch 01")
     assert asdict(result.history[0])["test_reconstruction"] > 0
 

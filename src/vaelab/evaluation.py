@@ -40,6 +40,8 @@ from vaelab.rundir import (
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
+    from vaelab.diagnostics import PosteriorDiagnosis
+
 EVAL_SEED = 12345
 
 
@@ -651,8 +653,11 @@ def evaluate_likelihood(
     )
 
 
-def save_eval(run_dir: str | Path, report: LikelihoodReport) -> Path:
-    """Write RUN/eval.json atomically, holding the run's lock; returns its path.
+def save_eval(
+    run_dir: str | Path, report: LikelihoodReport, posterior: PosteriorDiagnosis | None = None
+) -> Path:
+    """Write RUN/eval.json atomically, holding the run's lock; returns its path. `posterior`
+    (`vaelab.diagnostics.diagnose_posterior`'s figures) is recorded under "posterior".
 
     When the run has weights, eval.json records their SHA-256 (`weights_sha256`), so that the
     report never shows these numbers beside other weights; weights that changed on disk since
@@ -661,6 +666,8 @@ def save_eval(run_dir: str | Path, report: LikelihoodReport) -> Path:
     run_dir = Path(run_dir)
     with run_lock(run_dir):
         payload: dict[str, object] = dict(asdict(report))
+        if posterior is not None:
+            payload["posterior"] = posterior.to_dict()
         weights = run_dir / WEIGHTS_FILE
         if weights.is_file():
             current = weights_sha256(run_dir)

@@ -13,6 +13,7 @@ from vaelab._outputs import SAMPLES, check_output
 from vaelab.cli.group import RUN, cli, device_option, run_data, run_data_options
 from vaelab.config import DataConfig, check_seed
 from vaelab.data import Dataset, load_dataset
+from vaelab.diagnostics import collapse_warning, describe, diagnose_posterior, planned_steps
 from vaelab.errors import MissingExtra, VaelabError
 from vaelab.evaluation import (
     DEFAULT_IW_SAMPLES,
@@ -91,6 +92,14 @@ def evaluate_command(
             f"test_loss {metrics.loss:.4f} ({part} {metrics.reconstruction:.4f} | "
             f"KLD {metrics.kld:.4f}) on {metrics.images} test images"
         )
+        posterior = diagnose_posterior(
+            model, test_images, opened.config.train.test_batch_size, labels=labels
+        )
+        click.echo(f"latent code: {describe(posterior)}")
+        steps = planned_steps(opened.config.train, opened.info)
+        warning = collapse_warning(posterior, *steps, model.config.likelihood)
+        if warning is not None:
+            click.echo(warning)
         report = evaluate_likelihood(
             model, test_images, k, max_memory=memory, seed=seed, progress=sys.stderr.isatty(),
             labels=labels,
@@ -107,7 +116,7 @@ def evaluate_command(
             f"image (k={report.iw_samples}, {report.images} images, {report.seconds:.1f}s)"
         )
         replaced = (run / EVAL_FILE).exists()
-        path = save_eval(run, report)
+        path = save_eval(run, report, posterior)
         click.echo(f"{'replaced' if replaced else 'wrote'} {path}")
     if (run / REPORT_FILE).exists():  # it showed the earlier eval.json, or none
         _rewrite_report(run, data)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from vaelab.diagnostics import PosteriorDiagnosis, recorded_posterior
 from vaelab.errors import VaelabError
 from vaelab.rundir import load_config, load_run_info
 from vaelab.studies.runs import (
@@ -29,11 +30,13 @@ from vaelab.studies.runs import (
 
 @dataclass(frozen=True)
 class ComparedRun:
-    """A run as the comparison reads it: its summary, metrics.csv rows and flattened config."""
+    """A run as the comparison reads it: its summary, metrics.csv rows and flattened config, and
+    what its latent code carries as recorded for its current weights (`recorded_posterior`)."""
 
     summary: RunSummary
     history: list[dict[str, float]]
     config: dict[str, str]
+    posterior: PosteriorDiagnosis | None = None
 
     @property
     def name(self) -> str:
@@ -80,7 +83,7 @@ def compared_run(run_dir: str | Path, name: str | None = None) -> ComparedRun:
         raise VaelabError(f"{run_dir}: cannot be compared: {summary.detail}")
     load_run_info(run_dir)
     config = dict(_flatten("", load_config(run_dir).to_dict()))
-    return ComparedRun(summary, metrics_rows(run_dir), config)
+    return ComparedRun(summary, metrics_rows(run_dir), config, recorded_posterior(run_dir))
 
 
 def _flatten(prefix: str, value: Any) -> list[tuple[str, str]]:
@@ -105,7 +108,7 @@ def config_differences(runs: Sequence[ComparedRun]) -> list[str]:
 # ---------------------------------------------------------------- the metrics table
 
 RUN_HEADERS = ("run", "status", "model", "epochs", "best val loss", "final test loss",
-               "IWAE NLL (nats)", "age")  # fmt: skip
+               "IWAE NLL (nats)", "active dims", "age")  # fmt: skip
 GROUP_HEADERS = ("setting", "runs", "best val loss", "final test loss", "IWAE NLL (nats)")
 
 
@@ -126,9 +129,17 @@ def run_rows(runs: Sequence[ComparedRun], now: float) -> list[list[Cell]]:
         rows.append([
             Cell(s.name), Cell(s.detail), Cell(s.model), Cell(epochs, s.epochs_done),
             _loss(s.best_val_loss), _loss(s.test_loss), _loss(s.iwae_nll),
-            Cell(age_text(now - s.modified), now - s.modified),
+            active_cell(run.posterior), Cell(age_text(now - s.modified), now - s.modified),
         ])  # fmt: skip
     return rows
+
+
+def active_cell(posterior: PosteriorDiagnosis | None) -> Cell:
+    """'2/2', or '0/2 collapsed' when the posterior collapsed; '-' when not recorded."""
+    if posterior is None:
+        return Cell("-", None)
+    text = f"{posterior.active_units}/{len(posterior.kl_per_dim)}"
+    return Cell(f"{text} collapsed" if posterior.collapsed else text, posterior.active_units)
 
 
 def group_rows(groups: Sequence[Group]) -> list[list[Cell]]:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from vaelab._outputs import COMPARE_PAGE, check_output, write_output
 from vaelab._version import __version__
+from vaelab.diagnostics import collapse_warning
 from vaelab.errors import VaelabError
 from vaelab.rundir import (
     FIGURES_DIR,
@@ -238,6 +239,19 @@ def images_section(runs: Sequence[ComparedRun]) -> str:
     return '<div class="images">' + "\n".join(parts) + "</div>"
 
 
+def collapse_section(runs: Sequence[ComparedRun]) -> str:
+    """One warning line per run whose posterior collapsed (as recorded for its weights)."""
+    lines = []
+    for run in runs:
+        likelihood = run.config.get("model.likelihood")
+        warning = None if run.posterior is None else collapse_warning(
+            run.posterior, likelihood=likelihood
+        )  # fmt: skip
+        if warning is not None:
+            lines.append(f'<p class="warning"><code>{_e(run.name)}</code>: {_e(warning)}</p>')
+    return "\n".join(lines)
+
+
 def render_compare(
     runs: Sequence[ComparedRun], groups: Sequence[Group], now: float, title: str
 ) -> str:
@@ -259,8 +273,9 @@ def render_compare(
         '<section id="metrics">', "<h2>Metrics</h2>",
         '<p class="muted">Click a column to sort. Final test loss: the last one metrics.csv '
         "records; IWAE: from eval.json, shown only when it is of the current weights; spread: "
-        "the sample standard deviation over seeds.</p>",
-        *tables, "</section>",
+        "the sample standard deviation over seeds; active dims: latent dimensions the code "
+        "uses over the test set, as the end of training or eval.json recorded them.</p>",
+        collapse_section(runs), *tables, "</section>",
         '<section id="curves">', "<h2>Learning curves</h2>",
         f'<figure id="learning-curves">{_img(curves, "learning curves of every run")}'
         "<figcaption>Loss per epoch of every run.</figcaption></figure>", "</section>",

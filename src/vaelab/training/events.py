@@ -12,13 +12,16 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from vaelab.config import RunConfig
 from vaelab.data.images import Images
 from vaelab.models import VAE, LossTerms
+
+if TYPE_CHECKING:
+    from vaelab.diagnostics import PosteriorDiagnosis
 
 NOT_MEASURED = math.nan  # a metric the epoch did not compute (an empty cell in metrics.csv)
 
@@ -65,6 +68,9 @@ class TrainResult:
     total_seconds: float
     run_dir: Path | None
     best_epoch: int | None = None  # the validation epoch whose weights `model` holds, if any
+    # What the kept weights' latent code carries over the test set (None on ranks other than 0);
+    # `posterior.collapsed` says whether the model learned nothing (`vaelab.diagnostics`).
+    posterior: PosteriorDiagnosis | None = None
 
 
 @dataclass(frozen=True)

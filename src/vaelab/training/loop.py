@@ -17,6 +17,7 @@ from vaelab.data import Dataset, load_dataset
 from vaelab.data.images import Images
 from vaelab.data.loader import make_feed, on_device
 from vaelab.data.model_data import ModelData, model_data
+from vaelab.diagnostics import diagnose_posterior, few_steps_note
 from vaelab.errors import VaelabError
 from vaelab.evaluation import evaluate
 from vaelab.models import VAE, LossTerms, build_model
@@ -249,6 +250,10 @@ def _train_in(
         if extended_from is not None:
             guard.identity = identity
             extend(out_dir, config, extended_from, scheduler, report)
+        few_steps = few_steps_note(len(prepared.train), config.train.batch_size,
+                                   config.train.epochs)  # fmt: skip
+        if few_steps is not None:
+            report.on_note(few_steps)
         resume_from = state.progress
         for epoch in range(state.epochs_done + 1, config.train.epochs + 1):
             if stopped_early(history, patience):
@@ -296,14 +301,22 @@ def _train_in(
         if out_dir is not None:
             rundir.save_weights(out_dir, model, rundir.LAST_WEIGHTS_FILE)
         model.load_state_dict(state.best)
+    posterior = None
+    if world.is_main:  # what the kept weights' latent code carries, over the test set
+        posterior = diagnose_posterior(
+            model, test_images, config.train.test_batch_size, labels=labels["test"]
+        )
     if out_dir is not None:
         rundir.save_weights(out_dir, model)
         if val_images is not None:
             selection = selection_record(history, config.train.epochs, patience)
             rundir.update_run_info(out_dir, selection=selection)
+        if posterior is not None:
+            record = {**posterior.to_dict(), "weights_sha256": rundir.weights_sha256(out_dir)}
+            rundir.update_run_info(out_dir, posterior=record)
     result = TrainResult(
         model=model.eval(), history=history, total_seconds=total, run_dir=out_dir,
-        best_epoch=best_epoch(history),
+        best_epoch=best_epoch(history), posterior=posterior,
     )  # fmt: skip
     report.on_run_end(result)
     return result

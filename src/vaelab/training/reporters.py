@@ -8,6 +8,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from vaelab.diagnostics import collapse_warning
 from vaelab.training.events import Callback, EpochMetrics, RunStart, StepEnd, TrainResult
 
 
@@ -37,14 +38,19 @@ def format_epoch(row: EpochMetrics, reconstruction: str = "MSE") -> str:
 
 
 class EpochLog(Callback):
-    """The tutorial's lines: the device, one line per epoch, the total time (to `write`)."""
+    """The tutorial's lines: the device, one line per epoch, the total time, and a warning when
+    the posterior collapsed (to `write`)."""
 
     def __init__(self, write: Callable[[str], None] = print) -> None:
         self.write = write
         self.label = "MSE"
+        self.steps_per_epoch: int | None = None
+        self.likelihood: str | None = None
 
     def on_run_start(self, start: RunStart) -> None:
         self.label = reconstruction_label(start.config.model.likelihood)
+        self.steps_per_epoch = start.steps_per_epoch
+        self.likelihood = start.config.model.likelihood
         ranks = f", {start.world_size} ranks" if start.world_size > 1 else ""
         self.write(f"device {start.device}, precision {start.precision}{ranks}")
         if start.data:
@@ -59,6 +65,12 @@ class EpochLog(Callback):
     def on_run_end(self, result: TrainResult) -> None:
         epochs = len(result.history)
         self.write(f"total {result.total_seconds:.1f}s for {epochs} epochs")
+        if result.posterior is not None:
+            warning = collapse_warning(
+                result.posterior, self.steps_per_epoch, epochs, self.likelihood
+            )
+            if warning is not None:
+                self.write(warning)
 
 
 class ProgressBar(Callback):

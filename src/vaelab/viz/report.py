@@ -28,6 +28,7 @@ from vaelab._io import atomic_write_text, parse_json, read_text
 from vaelab._outputs import check_run_file
 from vaelab._version import __version__
 from vaelab.data import Dataset
+from vaelab.diagnostics import PosteriorDiagnosis, diagnose_posterior
 from vaelab.errors import VaelabError
 from vaelab.evaluation import Metrics, evaluate
 from vaelab.rundir import (
@@ -53,10 +54,12 @@ from vaelab.viz.page import keys_table as _keys_table
 from vaelab.viz.page import number as _number
 from vaelab.viz.page import png_size as _png_size
 from vaelab.viz.report_metrics import (
+    collapse_paragraph,
     elbo_notes,
     epochs_table,
     evaluation_section,
     final_metrics_table,
+    latent_section,
     test_loss_card,
     timing,
 )
@@ -111,7 +114,11 @@ def write_report(
             run.model, run.dataset.test_images, run.config.train.test_batch_size,
             labels=run.test_classes,
         )  # fmt: skip
-        page = render_report(run, metrics, evaluation, figures, stale)
+        posterior = diagnose_posterior(
+            run.model, run.dataset.test_images, run.config.train.test_batch_size,
+            labels=run.test_classes,
+        )  # fmt: skip
+        page = render_report(run, metrics, evaluation, figures, stale, posterior)
         path = run.run_dir / REPORT_FILE
         atomic_write_text(path, page)
     return path
@@ -232,9 +239,12 @@ def render_report(
     evaluation: Mapping[str, Any] | None,
     figures: Mapping[str, bytes],
     set_aside: Sequence[str] = (),
+    posterior: PosteriorDiagnosis | None = None,
 ) -> str:
     """The report as an HTML5 document (see `write_report`); `set_aside` are the sentences saying
-    what was found in the run but not shown, because it belongs to other weights."""
+    what was found in the run but not shown, because it belongs to other weights; `posterior`
+    what the latent code carries over the test set (its section, and a warning when it
+    collapsed)."""
     info = run.info
     run_path = str(run.run_dir)
     name = run.name
@@ -266,6 +276,7 @@ def render_report(
         '<nav><a href="#metrics">Metrics</a><a href="#figures">Figures</a>'
         '<a href="#epochs-section">Per epoch</a><a href="#run">Run</a></nav>',
         *(f'<p class="stale">{_e(sentence)}</p>' for sentence in set_aside),
+        "" if posterior is None else collapse_paragraph(run, posterior),
         '<div class="cards">'
         + "".join(f'<div class="card"><span>{_e(k)}</span><b>{v}</b></div>' for k, v in cards)
         + "</div>",
@@ -276,6 +287,7 @@ def render_report(
         f'<div class="wide">{final_metrics_table(run, metrics)}</div>',
         elbo_notes(run),
         evaluation_section(evaluation, run_path),
+        "" if posterior is None else latent_section(posterior),
         f"<h3>Time</h3>\n<p>{_e(time_text)}</p>",
         "</section>",
         '<section id="figures">',

@@ -15,6 +15,13 @@ from typing import Any
 
 import numpy as np
 
+from vaelab.diagnostics import (
+    ACTIVE_VARIANCE,
+    SPREAD_FRACTION,
+    PosteriorDiagnosis,
+    collapse_warning,
+    planned_steps,
+)
 from vaelab.evaluation import Metrics
 from vaelab.models.likelihoods import gaussian_constant
 from vaelab.rundir import EVAL_FILE, Run
@@ -134,10 +141,43 @@ def evaluation_section(evaluation: Mapping[str, Any] | None, run_dir: str) -> st
             f"<code>vaelab evaluate {_e(shlex.quote(run_dir))}</code> writes "
             f"<code>{EVAL_FILE}</code>, and this report then shows it.</p>"
         )
-    keys = [k for k in EVAL_LABELS if k in evaluation] + sorted(set(evaluation) - set(EVAL_LABELS))
+    shown = set(evaluation) - {"posterior"}  # the latent code has its own section
+    keys = [k for k in EVAL_LABELS if k in shown] + sorted(shown - set(EVAL_LABELS))
     rows = [[_e(EVAL_LABELS.get(k, k)), _number(evaluation[k])] for k in keys]
     return f"<h3>Likelihood evaluation (<code>{EVAL_FILE}</code>)</h3>\n" + _table(
         ["quantity", "value"], rows, "evaluation"
+    )
+
+
+def collapse_paragraph(run: Run, posterior: PosteriorDiagnosis) -> str:
+    """The one-line warning of a collapsed posterior as a paragraph; empty when it did not."""
+    steps = planned_steps(run.config.train, run.info)
+    warning = collapse_warning(posterior, *steps, run.config.model.likelihood)
+    return "" if warning is None else f'<p class="warning" id="collapse-warning">{_e(warning)}</p>'
+
+
+def latent_section(posterior: PosteriorDiagnosis) -> str:
+    """What the latent code carries over the test set: active units, the KL of each dimension,
+    and the spread of the reconstructions against the images'."""
+    ratio = posterior.spread_ratio
+    rows = [
+        ["active dimensions (variance of E_q[z_d|x] over images > "
+         f"{ACTIVE_VARIANCE:g})", f"{posterior.active_units} of {len(posterior.kl_per_dim)}"],
+        ["KL(q(z|x) || p(z)), sum of the dimensions (nats per image)",
+         _number(posterior.kl_nats)],
+        ["reconstruction spread (per-pixel variance across images)",
+         _number(posterior.reconstruction_spread, 6)],
+        ["the images' spread", _number(posterior.data_spread, 6)],
+        [f"ratio (below {SPREAD_FRACTION:g}: nearly all the same image)",
+         "n/a" if math.isnan(ratio) else _number(ratio)],
+    ]  # fmt: skip
+    pairs = zip(posterior.kl_per_dim, posterior.mean_variance_per_dim)
+    dims = [[str(d + 1), _number(kl), _number(var)] for d, (kl, var) in enumerate(pairs)]
+    headers = ["dimension", "KL (nats per image)", "variance of E_q[z_d|x]"]
+    return (
+        f"<h3>Latent code (test set, {posterior.images:,} images)</h3>\n"
+        + _table(["quantity", "value"], rows, "latent-code")
+        + f'<div class="scroll">{_table(headers, dims, "latent-dimensions")}</div>'
     )
 
 
