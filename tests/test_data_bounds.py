@@ -77,6 +77,19 @@ class TestResizingIsBoundedFirst:
         array, _ = decode_bytes(png_bytes(), "x.png", (100, 100), budget=10000)
         assert array.shape == (1, 100, 100)
 
+    def test_resized_images_are_decoded_in_chunks_of_bounded_bytes(self, tmp_path, monkeypatch):
+        root = png_folder(tmp_path / "imgs", count=5)
+        sizes = []
+        decode = imagefile_module.decode_chunk
+        monkeypatch.setattr(imagefile_module, "_CHUNK_BYTES", 3 * 10 * 10 * 2)  # two RGB images
+        monkeypatch.setattr(
+            imagefile_module,
+            "decode_chunk",
+            lambda files, *a: sizes.append(len(files)) or decode(files, *a),
+        )
+        images = imagefile_module.decode_all(tuple(sorted(root.iterdir())), root, (10, 10), 1)
+        assert sizes == [2, 2, 1] and images.shape == (5, 1, 10, 10)
+
     def test_a_folder_within_the_bounds_is_resized(self, tmp_path):
         root = png_folder(tmp_path / "imgs", count=10)
         dataset = load_dataset(DataConfig(source=str(root), image_size=(7, 3), test_split=2))

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 PARALLEL_FROM = 4000  # images: below this, starting a pool costs more than it saves
 _CHUNK = 2000  # images per task of the pool
+_CHUNK_BYTES = 64 << 20  # at most this much of resized RGB images per task
 _TO_RGB = ("P", "PA", "RGBA", "RGBa", "CMYK", "YCbCr", "LAB", "HSV")
 Size = tuple[int, ...] | None  # (H, W) to resize to, or None
 Decoded = tuple[list[np.ndarray], list[int]]  # C x H x W arrays, indices of those with alpha
@@ -90,9 +91,11 @@ def decode_all(
 
     Without `out` the images are held in memory, up to the read limit. With `out` they are
     written into that .npy file chunk by chunk as they are decoded (the disk must hold them) and
-    the tensor maps it. `progress` is told the images of each chunk done."""
+    the tensor maps it. `progress` is told the images of each chunk done. Images resized to
+    `size` are decoded in chunks of at most 64 MiB, so that memory holds a chunk, not the set."""
     workers = default_workers(len(files)) if workers is None else workers
-    chunks = [files[i : i + _CHUNK] for i in range(0, len(files), _CHUNK)]
+    step = _CHUNK if size is None else max(1, min(_CHUNK, _CHUNK_BYTES // (3 * size[0] * size[1])))
+    chunks = [files[i : i + step] for i in range(0, len(files), step)]
     sink: _Sink = _Written(root, len(files), out) if out is not None else _Collected(root)
     if workers > 1 and len(chunks) > 1:
         try:
