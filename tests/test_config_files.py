@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.bad_input_cases import csv_pair
 from vaelab import rundir
 from vaelab.config import DataConfig, RunConfig
-from vaelab.config_files import load_config_file
+from vaelab.config_files import config_from_sections, load_config_file
 from vaelab.errors import VaelabError
 
 YAML = """
@@ -268,3 +270,32 @@ def test_test_split_1_0_on_the_command_line_is_refused(tmp_path, monkeypatch, cl
     assert refused.err.startswith("vaelab: error: --test-split 1.0 could mean all the images")
     taken = cli("train", "--test-split", "1", "--print-config")
     assert taken.code == 0 and json.loads(taken.out)["data"]["test_split"] == 1
+
+
+SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=8),
+    st.sampled_from(["mlp", "conv", "gaussian", "mnist", "auto", "1.0"]),
+)  # fmt: skip
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner),
+    max_leaves=12,
+)
+FIELDS = sorted({f for part in (RunConfig().model, RunConfig().data, RunConfig().train)
+                 for f in part.__dataclass_fields__})  # fmt: skip
+
+
+@pytest.mark.slow
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(
+    st.dictionaries(
+        st.sampled_from(["model", "data", "train", "other"]),
+        VALUES | st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=6), VALUES),
+    )
+)
+def test_any_parsed_structure_is_a_config_or_one_line(raw):
+    """Whatever a JSON, YAML or TOML parser can return: a config, or one line naming the file."""
+    try:
+        config_from_sections(raw, "c.yaml")
+    except VaelabError as exc:
+        _one_line_from("c.yaml", exc)

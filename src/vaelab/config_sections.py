@@ -60,8 +60,9 @@ def require_sections(raw: dict[Any, Any]) -> None:
 
 
 def key_text(key: Any) -> str:
-    """A mapping's key as a message shows it: a string as it is, anything else as its repr."""
-    return key if isinstance(key, str) else short(key)
+    """A mapping's key as a message shows it: a printable string as it is, anything else (a
+    number, a string holding a newline) as its repr, so that the message stays one line."""
+    return key if isinstance(key, str) and key.isprintable() else short(key)
 
 
 def short(value: Any) -> str:
