@@ -196,6 +196,15 @@ class TestLegacyCsvOptions:
         assert legacy.train_labels is None and source.train_labels is None
         assert legacy.test_images.fingerprint() == source.test_images.fingerprint()
 
+    def test_the_command_line_trains_on_an_unlabelled_pair(self, tmp_path, cli):
+        self.pair(tmp_path, labelled=False)
+        result = cli("train", "--train-csv", tmp_path / "train.csv", "--test-csv",
+                     tmp_path / "test.csv", "--no-labels", "--epochs", "1", "--batch-size", "10",
+                     "--hidden", "8", "--no-plots", "--no-tensorboard", "--runs-dir",
+                     tmp_path / "runs", "--name", "r")  # fmt: skip
+        assert result.code == 0, result.err
+        assert "30 training images, 30 for testing" in result.out
+
     def test_no_labels_and_class_names_apply(self, tmp_path):
         config = self.pair(tmp_path)
         assert load_dataset(replace(config, labels=False)).labelled is False

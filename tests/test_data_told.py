@@ -151,6 +151,16 @@ class TestTestImagesInTheTrainingSet:
         assert "all 4 test images are also in the training set" in told
         assert "give a test set apart from the training images" in told
 
+    def test_the_command_line_says_it_and_trains(self, tmp_path, cli, caplog):
+        np.save(tmp_path / "x.npy", grey(40, 1))
+        data = tmp_path / "x.npy"
+        with caplog.at_level(logging.WARNING, logger="vaelab.data"):
+            result = cli("train", "--data", data, "--test-data", data, "--epochs", "1",
+                         "--batch-size", "10", "--hidden", "8", "--no-plots", "--no-tensorboard",
+                         "--runs-dir", tmp_path / "runs", "--name", "r")  # fmt: skip
+        assert result.code == 0, result.err
+        assert "all 40 test images are also in the training set" in caplog.text
+
     def test_disjoint_sets_say_nothing(self, tmp_path, caplog):
         np.save(tmp_path / "train.npy", grey(40, 1))
         np.save(tmp_path / "test.npy", grey(10, 2))
