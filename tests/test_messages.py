@@ -59,14 +59,14 @@ def cli_flags() -> set[str]:
 
 
 def test_the_collector_finds_flags_in_raises_and_error_calls_only():
-    source = '''
+    source = """
 def f(x):
     if x:
         raise VaelabError(f"{x}: drop --config-file", parameters=("x",))
     error = click.BadParameter("use --nope instead")
     help = "a help text naming --not-an-error"
     return read_error(x, "--reads-are-not-errors")
-'''
+"""
     assert named_flags(source) == {"--config-file", "--nope"}
 
 
@@ -136,18 +136,26 @@ def test_a_click_usage_error_is_one_line_too(cli):
 @pytest.mark.parametrize(
     ("low", "high", "fix"),
     [
-        (0.0, 16.0, "values 0-16 (e.g. 0-16 in scikit-learn's digits)? divide by their own "
-         "maximum (16), not by 255, which would leave every pixel below 0.063"),
+        (
+            0.0,
+            16.0,
+            "values 0-16 (e.g. 0-16 in scikit-learn's digits)? divide by their own "
+            "maximum (16), not by 255, which would leave every pixel below 0.063",
+        ),
         (0.0, 255.0, "0-255 values? give them as uint8, or divide by 255"),
         (0.0, 200.0, "0-255 values? give them as uint8, or divide by 255"),
-        (0.0, 4095.0, "16-bit values? give them as uint16, or divide by 65535 (or by their own "
-         "full scale, e.g. 4095 for 12-bit data)"),
+        (
+            0.0,
+            4095.0,
+            "16-bit values? give them as uint16, or divide by 65535 (or by their own "
+            "full scale, e.g. 4095 for 12-bit data)",
+        ),
         (0.0, 65535.0, "16-bit values? give them as uint16"),
         (0.0, 1e6, "divide them by their full scale to bring them into [0, 1]"),
         (0.0, 1.0000002, "values just above 1 (rounding)? clip them to [0, 1]"),
         (-1.0, 1.0, "values in [-1, 1]? map them to [0, 1] with (x + 1) / 2"),
         (-2.1, 3.4, "standardised values? give the pixels before normalisation"),
-    ],  # fmt: skip
+    ],
 )
 def test_a_range_error_names_the_range_found_and_the_fix_that_fits(low, high, fix):
     with pytest.raises(VaelabError) as refused:
