@@ -114,6 +114,17 @@ class TestRefusal:
             monkeypatch.setattr(footprint, "available_memory", lambda n=available: n)
             check_memory(estimate, torch.device("cpu"))
 
+    def test_on_a_gpu_its_free_memory_counts_and_checkpoints_the_cpus(self, monkeypatch):
+        estimate = estimate_footprint(TINY)
+        gpu = torch.device("cuda")
+        monkeypatch.setattr(footprint, "available_memory", lambda: estimate.checkpoint)
+        free = [estimate.device_peak]
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (free[0], 0))
+        check_memory(estimate, gpu)  # the checkpoint's copies are made in the CPU's memory
+        free[0] -= 1
+        with pytest.raises(VaelabError, match=r"of memory of cuda, .* are available"):
+            check_memory(estimate, gpu)
+
     def test_train_refuses_before_the_model_is_built(self, monkeypatch, tiny_dataset, tmp_path):
         monkeypatch.setattr(footprint, "available_memory", lambda: 1 << 20)
 
