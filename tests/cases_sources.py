@@ -172,6 +172,9 @@ CASES: list[Case] = [
     Case("folder", "a text file named .png", folder(
         lambda root: (root / "a" / "010.png").write_text("not an image")),
          "not an image Pillow can read", "imgs/a/010.png"),
+    Case("folder", "a broken link named like an image (refused, not skipped)",
+         folder(lambda root: (root / "a" / "zz.png").symlink_to(root / "gone.png")),
+         "file not found", "imgs/a/zz.png"),
     Case("folder", "32-bit float TIFF", folder(float_tiff),
          "pixels of mode F .32-bit integer or float", "imgs/a/007.tif"),
     Case("folder", "a test class the training set lacks", lambda w: (

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vaelab._io import atomic_write_text, parse_json, read_text, size_words
+from vaelab._io import atomic_write_text, parse_json, read_error, read_text, size_words
 from vaelab._outputs import check_output_folder
 from vaelab._resources import require_disk
 from vaelab.config import DataConfig
@@ -201,7 +201,7 @@ def _stamp(path: Path) -> dict[str, Any]:
     try:
         info = os.stat(path)
     except OSError as exc:
-        raise VaelabError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        raise read_error(path, exc, "a file of the source") from None
     # absolute, not resolved: resolving walks every folder of every path, a second per 20,000
     # files, and the source's own key already holds its resolved path
     return {"path": os.path.abspath(path), "size": info.st_size, "mtime_ns": info.st_mtime_ns}
