@@ -89,8 +89,8 @@ def write_compare(
     out: str | Path,
     groups: Sequence[tuple[str, Sequence[str | Path]]] = (),
     title: str = "vaelab: runs compared",
-) -> ComparePage:
     overwrite: bool = False,
+) -> ComparePage:
     """Write the comparison of `run_dirs` to `out` (an .html file) and return its path and
     metrics table.
 
