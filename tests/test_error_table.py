@@ -60,6 +60,7 @@ def row(case: Case, work: Path, cli) -> str:
     untouched = snapshot(work / "runs") == before
     message = result.err.strip().replace(f"{work}/", "")  # paths as the user typed them
     message = re.sub(r"\bPID \d+", "PID 4242", message)  # differs from run to run
+    message = re.sub(r"\bthe \d+ cores\b", "the 16 cores", message)  # differs by machine
     message = re.sub(  # the machine's free memory differs from run to run
         r"[\d.]+ \w+ \([\d,]+ bytes\) are available",
         "7.6 GiB (8,192,000,000 bytes) are available",
