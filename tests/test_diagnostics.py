@@ -134,9 +134,13 @@ class TestFlag:
 
     def test_a_decoder_that_ignores_z_is_flagged_though_its_code_varies(self):
         model = decoder_ignores_z(random_model())
+        model.encode = lambda x, labels=None: (4 * x[:, :3], torch.zeros_like(x[:, :3]))
         diagnosis = diagnose_posterior(model, two_classes())
-        assert diagnosis.kl_nats > 0
+        assert diagnosis.active_units == 3 and diagnosis.kl_nats > 1
         assert diagnosis.outputs_alike and diagnosis.collapsed
+        assert "the reconstructions are nearly all the same image" in str(
+            collapse_warning(diagnosis)
+        )
 
     def test_a_model_trained_on_separable_data_is_not_flagged(self):
         model, test = learned()
@@ -162,6 +166,20 @@ class TestFlag:
         assert "tutorial-mse is a Gaussian of variance 1" in str(
             collapse_warning(diagnosis, likelihood="tutorial-mse")
         )
+
+
+@pytest.mark.slow
+def test_the_tutorials_model_is_not_flagged_after_a_few_hundred_steps_on_fashion_mnist(
+    fashion_mnist,
+):
+    config = RunConfig(train=TrainConfig(epochs=3, batch_size=50, device="cpu", precision="32"))
+    train_images = fashion_mnist.train_images[:6000].reshape(-1, 28, 28)
+    test_images = fashion_mnist.test_images[:1000].reshape(-1, 28, 28)
+    lines: list[str] = []
+    result = train(config, data=train_images, test_data=test_images, log=lines.append)
+    assert result.posterior is not None and result.posterior.active_units == 2
+    assert result.posterior.spread_ratio > 0.3 and not result.posterior.collapsed
+    assert not any(line.startswith(("note: ", "warning: ")) for line in lines)
 
 
 class TestFewSteps:

@@ -293,9 +293,14 @@ def collapse_warning(
         "a learning rate too high (or too low to get anywhere)",
         "a beta above 1",
     ]
+    what = (
+        "the latent code carries next to nothing about the images"
+        if diagnosis.active_units == 0
+        else "the reconstructions are nearly all the same image: the decoder does not use the code"
+    )
     return (
-        f"warning: posterior collapse: {describe(diagnosis)}; the latent code carries next to "
-        f"nothing about the images. Likely causes: {'; '.join(causes)}"
+        f"warning: posterior collapse: {describe(diagnosis)}; {what}. Likely causes: "
+        f"{'; '.join(causes)}"
     )
 
 
