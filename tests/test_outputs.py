@@ -195,7 +195,8 @@ def test_the_record_names_each_output_with_its_kind_and_fingerprint(tmp_path):
     write_output(tmp_path / "a.npy", SAMPLES, b"one")
     write_output(tmp_path / "b.html", COMPARE_PAGE, b"two")
     record = json.loads((tmp_path / RECORD_FILE).read_text())
-    assert record["files"]["a.npy"]["kind"] == "a samples file"
+    assert record["format"] == "vaelab-outputs-1"
+    assert record["files"]["a.npy"]["kind"] == "samples"
     assert set(record["files"]) == {"a.npy", "b.html"}
     assert is_recorded_output(tmp_path / "a.npy", SAMPLES)
     assert not is_recorded_output(tmp_path / "a.npy", COMPARE_PAGE)  # another kind

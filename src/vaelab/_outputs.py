@@ -43,16 +43,17 @@ _HASH_CHUNK = 1 << 20
 
 @dataclass(frozen=True)
 class OutputKind:
-    """A kind of file vaelab writes at a path the user names: what it is in words ('a compare
-    page'), as the record names it, and the suffixes it is written as."""
+    """A kind of file vaelab writes at a path the user names: its name in the record, what it is
+    in words ('a compare page'), and the suffixes it is written as."""
 
+    name: str
     what: str
     suffixes: tuple[str, ...]
 
 
-COMPARE_PAGE = OutputKind("a compare page", (".html", ".htm"))
-SAMPLES = OutputKind("a samples file", (".png", ".npy"))
-EXPORT = OutputKind("an export file", (".onnx", ".pt", ".json"))
+COMPARE_PAGE = OutputKind("compare-page", "a compare page", (".html", ".htm"))
+SAMPLES = OutputKind("samples", "a samples file", (".png", ".npy"))
+EXPORT = OutputKind("export", "an export file", (".onnx", ".pt", ".json"))
 
 
 # ---------------------------------------------------------------- checks before writing
@@ -183,7 +184,7 @@ def record_outputs(paths: Sequence[Path], kind: OutputKind) -> None:
         name: entry for name, entry in _read_record(folder).items() if (folder / name).is_file()
     }
     for path in paths:
-        files[path.name] = {"kind": kind.what, "sha256": file_sha256(path)}
+        files[path.name] = {"kind": kind.name, "sha256": file_sha256(path)}
     record = {"format": RECORD_FORMAT, "files": files}
     atomic_write_text(folder / RECORD_FILE, json.dumps(record, indent=1) + "\n")
 
@@ -191,7 +192,7 @@ def record_outputs(paths: Sequence[Path], kind: OutputKind) -> None:
 def is_recorded_output(path: Path, kind: OutputKind) -> bool:
     """Whether `path` is a regular file that its folder's record names as `kind`, unchanged."""
     entry = _read_record(path.parent).get(path.name)
-    if not isinstance(entry, dict) or entry.get("kind") != kind.what:
+    if not isinstance(entry, dict) or entry.get("kind") != kind.name:
         return False
     if path.is_symlink() or not path.is_file():
         return False
