@@ -280,6 +280,22 @@ def test_the_report_shows_the_latent_code_and_the_warning(tmp_path):
     assert ('id="collapse-warning"' in page) is diagnosis.collapsed
 
 
+def test_the_report_of_a_collapsed_model_warns_at_the_top_and_shows_eval_json_plainly(
+    tmp_path, cli
+):
+    run_dir = npy_run(tmp_path)
+    weights = load_file(run_dir / "model.safetensors")
+    weights["output.weight"].zero_()  # a decoder that ignores z
+    save_file(weights, run_dir / "model.safetensors")
+    assert cli("evaluate", run_dir, "--iw-samples", 5, "--device", "cpu").code == 0
+    assert cli("report", run_dir).code == 0
+    page = (run_dir / "report.html").read_text(encoding="utf-8")
+    warning = page.index('id="collapse-warning"')
+    assert warning < page.index('<section id="metrics">')
+    assert "9 per epoch, 9 in all" in page[warning:]
+    assert "kl_per_dim" not in page  # eval.json's figures are in the latent code's table
+
+
 def test_the_compare_page_shows_active_dims_and_warns_of_a_collapsed_run(tmp_path):
     from vaelab.studies.compare_page import write_compare
 
