@@ -19,6 +19,7 @@ from vaelab.diagnostics import (
     few_steps_note,
     recorded_posterior,
 )
+from vaelab.errors import VaelabError
 from vaelab.models import VAE, HierarchicalVAE
 from vaelab.rundir import weights_sha256
 from vaelab.training import train
@@ -111,6 +112,12 @@ class TestMeasures:
         diagnosis = diagnose_posterior(model, two_classes())
         assert len(diagnosis.kl_per_dim) == len(diagnosis.mean_variance_per_dim) == 4
         assert all(math.isfinite(kl) and kl >= 0 for kl in diagnosis.kl_per_dim)
+
+    def test_no_images_or_an_empty_batch_is_refused(self):
+        with pytest.raises(VaelabError, match="no images to diagnose"):
+            diagnose_posterior(random_model(), torch.zeros(0, 16))
+        with pytest.raises(VaelabError, match="batch_size must be at least 1, got 0"):
+            diagnose_posterior(random_model(), two_classes(), batch_size=0)
 
     def test_the_figures_round_trip_through_json_and_damaged_records_are_none(self):
         diagnosis = diagnose_posterior(random_model(), two_classes())

@@ -147,6 +147,10 @@ def diagnose_posterior(
     images = as_readable(images)
     if len(images) == 0:
         raise VaelabError("there are no images to diagnose")
+    if batch_size < 1:
+        raise VaelabError(
+            f"batch_size must be at least 1, got {batch_size}", parameters=("batch_size",)
+        )
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
     sums = _Sums()
