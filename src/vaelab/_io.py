@@ -17,6 +17,7 @@ limits, to read a larger file or to hold vaelab to less.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import stat
@@ -175,6 +176,15 @@ def read_bytes(path: Path | str, expected: str = "a file", limit: int | None = N
     if len(raw) > most:
         raise too_large(path, "the file", most)
     return raw
+
+
+def sha256_file(path: Path | str, what: str = "a file") -> str:
+    """The SHA-256 (hex) of the regular file `path`, read in blocks."""
+    digest = hashlib.sha256()
+    with open_regular(path, what) as handle:
+        for block in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read_text(path: Path | str, expected: str = "a text file", limit: int | None = None) -> str:

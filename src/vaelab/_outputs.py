@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -25,9 +24,9 @@ from vaelab._io import (
     TEXT_LIMIT,
     atomic_write_bytes,
     atomic_write_text,
-    open_regular,
     parse_json,
     read_bytes,
+    sha256_file,
 )
 from vaelab.errors import VaelabError
 
@@ -38,7 +37,6 @@ RECORD_FORMAT = "vaelab-outputs-1"
 _RUN_WEIGHTS = ("model.safetensors", "last.safetensors", "checkpoint.safetensors")
 _RUN_CONFIG = "config.json"
 _RUN_SECTIONS = ("model", "data", "train")
-_HASH_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -184,7 +182,7 @@ def record_outputs(paths: Sequence[Path], kind: OutputKind) -> None:
         name: entry for name, entry in _read_record(folder).items() if (folder / name).is_file()
     }
     for path in paths:
-        files[path.name] = {"kind": kind.name, "sha256": file_sha256(path)}
+        files[path.name] = {"kind": kind.name, "sha256": sha256_file(path)}
     record = {"format": RECORD_FORMAT, "files": files}
     atomic_write_text(folder / RECORD_FILE, json.dumps(record, indent=1) + "\n")
 
@@ -197,18 +195,9 @@ def is_recorded_output(path: Path, kind: OutputKind) -> bool:
     if path.is_symlink() or not path.is_file():
         return False
     try:
-        return file_sha256(path) == entry.get("sha256")
+        return sha256_file(path) == entry.get("sha256")
     except VaelabError:
         return False
-
-
-def file_sha256(path: Path) -> str:
-    """The SHA-256 (hex) of a regular file, read in chunks."""
-    digest = hashlib.sha256()
-    with open_regular(path) as handle:
-        while chunk := handle.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _read_record(folder: Path) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from typing import IO, Any
 
 from tqdm import tqdm
 
-from vaelab._io import open_regular
+from vaelab._io import sha256_file
 from vaelab.errors import VaelabError
 
 Opener = Callable[[str], object]
@@ -84,15 +84,6 @@ def default_cache_dir(name: str = "fashion-mnist") -> Path:
     """Where downloads of dataset `name` go: $XDG_CACHE_HOME/vaelab/<name> (~/.cache by default)."""
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "vaelab" / name
-
-
-def sha256_file(path: Path, what: str = "a data file") -> str:
-    """The SHA-256 of the regular file `path`, read in blocks."""
-    sha = hashlib.sha256()
-    with open_regular(path, what) as handle:
-        for block in iter(lambda: handle.read(_CHUNK), b""):
-            sha.update(block)
-    return sha.hexdigest()
 
 
 def env_dir(name: str, itself: bool = False) -> Path | None:

@@ -34,11 +34,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from vaelab._io import atomic_write_text, parse_json, read_error, read_text, size_words
+from vaelab._io import (
+    atomic_write_text,
+    parse_json,
+    read_error,
+    read_text,
+    sha256_file,
+    size_words,
+)
 from vaelab._outputs import check_output_folder
 from vaelab._resources import require_disk
 from vaelab.config import DataConfig
-from vaelab.data.download import sha256_file
 from vaelab.data.layout import ImageSet, SourceSets, note, notes_kept, require_same_shape
 from vaelab.data.npyfile import read_npy
 from vaelab.errors import VaelabError
