@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.helpers import run_python
-from vaelab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from vaelab.config import LIKELIHOODS, DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaelab.errors import VaelabError
 from vaelab.models import build_model
 from vaelab.training import footprint, train
@@ -88,6 +88,24 @@ class TestEstimate:
         estimate = estimate_footprint(replace(TINY, model=model))
         assert estimate.weights == parameter_count(model)
         assert estimate.train_step > 0 and estimate.test_batch > 0
+
+    @pytest.mark.parametrize("likelihood", LIKELIHOODS)
+    @pytest.mark.parametrize("arch", ["mlp", "conv"])
+    def test_every_likelihood_is_traced(self, likelihood, arch):
+        # the continuous Bernoulli selects by a mask: a size the meta device counts in full
+        model = ModelConfig(input_dim=64, image_shape=(1, 8, 8), arch=arch, likelihood=likelihood,
+                            hidden=(4, 8, 16) if arch == "conv" else (8,))  # fmt: skip
+        estimate = estimate_footprint(replace(TINY, model=model))
+        assert estimate.train_step > 0 and estimate.test_batch > 0
+
+    def test_a_step_the_meta_device_cannot_run_counts_no_activations(self, monkeypatch):
+        def reads_a_value(*args: object, **kwargs: object) -> object:
+            raise RuntimeError("Tensor.item() cannot be called on meta tensors")
+
+        monkeypatch.setattr("vaelab.models.VAE.loss", reads_a_value)
+        estimate = estimate_footprint(TINY)
+        assert estimate.train_step == estimate.weights * footprint.FIRST_STEP_BYTES
+        assert estimate.test_batch == 0
 
     def test_the_weight_cap_comes_first(self):
         with pytest.raises(VaelabError, match="more than the 500,000,000 vaelab builds"):

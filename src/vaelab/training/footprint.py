@@ -11,10 +11,12 @@ the device has free.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, NamedTuple
 
 import torch
+from torch.fx.experimental import _config as fx_config
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
@@ -165,19 +167,40 @@ def _step_bytes(model: VAE, config: RunConfig, rows: int) -> int:
     """Bytes a training step of `rows` images allocates on top of the run's state."""
     samples = config.train.train_samples
     model.train()
-    with _Allocations() as counted:
+
+    def step() -> None:
         batch = torch.empty(rows, model.config.input_dim, device="meta")
         noise = torch.empty(samples, rows, model.noise_dim, device="meta")
-        terms = model.loss(batch, noise=noise, objective=config.train.objective)
-        terms.loss.backward()
+        model.loss(batch, noise=noise, objective=config.train.objective).loss.backward()
+
     gradients = sum(p.numel() * p.element_size() for p in model.parameters())
-    return max(counted.bytes - gradients, 0)  # the gradients are part of the state
+    return max(_traced_bytes(step) - gradients, 0)  # the gradients are part of the state
 
 
 def _test_bytes(model: VAE, rows: int) -> int:
     """Bytes a test batch of `rows` images allocates (no gradients)."""
     model.eval()
-    with _Allocations() as counted, torch.no_grad():
+
+    def forward() -> None:
         batch = torch.empty(rows, model.config.input_dim, device="meta")
         model.loss(batch, noise=torch.empty(rows, model.noise_dim, device="meta"))
+
+    with torch.no_grad():
+        return _traced_bytes(forward)
+
+
+def _traced_bytes(run: Callable[[], None]) -> int:
+    """Bytes the tensors `run` creates on the meta device. An operation whose output size
+    depends on the values (a boolean mask's selection) is counted as keeping every element, an
+    upper bound; one the meta device cannot run at all (a value read back) leaves the
+    activations unknown, counted as 0: the run then relies on the allocation failure's one
+    line (`vaelab.cli`) instead of a refusal up front."""
+    with (
+        fx_config.patch(meta_nonzero_assume_all_nonzero=True),  # type: ignore[attr-defined]
+        _Allocations() as counted,
+    ):
+        try:
+            run()
+        except (NotImplementedError, RuntimeError, TypeError, ValueError):
+            return 0
     return counted.bytes
