@@ -42,7 +42,8 @@ KL_SAMPLES = 16
 _MIXTURE_BATCH = 256  # images per block of that estimate: (samples, images, components) floats
 _RECORD_BYTES = 1 << 20  # eval.json as vaelab writes it is a few kB
 # Under a Gaussian of variance 1 an image of few pixels in [0, 1] gains less from a code than the
-# code costs: scikit-learn's 8x8 digits collapsed after 4,800 steps with it, not with bernoulli.
+# code costs: scikit-learn's 8x8 digits collapsed after 4,800 steps with it, not with bernoulli
+# or gaussian (docs/evaluation.md).
 _TUTORIAL_MSE_CAUSE = (
     "the likelihood (tutorial-mse is a Gaussian of variance 1, under which small images gain "
     "less from a code than it costs: try bernoulli or gaussian)"
