@@ -17,7 +17,7 @@ from tests.helpers import finish, start_vaelab
 from vaelab.errors import VaelabError
 from vaelab.studies import sweep, sweep_run
 from vaelab.studies.sweep import MAX_RUNS, Setting, parse_seeds, parse_set, plan_sweep
-from vaelab.studies.sweep_folder import SWEEP_LOCK_FILE, SweepBusy, study_lock
+from vaelab.studies.sweep_folder import SWEEP_LOCK_FILE, SweepBusy, claim_study, study_lock
 
 CSV = ["--train-csv", "train.csv", "--test-csv", "test.csv", "--epochs", "1", "--hidden", "8,4"]
 
@@ -95,6 +95,20 @@ def test_a_sweep_folder_that_is_a_run_is_refused(tmp_path):
         study_lock(tmp_path / "s"),
     ):
         pass
+
+
+def test_a_compare_page_vaelab_did_not_record_is_refused_before_any_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    csv_pair(tmp_path)
+    plan = plan_sweep([Setting("beta", ("1", "4"))], (0,), tmp_path / "runs" / "s", CSV)
+    claim_study(plan)  # a study begun earlier, whose folder now holds a page of another kind
+    (plan.study_dir / "compare.html").write_text("<p>mine</p>")
+    started = []
+    monkeypatch.setattr(sweep_run, "_run_children", lambda *args: started.append(args))
+    with pytest.raises(VaelabError, match=r"compare\.html: exists and is not a compare page"):
+        sweep_run.run_sweep(plan, say=lambda line: None)
+    assert not started
+    assert (plan.study_dir / "compare.html").read_text() == "<p>mine</p>"
 
 
 def test_jobs_are_bounded_by_the_cores(tmp_path, monkeypatch):

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vaelab._outputs import COMPARE_PAGE, is_recorded_output
 from vaelab._resources import cpu_count
 from vaelab.errors import VaelabError
 from vaelab.studies.compare_page import write_compare
@@ -153,6 +154,7 @@ def run_sweep(
         )
     with study_lock(plan.study_dir):
         continued = claim_study(plan)
+        _check_compare_page(plan.study_dir / COMPARE_FILE)
         total = len(plan.runs)
         say(f"sweep {plan.study_dir}: {total} runs, {jobs} at a time"
             + (" (continued)" if continued else ""))  # fmt: skip
@@ -165,6 +167,16 @@ def run_sweep(
             raise SweepInterrupted(stop.signum, len(result.finished), total, again)
         _finish(plan, result, say)
     return result
+
+
+def _check_compare_page(page: Path) -> None:
+    """Refuse, before any run starts, a study whose compare.html the sweep may not redraw: a
+    file vaelab did not record writing there (the user's, or an earlier version's page)."""
+    if (page.exists() or page.is_symlink()) and not is_recorded_output(page, COMPARE_PAGE):
+        raise VaelabError(
+            f"{page}: exists and is not a compare page vaelab recorded writing; move it away "
+            "(the sweep draws the study's page there once its runs finish)"
+        )
 
 
 def _next_step(plan: SweepPlan, run: SweepRun, result: SweepResult,
