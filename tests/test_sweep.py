@@ -101,6 +101,7 @@ def test_a_compare_page_vaelab_did_not_record_is_refused_before_any_run(tmp_path
     monkeypatch.chdir(tmp_path)
     csv_pair(tmp_path)
     plan = plan_sweep([Setting("beta", ("1", "4"))], (0,), tmp_path / "runs" / "s", CSV)
+    plan.study_dir.mkdir(parents=True)
     claim_study(plan)  # a study begun earlier, whose folder now holds a page of another kind
     (plan.study_dir / "compare.html").write_text("<p>mine</p>")
     started = []
