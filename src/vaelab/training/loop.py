@@ -62,8 +62,8 @@ from vaelab.training.reporters import EpochLog
 from vaelab.training.selection import best_epoch, selection_record, stopped_early, weights_copy
 from vaelab.training.start import (
     check_fits,
-    check_model_fits,
     check_memory_fits,
+    check_model_fits,
     class_count,
     run_info,
     run_layout,
@@ -133,8 +133,8 @@ def train(
     if resume and run_dir is None:
         raise VaelabError("resume=True needs the run_dir to continue", parameters=("resume",))
     device = resolve_device(config.train.device)
-    world = init_world(device, dist_timeout_s)
     check_memory_fits(config, prepared, device, run_dir is not None, model)
+    world = init_world(device, dist_timeout_s)
     reporters = [EpochLog(log)] if log is not None else []
     report = Callbacks([*reporters, *callbacks] if world.is_main else [])
     try:
