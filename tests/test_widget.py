@@ -140,6 +140,14 @@ def test_explore_takes_a_run_a_run_directory_or_a_model_with_data(trained):
     assert len(shown.explorer.latents) == 20 and shown.explorer.labels is None
 
 
+def test_images_given_to_explore_are_not_said_to_be_training_images(trained, caplog):
+    _, model, dataset = trained
+    images = (dataset.test_images[:20].reshape(20, 4, 4).numpy() * 255).astype(np.uint8)
+    with caplog.at_level("WARNING", logger="vaelab.data"):
+        explore(model, images)
+    assert not [r for r in caplog.records if "also in the training set" in r.getMessage()]
+
+
 @pytest.mark.parametrize(
     ("args", "error"),
     [

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm as auto_tqdm
 from vaelab.config import DataConfig
 from vaelab.data import Dataset
 from vaelab.data.dataset import require_image_size
+from vaelab.data.layout import shared_untold
 from vaelab.data.memory import as_dataset
 from vaelab.errors import MissingExtra, VaelabError
 from vaelab.explorer.core import MAX_POINTS, Explorer, evenly_spaced, explorer_of
@@ -116,4 +117,5 @@ def _as_test_set(data: Any) -> Dataset:
     """`data` as a Dataset whose test split is every image of it (a Dataset: its test split)."""
     if isinstance(data, Dataset):
         return data
-    return as_dataset(data, DataConfig(), test_data=data)
+    with shared_untold():  # the same images as both sets, so that every one is a test image
+        return as_dataset(data, DataConfig(), test_data=data)

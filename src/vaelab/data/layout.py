@@ -58,6 +58,20 @@ def notes_kept(quiet: bool = False) -> Iterator[list[str]]:
         _KEPT.pop()
 
 
+_SHARED_UNTOLD: list[bool] = []  # inside `shared_untold`: no note of test images in training
+
+
+@contextmanager
+def shared_untold() -> Iterator[None]:
+    """Datasets built inside say nothing of test images that are also training images: for a
+    caller whose test set is the training set on purpose (the explorer shows the images given)."""
+    _SHARED_UNTOLD.append(True)
+    try:
+        yield
+    finally:
+        _SHARED_UNTOLD.pop()
+
+
 @dataclass(frozen=True)
 class ImageSet:
     """Images of one split as read: N x C x H x W pixels (a view of the stored array, in its
@@ -276,6 +290,8 @@ def tell_shared(train: Images, test: Images) -> None:
     `vaelab.data.overlap`)."""
     from vaelab.data.overlap import describe_shared, remembered_shared_count
 
+    if _SHARED_UNTOLD:
+        return
     count = remembered_shared_count(train, test)
     if count:
         note(describe_shared(count, len(test), test.where, train.where))
