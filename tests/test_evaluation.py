@@ -114,6 +114,19 @@ def test_same_seed_same_numbers_and_chunking_only_changes_the_noise():
     assert torch.allclose(first.kl, small.kl)
 
 
+def test_a_max_memory_beyond_the_free_memory_is_refused_before_anything_is_allocated(
+    monkeypatch,
+):
+    model, x = VAE(ModelConfig()), images()[:20]
+    monkeypatch.setattr("vaelab._resources.available_memory", lambda: 10**6)
+    refusal = (
+        r"^IWAE in blocks of 20 images x 5000 samples \(max_memory 1TB; a smaller one .* needs "
+        r".* of memory, .* are available$"
+    )
+    with pytest.raises(VaelabError, match=refusal):
+        importance_weighted(model, x, k=5000, max_memory="1TB")
+
+
 def test_chunks_fit_the_memory_bound():
     model = VAE(ModelConfig())
     for bound in (10**6, 10**8, 10**9):

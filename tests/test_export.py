@@ -264,6 +264,7 @@ def test_the_command_exports_a_run_and_prints_the_differences(tmp_path):
     again = run_vaelab("export", "runs/old", "--out", "out", cwd=tmp_path)
     assert again.returncode == 2
     assert again.stderr.strip() == (
-        "vaelab: error: out/encoder.onnx: already exists; pass --overwrite to replace it"
+        "vaelab: error: out/encoder.onnx: already exists; pass --overwrite to replace it (an "
+        "export file vaelab wrote)"
     )
     assert export_module.FORMATS == ("onnx", "torchscript")

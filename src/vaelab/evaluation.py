@@ -17,6 +17,7 @@ from torch import nn
 from tqdm import tqdm
 
 from vaelab._io import atomic_write_text
+from vaelab._resources import require_memory
 from vaelab.config import GAUSSIAN_LIKELIHOODS, check_seed
 from vaelab.data.images import Images, as_readable, read_rows
 from vaelab.errors import VaelabError
@@ -583,6 +584,12 @@ def importance_weighted(
     images = as_readable(images)
     parameter = next(model.parameters())
     batch, chunk = plan_chunks(model, len(images), k, parse_size(max_memory))
+    if parameter.device.type == "cpu":  # a GPU's own memory fails in one line if it must
+        require_memory(
+            batch * chunk * (_row_bytes(model) + _chunk_pair_bytes(model)),
+            f"IWAE in blocks of {batch} images x {chunk} samples (max_memory {max_memory}; a "
+            "smaller one evaluates in smaller blocks)",
+        )
     rows = block_rows(model, batch, chunk)
     decoder = fast_decoder(model, rows, precision)
     if decoder is None and precision != "32":
