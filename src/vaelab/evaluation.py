@@ -229,7 +229,7 @@ def plan_chunks(model: VAE, images: int, k: int, max_memory: int) -> tuple[int, 
     chunk (`_chunk_pair_bytes`) and the bytes it takes in a block (`_row_bytes`), so that the
     chunk and any block of it fit together.
     """
-    pair_bytes = _row_bytes(model) + _chunk_pair_bytes(model)
+    pair_bytes = _pair_bytes(model)
     pairs = max_memory // pair_bytes
     if pairs < 1:
         raise VaelabError(
@@ -238,6 +238,11 @@ def plan_chunks(model: VAE, images: int, k: int, max_memory: int) -> tuple[int, 
         )
     batch = max(1, min(images, pairs // k))
     return batch, max(1, min(k, pairs // batch))
+
+
+def _pair_bytes(model: VAE) -> int:
+    """Bytes one (sample, image) pair of a chunk holds: in its block and for the whole chunk."""
+    return _row_bytes(model) + _chunk_pair_bytes(model)
 
 
 def block_rows(model: VAE, batch: int, chunk: int) -> int:
@@ -586,7 +591,7 @@ def importance_weighted(
     batch, chunk = plan_chunks(model, len(images), k, parse_size(max_memory))
     if parameter.device.type == "cpu":  # a GPU's own memory fails in one line if it must
         require_memory(
-            batch * chunk * (_row_bytes(model) + _chunk_pair_bytes(model)),
+            batch * chunk * _pair_bytes(model),
             f"IWAE in blocks of {batch} images x {chunk} samples (max_memory {max_memory}; a "
             "smaller one evaluates in smaller blocks)",
         )
