@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from vaelab._outputs import (
     check_run_file,
     check_run_folder,
     is_recorded_output,
+    output_folder_lock,
     run_directory_holding,
     write_output,
 )
@@ -203,6 +205,41 @@ def test_the_record_names_each_output_with_its_kind_and_fingerprint(tmp_path):
     (tmp_path / "b.html").unlink()
     write_output(tmp_path / "a.npy", SAMPLES, b"three", overwrite=True)
     assert set(json.loads((tmp_path / RECORD_FILE).read_text())["files"]) == {"a.npy"}
+
+
+def _write_in_thread(path: Path, payload: bytes) -> tuple[threading.Thread, list[BaseException]]:
+    failures: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            write_output(path, SAMPLES, payload)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            failures.append(exc)
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    return thread, failures
+
+
+def test_a_writer_waits_for_the_folders_lock_and_checks_again_under_it(tmp_path):
+    with output_folder_lock(tmp_path):
+        thread, failures = _write_in_thread(tmp_path / "a.npy", b"vaelab's")
+        thread.join(timeout=0.5)
+        assert thread.is_alive()  # waiting for the lock, nothing written yet
+        assert not (tmp_path / "a.npy").exists()
+        (tmp_path / "a.npy").write_bytes(USER_BYTES)  # another process wrote it meanwhile
+    thread.join()
+    assert (tmp_path / "a.npy").read_bytes() == USER_BYTES
+    assert len(failures) == 1 and "exists and is not a samples file" in str(failures[0])
+
+
+def test_writers_into_one_folder_keep_every_entry_of_the_record(tmp_path):
+    started = [_write_in_thread(tmp_path / f"s{i}.npy", bytes([i])) for i in range(16)]
+    for thread, failures in started:
+        thread.join()
+        assert not failures
+    record = json.loads((tmp_path / RECORD_FILE).read_text())
+    assert set(record["files"]) == {f"s{i}.npy" for i in range(16)}
 
 
 def test_a_damaged_record_recognises_nothing(tmp_path):

@@ -9,13 +9,18 @@
 - Nothing is written inside a run directory (a folder holding vaelab's config.json, weights or
   checkpoint) but that run's own files (`check_run_file`, `check_run_folder`).
 - A directory where a file is wanted is refused, and so is a file where a folder is wanted.
+- Checking, writing and recording happen under a lock on the output's folder
+  (`output_folder_lock`): two vaelab processes writing into one folder take turns, so neither
+  replaces a file the other has just written nor drops the other's entry from the record.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -167,9 +172,28 @@ def write_output(
     """Write `payload` at `path` atomically, as `check_output` allows, and record it as `kind`."""
     path = Path(path)
     check_output(path, kind, overwrite, option)
-    atomic_write_bytes(path, payload)
-    record_outputs([path], kind)
+    with output_folder_lock(path.parent):
+        check_output(path, kind, overwrite, option)  # again: another process may have written
+        atomic_write_bytes(path, payload)
+        record_outputs([path], kind)
     return path
+
+
+@contextmanager
+def output_folder_lock(folder: str | Path) -> Iterator[None]:
+    """Hold an exclusive flock(2) on `folder` itself while outputs there are checked, written
+    and recorded; another process writing into the same folder waits its turn. The lock is on
+    the folder's own descriptor, so nothing is left in the folder, and the kernel releases it
+    however the process ends."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        raise VaelabError(f"{folder}: cannot open this folder ({exc.strerror or exc})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the only descriptor releases the lock
 
 
 def record_outputs(paths: Sequence[Path], kind: OutputKind) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vaelab._outputs import EXPORT, check_output, record_outputs
+from vaelab._outputs import EXPORT, check_output, output_folder_lock, record_outputs
 from vaelab._version import __version__
 from vaelab.errors import VaelabError
 from vaelab.export.formats import (
@@ -109,10 +109,13 @@ def export_model(
         for name, target in zip(names, targets):
             staged.append(_stage(make_part(source.model, name), format, target))
         payload = _record(source, format, staged)
-        for item in staged:
-            _commit(item.temp, item.target)
-        _write_record(record, payload)
-        record_outputs([*(item.target for item in staged), record], EXPORT)
+        with output_folder_lock(out):
+            for path in (*targets, record):  # again: another process may have written meanwhile
+                check_output(path, EXPORT, overwrite, option="out_dir")
+            for item in staged:
+                _commit(item.temp, item.target)
+            _write_record(record, payload)
+            record_outputs([*(item.target for item in staged), record], EXPORT)
     except BaseException:
         _discard(staged, out if created else None)
         raise
