@@ -151,6 +151,18 @@ class TestLocate:
         data = load_dataset(DataConfig(dataset="kmnist", data_dir=str(tmp_path / "mine")))
         assert data.class_names == KMNIST_CLASSES
 
+    def test_labels_false_drops_a_builtins_labels_and_classes(self, tmp_path, no_local_data):
+        idx_quartet(tmp_path / "mine")
+        config = DataConfig(dataset="mnist", data_dir=str(tmp_path / "mine"), labels=False)
+        data = load_dataset(config)
+        assert data.train_labels is None and data.test_labels is None
+        assert data.class_names == () and not data.labelled
+        assert len(data.train_images) == 8
+
+    def test_class_names_with_labels_false_is_refused(self):
+        with pytest.raises(VaelabError, match="labels that labels=False ignores"):
+            DataConfig(labels=False, class_names=("a", "b"))
+
     def test_data_dir_lacking_a_file(self, tmp_path, no_local_data):
         idx_quartet(tmp_path / "mine")
         (tmp_path / "mine" / IDX_NAMES[3]).unlink()

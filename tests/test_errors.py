@@ -84,6 +84,7 @@ def test_the_api_is_told_in_its_own_words():
         ("batch_size_extra is not batch_size", ("batch_size",),
          "batch_size_extra is not --batch-size"),
         ("no such flag here", ("not_an_option",), "no such flag here"),
+        ("or ignore them (labels=False)", ("labels",), "or ignore them (--no-labels)"),
     ],
 )  # fmt: skip
 def test_the_command_line_shows_parameters_as_its_flags(message, parameters, shown):

@@ -265,6 +265,12 @@ class DataConfig:
             "class_names",
         )
         _require(
+            self.labels or not self.class_names,
+            "class_names names the classes of labels that labels=False ignores; drop one of them",
+            "class_names",
+            "labels",
+        )
+        _require(
             all(isinstance(k, str) and k for k in self.array_keys)
             and len(self.array_keys) in (0, 2, 4),
             "array_keys names 2 arrays (images, labels) or 4 (x_train, y_train, x_test, y_test)",

@@ -52,10 +52,13 @@ def translate(error: VaelabError, command: click.Command | None) -> str:
         )
     flags = command_flags(command)
     for name in error.parameters:
+        word = rf"(?<![\w./-]){re.escape(name)}"
+        negation = flags.get(f"no_{name}")  # labels=False is said as --no-labels
+        if negation is not None:
+            message = re.sub(word + r"=False\b", negation, message)
         flag = flags.get(name)
         if flag is None:
             continue
-        word = rf"(?<![\w./-]){re.escape(name)}"
         message = re.sub(word + r"=True\b", flag, message)
         message = re.sub(word + r"(?![\w/-]|\.\w)", flag, message)  # not out.png, a file
     return message

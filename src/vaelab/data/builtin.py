@@ -197,8 +197,9 @@ def load_builtin(
     name: str, config: DataConfig | None = None, opener: Opener | None = None
 ) -> Dataset:
     """The built-in dataset `name`, from `config.data_dir` when given, else found or downloaded;
-    `config.class_names` renames its classes (as many names as it has), and an `image_size` other
-    than its own is refused (built-in datasets are not resized)."""
+    `config.class_names` renames its classes (as many names as it has), `config.labels` False
+    drops its labels, and an `image_size` other than its own is refused (built-in datasets are
+    not resized)."""
     spec = builtin(name)
     if config is not None and config.image_size and tuple(config.image_size) != spec.shape[1:]:
         height, width = config.image_size
@@ -209,6 +210,8 @@ def load_builtin(
         )
     directory = locate_builtin(name, config.data_dir if config else None, opener)
     dataset = spec.read(directory)
+    if config is not None and not config.labels:
+        return replace(dataset, train_labels=None, test_labels=None, class_names=())
     if config is None or not config.class_names:
         return dataset
     if len(config.class_names) != len(dataset.class_names):
