@@ -101,6 +101,17 @@ CASES: list[Case] = [
     Case("config file", "a run's config.json without its data section as --config",
          recorded_config_without_data,
          r"config\.json: lacks its data section\(s\); a run's config\.json records", "config.json"),
+    Case("config file", "a JSON key given twice",
+         with_config_file("c.json", '{"train": {"epochs": 1, "epochs": 5}}'),
+         r"^vaelab: error: c\.json: not valid JSON \(the key 'epochs' is given twice in one "
+         r"object\); give each key once$", "c.json"),
+    Case("config file", "a YAML key given twice",
+         with_config_file("c.yaml", "train:\n  epochs: 1\n  epochs: 5\n"),
+         r"^vaelab: error: c\.yaml: line 3: not valid YAML \(the key 'epochs' is given twice in "
+         r"one mapping; give each key once\)$", "c.yaml"),
+    Case("config file", "a YAML section given twice",
+         with_config_file("c.yaml", "train:\n  epochs: 1\nmodel: {}\ntrain:\n  lr: 0.1\n"),
+         r"c\.yaml: line 4: not valid YAML \(the key 'train' is given twice", "c.yaml"),
     Case("splits", "--test-split 1.0", lambda w: train_csv_args(w, "--test-split", "1.0"),
          r"^vaelab: error: --test-split 1\.0 could mean all the images \(100%\) or 1 image: write "
          r"1 for one image, or a fraction below 1 for a share of them \(0\.2 for 20%\)$",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.bad_input_cases import Case, saved_run
+from tests.bad_input_cases import SMALL, Case, saved_run, train_csv_args
 from tests.cases_sources import train_on
 from vaelab._outputs import COMPARE_PAGE, SAMPLES, write_output
 
@@ -67,6 +67,46 @@ def figures_is_a_file(work: Path) -> None:
 
 def report_is_a_folder(work: Path) -> None:
     (work / "runs" / "old" / "report.html").mkdir()
+
+
+def record_is_a_folder(work: Path) -> None:
+    """The folder's record of vaelab's outputs is a folder: an output could not be recorded."""
+    (work / ".vaelab-outputs.json").mkdir()
+
+
+def linked_to_user_file(name: str) -> Callable[[Path], None]:
+    """runs/old/NAME: a symbolic link to mine.txt, a file of the user's beside runs/."""
+
+    def make(work: Path) -> None:
+        (work / "mine.txt").write_bytes(USER_BYTES)
+        link = work / "runs" / "old" / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(Path("../" * name.count("/")) / ".." / ".." / "mine.txt")
+
+    return make
+
+
+def linked_to_user_folder(name: str) -> Callable[[Path], None]:
+    """runs/old/NAME: a symbolic link to mine/, a folder of the user's holding a file named as
+    vaelab names the run's files (so that writing or removing through the link would show)."""
+
+    def make(work: Path) -> None:
+        (work / "mine").mkdir()
+        for inside in ("samples.png", "events.out.tfevents.1"):
+            (work / "mine" / inside).write_bytes(USER_BYTES)
+        (work / "runs" / "old" / name).symlink_to(Path("..") / ".." / "mine")
+
+    return make
+
+
+def run_file_is_a_folder(name: str) -> Callable[[Path], None]:
+    return lambda work: (work / "runs" / "old" / name).mkdir()
+
+
+def overwrite_old(work: Path) -> list[str]:
+    """`vaelab train --overwrite` of runs/old (its CSV files beside it)."""
+    return ["train", *SMALL, "--train-csv", "train.csv", "--test-csv", "test.csv",
+            "--runs-dir", "runs", "--name", "old", "--overwrite"]  # fmt: skip
 
 
 def digits_like(work: Path) -> list[str]:
@@ -131,6 +171,47 @@ CASES: list[Case] = [
          with_run(report_is_a_folder, "report", "runs/old"),
          "runs/old/report.html: is not a file, and vaelab writes a file of the run here",
          "runs/old/report.html"),
+    Case("outputs", "sample --out into a folder whose record of outputs is a folder",
+         with_run(record_is_a_folder, *SAMPLE, "s.png"),
+         r"^vaelab: error: \.vaelab-outputs\.json: is not the file in which vaelab records its "
+         "outputs in this folder, so nothing is written here; move it away$",
+         ".vaelab-outputs.json"),
+    Case("outputs", "plot where the run's figures folder is a link to a user's folder",
+         with_run(linked_to_user_folder("figures"), "plot", "runs/old"),
+         "runs/old/figures: is a symbolic link, and vaelab keeps the run's figures here; move it "
+         "away", "runs/old/figures"),
+    Case("outputs", "plot where one figure is a link to a user's file",
+         with_run(linked_to_user_file("figures/samples.png"), "plot", "runs/old"),
+         "runs/old/figures/samples.png: is a symbolic link, and vaelab writes a file of the run "
+         "here", "runs/old/figures/samples.png"),
+    Case("outputs", "plot where the run's figures.json is a folder",
+         with_run(run_file_is_a_folder("figures.json"), "plot", "runs/old"),
+         "runs/old/figures.json: is not a file, and vaelab writes a file of the run here",
+         "runs/old/figures.json"),
+    Case("outputs", "report where report.html is a link to a user's file",
+         with_run(linked_to_user_file("report.html"), "report", "runs/old"),
+         "runs/old/report.html: is a symbolic link", "runs/old/report.html"),
+    Case("outputs", "evaluate where eval.json is a folder",
+         with_run(run_file_is_a_folder("eval.json"), "evaluate", "runs/old", "--device", "cpu"),
+         "runs/old/eval.json: is not a file, and vaelab writes a file of the run here",
+         "runs/old/eval.json"),
+    Case("outputs", "evaluate where eval.json is a link to a user's file",
+         with_run(linked_to_user_file("eval.json"), "evaluate", "runs/old", "--device", "cpu"),
+         "runs/old/eval.json: is a symbolic link", "runs/old/eval.json"),
+    Case("outputs", "train --overwrite where the run's tensorboard folder is a link",
+         lambda w: (saved_run(w), linked_to_user_folder("tensorboard")(w), overwrite_old(w))[2],
+         "runs/old/tensorboard: is a symbolic link, and vaelab keeps the run's TensorBoard logs "
+         "here", "runs/old/tensorboard"),
+    Case("outputs", "train --overwrite where a run's file is a link to a user's file",
+         lambda w: (saved_run(w), linked_to_user_file("metrics.csv")(w), overwrite_old(w))[2],
+         "runs/old/metrics.csv: is a symbolic link", "runs/old/metrics.csv"),
+    Case("outputs", "train --name that leads out of --runs-dir",
+         lambda w: train_csv_args(w)[:-2] + ["--name", "../../elsewhere"],
+         r"Invalid value for '--name': expected one folder name \(no '/', not '\.' or '\.\.'\), "
+         "got '../../elsewhere'", "--name"),
+    Case("outputs", "sweep --name ..",
+         lambda w: ["sweep", "--set", "latent_dim=2", "--runs-dir", "runs", "--name", ".."],
+         r"Invalid value for '--name': expected one folder name", "--name"),
     # messages
     Case("messages", "a path holding a newline", lambda w: ["evaluate", "runs/no\nne"],
          r"^vaelab: error: runs/no\\nne: run directory not found$", "runs/no\\nne"),

@@ -299,3 +299,24 @@ def test_any_parsed_structure_is_a_config_or_one_line(raw):
         config_from_sections(raw, "c.yaml")
     except VaelabError as exc:
         _one_line_from("c.yaml", exc)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "line"),
+    [
+        ("c.json", '{"train": {"epochs": 1, "epochs": 5}}', ""),
+        ("c.yaml", "train:\n  epochs: 1\n  epochs: 5\n", "line 3: "),
+        ("c.yaml", "model: {}\ntrain: {epochs: 1}\ntrain: {lr: 0.1}\n", "line 3: "),
+    ],
+)
+def test_a_key_given_twice_is_refused_not_settled_by_the_last(tmp_path, name, text, line):
+    (tmp_path / name).write_text(text)
+    with pytest.raises(VaelabError, match=f"{name}: {line}not valid (JSON|YAML) .the key '"):
+        load_config_file(tmp_path / name)
+
+
+def test_a_yaml_merge_may_still_override_the_keys_it_brings(tmp_path):
+    text = "train:\n  <<: &base {epochs: 1, lr: 0.01}\n  epochs: 3\n"
+    (tmp_path / "c.yaml").write_text(text)
+    config = load_config_file(tmp_path / "c.yaml")
+    assert (config.train.epochs, config.train.lr) == (3, 0.01)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from tests.bad_input_cases import SMALL, csv_pair, saved_run, trained_run
+from vaelab import rundir
 from vaelab._outputs import (
     COMPARE_PAGE,
     RECORD_FILE,
@@ -276,3 +277,39 @@ def test_a_runs_own_files_and_folders_must_be_what_vaelab_writes_there(tmp_path)
         check_run_folder(tmp_path / "figures", "figures")
     check_run_file(tmp_path / "eval.json")  # missing: written fresh
     check_run_folder(tmp_path / "tensorboard", "TensorBoard logs")
+
+
+def test_a_link_in_a_run_is_refused_whether_it_leads_to_a_file_or_a_folder(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "samples.png").write_bytes(USER_BYTES)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "figures").symlink_to(tmp_path / "mine")
+    (tmp_path / "run" / "report.html").symlink_to(tmp_path / "mine" / "samples.png")
+    with pytest.raises(VaelabError, match="figures: is a symbolic link, and vaelab keeps"):
+        check_run_folder(tmp_path / "run" / "figures", "figures")
+    with pytest.raises(VaelabError, match="report.html: is a symbolic link, and vaelab writes"):
+        check_run_file(tmp_path / "run" / "report.html")
+
+
+def test_overwriting_a_run_removes_nothing_through_a_link_in_it(tmp_path):
+    """The figures a run's overwrite would remove are looked for in the run only: a figures/ that
+    links to a folder of the user's stops the overwrite before anything is removed."""
+    run = saved_run(tmp_path)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "samples.png").write_bytes(USER_BYTES)
+    (run / "figures").symlink_to(tmp_path / "mine")
+    before = tree(tmp_path)
+    with pytest.raises(VaelabError, match="figures: is a symbolic link"):
+        rundir.prepare_run_dir(run, overwrite=True)
+    assert tree(tmp_path) == before
+
+
+def test_an_output_is_not_written_where_its_record_could_not_be(tmp_path):
+    (tmp_path / RECORD_FILE).mkdir()
+    with pytest.raises(VaelabError, match="is not the file in which vaelab records its outputs"):
+        write_output(tmp_path / "s.npy", SAMPLES, b"samples")
+    assert not (tmp_path / "s.npy").exists()
+    (tmp_path / RECORD_FILE).rmdir()
+    (tmp_path / RECORD_FILE).symlink_to(tmp_path / "elsewhere.json")
+    with pytest.raises(VaelabError, match="is not the file in which vaelab records its outputs"):
+        check_output(tmp_path / "s.npy", SAMPLES)

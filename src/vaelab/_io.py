@@ -22,6 +22,7 @@ import json
 import os
 import stat
 import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -197,14 +198,30 @@ def read_text(path: Path | str, expected: str = "a text file", limit: int | None
 
 
 def parse_json(text: str | bytes, where: Path | str) -> Any:
-    """Parsed JSON; malformed text, nesting too deep or a number too long is one VaelabError."""
+    """Parsed JSON; malformed text, nesting too deep, a number too long or a key given twice in
+    one object (JSON would keep the last silently) is one VaelabError."""
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as exc:
+        raise VaelabError(f"{where}: not valid JSON ({exc}); give each key once") from None
     except RecursionError:
         raise VaelabError(f"{where}: JSON nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, integers of 4300+ digits
         reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
         raise VaelabError(f"{where}: not valid JSON ({reason})") from None
+
+
+class _DuplicateKey(Exception):
+    """A key an object of a JSON text holds twice."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's dict, refusing a key it holds twice."""
+    found = dict(pairs)
+    if len(found) < len(pairs):
+        twice = next(key for key, n in Counter(key for key, _ in pairs).items() if n > 1)
+        raise _DuplicateKey(f"the key {twice[:60]!r} is given twice in one object")
+    return found
 
 
 def _new_file_mode(path: Path) -> int:

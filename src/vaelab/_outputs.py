@@ -79,6 +79,7 @@ def check_output(
             parameters=(option,),
         )
     check_output_folder(path.parent, option)
+    check_record_file(path.parent)
     if path.suffix.lower() not in kind.suffixes:
         raise VaelabError(
             f"{path}: {kind.what} must end in {' or '.join(kind.suffixes)}; give {option} such "
@@ -117,6 +118,17 @@ def check_output_folder(folder: str | Path, option: str = "out") -> None:
         )
 
 
+def check_record_file(folder: str | Path) -> None:
+    """Refuse a folder whose record of outputs is something vaelab did not write there (a
+    folder, a pipe, a link), before an output is written that could not be recorded."""
+    record = Path(folder) / RECORD_FILE
+    if record.is_symlink() or (record.exists() and not record.is_file()):
+        raise VaelabError(
+            f"{record}: is not the file in which vaelab records its outputs in this folder, so "
+            "nothing is written here; move it away"
+        )
+
+
 def run_directory_holding(path: str | Path) -> Path | None:
     """The run directory that `path` is or lies in (its nearest), or None."""
     path = Path(path)
@@ -141,20 +153,28 @@ def is_vaelab_run(folder: Path) -> bool:
 
 
 def check_run_file(path: str | Path) -> None:
-    """Refuse to write a run's own file over something that is not a file (a folder, a pipe)."""
+    """Refuse to write a run's own file over something that is not a file of its own: a folder,
+    a pipe, or a symbolic link (vaelab never writes one, and a link may lead to a user's file)."""
     path = Path(path)
-    if path.is_symlink() or not path.exists() or path.is_file():
-        return
-    raise VaelabError(
-        f"{path}: is not a file, and vaelab writes a file of the run here; move it away"
-    )
+    if path.is_symlink():
+        raise VaelabError(
+            f"{path}: is a symbolic link, and vaelab writes a file of the run here; move it away"
+        )
+    if path.exists() and not path.is_file():
+        raise VaelabError(
+            f"{path}: is not a file, and vaelab writes a file of the run here; move it away"
+        )
 
 
 def check_run_folder(path: str | Path, what: str, files: Sequence[str] = ()) -> None:
     """Refuse to write a run's own folder (`what`: 'figures') where a file is, or its `files`
     where something else than a file is."""
     path = Path(path)
-    if (path.exists() or path.is_symlink()) and not path.is_dir():
+    if path.is_symlink():  # the run's files would be written (or removed) where it leads
+        raise VaelabError(
+            f"{path}: is a symbolic link, and vaelab keeps the run's {what} here; move it away"
+        )
+    if path.exists() and not path.is_dir():
         raise VaelabError(
             f"{path}: is not a folder, and vaelab keeps the run's {what} here; move it away"
         )

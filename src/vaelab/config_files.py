@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any
 
 from vaelab._io import parse_json, read_text
 from vaelab.config import PATH_FIELDS, RunConfig
-from vaelab.config_sections import SECTIONS, key_text, require_sections
+from vaelab.config_sections import SECTIONS, key_text, require_sections, short
 from vaelab.errors import VaelabError
 
 if sys.version_info >= (3, 11):
@@ -130,10 +130,10 @@ def _parse_text(path: Path, kind: str, text: str) -> Any:
             return tomllib.loads(text)
         except ValueError as exc:  # TOMLDecodeError, and a date or time that does not exist
             raise VaelabError(f"{path}: not valid TOML ({_first_line(exc)})") from None
-    import yaml  # PyYAML; safe_load builds plain data only, never Python objects
+    import yaml  # PyYAML; its safe loader builds plain data only, never Python objects
 
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_unique_key_loader())  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f"line {where.line + 1}: " if where is not None else ""
@@ -142,6 +142,30 @@ def _parse_text(path: Path, kind: str, text: str) -> Any:
         ) from None
     except (ValueError, OverflowError) as exc:  # a date that does not exist, a 5000-digit number
         raise VaelabError(f"{path}: not valid YAML ({_first_line(exc)})") from None
+
+
+def _unique_key_loader() -> type:
+    """PyYAML's SafeLoader, refusing a key a mapping holds twice (PyYAML keeps the last one
+    silently); a merge (<<) may still override the keys it brings."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                if isinstance(key, Hashable) and key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"the key {short(key)} is given twice in one mapping; give "
+                        "each key once", key_node.start_mark,
+                    )  # fmt: skip
+                if isinstance(key, Hashable):
+                    seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    return UniqueKeyLoader
 
 
 def _first_line(error: Exception) -> str:

@@ -17,6 +17,7 @@ from torch import nn
 from tqdm import tqdm
 
 from vaelab._io import atomic_write_text
+from vaelab._outputs import check_run_file
 from vaelab._resources import require_memory
 from vaelab.config import GAUSSIAN_LIKELIHOODS, check_seed
 from vaelab.data.images import Images, as_readable, read_rows
@@ -691,5 +692,6 @@ def save_eval(
                 )
             payload["weights_sha256"] = current
         path = run_dir / EVAL_FILE
+        check_run_file(path)
         atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
     return path

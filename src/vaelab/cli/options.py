@@ -3,6 +3,7 @@ say how a source is read, which `vaelab train` and `vaelab prepare` share."""
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from typing import Any
@@ -44,6 +45,21 @@ def parse_names(_ctx: click.Context, _param: click.Parameter, value: str | None)
     if not all(names):
         raise click.BadParameter(f"expected comma-separated names, got {value!r}")
     return names
+
+
+def parse_folder_name(
+    _ctx: click.Context, _param: click.Parameter, value: str | None
+) -> str | None:
+    """A run's or a study's folder name: one name inside its folder (RUNS_DIR), never a path
+    that leads elsewhere ('a/b', '..') and never empty; None stays None."""
+    if value is None:
+        return None
+    if value in ("", ".", "..") or "/" in value or os.sep in value or "\0" in value:
+        raise click.BadParameter(
+            f"expected one folder name (no '/', not '.' or '..'), got {value!r}; the folder it "
+            "names is made in --runs-dir"
+        )
+    return value
 
 
 def parse_split(_ctx: click.Context, _param: click.Parameter, value: str) -> float:

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 import torch
 
-from vaelab._outputs import SAMPLES, check_output
+from vaelab._outputs import SAMPLES, check_output, check_run_file
 from vaelab.cli.group import RUN, cli, device_option, run_data, run_data_options
 from vaelab.config import DataConfig, check_seed
 from vaelab.data import Dataset, load_dataset
@@ -69,6 +69,7 @@ def evaluate_command(
     images first and said; beyond --time-budget it is refused."""
     memory = parse_size(max_memory)
     check_seed(seed)
+    check_run_file(run / EVAL_FILE)  # before the model is loaded and evaluated
     with run_lock(run):  # refused at once while another process writes the run
         data = run_data(run)
         opened = open_run(run, data=data, device=resolve_device(device))

@@ -10,6 +10,7 @@ import click
 
 from vaelab._outputs import check_output_folder
 from vaelab.cli.group import cli, one_line
+from vaelab.cli.options import parse_folder_name
 from vaelab.studies.runs import RUNS_HEADERS, list_runs, runs_rows, text_table
 from vaelab.studies.sweep import MAX_RUNS, parse_seeds, parse_set, plan_sweep
 
@@ -63,7 +64,9 @@ def compare_command(runs: tuple[Path, ...], out: Path, overwrite: bool) -> None:
     help="How many seeds (0, 1, ...), or a list: 0,5,7. The grid (values times seeds) may have "
     f"at most {MAX_RUNS} runs.",
 )  # fmt: skip
-@click.option("--name", default="sweep", help="The study's folder in RUNS_DIR.")
+@click.option(
+    "--name", default="sweep", callback=parse_folder_name, help="The study's folder in RUNS_DIR."
+)  # fmt: skip
 @click.option(
     "--runs-dir", type=click.Path(path_type=Path), default=Path("runs"),
     help="Folder that holds the study's folder.",

@@ -13,7 +13,13 @@ import click
 
 from vaelab._outputs import check_run_folder
 from vaelab.cli.group import cli, command_flags, device_option
-from vaelab.cli.options import parse_hidden, parse_names, parse_split, reading_options
+from vaelab.cli.options import (
+    parse_folder_name,
+    parse_hidden,
+    parse_names,
+    parse_split,
+    reading_options,
+)
 from vaelab.cli.train_config import option_given, run_config
 from vaelab.config import (
     ARCHS,
@@ -210,7 +216,10 @@ _DATA = DataConfig()
     "relative paths of a --config file are named on stderr, resolved against its folder), and "
     "exit.",
 )
-@click.option("--name", default=None, help="Run name  [default: a timestamp]")
+@click.option(
+    "--name", default=None, callback=parse_folder_name,
+    help="Run name: the run's folder in RUNS_DIR  [default: a timestamp]",
+)  # fmt: skip
 @click.option(
     "--runs-dir", type=click.Path(path_type=Path), default=Path("runs"),
     help="Folder that holds run directories.",

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from vaelab._io import remove_stale_temp_files
-from vaelab._outputs import check_output_folder, is_vaelab_run
+from vaelab._outputs import check_output_folder, check_run_file, check_run_folder, is_vaelab_run
 from vaelab.errors import VaelabError
 from vaelab.rundir.files import (
     _PROBE_FILE,
@@ -23,6 +23,7 @@ from vaelab.rundir.files import (
     CONFIG_FILE,
     FIGURE_FILES,
     FIGURES_DIR,
+    FIGURES_RECORD,
     LOCK_FILE,
     TENSORBOARD_DIR,
     VAELAB_FILES,
@@ -187,6 +188,24 @@ def folder_lock(folder: Path, lock_file: str) -> Iterator[Path]:
         _release(folder, fd, lock_file)
 
 
+def check_figure_paths(run_dir: str | Path) -> None:
+    """Refuse to draw a run's figures where RUN/figures/, a figure in it or RUN/figures.json is
+    something else than vaelab's own (a file, a pipe, a symbolic link), before anything is drawn."""
+    run_dir = Path(run_dir)
+    check_run_folder(run_dir / FIGURES_DIR, "figures", FIGURE_FILES)
+    check_run_file(run_dir / FIGURES_RECORD)
+
+
+def check_run_paths(run_dir: str | Path) -> None:
+    """Refuse to write, overwrite or resume a run where any path vaelab writes or removes in it
+    is something else than vaelab's own: nothing is then written or removed through a link."""
+    run_dir = Path(run_dir)
+    for name in VAELAB_FILES:
+        check_run_file(run_dir / name)
+    check_figure_paths(run_dir)
+    check_run_folder(run_dir / TENSORBOARD_DIR, "TensorBoard logs")
+
+
 def remove_temp_files(run_dir: Path) -> None:
     """Remove what writes of vaelab's files that a crash cut short left (`.NAME.*.tmp`)."""
     remove_stale_temp_files(run_dir, (*VAELAB_FILES, _PROBE_FILE))
@@ -300,6 +319,8 @@ def claim_run_dir(run_dir: Path, overwrite: bool = False, resume: bool = False) 
     try:
         with run_lock(run_dir):  # before anything else: a run being written is refused at once
             _probe(run_dir)
+            if not created:
+                check_run_paths(run_dir)
             if resume:
                 _check_resumable(run_dir)
             elif not created and _holds_something(run_dir):

@@ -30,7 +30,6 @@ from matplotlib.figure import Figure
 
 from vaelab import latent
 from vaelab._io import atomic_write_bytes
-from vaelab._outputs import check_run_folder
 from vaelab.data import Dataset
 from vaelab.data.dataset import as_unit_images
 from vaelab.errors import VaelabError
@@ -38,9 +37,9 @@ from vaelab.latent import interpolation_pairs, label_names, latent_grid
 from vaelab.models import VAE
 from vaelab.models.priors import VampPrior
 from vaelab.rundir import (
-    FIGURE_FILES,
     FIGURES_DIR,
     Run,
+    check_figure_paths,
     loaded_weights_sha256,
     open_run,
     record_figures,
@@ -422,8 +421,7 @@ def write_figures(
     lock is held meanwhile, and RUN/figures.json records which weights they show.
     """
     check_grid(grid, span)
-    # before the run is opened and its data read
-    check_run_folder(Path(run_dir) / FIGURES_DIR, "figures", FIGURE_FILES)
+    check_figure_paths(run_dir)  # before the run is opened and its data read
     with run_lock(run_dir):
         run = open_run(run_dir, dataset, device=device)
         written = save_figures(run, grid, span, log)
@@ -437,7 +435,7 @@ def save_figures(
 ) -> list[Path]:
     """`write_figures` for a run already opened with `vaelab.rundir.open_run`."""
     out_dir = run.run_dir / FIGURES_DIR
-    check_run_folder(out_dir, "figures", FIGURE_FILES)
+    check_figure_paths(run.run_dir)
     try:
         out_dir.mkdir(exist_ok=True)
     except OSError as exc:

@@ -39,6 +39,7 @@ from vaelab.rundir import (
     REPORT_FILE,
     WEIGHTS_FILE,
     Run,
+    check_figure_paths,
     figures_weights_sha256,
     loaded_weights_sha256,
     open_run,
@@ -95,6 +96,7 @@ def write_report(
     figures are drawn again; the page says so in a sentence when it set something aside.
     """
     check_run_file(Path(run_dir) / REPORT_FILE)
+    check_figure_paths(run_dir)  # the figures may be drawn again
     with run_lock(run_dir):
         run = open_run(run_dir, dataset, device=device)
         # The fingerprint of the weights just loaded (the lock keeps vaelab from changing them).
