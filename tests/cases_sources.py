@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import pickle
 import struct
+import warnings
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -86,6 +87,17 @@ def npz(*options: str, **arrays: np.ndarray) -> Callable[[Path], list[str]]:
         return train_on("d.npz", *options)
 
     return build
+
+
+def npz_member_twice(work: Path) -> list[str]:
+    """d.npz holding images.npy twice (a zip allows it; NumPy would read one of them)."""
+    with zipfile.ZipFile(work / "d.npz", "w") as archive, warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # zipfile's "Duplicate name": the point
+        for images in (grey(100), grey(50)):
+            member = io.BytesIO()
+            np.save(member, images)
+            archive.writestr("images.npy", member.getvalue())
+    return train_on("d.npz")
 
 
 def object_npy(work: Path) -> list[str]:
@@ -192,6 +204,16 @@ CASES: list[Case] = [
          lambda w: csv_file(w, "--image-size", "8x8"),
          "images are 6x6, --image-size says 8x8; only the images of folders and of Parquet or "
          "Arrow files are resized", "data.csv"),
+    Case("CSV", "--columns for a CSV file, which has no such columns",
+         lambda w: csv_file(w, "--columns", "image,label"),
+         r"data.csv: --columns names the image and label fields of Parquet or Arrow tables, and "
+         "this is CSV, read without it; drop --columns$", "data.csv"),
+    Case("CSV", "--npz-keys for a CSV file", lambda w: csv_file(w, "--npz-keys", "a,b"),
+         "data.csv: --npz-keys names the arrays of a NumPy file, and this is CSV", "data.csv"),
+    Case("built-in", "--npz-keys for a built-in dataset",
+         lambda w: ["train", *SMALL, "--data", "mnist", "--npz-keys", "a,b", *RUN],
+         "mnist: --npz-keys names the arrays of a NumPy file, and this is a built-in dataset",
+         "--npz-keys"),
     Case("built-in", "--image-size other than the dataset's own",
          lambda w: ["train", *SMALL, "--image-size", "32x32", *RUN],
          "fashion-mnist: images are 28x28, --image-size says 32x32; built-in datasets are not "
@@ -244,6 +266,9 @@ CASES: list[Case] = [
          "test images are 5x5 with 1 channel but training images .* are 6x6", "d.npz (x_test)"),
     Case("npz", "NaN in x_train", npz(x_train=NAN, x_test=NAN[:10]),
          "pixels hold NaN", "d.npz (x_train)"),
+    Case("npz", "an array stored twice under one name", npz_member_twice,
+         r"d.npz: holds the array 'images' twice \(member 'images.npy' again\); not a file NumPy "
+         "wrote", "d.npz"),
     Case("npz", "corrupt zip", corrupt_npz, "(not a valid|corrupt) .npz file", "d.npz"),
     Case("npz", "a compressed array with data past its declared size", npz_past_declared,
          "data past the 3728 bytes the zip directory declares for it", "d.npz (images)"),

@@ -320,3 +320,13 @@ def test_a_yaml_merge_may_still_override_the_keys_it_brings(tmp_path):
     (tmp_path / "c.yaml").write_text(text)
     config = load_config_file(tmp_path / "c.yaml")
     assert (config.train.epochs, config.train.lr) == (3, 0.01)
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [("c.json", '{"train": {"epochs": 3}}'), ("c.yaml", "train: {epochs: 3}\n"),
+     ("c.toml", "[train]\nepochs = 3\n")],
+)  # fmt: skip
+def test_a_byte_order_mark_an_editor_left_is_skipped(tmp_path, name, text):
+    (tmp_path / name).write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert load_config_file(tmp_path / name).train.epochs == 3

@@ -45,7 +45,7 @@ def read_config_file(path: str | Path, say: Callable[[str], None] | None = None)
             parameters=("config",),
         )
     text = read_text(path, f"a {kind} config file", limit=MAX_CONFIG_BYTES)
-    raw = _parse(path, kind, text)
+    raw = _parse(path, kind, text.removeprefix("\ufeff"))  # an editor's byte-order mark
     if not isinstance(raw, dict):
         raise VaelabError(
             f"{path}: a config file holds a mapping of sections ({', '.join(SECTIONS)})"

@@ -60,6 +60,7 @@ def read_npz(path: str | Path, limit: int | None = None) -> dict[str, np.ndarray
         try:
             with zipfile.ZipFile(handle) as archive:
                 members = [m for m in archive.infolist() if not m.is_dir()]
+                _require_unique_names(members, Path(path))
                 packed = [m for m in members if m.compress_type != zipfile.ZIP_STORED]
                 declared = sum(member.file_size for member in packed)
                 if declared > most:
@@ -73,6 +74,20 @@ def read_npz(path: str | Path, limit: int | None = None) -> dict[str, np.ndarray
         except (OSError, ValueError, RuntimeError, zlib.error, lzma.LZMAError, struct.error) as exc:
             # a bad CRC, a corrupt deflate stream, an encrypted member
             raise VaelabError(f"{path}: corrupt .npz file ({reason(exc)})") from None
+
+
+def _require_unique_names(members: list[zipfile.ZipInfo], path: Path) -> None:
+    """Refuse two members of one name (or of names that are one array's, 'a' and 'a.npy'): a
+    zip may hold them, and one would be passed over without a word."""
+    seen: set[str] = set()
+    for member in members:
+        key = _key(member.filename)
+        if key in seen:
+            raise VaelabError(
+                f"{path}: holds the array {key!r} twice (member {member.filename!r} again); not "
+                "a file NumPy wrote"
+            )
+        seen.add(key)
 
 
 def npz_compressed(path: str | Path) -> bool:

@@ -41,6 +41,7 @@ def load_source(config: DataConfig, opener: Opener | None = None) -> Dataset:
             )
         from vaelab.data.builtin import load_builtin
 
+        check_reading_options("builtin", config.source, config)
         return load_builtin(config.source, config, opener=opener)
     path = Path(config.source)
     kind = source_kind(path, DATASETS)
@@ -74,6 +75,7 @@ def load_csv_pair(config: DataConfig) -> Dataset:
 def _load(kind: str, path: Path, test: Path | None, config: DataConfig) -> Dataset:
     """NumPy files of uncompressed arrays mapped as they are; every other source decoded once
     into the cache and mapped from there (`vaelab.data.prepared`)."""
+    check_reading_options(kind, path, config)
     if kind == "arrays" and not any(compressed_npz(p) for p in (path, test) if p is not None):
         from vaelab.data.arrays import load_array_file
 
@@ -109,12 +111,34 @@ def prepare_source(data: DataConfig | str | Path, progress: bool = False) -> Pre
         raise VaelabError(
             f"{test}: the test set is of another format than {path}", parameters=("test_source",)
         )
+    check_reading_options(kind, path, config)
     if kind == "arrays" and not any(compressed_npz(p) for p in (path, test) if p is not None):
         raise VaelabError(
             f"{path}: NumPy arrays stored uncompressed are mapped as they are; nothing to prepare",
             parameters=("source",),
         )
     return prepare(Source("npz" if kind == "arrays" else kind, path, test, config), progress)
+
+
+# The reading options that only one family of sources reads: (the field, what it names, the kind).
+_ONE_FAMILY_OPTIONS = (
+    ("array_keys", "the arrays of a NumPy file", "arrays"),
+    ("columns", "the image and label fields of Parquet or Arrow tables", "arrow"),
+)
+
+
+def check_reading_options(kind: str, path: Path | str, config: DataConfig) -> None:
+    """Refuse a reading option that a source of `kind` ('folder', 'arrays', 'idx', 'csv',
+    'arrow', 'builtin') would pass over without a word: array_keys for anything but a NumPy file,
+    columns for anything but Parquet or Arrow files."""
+    for field, names, reader in _ONE_FAMILY_OPTIONS:
+        if getattr(config, field) and kind != reader:
+            family = "a built-in dataset" if kind == "builtin" else _FAMILY[kind]
+            raise VaelabError(
+                f"{path}: {field} names {names}, and this is {family}, read without it; drop "
+                f"{field}",
+                parameters=(field,),
+            )
 
 
 def compressed_npz(path: Path) -> bool:

@@ -103,6 +103,7 @@ def write_compare(
     check_output(out, COMPARE_PAGE, overwrite)
     if not run_dirs:
         raise VaelabError("no runs to compare")
+    _require_distinct(run_dirs)
     runs = [compared_run(path, _name(path, run_dirs)) for path in run_dirs]
     by_path = {str(Path(path)): run for path, run in zip(run_dirs, runs)}
     grouped = [Group(label, [by_path[str(Path(p))] for p in paths]) for label, paths in groups]
@@ -114,6 +115,17 @@ def write_compare(
         raise VaelabError(f"{out.parent}: cannot create the folder ({exc.strerror})") from None
     write_output(out, COMPARE_PAGE, page.encode("utf-8"), overwrite)
     return ComparePage(out, metrics_text(runs, grouped, now))
+
+
+def _require_distinct(run_dirs: Sequence[str | Path]) -> None:
+    """Refuse a run given twice (also as another path to the same folder): the page would show
+    it as two runs, and a group's spread would count it twice."""
+    seen: dict[Path, Path] = {}
+    for path in map(Path, run_dirs):
+        first = seen.setdefault(path.resolve(), path)
+        if first is not path:
+            same = "given twice" if first == path else f"the same run as {first}"
+            raise VaelabError(f"{path}: {same}; give each run once")
 
 
 def _name(path: str | Path, all_paths: Sequence[str | Path]) -> str:
