@@ -4,6 +4,8 @@ gathers every group)."""
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.bad_input_cases import Case, csv_pair, saved_run
@@ -44,6 +46,28 @@ def out_is_a_directory(work: Path) -> list[str]:
     return ["compare", "runs/old", "--out", "pages"]
 
 
+def study_where(name: str, make: str) -> Callable[[Path], list[str]]:
+    """runs/s, a study begun earlier (its sweep.json), where NAME is a link to mine/ (a folder of
+    the user's) or a pipe (`make`: 'link' or 'pipe'); the command continues it."""
+
+    def build(work: Path) -> list[str]:
+        study = work / "runs" / "s"
+        (study / "logs").mkdir(parents=True)
+        (study / "sweep.json").write_text(json.dumps({"format": "vaelab-sweep-1", "grid": []}))
+        (work / "mine").mkdir()
+        (work / "mine" / "notes.txt").write_text("the user's\n")
+        path = study / name
+        if path.is_dir():
+            path.rmdir()
+        if make == "link":
+            path.symlink_to(Path("../" * name.count("/")) / ".." / ".." / "mine")
+        else:
+            os.mkfifo(path)
+        return with_csv("--set", "beta=1,4")(work)
+
+    return build
+
+
 def busy_study(work: Path) -> list[str]:
     """runs/s held by another sweep: its .sweep.lock locked, with this process's PID."""
     hold_lock(work / "runs" / "s", ".sweep.lock")
@@ -64,6 +88,18 @@ CASES: list[Case] = [
          r"^vaelab: error: runs/none: run directory not found$", "runs/none"),
     Case("studies", "compare a run whose config.json is damaged", damaged_config,
          r"runs/old: cannot be compared: damaged: config.json: not valid JSON", "config.json"),
+    Case("studies", "sweep continued where its logs folder is a link to a user's folder",
+         study_where("logs", "link"),
+         r"^vaelab: error: runs/s/logs: is a symbolic link, and the sweep keeps a folder of its "
+         "own here; move it away$", "runs/s/logs"),
+    Case("studies", "sweep continued where a run's log is a pipe",
+         study_where("logs/beta=1,seed=0.log", "pipe"),
+         "runs/s/logs/beta=1,seed=0.log: is not a file, and the sweep keeps a file of its own "
+         "here", "runs/s/logs/beta=1,seed=0.log"),
+    Case("studies", "sweep continued where a run's folder is a link to a user's folder",
+         study_where("beta=4,seed=0", "link"),
+         "runs/s/beta=4,seed=0: is a symbolic link, and the sweep keeps a folder of its own here",
+         "runs/s/beta=4,seed=0"),
     Case("studies", "compare the same run twice",
          lambda w: (saved_run(w), ["compare", "runs/old", "runs/old", "--out", "c.html"])[1],
          r"^vaelab: error: runs/old: given twice; give each run once$", "runs/old"),

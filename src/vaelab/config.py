@@ -246,6 +246,7 @@ class DataConfig:
             self.test_source is None or self.source is not None,
             "test_source needs source (the training data)",
             "test_source",
+            "source",
         )
         for name in PATH_FIELDS:
             path = getattr(self, name)

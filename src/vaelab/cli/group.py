@@ -36,6 +36,11 @@ def command_flags(command: click.Command | None) -> dict[str, str]:
     return names
 
 
+# Config fields that the run data options of evaluate, report, plot and serve (`run_data_options`)
+# set under other names: DataConfig.source is their --data, test_source their --test-data.
+_RUN_DATA_ALIASES = {"source": "data", "test_source": "test_data"}
+
+
 def translate(error: VaelabError, command: click.Command | None) -> str:
     """The error's message with each parameter it names shown as this command's flag."""
     message = str(error)
@@ -56,7 +61,7 @@ def translate(error: VaelabError, command: click.Command | None) -> str:
         negation = flags.get(f"no_{name}")  # labels=False is said as --no-labels
         if negation is not None:
             message = re.sub(word + r"=False\b", negation, message)
-        flag = flags.get(name)
+        flag = flags.get(name) or flags.get(_RUN_DATA_ALIASES.get(name, ""))
         if flag is None:
             continue
         message = re.sub(word + r"=True\b", flag, message)

@@ -20,6 +20,7 @@ from vaelab.studies.runs import SWEEP_FILE, is_run_dir
 from vaelab.studies.sweep import SweepPlan
 
 SWEEP_LOCK_FILE = ".sweep.lock"
+LOGS_DIR = "logs"  # STUDY/logs/RUN.log: what each run's `vaelab train` said
 
 
 class SweepBusy(VaelabError):
@@ -60,6 +61,7 @@ def claim_study(plan: SweepPlan) -> bool:
     """Write the study's sweep.json, or check that the one there is this sweep's; True when it
     was there already (the sweep continues). Called under `study_lock`."""
     folder, path = plan.study_dir, plan.study_dir / SWEEP_FILE
+    check_study_paths(plan)
     if path.exists():
         saved = parse_json(read_text(path, "a JSON file"), path)
         if saved != plan.record():
@@ -75,3 +77,29 @@ def claim_study(plan: SweepPlan) -> bool:
         )
     atomic_write_text(path, json.dumps(plan.record(), indent=2) + "\n")
     return False
+
+
+def check_study_paths(plan: SweepPlan) -> None:
+    """Refuse a study whose own paths (sweep.json, logs/ and each run's log, each run's folder)
+    are something else than the sweep's: a symbolic link, which would have a run or a log written
+    where it leads, a pipe, on which a log would block the sweep, a folder where a file goes.
+    Before any run starts."""
+    folder = plan.study_dir
+    _require_own(folder / SWEEP_FILE, folder=False)
+    _require_own(folder / LOGS_DIR, folder=True)
+    for run in plan.runs:
+        _require_own(folder / LOGS_DIR / f"{run.name}.log", folder=False)
+        _require_own(folder / run.name, folder=True)
+
+
+def _require_own(path: Path, folder: bool) -> None:
+    what = "folder" if folder else "file"
+    if path.is_symlink():
+        raise VaelabError(
+            f"{path}: is a symbolic link, and the sweep keeps a {what} of its own here; move it "
+            "away"
+        )
+    if path.exists() and (not path.is_dir() if folder else not path.is_file()):
+        raise VaelabError(
+            f"{path}: is not a {what}, and the sweep keeps a {what} of its own here; move it away"
+        )

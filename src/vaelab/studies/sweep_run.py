@@ -28,9 +28,8 @@ from vaelab.errors import VaelabError
 from vaelab.studies.compare_page import write_compare
 from vaelab.studies.runs import FINISHED, INCOMPLETE, RUNNING, STOPPED, loss_text, summarize_run
 from vaelab.studies.sweep import SweepPlan, SweepRun
-from vaelab.studies.sweep_folder import claim_study, study_lock
+from vaelab.studies.sweep_folder import LOGS_DIR, claim_study, study_lock
 
-LOGS_DIR = "logs"
 COMPARE_FILE = "compare.html"
 _POLL_S = 0.1
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
