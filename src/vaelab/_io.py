@@ -169,6 +169,7 @@ def read_bytes(path: Path | str, expected: str = "a file", limit: int | None = N
             size = os.fstat(handle.fileno()).st_size
             if size > most:
                 raise too_large(path, f"{size_words(size)} ({size} bytes)", most)
+            _require_read_memory(path, size, expected)
             raw = read_at_most(handle, most + 1)
         except OSError as exc:
             raise read_error(path, exc, expected) from None
@@ -177,6 +178,14 @@ def read_bytes(path: Path | str, expected: str = "a file", limit: int | None = N
     if len(raw) > most:
         raise too_large(path, "the file", most)
     return raw
+
+
+def _require_read_memory(path: Path | str, size: int, expected: str) -> None:
+    """Refuse a read whose bytes (read in blocks, then joined: twice the file) would not fit in
+    the free memory, before any is read."""
+    from vaelab._resources import require_memory  # it imports this module
+
+    require_memory(2 * size, f"{path}: reading {expected} of {size_words(size)}")
 
 
 def sha256_file(path: Path | str, what: str = "a file") -> str:

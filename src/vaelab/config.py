@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from vaelab.config_sections import build_section, require_sections
+from vaelab.config_sections import build_section, require_sections, short
 from vaelab.errors import VaelabError
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -32,6 +32,14 @@ GATED_HIDDEN = (300, 300)  # the VampPrior paper's two gated layers of 300 units
 # The conv architecture reads `hidden` as (channels of conv 1, channels of conv 2, dense width).
 CONV_HIDDEN = (32, 64, 256)
 MAX_SEED = 2**63 - 1
+# The widest layer, latent code or image a config may declare: far past vaelab's cap on weights
+# (models.vae.MAX_PARAMETERS, which refuses the models in between with their count), and small
+# enough that the weights between two such layers are counted within torch's 64-bit integers.
+MAX_WIDTH = 2**31 - 1
+MAX_LAYERS = 100  # of the encoder (the decoder mirrors them); published models have 2 to 4
+# A million epochs: 500 times the longest published schedule (2000), and a typo (10**12) is
+# refused before a run that would never end is started. Warm-up and patience count epochs too.
+MAX_EPOCHS = 1_000_000
 # Whether the test set is evaluated after every epoch: 'auto' does unless a validation split is
 # held out (then the test set is used once, by `vaelab evaluate`).
 TEST_EACH_EPOCH = ("auto", "yes", "no")
@@ -94,8 +102,25 @@ class ModelConfig:
         )  # fmt: skip
         _require(
             len(self.hidden) >= 1 and all(isinstance(h, int) and h >= 1 for h in self.hidden),
-            f"hidden must list at least one positive layer size, got {list(self.hidden)}",
+            f"hidden must list at least one positive layer size, got {short(list(self.hidden))}",
             "hidden",
+        )
+        _require(
+            len(self.hidden) <= MAX_LAYERS,
+            f"hidden must list at most {MAX_LAYERS} layer sizes, got {len(self.hidden):,}",
+            "hidden",
+        )
+        widest = max(self.latent_dim, *self.hidden)
+        _require(
+            widest <= MAX_WIDTH,
+            f"each of hidden and latent_dim must be at most {MAX_WIDTH:,}, got {widest:,}",
+            "hidden",
+            "latent_dim",
+        )
+        _require(
+            self.input_dim <= MAX_WIDTH,
+            f"input_dim must be at most {MAX_WIDTH:,} values per image, got {self.input_dim:,}",
+            "input_dim",
         )
         object.__setattr__(self, "image_shape", tuple(self.image_shape))
         if self.image_shape:
@@ -119,8 +144,8 @@ class ModelConfig:
         )
         _require(
             _positive_int(self.components) and self.components <= 100_000,
-            f"components (pseudo-inputs or mixture components) must be from 1 to 100000, got "
-            f"{self.components}",
+            f"components must be from 1 to 100000 (the VampPrior's pseudo-inputs, the mixture's "
+            f"Gaussians), got {self.components}",
             "components",
         )
         _require(
@@ -415,6 +440,11 @@ class TrainConfig:
         )
         _require(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}", "epochs")
         _require(
+            self.epochs <= MAX_EPOCHS,
+            f"epochs must be at most {MAX_EPOCHS:,}, got {self.epochs}",
+            "epochs",
+        )
+        _require(
             self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}",
             "batch_size",
         )  # fmt: skip
@@ -450,8 +480,9 @@ class TrainConfig:
             "beta",
         )
         _require(
-            isinstance(self.early_stopping, int) and self.early_stopping >= 0,
-            f"early_stopping must be a whole number of epochs (0: off), got {self.early_stopping}",
+            isinstance(self.early_stopping, int) and 0 <= self.early_stopping <= MAX_EPOCHS,
+            f"early_stopping must be a whole number of epochs (0: off) up to {MAX_EPOCHS:,}, got "
+            f"{self.early_stopping}",
             "early_stopping",
         )
         _require(
@@ -461,8 +492,9 @@ class TrainConfig:
             "test_each_epoch",
         )
         _require(
-            isinstance(self.kl_warmup, int) and self.kl_warmup >= 0,
-            f"kl_warmup must be a whole number of epochs, at least 0, got {self.kl_warmup}",
+            isinstance(self.kl_warmup, int) and 0 <= self.kl_warmup <= MAX_EPOCHS,
+            f"kl_warmup must be a whole number of epochs, at least 0 and at most {MAX_EPOCHS:,}, "
+            f"got {self.kl_warmup}",
             "kl_warmup",
         )
 

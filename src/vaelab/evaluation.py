@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from vaelab._bounds import require_whole
 from vaelab._io import atomic_write_text
 from vaelab._outputs import check_run_file
 from vaelab._resources import require_memory
@@ -79,6 +80,7 @@ def evaluate(
 
     The fixed seed makes the number repeatable and lets epochs be compared on the same noise.
     """
+    require_whole("batch_size", batch_size, 1)
     images = as_readable(images)
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -101,6 +103,9 @@ def _rows(
 # --- Importance-weighted log-likelihood ------------------------------------------------------
 
 DEFAULT_IW_SAMPLES = 5000
+# 200 times the published k: far past any estimate's need, and a typo (k=10**12) is refused
+# before an evaluation that would never end is started.
+MAX_IW_SAMPLES = 1_000_000
 EVAL_PRECISIONS = ("32", "bf16")  # of the fast path's matrix products: see importance_weighted
 DEFAULT_MAX_MEMORY = 1 << 30
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*([kmgt]?)(i?)b?\s*$", re.IGNORECASE)
@@ -577,8 +582,11 @@ def importance_weighted(
     and single images' by up to 0.43 nats, so '32' is the default and the only precision of
     `evaluate_likelihood` and eval.json.
     """
-    if k < 1:
-        raise VaelabError(f"k (importance samples) must be at least 1, got {k}", parameters=("k",))
+    if not 1 <= k <= MAX_IW_SAMPLES:
+        raise VaelabError(
+            f"k (importance samples) must be at least 1 and at most {MAX_IW_SAMPLES:,}, got {k}",
+            parameters=("k",),
+        )
     if len(images) == 0:
         raise VaelabError("there are no images to evaluate")
     check_seed(seed)

@@ -1,13 +1,16 @@
 """How long an IWAE evaluation will take: measured on a few images before it starts, said, and
 refused in one line when it is far beyond the time allowed (`vaelab evaluate --time-budget`).
 
-The estimate times `importance_weighted` on the first `PROBE_IMAGES` images, with the same k,
+The estimate times `importance_weighted` on the first `PROBE_IMAGES` images, with the same
 memory bound and device, after one untimed image (the first call sets up kernels and threads),
-and scales it to all of them.
+and scales it to all of them. The measure draws k samples per image, at most `PROBE_SAMPLES`: a
+larger k is measured at that many and scaled (the work grows linearly in k), so that the measure
+itself takes a bounded time whatever k is asked for.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -19,6 +22,7 @@ from vaelab.evaluation import importance_weighted
 from vaelab.models import VAE
 
 PROBE_IMAGES = 4
+PROBE_SAMPLES = 5000  # the default k: a measure at most as long as a default evaluation's
 DEFAULT_BUDGET_MINUTES = 60.0
 
 
@@ -31,12 +35,14 @@ class TimeEstimate:
     images: int
     measured_images: int
     measured_seconds: float
+    measured_k: int | None = None  # the samples per image measured, when fewer than k
 
     def describe(self, k: int) -> str:
         """'IWAE k=5000 on 10,000 images: about 12 min (measured on 4 images)'."""
+        at = "" if self.measured_k is None else f" at k={self.measured_k}"
         return (
             f"IWAE k={k} on {self.images:,} images: {approximately(self.seconds)} (measured on "
-            f"{self.measured_images} image{'s' if self.measured_images > 1 else ''})"
+            f"{self.measured_images} image{'s' if self.measured_images > 1 else ''}{at})"
         )
 
 
@@ -68,14 +74,27 @@ def estimate_iwae_time(
     probe = min(PROBE_IMAGES, count)
     if count <= probe:
         return None
+    samples = min(k, PROBE_SAMPLES)
     for size in (1, probe):  # the second is timed
         subset = images.take(torch.arange(size)) if isinstance(images, Images) else images[:size]
         started = time.perf_counter()
         importance_weighted(
-            model, subset, k, max_memory, labels=None if labels is None else labels[:size]
+            model, subset, samples, max_memory, labels=None if labels is None else labels[:size]
         )
         elapsed = time.perf_counter() - started
-    return TimeEstimate(elapsed / probe * count, count, probe, elapsed)
+    scaled = elapsed / probe * count * (k / samples)
+    return TimeEstimate(scaled, count, probe, elapsed, None if samples == k else samples)
+
+
+def check_budget(budget_minutes: float, name: str = "time_budget") -> None:
+    """Refuse a time budget that is not a finite number of minutes of at least 0 (`name`: what
+    the caller calls it)."""
+    if not (isinstance(budget_minutes, (int, float)) and 0 <= budget_minutes < math.inf):
+        raise VaelabError(
+            f"{name} must be a finite number of minutes, at least 0 (0: no limit), got "
+            f"{str(budget_minutes)[:40]}",
+            parameters=(name,),
+        )
 
 
 def require_within(
@@ -87,6 +106,7 @@ def require_within(
     """Refuse (one line saying what to change) an evaluation estimated beyond `budget_minutes`;
     a budget of 0 allows any. `names` are what the caller calls the number of images, the
     importance samples and the budget (the command line passes its flags)."""
+    check_budget(budget_minutes, names[2])
     if budget_minutes <= 0 or estimate.seconds <= budget_minutes * 60:
         return
     images, samples, budget = names

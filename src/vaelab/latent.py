@@ -15,9 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from vaelab._bounds import require_whole
 from vaelab.config import check_seed
 from vaelab.data.dataset import as_unit_images
 from vaelab.data.images import Images
+from vaelab.decoding import require_decoding_memory
 from vaelab.errors import VaelabError
 from vaelab.models import VAE, evaluating
 
@@ -67,6 +69,7 @@ def posterior(
     Images are floats in [0, 1] or uint8 0-255 (scaled by 1/255); anything else is refused.
     A conditional model needs each image's class, `labels`.
     """
+    require_whole("batch_size", batch_size, 1)
     means, logvars = [], []
     classes = class_labels(model, labels, len(images))
     with evaluating(model):
@@ -100,7 +103,21 @@ def decode(
     labels: torch.Tensor | np.ndarray | int | None = None,
 ) -> torch.Tensor:
     """The decoder's expected images (N x D, intensities in [0, 1]) for latent codes z; a
-    conditional model decodes each code as the class `labels` gives (one int for all)."""
+    conditional model decodes each code as the class `labels` gives (one int for all). Codes
+    whose images would not fit in the free memory are refused before any is decoded."""
+    return _decode(model, z, batch_size, labels, ("z",))
+
+
+@torch.no_grad()
+def _decode(
+    model: VAE,
+    z: torch.Tensor | np.ndarray,
+    batch_size: int,
+    labels: torch.Tensor | np.ndarray | int | None,
+    count_names: Sequence[str],
+) -> torch.Tensor:
+    """`decode`, its memory refusal naming `count_names`: what sets the number of codes."""
+    require_decoding_memory(model, len(z), batch_size, count_names)
     codes = as_model_input(z, model)
     classes = class_labels(model, labels, len(codes))
     with evaluating(model):
@@ -114,9 +131,9 @@ def decode(
 
 
 def _check_sample_request(n: int, seed: int) -> None:
-    if not 1 <= n <= MAX_SAMPLES:
+    if isinstance(n, bool) or not (isinstance(n, int) and 1 <= n <= MAX_SAMPLES):
         raise VaelabError(
-            f"n (samples) must be between 1 and {MAX_SAMPLES}, got {n}", parameters=("n",)
+            f"n (samples) must be between 1 and {MAX_SAMPLES}, got {str(n)[:40]}", parameters=("n",)
         )
     check_seed(seed)
 
@@ -142,12 +159,15 @@ def prior_samples(model: VAE, n: int, seed: int = 0) -> torch.Tensor:
 
 def sample(model: VAE, n: int, seed: int = 0, label: int | None = None) -> torch.Tensor:
     """`n` new images (n x D in [0, 1], on the CPU): the decoder's mean for z ~ p(z). A
-    conditional model draws them all of class `label`, or without it the classes in turn."""
+    conditional model draws them all of class `label`, or without it the classes in turn. `n`
+    images that would not fit in the free memory are refused before any is drawn."""
+    _check_sample_request(n, seed)
+    require_decoding_memory(model, n, BATCH, ("n",))
     codes = prior_samples(model, n, seed)
     labels: torch.Tensor | int | None = label
     if model.config.conditional and label is None:
         labels = torch.arange(n) % model.config.classes
-    return decode(model, codes, labels=labels).float().cpu()
+    return _decode(model, codes, BATCH, labels, ("n",)).float().cpu()
 
 
 def class_index(model: VAE, class_names: Sequence[str], name: str | int | None) -> int | None:

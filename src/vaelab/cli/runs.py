@@ -18,12 +18,18 @@ from vaelab.errors import MissingExtra, VaelabError
 from vaelab.evaluation import (
     DEFAULT_IW_SAMPLES,
     EVAL_SEED,
+    MAX_IW_SAMPLES,
     evaluate,
     evaluate_likelihood,
     parse_size,
     save_eval,
 )
-from vaelab.iwae_time import DEFAULT_BUDGET_MINUTES, estimate_iwae_time, require_within
+from vaelab.iwae_time import (
+    DEFAULT_BUDGET_MINUTES,
+    check_budget,
+    estimate_iwae_time,
+    require_within,
+)
 from vaelab.latent import class_index, sample
 from vaelab.rundir import (
     EVAL_FILE,
@@ -42,7 +48,7 @@ from vaelab.training.distributed import resolve_device
 @run_data_options
 @device_option("auto")
 @click.option(
-    "--iw-samples", "k", type=click.IntRange(min=1), default=DEFAULT_IW_SAMPLES,
+    "--iw-samples", "k", type=click.IntRange(1, MAX_IW_SAMPLES), default=DEFAULT_IW_SAMPLES,
     help="Importance samples k per image for the IWAE estimate of -log p(x).",
 )  # fmt: skip
 @click.option(
@@ -69,6 +75,7 @@ def evaluate_command(
     images first and said; beyond --time-budget it is refused."""
     memory = parse_size(max_memory)
     check_seed(seed)
+    check_budget(time_budget)
     check_run_file(run / EVAL_FILE)  # before the model is loaded and evaluated
     with run_lock(run):  # refused at once while another process writes the run
         data = run_data(run)

@@ -28,6 +28,7 @@ from vaelab.config import (
     LIKELIHOODS,
     LOADERS,
     LR_SCHEDULES,
+    MAX_EPOCHS,
     MAX_WORKERS,
     OBJECTIVES,
     PRECISIONS,
@@ -43,7 +44,7 @@ from vaelab.data.splits import split_count
 from vaelab.errors import MissingExtra, VaelabError
 from vaelab.rundir import TENSORBOARD_DIR, load_config
 from vaelab.training import Callback, ProgressBar, train
-from vaelab.training.distributed import DEFAULT_TIMEOUT_S, is_main_process
+from vaelab.training.distributed import DEFAULT_TIMEOUT_S, MAX_TIMEOUT_S, is_main_process
 from vaelab.training.guard import NothingToResume
 from vaelab.training.tensorboard import IMAGES_EVERY, TensorBoardLogger
 
@@ -241,12 +242,14 @@ _DATA = DataConfig()
     "[default: on when the tensorboard package is installed]",
 )  # fmt: skip
 @click.option(
-    "--tensorboard-images-every", type=click.IntRange(min=0), default=IMAGES_EVERY, metavar="N",
+    "--tensorboard-images-every", type=click.IntRange(0, MAX_EPOCHS), default=IMAGES_EVERY,
+    metavar="N",
     help="Draw reconstructions and samples into TensorBoard every N epochs and at the end "
     "(0: never).",
 )  # fmt: skip
 @click.option(
-    "--dist-timeout", "dist_timeout_s", type=click.IntRange(min=1), default=DEFAULT_TIMEOUT_S,
+    "--dist-timeout", "dist_timeout_s", type=click.IntRange(1, MAX_TIMEOUT_S),
+    default=DEFAULT_TIMEOUT_S,
     help="Under torchrun: seconds a rank waits for the others before the job stops.",
 )  # fmt: skip
 def train_command(

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from vaelab.config import GAUSSIAN_LIKELIHOODS, ModelConfig
+from vaelab.config_sections import short
 from vaelab.errors import VaelabError
 from vaelab.models.bounds import ImportanceTerms, log_posterior_of_noise, sampled_bound
 from vaelab.models.layers import LogVarianceHead, he_init
@@ -354,10 +355,14 @@ def parameter_count(config: ModelConfig) -> int:
 
 def check_model_size(config: ModelConfig) -> None:
     """Refuse a model of more than MAX_PARAMETERS weights."""
-    count = parameter_count(config)
-    if count > MAX_PARAMETERS:
+    try:
+        count = parameter_count(config)
+    except (RuntimeError, OverflowError):  # a layer's size overflows torch's 64-bit count
+        count = None
+    if count is None or count > MAX_PARAMETERS:
+        many = "more than 2**63" if count is None else f"{count:,}"
         raise VaelabError(
-            f"the model would have {count:,} weights (hidden {list(config.hidden)}, latent_dim "
+            f"the model would have {many} weights (hidden {short(list(config.hidden))}, latent_dim "
             f"{config.latent_dim}), more than the {MAX_PARAMETERS:,} vaelab builds; choose a "
             "smaller hidden or latent_dim",
             parameters=("hidden", "latent_dim"),

@@ -23,6 +23,7 @@ from vaelab.errors import VaelabError
 from vaelab.models import VAE, LossTerms
 
 DEFAULT_TIMEOUT_S = 300
+MAX_TIMEOUT_S = 24 * 3600  # a day: a rank that silent is gone
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ def init_world(device: torch.device, timeout_s: int = DEFAULT_TIMEOUT_S) -> Worl
     Collectives time out after `timeout_s`, so a rank that dies makes the others fail with a
     clear error instead of waiting forever.
     """
+    check_timeout(timeout_s)
     if not launched_by_torchrun():
         return SINGLE_PROCESS
     rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
@@ -84,6 +86,20 @@ def init_world(device: torch.device, timeout_s: int = DEFAULT_TIMEOUT_S) -> Worl
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
     return World(rank=rank, size=size, local_rank=local_rank)
+
+
+def check_timeout(timeout_s: int) -> None:
+    """Refuse a rank timeout below one second or above MAX_TIMEOUT_S."""
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, int):
+        raise VaelabError(
+            f"dist_timeout_s must be a whole number of seconds, got {str(timeout_s)[:40]}",
+            parameters=("dist_timeout_s",),
+        )
+    if not 1 <= timeout_s <= MAX_TIMEOUT_S:
+        raise VaelabError(
+            f"dist_timeout_s must be from 1 to {MAX_TIMEOUT_S:,} seconds, got {timeout_s}",
+            parameters=("dist_timeout_s",),
+        )
 
 
 def rank_device(device: torch.device, world: World) -> torch.device:

@@ -75,11 +75,21 @@ class NothingToResume(VaelabError):
         self.stopped_early_at = stopped_early_at
 
 
+# A billion steps: more than any run of MAX_EPOCHS epochs has between checkpoints it would write.
+MAX_CHECKPOINT_EVERY = 1_000_000_000
+
+
 def check_checkpoint_every(steps: int | None) -> None:
-    """Refuse a checkpoint interval below one step."""
+    """Refuse a checkpoint interval below one step or above MAX_CHECKPOINT_EVERY."""
     if steps is not None and steps < 1:
         raise VaelabError(
             f"checkpoint_every must be at least 1 step, got {steps}",
+            parameters=("checkpoint_every",),
+        )
+    if steps is not None and steps > MAX_CHECKPOINT_EVERY:
+        raise VaelabError(
+            f"checkpoint_every must be at most {MAX_CHECKPOINT_EVERY:,} steps (leave it out to "
+            f"checkpoint every epoch only), got {steps}",
             parameters=("checkpoint_every",),
         )
 

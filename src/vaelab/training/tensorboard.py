@@ -29,8 +29,10 @@ import torch
 
 from vaelab import latent
 from vaelab._extras import require_extra
+from vaelab.config import MAX_EPOCHS
 from vaelab.errors import VaelabError
 from vaelab.training.events import Callback, EpochMetrics, RunStart, StepEnd, TrainResult
+from vaelab.training.guard import MAX_CHECKPOINT_EVERY
 
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
@@ -61,8 +63,8 @@ class TensorBoardLogger(Callback):
         steps_every: int = STEPS_EVERY,
     ) -> None:
         require_extra("tensorboard", "tensorboard")
-        _check_count("images_every", images_every, minimum=0)
-        _check_count("steps_every", steps_every, minimum=1)
+        _check_count("images_every", images_every, minimum=0, maximum=MAX_EPOCHS)
+        _check_count("steps_every", steps_every, minimum=1, maximum=MAX_CHECKPOINT_EVERY)
         self.log_dir = Path(log_dir)
         self.images_every = images_every
         self.steps_every = steps_every
@@ -256,9 +258,9 @@ def _event_file_second(name: str) -> int:
     return int(field) if field.isdigit() else -1
 
 
-def _check_count(name: str, value: int, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+def _check_count(name: str, value: int, minimum: int, maximum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
         raise VaelabError(
-            f"{name} must be a whole number of at least {minimum}, got {value!r}",
+            f"{name} must be a whole number from {minimum} to {maximum:,}, got {value!r}",
             parameters=(name,),
         )

@@ -32,6 +32,7 @@ from vaelab import latent
 from vaelab._io import atomic_write_bytes
 from vaelab.data import Dataset
 from vaelab.data.dataset import as_unit_images
+from vaelab.decoding import require_decoding_memory
 from vaelab.errors import VaelabError
 from vaelab.latent import interpolation_pairs, label_names, latent_grid
 from vaelab.models import VAE
@@ -180,6 +181,7 @@ def manifold(
     most; the others are 0. A conditional model decodes the lattice as class `label`.
     """
     check_grid(grid, span)
+    require_decoding_memory(model, grid * grid, latent.BATCH, ("grid",))
     latent_dim = model.config.latent_dim
     x, y = latent_grid(grid, span)
     z = np.zeros((grid * grid, latent_dim), dtype=np.float32)
