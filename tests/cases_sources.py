@@ -48,6 +48,17 @@ def folder(change: Callable[[Path], None], *options: str) -> Callable[[Path], li
     return build
 
 
+def frames(suffix: str) -> Callable[[Path], None]:
+    """b/099 replaced by an image of 3 frames (an animated PNG or GIF, a multi-page TIFF)."""
+
+    def change(root: Path) -> None:
+        (root / "b" / "099.png").unlink()
+        first, *others = (Image.fromarray(image) for image in grey(3, seed=3))
+        first.save(root / "b" / f"099{suffix}", save_all=True, append_images=others)
+
+    return change
+
+
 def other_size(root: Path) -> None:
     Image.fromarray(grey(1, 8, 7)[0]).save(root / "b" / "099.png")
 
@@ -193,6 +204,11 @@ CASES: list[Case] = [
         pngs(w / "imgs" / "a", grey(100)), pngs(w / "held" / "z", grey(5)),
         train_on("imgs", test="held"))[2],
          r"class folder z/ is not among the training classes \(a\)", "held"),
+    Case("folder", "an animated PNG (3 frames)", folder(frames(".png")),
+         r"imgs/b/099.png: holds 3 frames \(an animation or a multi-page file\), and vaelab reads "
+         "one image per file", "imgs/b/099.png"),
+    Case("folder", "a TIFF of 3 pages", folder(frames(".tiff")),
+         "imgs/b/099.tiff: holds 3 frames", "imgs/b/099.tiff"),
     Case("folder", "--image-size past what Pillow decodes in one image",
          folder(lambda root: None, "--image-size", "100000x100000"),
          "image.size 100000x100000 is 10,000,000,000 pixels per image, more than the "

@@ -288,6 +288,7 @@ def decode_bytes(
 
     try:
         image = Image.open(io.BytesIO(raw))
+        _require_one_frame(image, where)
         width, height = image.size
         if width * height * len(image.getbands()) > budget:
             raise too_large(where, f"the decoded image ({width}x{height})", budget)
@@ -307,6 +308,17 @@ def decode_bytes(
     except Exception as exc:  # a decoder given untrusted bytes may raise anything
         reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
         raise VaelabError(f"{where}: cannot decode the image ({reason})") from None
+
+
+def _require_one_frame(image: PILImage.Image, where: Path | str) -> None:
+    """Refuse an animation or a multi-page file (GIF, APNG, TIFF, WebP): only its first frame
+    would be read, the others passed over without a word."""
+    frames = getattr(image, "n_frames", 1)
+    if frames > 1:
+        raise VaelabError(
+            f"{where}: holds {frames} frames (an animation or a multi-page file), and vaelab "
+            "reads one image per file; save the frames wanted as files of their own"
+        )
 
 
 def pil_pixels(image: PILImage.Image, where: str) -> np.ndarray:

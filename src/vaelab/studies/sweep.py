@@ -130,7 +130,7 @@ def parse_seeds(text: str) -> tuple[int, ...]:
         numbers = [int(part) for part in parts]
     except ValueError:  # a word, or an integer of 4300 digits or more
         raise VaelabError(
-            f"seeds {_cut(text)!r}: expected a count (3) or seeds (0,5,7)", parameters=("seeds",)
+            f"seeds {_cut(text)!r}: expected a count (3) or a list (0,5,7)", parameters=("seeds",)
         ) from None
     if len(numbers) == 1:
         return tuple(range(_seed_count(numbers[0], text)))
