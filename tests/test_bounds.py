@@ -179,6 +179,8 @@ def test_checkpoint_intervals_and_rank_timeouts_are_bounded():
     check_timeout(MAX_TIMEOUT_S)
     with pytest.raises(VaelabError, match="checkpoint_every must be at most"):
         check_checkpoint_every(MAX_CHECKPOINT_EVERY + 1)
+    with pytest.raises(VaelabError, match="checkpoint_every must be a whole number of steps"):
+        check_checkpoint_every(2.5)  # type: ignore[arg-type]
     for bad in (0, MAX_TIMEOUT_S + 1, 2**63, 1.5):
         with pytest.raises(VaelabError, match="dist_timeout_s must be"):
             check_timeout(bad)  # type: ignore[arg-type]
@@ -201,6 +203,21 @@ def test_a_read_beyond_the_free_memory_is_refused_before_it(tmp_path, monkeypatc
 
 
 # ---------------------------------------------------------------- whole numbers of the API
+
+
+@pytest.mark.parametrize(
+    ("fields", "refusal"),
+    [
+        ({"epochs": 1.5}, "epochs must be at least 1, got 1.5"),
+        ({"epochs": "3"}, "epochs must be at least 1, got '3'"),
+        ({"batch_size": True}, "batch_size must be at least 1, got True"),
+        ({"lr": 10**400}, "lr .the learning rate. must be a finite number above 0, got 1000"),
+        ({"beta": "1"}, "beta must be a finite number of at least 0, got '1'"),
+    ],
+)
+def test_config_numbers_of_another_type_are_refused_in_one_line(fields, refusal):
+    with pytest.raises(VaelabError, match=f"^{refusal}"):
+        TrainConfig(**fields)
 
 
 @pytest.mark.parametrize("batch_size", [0, -1, True, 1.5])

@@ -6,6 +6,8 @@ import pytest
 
 from vaelab import _resources
 
+_REAL_HEADROOM = _resources._address_space_headroom
+
 MEMINFO = "MemTotal:       16000000 kB\nMemFree:  100 kB\nMemAvailable:    8000000 kB\n"
 
 
@@ -17,6 +19,7 @@ def machine(tmp_path, monkeypatch):
     group.mkdir()
     monkeypatch.setattr(_resources, "_MEMINFO", tmp_path / "meminfo")
     monkeypatch.setattr(_resources, "_cgroup_dir", lambda: group)
+    monkeypatch.setattr(_resources, "_address_space_headroom", lambda: None)  # ulimit -v aside
 
     def cgroup(most: str, current: str = "0") -> None:
         (group / "memory.max").write_text(most + "\n")
@@ -43,10 +46,26 @@ def test_a_larger_cgroup_limit_changes_nothing(machine):
     assert _resources.available_memory() == 8_000_000 * 1024
 
 
+def test_an_address_space_limit_counts_beside_what_is_mapped(machine, tmp_path, monkeypatch):
+    machine("max")
+    (tmp_path / "status").write_text("Name:\tpython\nVmSize:\t 1000000 kB\nVmRSS:\t 5 kB\n")
+    monkeypatch.setattr(_resources, "_STATUS", tmp_path / "status")
+    monkeypatch.setattr(_resources.resource, "getrlimit", lambda kind: (3 << 30, 3 << 30))
+    monkeypatch.setattr(_resources, "_address_space_headroom", _REAL_HEADROOM)
+    assert _resources.available_memory() == (3 << 30) - 1_000_000 * 1024
+
+
+def test_no_address_space_limit_says_nothing(monkeypatch):
+    limit = _resources.resource.RLIM_INFINITY
+    monkeypatch.setattr(_resources.resource, "getrlimit", lambda kind: (limit, limit))
+    assert _REAL_HEADROOM() is None
+
+
 def test_unreadable_or_malformed_files_say_nothing(tmp_path, monkeypatch):
     (tmp_path / "meminfo").write_text("MemTotal:\nMemAvailable: lots kB\n")
     monkeypatch.setattr(_resources, "_MEMINFO", tmp_path / "meminfo")
     monkeypatch.setattr(_resources, "_cgroup_dir", lambda: None)
+    monkeypatch.setattr(_resources, "_address_space_headroom", lambda: None)
     assert _resources.total_memory() is None
     assert _resources.available_memory() is None
 

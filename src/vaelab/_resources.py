@@ -1,15 +1,17 @@
 """How much memory and disk this process may still use, and one-line refusals when a dataset needs
 more than there is: checked before anything that size is allocated or written.
 
-Memory is the smaller of the kernel's estimate of what can be allocated without swapping
-(``MemAvailable`` in /proc/meminfo) and what the process's control group still allows
-(cgroup v2 ``memory.max`` minus ``memory.current``), so a container's limit counts as the machine.
+Memory is the smallest of the kernel's estimate of what can be allocated without swapping
+(``MemAvailable`` in /proc/meminfo), what the process's control group still allows (cgroup v2
+``memory.max`` minus ``memory.current``), so a container's limit counts as the machine, and what
+its address-space limit (``ulimit -v``, RLIMIT_AS) leaves beside what it maps already.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import resource
 import shutil
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from vaelab._io import size_words
 from vaelab.errors import VaelabError
 
 _MEMINFO = Path("/proc/meminfo")
+_STATUS = Path("/proc/self/status")
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
 _READ_MOST = 1 << 16  # these files are a few hundred bytes
 
@@ -65,6 +68,22 @@ def _cgroup_headroom() -> int | None:
     return max(most - used, 0)
 
 
+def _address_space_headroom() -> int | None:
+    """What RLIMIT_AS still lets this process map (its limit minus ``VmSize``), or None when it
+    has no such limit."""
+    try:
+        limit, _ = resource.getrlimit(resource.RLIMIT_AS)
+    except (OSError, ValueError):
+        return None
+    if limit == resource.RLIM_INFINITY or limit < 0:
+        return None
+    for line in (_read_small(_STATUS) or "").splitlines():
+        parts = line.split()
+        if line.startswith("VmSize:") and len(parts) >= 2 and parts[1].isdigit():
+            return max(limit - int(parts[1]) * 1024, 0)
+    return None
+
+
 def total_memory() -> int | None:
     """Bytes of memory this machine (or the process's control group, when smaller) has."""
     folder = _cgroup_dir()
@@ -75,7 +94,8 @@ def total_memory() -> int | None:
 
 def available_memory() -> int | None:
     """Bytes this process can still allocate, or None where the system does not say."""
-    known = [n for n in (_meminfo("MemAvailable"), _cgroup_headroom()) if n is not None]
+    found = (_meminfo("MemAvailable"), _cgroup_headroom(), _address_space_headroom())
+    known = [n for n in found if n is not None]
     return min(known) if known else None
 
 

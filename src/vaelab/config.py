@@ -94,10 +94,13 @@ class ModelConfig:
             "likelihood",
         )
         _require(
-            self.input_dim >= 1, f"input_dim must be at least 1, got {self.input_dim}", "input_dim"
+            _positive_int(self.input_dim),
+            f"input_dim must be at least 1, got {short(self.input_dim)}",
+            "input_dim",
         )
         _require(
-            self.latent_dim >= 1, f"latent_dim must be at least 1, got {self.latent_dim}",
+            _positive_int(self.latent_dim),
+            f"latent_dim must be at least 1, got {short(self.latent_dim)}",
             "latent_dim",
         )  # fmt: skip
         _require(
@@ -344,6 +347,17 @@ def _positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
+def _finite(value: Any) -> bool:
+    """A real number (not a bool) that is neither infinite nor NaN, nor an integer too large for a
+    float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _check_split(value: float, name: str, allow_zero: bool) -> None:
     """A split is a fraction in (0, 1) or a whole count of images (0 only where allowed). 1.0
     reads as both (all of them, or one image), so it is refused with the way to write each."""
@@ -438,24 +452,29 @@ class TrainConfig:
             f"train_samples must be from 1 to 100000, got {self.train_samples}",
             "train_samples",
         )
-        _require(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}", "epochs")
+        _require(
+            _positive_int(self.epochs),
+            f"epochs must be at least 1, got {short(self.epochs)}",
+            "epochs",
+        )
         _require(
             self.epochs <= MAX_EPOCHS,
             f"epochs must be at most {MAX_EPOCHS:,}, got {self.epochs}",
             "epochs",
         )
         _require(
-            self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}",
+            _positive_int(self.batch_size),
+            f"batch_size must be at least 1, got {short(self.batch_size)}",
             "batch_size",
         )  # fmt: skip
         _require(
-            self.test_batch_size >= 1,
-            f"test_batch_size must be at least 1, got {self.test_batch_size}",
+            _positive_int(self.test_batch_size),
+            f"test_batch_size must be at least 1, got {short(self.test_batch_size)}",
             "test_batch_size",
         )
         _require(
-            math.isfinite(self.lr) and self.lr > 0,
-            f"lr (the learning rate) must be a finite number above 0, got {self.lr}",
+            _finite(self.lr) and self.lr > 0,
+            f"lr (the learning rate) must be a finite number above 0, got {short(self.lr)}",
             "lr",
         )
         _require(
@@ -475,8 +494,8 @@ class TrainConfig:
             "precision",
         )
         _require(
-            math.isfinite(self.beta) and self.beta >= 0,
-            f"beta must be a finite number of at least 0, got {self.beta}",
+            _finite(self.beta) and self.beta >= 0,
+            f"beta must be a finite number of at least 0, got {short(self.beta)}",
             "beta",
         )
         _require(

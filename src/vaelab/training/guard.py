@@ -80,7 +80,13 @@ MAX_CHECKPOINT_EVERY = 1_000_000_000
 
 
 def check_checkpoint_every(steps: int | None) -> None:
-    """Refuse a checkpoint interval below one step or above MAX_CHECKPOINT_EVERY."""
+    """Refuse a checkpoint interval that is not a whole number of steps from 1 to
+    MAX_CHECKPOINT_EVERY (None: every epoch only)."""
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int)):
+        raise VaelabError(
+            f"checkpoint_every must be a whole number of steps, got {str(steps)[:40]}",
+            parameters=("checkpoint_every",),
+        )
     if steps is not None and steps < 1:
         raise VaelabError(
             f"checkpoint_every must be at least 1 step, got {steps}",
