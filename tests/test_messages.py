@@ -11,9 +11,8 @@ import pytest
 
 import vaelab
 from vaelab.cli import cli as vaelab_cli
-from vaelab.cli.group import one_line
 from vaelab.data.pixels import check_unit_range, range_hint
-from vaelab.errors import VaelabError
+from vaelab.errors import VaelabError, one_line
 
 SOURCE = Path(vaelab.__file__).parent
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
@@ -121,6 +120,16 @@ def test_an_error_naming_a_path_with_a_newline_is_one_line(cli, tmp_path, monkey
     assert result.code == 2
     assert result.err.strip().splitlines() == [
         "vaelab: error: runs/bad\\nname\\u2028here: run directory not found"
+    ]
+
+
+def test_a_note_naming_a_path_with_a_newline_is_one_line(caplog):
+    from vaelab.data.layout import note
+
+    with caplog.at_level("WARNING", logger="vaelab.data"):
+        note("imgs: not read: 1 file(s) that are not images, e.g. imgs/a/x\ny.txt")
+    assert [record.getMessage() for record in caplog.records] == [
+        "note: imgs: not read: 1 file(s) that are not images, e.g. imgs/a/x\\ny.txt"
     ]
 
 

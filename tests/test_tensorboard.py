@@ -375,3 +375,13 @@ def test_the_documented_logger_of_your_own_runs(tmp_path, tiny_dataset):
     assert params["train.lr"] == pytest.approx(1e-2)
     assert ("test_loss", result.history[1].test_loss, 2) in metrics
     assert not any(name.startswith("val_") for name, _, _ in metrics)  # NaN: not measured
+
+
+def test_overwriting_a_run_keeps_a_users_file_in_its_tensorboard_directory(tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / TENSORBOARD_DIR / "old").mkdir(parents=True)
+    (run_dir / TENSORBOARD_DIR / "old" / "events.out.tfevents.1.host.1.0").write_bytes(b"x")
+    (run_dir / TENSORBOARD_DIR / "events.out.tfevents.2.host.1.0").write_bytes(b"x")
+    (run_dir / TENSORBOARD_DIR / "notes.txt").write_text("mine")
+    remove_run_files(run_dir)
+    assert sorted(p.name for p in (run_dir / TENSORBOARD_DIR).iterdir()) == ["notes.txt"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 
 
@@ -21,3 +22,15 @@ class VaelabError(Exception):
 
 class MissingExtra(VaelabError):
     """An optional dependency of the feature asked for is not installed."""
+
+
+def one_line(message: str) -> str:
+    """`message` with every control character and line separator escaped (a newline in a path
+    shows as \\n), so that an error or a note is one line whatever the paths it names hold."""
+    return "".join(_escaped(char) for char in message)
+
+
+def _escaped(char: str) -> str:
+    if unicodedata.category(char) in ("Cc", "Zl", "Zp"):
+        return char.encode("unicode_escape").decode("ascii")
+    return char

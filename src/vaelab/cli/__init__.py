@@ -11,8 +11,8 @@ import click
 
 from vaelab._interrupt import INTERRUPTED_STATUS, say_interrupted
 from vaelab.cli import data, export, runs, studies, train  # noqa: F401  (registers the commands)
-from vaelab.cli.group import Refusal, cli, one_line, translate
-from vaelab.errors import VaelabError
+from vaelab.cli.group import Refusal, cli, translate
+from vaelab.errors import VaelabError, one_line
 from vaelab.training import TrainingInterrupted
 from vaelab.training.cpu import maybe_reexec_with_mkl_override
 

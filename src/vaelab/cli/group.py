@@ -7,7 +7,6 @@ failing command's flag in one line, with the exit status the error carries.
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -67,18 +66,6 @@ def translate(error: VaelabError, command: click.Command | None) -> str:
         message = re.sub(word + r"=True\b", flag, message)
         message = re.sub(word + r"(?![\w/-]|\.\w)", flag, message)  # not out.png, a file
     return message
-
-
-def one_line(message: str) -> str:
-    """`message` with every control character and line separator escaped (a newline in a path
-    shows as \\n), so that an error is one line whatever the paths it names hold."""
-    return "".join(_escaped(char) for char in message)
-
-
-def _escaped(char: str) -> str:
-    if unicodedata.category(char) in ("Cc", "Zl", "Zp"):
-        return char.encode("unicode_escape").decode("ascii")
-    return char
 
 
 class Refusal(Exception):

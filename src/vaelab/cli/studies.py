@@ -9,8 +9,9 @@ from pathlib import Path
 import click
 
 from vaelab._outputs import check_output_folder
-from vaelab.cli.group import cli, one_line
+from vaelab.cli.group import cli
 from vaelab.cli.options import parse_folder_name
+from vaelab.errors import one_line
 from vaelab.studies.runs import RUNS_HEADERS, list_runs, runs_rows, text_table
 from vaelab.studies.sweep import MAX_RUNS, parse_seeds, parse_set, plan_sweep
 

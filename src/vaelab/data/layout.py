@@ -24,7 +24,7 @@ from vaelab.data.dataset import Dataset, class_names_for
 from vaelab.data.images import Images
 from vaelab.data.pixels import pixel_storage
 from vaelab.data.splits import held_out, others
-from vaelab.errors import VaelabError
+from vaelab.errors import VaelabError, one_line
 
 log = logging.getLogger("vaelab.data")
 
@@ -43,7 +43,7 @@ def note(text: str) -> None:
     for kept in _KEPT:
         if kept is not None:
             kept.append(text)
-    log.warning("note: %s", text)
+    log.warning("note: %s", one_line(text))  # one line, whatever the paths it names hold
 
 
 @contextmanager

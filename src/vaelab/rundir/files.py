@@ -55,6 +55,7 @@ FIGURE_FILES = (
 FIGURES_RECORD = "figures.json"
 # The TensorBoard event files of `vaelab.training.tensorboard.TensorBoardLogger`: all vaelab's.
 TENSORBOARD_DIR = "tensorboard"
+EVENTS_PREFIX = "events.out.tfevents."  # how TensorBoard's writer names its event files
 # The advisory lock held by the process writing a run; it holds that process's PID.
 LOCK_FILE = ".lock"
 _PROBE_FILE = ".write-test"

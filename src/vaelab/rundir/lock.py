@@ -7,7 +7,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from vaelab.rundir.files import (
     _PROBE_FILE,
     CHECKPOINT_FILE,
     CONFIG_FILE,
+    EVENTS_PREFIX,
     FIGURE_FILES,
     FIGURES_DIR,
     FIGURES_RECORD,
@@ -225,8 +225,26 @@ def remove_run_files(run_dir: Path) -> None:
         remove_stale_temp_files(figures, FIGURE_FILES)
         with suppress(OSError):
             figures.rmdir()  # only when empty: a user's file there keeps it
-    shutil.rmtree(run_dir / TENSORBOARD_DIR, ignore_errors=True)  # event files: all vaelab's
+    _remove_event_files(run_dir / TENSORBOARD_DIR)
     remove_temp_files(run_dir)
+
+
+def _remove_event_files(folder: Path) -> None:
+    """Remove the TensorBoard event files in `folder` and its subfolders (events.out.tfevents.*,
+    which only TensorBoard's writer names so), then each folder left empty: a file of the user's
+    there stays, and so do the folders that hold it. Links are not followed."""
+    if folder.is_symlink() or not folder.is_dir():
+        return
+    folders = [folder]
+    for parent, subfolders, files in os.walk(folder):  # os.walk follows no link to a folder
+        folders += [Path(parent) / name for name in subfolders]
+        for name in files:
+            path = Path(parent) / name
+            if name.startswith(EVENTS_PREFIX) and not path.is_symlink():
+                path.unlink(missing_ok=True)
+    for empty in sorted(folders, key=lambda path: len(path.parts), reverse=True):
+        with suppress(OSError):
+            empty.rmdir()  # only when empty
 
 
 def _names_run_files(run_dir: Path) -> bool:

@@ -29,6 +29,12 @@ FORMAT = "vaelab-sweep-1"
 # not change what a run computes: never a --set key.
 _NOT_SWEPT = {"name", "runs_dir", "overwrite", "resume_run", "seed", "checkpoint_every",
               "no_plots", "dist_timeout_s", "class_names", "array_keys", "columns"}  # fmt: skip
+_NOT_VARIED = "an option of vaelab train that a sweep does not vary; give it once, for every run"
+_WHY_NOT_SWEPT = {
+    "seed": "each run's seed is one of --seeds (e.g. --seeds 1,2), not a --set value",
+    **{own: "the sweep names, places and resumes its runs itself" for own in (
+        "name", "runs_dir", "overwrite", "resume_run")},
+}  # fmt: skip
 # Options the sweep chooses for every run: refused among the options passed to `vaelab train`.
 _OWN_OPTIONS = {"name": "--name", "runs_dir": "--runs-dir", "overwrite": "--overwrite",
                 "resume_run": "--resume", "seed": "--seed"}  # fmt: skip
@@ -169,6 +175,14 @@ def plan_sweep(
         raise VaelabError(f"sets {twice}: given twice", parameters=("sets",))
     flags = _sweepable_flags()
     for setting in settings:
+        if setting.key in _NOT_SWEPT:
+            raise VaelabError(f"sets {setting.key}: {_WHY_NOT_SWEPT.get(setting.key, _NOT_VARIED)}",
+                              parameters=("sets",))  # fmt: skip
+        switch = _switches().get(setting.key)
+        if switch is not None:
+            raise VaelabError(f"sets {setting.key}: {switch} is a switch of vaelab train, not an "
+                              f"option with values; give {switch} once, for every run",
+                              parameters=("sets",))  # fmt: skip
         if setting.key not in flags:
             close = difflib.get_close_matches(setting.key, list(flags), n=1)
             hint = f"did you mean {close[0]}?" if close else "keys are its options, e.g. latent_dim"
@@ -254,6 +268,15 @@ def _sweepable_flags() -> dict[str, str]:
     return flags
 
 
+def _switches() -> dict[str, str]:
+    """vaelab train's options that take no value (--conditional): config-form name -> flag."""
+    return {
+        param.name: param.opts[0]
+        for param in _train_command().params
+        if isinstance(param, click.Option) and param.is_flag and param.name
+    }
+
+
 def _parse_train(args: Sequence[str], what: str, parameters: tuple[str, ...] = ()) -> click.Context:
     """`vaelab train ARGS` parsed (not run); a bad option or value is one VaelabError."""
     try:
@@ -272,6 +295,9 @@ def _check_train_args(train_args: Sequence[str], keys: Sequence[str]) -> None:
         if name in given:
             raise VaelabError(f"the options for vaelab train: the sweep sets {flag} itself; "
                               "drop it from them")  # fmt: skip
+    if "print_config" in given:  # each run would print its config and train nothing
+        raise VaelabError("the options for vaelab train: --print-config trains nothing, so no "
+                          "run would finish; drop it from them")  # fmt: skip
     for key in keys:
         if key in given:
             raise VaelabError(f"sets {key} and its option for vaelab train are both given; "
