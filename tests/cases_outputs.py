@@ -5,6 +5,7 @@ messages' promises (real option names, one line whatever a path holds, a range h
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -205,6 +206,14 @@ CASES: list[Case] = [
     Case("outputs", "train --overwrite where a run's file is a link to a user's file",
          lambda w: (saved_run(w), linked_to_user_file("metrics.csv")(w), overwrite_old(w))[2],
          "runs/old/metrics.csv: is a symbolic link", "runs/old/metrics.csv"),
+    Case("outputs", "evaluate where the run's .lock is a link to a user's file",
+         with_run(linked_to_user_file(".lock"), "evaluate", "runs/old", "--device", "cpu"),
+         r"^vaelab: error: runs/old/\.lock: is a symbolic link, and vaelab keeps the lock of "
+         "runs/old here; move it away$", "runs/old/.lock"),
+    Case("outputs", "plot where the run's .lock is a pipe",
+         with_run(lambda w: os.mkfifo(w / "runs" / "old" / ".lock"), "plot", "runs/old"),
+         r"runs/old/\.lock: is not a file, and vaelab keeps the lock of runs/old here",
+         "runs/old/.lock"),
     Case("outputs", "train --name that leads out of --runs-dir",
          lambda w: train_csv_args(w)[:-2] + ["--name", "../../elsewhere"],
          r"Invalid value for '--name': expected one folder name \(no '/', not '\.' or '\.\.'\), "

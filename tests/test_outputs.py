@@ -313,3 +313,15 @@ def test_an_output_is_not_written_where_its_record_could_not_be(tmp_path):
     (tmp_path / RECORD_FILE).symlink_to(tmp_path / "elsewhere.json")
     with pytest.raises(VaelabError, match="is not the file in which vaelab records its outputs"):
         check_output(tmp_path / "s.npy", SAMPLES)
+
+
+def test_a_link_where_vaelab_keeps_a_run_s_lock_or_probe_is_never_written_through(tmp_path):
+    run = saved_run(tmp_path)
+    (tmp_path / "mine.txt").write_bytes(USER_BYTES)
+    (run / ".write-test").symlink_to(tmp_path / "mine.txt")
+    rundir.prepare_run_dir(run, overwrite=True)  # the probe's link is removed, not written
+    assert (tmp_path / "mine.txt").read_bytes() == USER_BYTES
+    (run / ".lock").symlink_to(tmp_path / "mine.txt")
+    with pytest.raises(VaelabError, match=r"\.lock: is a symbolic link"), rundir.run_lock(run):
+        pass
+    assert (tmp_path / "mine.txt").read_bytes() == USER_BYTES

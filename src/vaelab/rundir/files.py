@@ -19,6 +19,7 @@ from safetensors.torch import save
 from torch import nn
 
 from vaelab._io import atomic_write_bytes, atomic_write_text, parse_json, read_bytes, read_text
+from vaelab._outputs import check_run_file, check_run_folder
 from vaelab.config import RunConfig
 from vaelab.errors import VaelabError
 from vaelab.models import VAE, build_model
@@ -63,6 +64,27 @@ _PROBE_FILE = ".write-test"
 RUN_FILES = (CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, LAST_WEIGHTS_FILE, CHECKPOINT_FILE)
 # Every file vaelab writes at the top of a run directory: what overwrite=True removes.
 VAELAB_FILES = (*RUN_FILES, EVAL_FILE, REPORT_FILE, FIGURES_RECORD)
+
+
+# ---------------------------------------------------------------- what vaelab writes in a run
+
+
+def check_figure_paths(run_dir: str | Path) -> None:
+    """Refuse to draw a run's figures where RUN/figures/, a figure in it or RUN/figures.json is
+    something else than vaelab's own (a file, a pipe, a symbolic link), before anything is drawn."""
+    run_dir = Path(run_dir)
+    check_run_folder(run_dir / FIGURES_DIR, "figures", FIGURE_FILES)
+    check_run_file(run_dir / FIGURES_RECORD)
+
+
+def check_run_paths(run_dir: str | Path) -> None:
+    """Refuse to write, overwrite or resume a run where any path vaelab writes or removes in it
+    is something else than vaelab's own: nothing is then written or removed through a link."""
+    run_dir = Path(run_dir)
+    for name in VAELAB_FILES:
+        check_run_file(run_dir / name)
+    check_figure_paths(run_dir)
+    check_run_folder(run_dir / TENSORBOARD_DIR, "TensorBoard logs")
 
 
 # ---------------------------------------------------------------- fingerprints of the weights

@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from vaelab._io import remove_stale_temp_files
-from vaelab._outputs import check_output_folder, check_run_file, check_run_folder, is_vaelab_run
+from vaelab._outputs import check_output_folder, is_vaelab_run
 from vaelab.errors import VaelabError
 from vaelab.rundir.files import (
     _PROBE_FILE,
@@ -23,11 +24,11 @@ from vaelab.rundir.files import (
     EVENTS_PREFIX,
     FIGURE_FILES,
     FIGURES_DIR,
-    FIGURES_RECORD,
     LOCK_FILE,
     TENSORBOARD_DIR,
     VAELAB_FILES,
     WEIGHTS_FILE,
+    check_run_paths,
 )
 
 
@@ -87,9 +88,9 @@ def lock_state(run_dir: str | Path) -> LockState:
     the microseconds the probe holds it, a writer starting at that instant is refused as busy.
     """
     try:
-        fd = os.open(Path(run_dir) / LOCK_FILE, os.O_RDONLY)
+        fd = os.open(Path(run_dir) / LOCK_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
-        return LockState(False, None)  # no lock file: nobody writes the run
+        return LockState(False, None)  # no lock file (or a link): nobody writes the run
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except OSError as exc:
@@ -112,12 +113,7 @@ def _acquire(run_dir: Path, lock_file: str = LOCK_FILE) -> int:
         raise VaelabError(f"{run_dir}: run directory not found")
     path = run_dir / lock_file
     for _ in range(10):
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise VaelabError(
-                f"{run_dir}: cannot write the run directory ({exc.strerror})"
-            ) from None
+        fd = _open_lock_file(path, run_dir)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -138,6 +134,37 @@ def _acquire(run_dir: Path, lock_file: str = LOCK_FILE) -> int:
             return fd
         os.close(fd)
     raise VaelabError(f"{run_dir}: cannot lock the run directory (its lock file keeps changing)")
+
+
+# A lock file is opened without following a link (a user's file it leads to would get our PID)
+# and without waiting on a pipe; what is not a regular file is refused.
+_LOCK_OPEN = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+
+
+def _open_lock_file(path: Path, run_dir: Path) -> int:
+    """The descriptor of the lock file `path`, created if missing; one line if it is a link, a
+    pipe, a folder or anything else than a regular file."""
+    try:
+        fd = os.open(path, _LOCK_OPEN, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise VaelabError(
+                f"{path}: is a symbolic link, and vaelab keeps the lock of {run_dir} here; move "
+                "it away"
+            ) from None
+        if exc.errno == errno.EISDIR:
+            raise _not_a_lock_file(path, run_dir) from None
+        raise VaelabError(f"{run_dir}: cannot write the run directory ({exc.strerror})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise _not_a_lock_file(path, run_dir)
+    return fd
+
+
+def _not_a_lock_file(path: Path, run_dir: Path) -> VaelabError:
+    return VaelabError(
+        f"{path}: is not a file, and vaelab keeps the lock of {run_dir} here; move it away"
+    )
 
 
 def _release(run_dir: Path, fd: int, lock_file: str = LOCK_FILE) -> None:
@@ -186,24 +213,6 @@ def folder_lock(folder: Path, lock_file: str) -> Iterator[Path]:
         yield folder
     finally:
         _release(folder, fd, lock_file)
-
-
-def check_figure_paths(run_dir: str | Path) -> None:
-    """Refuse to draw a run's figures where RUN/figures/, a figure in it or RUN/figures.json is
-    something else than vaelab's own (a file, a pipe, a symbolic link), before anything is drawn."""
-    run_dir = Path(run_dir)
-    check_run_folder(run_dir / FIGURES_DIR, "figures", FIGURE_FILES)
-    check_run_file(run_dir / FIGURES_RECORD)
-
-
-def check_run_paths(run_dir: str | Path) -> None:
-    """Refuse to write, overwrite or resume a run where any path vaelab writes or removes in it
-    is something else than vaelab's own: nothing is then written or removed through a link."""
-    run_dir = Path(run_dir)
-    for name in VAELAB_FILES:
-        check_run_file(run_dir / name)
-    check_figure_paths(run_dir)
-    check_run_folder(run_dir / TENSORBOARD_DIR, "TensorBoard logs")
 
 
 def remove_temp_files(run_dir: Path) -> None:
@@ -293,6 +302,7 @@ def _make_dir(run_dir: Path) -> bool:
 def _probe(run_dir: Path) -> None:
     try:
         probe = run_dir / _PROBE_FILE
+        probe.unlink(missing_ok=True)  # a leftover, or a link: never written through
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
