@@ -16,13 +16,12 @@ from typing import Any, NamedTuple
 
 from vaelab.diagnostics import PosteriorDiagnosis, recorded_posterior
 from vaelab.errors import VaelabError
-from vaelab.rundir import load_config, load_run_info
+from vaelab.rundir import METRICS_FILE, load_config, load_run_info, read_metrics
 from vaelab.studies.runs import (
     DAMAGED,
     RunSummary,
     age_text,
     loss_text,
-    metrics_rows,
     summarize_run,
     text_table,
 )
@@ -83,7 +82,18 @@ def compared_run(run_dir: str | Path, name: str | None = None) -> ComparedRun:
         raise VaelabError(f"{run_dir}: cannot be compared: {summary.detail}")
     load_run_info(run_dir)
     config = dict(_flatten("", load_config(run_dir).to_dict()))
-    return ComparedRun(summary, metrics_rows(run_dir), config, recorded_posterior(run_dir))
+    return ComparedRun(summary, _metrics(run_dir), config, recorded_posterior(run_dir))
+
+
+def _metrics(run_dir: Path) -> list[dict[str, float]]:
+    """The rows of RUN/metrics.csv; none before the first epoch (no file), and a file there that
+    cannot be read is refused: the run's curves would be left off the page without a word."""
+    if not (run_dir / METRICS_FILE).exists() and not (run_dir / METRICS_FILE).is_symlink():
+        return []
+    try:
+        return read_metrics(run_dir)
+    except VaelabError as exc:
+        raise VaelabError(f"{run_dir}: cannot be compared: {exc}") from None
 
 
 def _flatten(prefix: str, value: Any) -> list[tuple[str, str]]:
