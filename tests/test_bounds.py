@@ -159,6 +159,11 @@ def test_widths_are_bounded_before_any_layer_is_counted(fields):
         ModelConfig(**fields)
 
 
+def test_classes_are_bounded():
+    with pytest.raises(VaelabError, match="classes must be a whole number from 0 to 2,147,483,647"):
+        ModelConfig(classes=2**62, conditional=True)
+
+
 def test_the_layers_are_counted_before_any_is_built():
     ModelConfig(hidden=(4,) * MAX_LAYERS)
     with pytest.raises(VaelabError, match="hidden must list at most 100 layer sizes, got 100,000"):
@@ -237,3 +242,39 @@ def test_batch_sizes_that_are_not_whole_numbers_of_at_least_1_are_refused(call, 
 def test_sample_counts_are_whole_numbers_within_the_bound(n):
     with pytest.raises(VaelabError, match="^n \\(samples\\) must be between 1 and 100000"):
         latent.sample(model(), n)
+
+
+def test_the_explorer_answers_images_beyond_the_memory_with_400(
+    one_mib_free, tmp_path, monkeypatch
+):
+    testclient = pytest.importorskip("fastapi.testclient")
+    from vaelab.explorer.app import create_app
+
+    monkeypatch.chdir(tmp_path)
+    saved_run(tmp_path)
+    client = testclient.TestClient(create_app(tmp_path / "runs" / "old"))
+    monkeypatch.setattr(decoding, "available_memory", lambda: 1024)
+    answer = client.post("/api/sample", json={"count": 8, "seed": 0})
+    assert answer.status_code == 400
+    assert answer.json()["error"].startswith("decoding 8 images of 1x4x4")
+
+
+def test_compare_refuses_more_runs_than_a_sweep_makes_before_reading_any(tmp_path):
+    compare_page = pytest.importorskip("vaelab.studies.compare_page")
+    runs = [tmp_path / f"missing{i}" for i in range(compare_page.MAX_RUNS + 1)]
+    with pytest.raises(VaelabError, match="^1,001 runs to compare, more than the 1,000"):
+        compare_page.write_compare(runs, tmp_path / "c.html")
+    assert not (tmp_path / "c.html").exists()
+
+
+def test_evaluate_refuses_a_test_pass_beyond_the_memory_naming_images(tmp_path, monkeypatch, cli):
+    from vaelab.training import footprint
+
+    monkeypatch.chdir(tmp_path)
+    saved_run(tmp_path)
+    monkeypatch.setattr(footprint, "available_memory", lambda: MiB)
+    code, _, err = cli("evaluate", "runs/old", "--device", "cpu", "--iw-samples", "2")
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("vaelab: error: a test batch of 50 (the run's test_batch_size is 50) ")
+    assert err.rstrip().endswith("; evaluate fewer of them with --images")
+    assert not (tmp_path / "runs" / "old" / "eval.json").exists()

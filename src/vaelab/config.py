@@ -157,8 +157,8 @@ class ModelConfig:
             "stochastic_layers",
         )
         _require(
-            isinstance(self.classes, int) and self.classes >= 0,
-            f"classes must be a whole number, got {self.classes}",
+            isinstance(self.classes, int) and 0 <= self.classes <= MAX_WIDTH,
+            f"classes must be a whole number from 0 to {MAX_WIDTH:,}, got {short(self.classes)}",
             "classes",
         )
         if self.conditional:

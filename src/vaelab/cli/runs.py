@@ -41,6 +41,7 @@ from vaelab.rundir import (
     run_lock,
 )
 from vaelab.training.distributed import resolve_device
+from vaelab.training.footprint import check_test_memory
 
 
 @cli.command("evaluate")
@@ -88,6 +89,9 @@ def evaluate_command(
                 )
             test_images = test_images.take(torch.arange(images))
         model = opened.model
+        if next(model.parameters()).device.type == "cpu":  # a GPU's failure is one line itself
+            rows = min(opened.config.train.test_batch_size, len(test_images))
+            check_test_memory(opened.config, rows)
         labels = opened.test_classes  # a conditional model: p(x|y), each image with its class
         labels = None if labels is None else labels[: len(test_images)]
         estimate = estimate_iwae_time(model, test_images, k, memory, labels)

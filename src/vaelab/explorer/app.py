@@ -220,6 +220,11 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def validation_error(_request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"error": f"invalid request: {exc}"}, status_code=400)
 
+    async def refused(_request: Request, exc: Exception) -> JSONResponse:
+        # a request the library refuses (images beyond the free memory): the client's to change
+        return JSONResponse({"error": str(exc)}, status_code=400)
+
+    app.add_exception_handler(VaelabError, refused)
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)

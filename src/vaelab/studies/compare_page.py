@@ -35,6 +35,7 @@ from vaelab.studies.compare import (
     metrics_text,
     run_rows,
 )
+from vaelab.studies.sweep import MAX_RUNS
 from vaelab.viz import plots  # first: it names the missing extra (vaelab[plots]) in one line
 from vaelab.viz.page import escape as _e
 from vaelab.viz.page import png_size
@@ -103,6 +104,11 @@ def write_compare(
     check_output(out, COMPARE_PAGE, overwrite)
     if not run_dirs:
         raise VaelabError("no runs to compare")
+    if len(run_dirs) > MAX_RUNS:  # each run's images are decoded and drawn onto the page
+        raise VaelabError(
+            f"{len(run_dirs):,} runs to compare, more than the {MAX_RUNS:,} a page shows (a "
+            "sweep's most); compare fewer"
+        )
     _require_distinct(run_dirs)
     runs = [compared_run(path, _name(path, run_dirs)) for path in run_dirs]
     by_path = {str(Path(path)): run for path, run in zip(run_dirs, runs)}

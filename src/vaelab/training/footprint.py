@@ -130,6 +130,27 @@ def _require(needed: int, available: int | None, where: str, footprint: Footprin
     )
 
 
+def check_test_memory(config: RunConfig, rows: int) -> None:
+    """Refuse in one line a test pass (`vaelab evaluate`) whose batches of `rows` images would not
+    fit in the free memory, before any is run; the model's weights are loaded already."""
+    available = available_memory()
+    if available is None:
+        return
+    with torch.device("meta"):
+        model = build_model(_traceable(config.model))
+    needed = _test_bytes(model, rows) + _condition_bytes(config.model) * rows + OVERHEAD_BYTES
+    if needed <= available:
+        return
+    refusal = not_enough(
+        f"a test batch of {rows:,} (the run's test_batch_size is {config.train.test_batch_size:,})",
+        needed,
+        available,
+        "memory",
+    )
+    # `images` is the only word here the command line shows as its flag (--images)
+    raise VaelabError(f"{refusal}; evaluate fewer of them with images", parameters=("images",))
+
+
 class _Allocations(TorchDispatchMode):
     """Adds up the bytes of every tensor the operations run under it create (views and in-place
     results excluded: they share memory that was counted when it was made)."""
