@@ -187,3 +187,42 @@ class TestTestImagesInTheTrainingSet:
         prepare_source(str(tmp_path / "imgs"))
         (told,) = load(caplog, source=str(tmp_path / "imgs"))
         assert "2 of the 2" not in told and "all 2 test images" in told
+
+
+class TestIntegerPixelsOfANarrowRange:
+    """Integer pixels read as value / 255 (or / 65535) that use a small part of that scale are
+    nearly black images: said, with the fix that fits the scale they look stored in."""
+
+    def test_digits_stored_0_to_16_as_uint8_are_said(self, tmp_path, caplog):
+        np.save(tmp_path / "d.npy", np.random.default_rng(0).integers(0, 17, (50, 8, 8), np.uint8))
+        (told,) = load(caplog, source=str(tmp_path / "d.npy"))
+        assert told.startswith(f"note: {tmp_path / 'd.npy'}: uint8 pixels reach at most 16 of 255")
+        assert "if 16 is their full scale" in told and "divide by it" in told
+
+    def test_0_1_images_are_told_to_be_bool(self, tmp_path, caplog):
+        np.save(tmp_path / "d.npy", (grey(50, 1) > 128).astype(np.uint8))
+        (told,) = load(caplog, source=str(tmp_path / "d.npy"))
+        assert "reach at most 1 of 255" in told and "give them as bool" in told
+
+    def test_8_bit_values_in_uint16_are_said(self, tmp_path, caplog):
+        np.save(tmp_path / "d.npy", grey(50, 1).astype(np.uint16))
+        (told,) = load(caplog, source=str(tmp_path / "d.npy"))
+        assert "uint16 pixels reach at most 255 of 65535" in told
+
+    @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.bool_, np.float32])
+    def test_pixels_using_their_scale_are_not_said(self, tmp_path, caplog, dtype):
+        images = grey(50, 1)
+        if dtype == np.uint16:
+            images = images.astype(np.uint16) * 257
+        elif dtype == np.bool_:
+            images = images > 128
+        elif dtype == np.float32:
+            images = images.astype(np.float32) / 255 / 16  # floats are what they say they are
+        np.save(tmp_path / "d.npy", images)
+        assert load(caplog, source=str(tmp_path / "d.npy")) == []
+
+    def test_one_bright_image_among_dark_ones_is_found(self, tmp_path, caplog):
+        images = np.zeros((10_000, 4, 4), np.uint8)
+        images[-1] = 255  # the last row is always among those looked at
+        np.save(tmp_path / "d.npy", images)
+        assert load(caplog, source=str(tmp_path / "d.npy")) == []

@@ -22,7 +22,7 @@ import torch
 from vaelab.config import DataConfig
 from vaelab.data.dataset import Dataset, class_names_for
 from vaelab.data.images import Images
-from vaelab.data.pixels import pixel_storage
+from vaelab.data.pixels import narrow_range_note, pixel_storage
 from vaelab.data.splits import held_out, others
 from vaelab.errors import VaelabError, one_line
 
@@ -259,6 +259,10 @@ def build_dataset(
     dropped = [s.where for s in (train, test) if s is not None and s.alpha_dropped]
     if dropped:
         note(f"{' and '.join(dropped)}: 4 channels (RGBA); the alpha channel is dropped")
+    for split in (train, test):
+        narrow = None if split is None else narrow_range_note(split.pixels, split.where)
+        if narrow:
+            note(narrow)
     train, test = _labels_agree(train, test, config)
     names = _class_names(train, test, config, class_names)
     train_images, train_labels = train.images(), train.labels

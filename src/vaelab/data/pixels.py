@@ -17,6 +17,12 @@ PIXEL_SCALES = {torch.uint8: 255.0, torch.uint16: 65535.0}
 PIXEL_TYPES = "uint8 (0-255), uint16 (0-65535), bool, or floats in [0, 1]"
 FLOAT_TYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _CHECK_GATHER_BYTES = 64 * MiB  # gathers at least this large are checked against free memory
+# Integer pixels are looked at in at most this many images spread evenly over the set (and at
+# most _SAMPLE_BYTES of them): enough to see the scale they are stored in, a few pages of a file.
+_SAMPLE_IMAGES = 4096
+_SAMPLE_BYTES = 64 * MiB
+# Integer pixels whose largest value is under this part of their type's full scale are told of.
+_NARROW_PART = 8
 
 
 def unit_float(stored: torch.Tensor) -> torch.Tensor:
@@ -72,6 +78,34 @@ def check_unit_range(low: float, high: float, where: str) -> None:
             f"{range_hint(low, high)}",
             parameters=(where,),
         )
+
+
+def narrow_range_note(pixels: torch.Tensor, where: str) -> str | None:
+    """A note for integer pixels (N x ...) whose largest value is under an eighth of their
+    type's full scale, or None: read as value / 255 (or / 65535) they would make nearly black
+    images without a word. The largest value is that of up to 4,096 images spread evenly over
+    the set, so a file mapped from disk is read in a few pages, not in full."""
+    scale = PIXEL_SCALES.get(pixels.dtype)
+    count = int(pixels.shape[0]) if pixels.ndim else 0
+    if scale is None or count == 0 or pixels[0].numel() == 0:
+        return None
+    per_image = pixels[0].numel() * pixels.element_size()
+    most = max(1, min(count, _SAMPLE_IMAGES, _SAMPLE_BYTES // per_image))
+    rows = torch.linspace(0, count - 1, most).round().to(torch.int64).unique()
+    peak = int(pixels[rows].numpy().max())  # NumPy: torch has no max of uint16
+    if peak * _NARROW_PART >= scale:
+        return None
+    kind = str(pixels.dtype).removeprefix("torch.")
+    sampled = "" if len(rows) == count else f" (in {len(rows):,} images spread over the set)"
+    read_as = f"read as values up to {peak / scale:.2g}, nearly black"
+    if peak <= 1:
+        fix = "0/1 images? give them as bool, or as floats in [0, 1]"
+    else:
+        fix = (
+            f"if {peak} is their full scale (16 in scikit-learn's digits, 4095 for 12-bit data), "
+            f"divide by it and give floats in [0, 1]"
+        )
+    return f"{where}: {kind} pixels reach at most {peak} of {scale:.0f}{sampled}, {read_as}; {fix}"
 
 
 def range_hint(low: float, high: float) -> str:
