@@ -1,8 +1,10 @@
-"""What the command line says when memory runs out or Ctrl-C comes before training has taken
-SIGINT over: one line, exit status 2 for memory and 130 for an interrupt, never a traceback."""
+"""What the command line says when memory runs out, or Ctrl-C or SIGTERM comes before training has
+taken them over: one line, exit status 2 for memory, 130 for an interrupt and 143 for SIGTERM
+(after the command's temporary files are removed), never a traceback."""
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from pathlib import Path
@@ -10,7 +12,7 @@ from pathlib import Path
 import click
 import pytest
 
-from tests.bad_input_cases import train_csv_args
+from tests.bad_input_cases import saved_run, train_csv_args
 from tests.helpers import finish, run_python, start_vaelab
 from vaelab.cli import cli as command_group
 
@@ -107,3 +109,21 @@ def test_ctrl_c_while_the_command_imports_is_one_line_exit_130(args, tmp_path):
 def test_a_program_importing_vaelab_keeps_its_own_interrupts():
     result = run_python("import sys, vaelab; print(sys.excepthook is sys.__excepthook__)")
     assert result.stdout.strip() == "True", result.stderr
+
+
+def test_sigterm_while_an_output_is_written_leaves_no_temporary_file(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run = saved_run(tmp_path)
+    fsync = os.fsync
+
+    def terminated_midway(fd: int) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler raises here, as a real signal would
+        fsync(fd)
+
+    monkeypatch.setattr("vaelab._io.os.fsync", terminated_midway)
+    code, _, err = cli("sample", run, "--n", "4", "--out", "s.npy")
+    assert code == 143
+    assert err.strip().splitlines() == ["vaelab: terminated"]
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert "s.npy" not in left and not [name for name in left if name.endswith(".tmp")]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the command's handler is gone

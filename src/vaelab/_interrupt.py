@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
-from types import TracebackType
+import threading
+from collections.abc import Iterator
+from types import FrameType, TracebackType
 
 INTERRUPTED_LINE = "vaelab: interrupted"
 INTERRUPTED_STATUS = 130  # 128 + SIGINT, what a shell reports for a job stopped by Ctrl-C
+TERMINATED_LINE = "vaelab: terminated"
+TERMINATED_STATUS = 143  # 128 + SIGTERM
 _SCRIPT_NAMES = ("vaelab", "vaelab.exe", "vaelab-script.py")
 
 
@@ -27,12 +32,37 @@ def started_as_command() -> bool:
     return any(flag == "-m" and module == "vaelab" for flag, module in zip(given, given[1:]))
 
 
-def say_interrupted() -> None:
+def say_interrupted(line: str = INTERRUPTED_LINE) -> None:
     """Print the one line an interrupted command ends with (what it printed before is flushed)."""
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError, AttributeError):  # closed, or not a file
             stream.flush()
-    print(INTERRUPTED_LINE, file=sys.stderr, flush=True)
+    print(line, file=sys.stderr, flush=True)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the command is, so that what it was writing is cleaned up (a
+    temporary file beside an output is removed) before the process ends."""
+
+
+def _raise_terminated(_signum: int, _frame: FrameType | None) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def terminate_as_exception() -> Iterator[None]:
+    """While a command runs, SIGTERM raises `Terminated` instead of killing the process at once
+    (the default), so every `finally` runs; training replaces this with its own clean stop. A
+    SIGTERM that was ignored stays ignored, and the previous handler comes back afterwards."""
+    main_thread = threading.current_thread() is threading.main_thread()
+    if not main_thread or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _interrupt_is_one_line(

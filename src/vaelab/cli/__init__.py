@@ -9,7 +9,14 @@ import sys
 
 import click
 
-from vaelab._interrupt import INTERRUPTED_STATUS, say_interrupted
+from vaelab._interrupt import (
+    INTERRUPTED_STATUS,
+    TERMINATED_LINE,
+    TERMINATED_STATUS,
+    Terminated,
+    say_interrupted,
+    terminate_as_exception,
+)
 from vaelab.cli import data, export, runs, studies, train  # noqa: F401  (registers the commands)
 from vaelab.cli.group import Refusal, cli, translate
 from vaelab.errors import VaelabError, one_line
@@ -21,13 +28,18 @@ __all__ = ["cli", "main", "translate"]
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one line on stderr and the error's exit status; Ctrl-C
-    is 'vaelab: interrupted' and exit status 130."""
+    is 'vaelab: interrupted' and exit status 130, SIGTERM 'vaelab: terminated' and 143 (both
+    after the command's temporary files are removed)."""
     try:
-        maybe_reexec_with_mkl_override(
-            sys.argv[1:] if argv is None else argv, say=lambda line: click.echo(line, err=True)
-        )
-        cli.main(args=argv, prog_name="vaelab", standalone_mode=False)
-    except (click.exceptions.Abort, KeyboardInterrupt):  # Ctrl-C: click makes it an Abort
+        with terminate_as_exception():
+            maybe_reexec_with_mkl_override(
+                sys.argv[1:] if argv is None else argv, say=lambda line: click.echo(line, err=True)
+            )
+            cli.main(args=argv, prog_name="vaelab", standalone_mode=False)
+    except (click.exceptions.Abort, KeyboardInterrupt) as stop:  # click makes Ctrl-C an Abort
+        if isinstance(stop, Terminated) or isinstance(stop.__cause__, Terminated):
+            say_interrupted(TERMINATED_LINE)
+            sys.exit(TERMINATED_STATUS)
         say_interrupted()
         sys.exit(INTERRUPTED_STATUS)
     except click.exceptions.NoArgsIsHelpError as exc:
