@@ -15,7 +15,7 @@ import pytest
 from tests.bad_input_cases import csv_pair
 from tests.helpers import finish, start_vaelab
 from vaelab.errors import VaelabError
-from vaelab.studies import sweep, sweep_run
+from vaelab.studies import sweep, sweep_memory, sweep_run
 from vaelab.studies.sweep import MAX_RUNS, Setting, parse_seeds, parse_set, plan_sweep
 from vaelab.studies.sweep_folder import SWEEP_LOCK_FILE, SweepBusy, claim_study, study_lock
 
@@ -120,6 +120,28 @@ def test_jobs_are_bounded_by_the_cores(tmp_path, monkeypatch):
     with pytest.raises(VaelabError, match="jobs 5: runs at once must be from 1 to the 4 cores"):
         sweep_run.run_sweep(plan, jobs=5)
     assert not (tmp_path / "runs").exists()
+
+
+def test_runs_at_once_are_checked_against_the_free_memory_together(tmp_path, monkeypatch):
+    """Two runs that each fit alone but not side by side are refused, naming --jobs, before the
+    study's folder is made; one at a time leaves the check to each run."""
+    monkeypatch.chdir(tmp_path)
+    csv_pair(tmp_path)
+    grid = [Setting("hidden", ("64,32", "8,4"))]
+    plan = plan_sweep(grid, (0, 1), tmp_path / "runs" / "s", CSV[:-2])  # without its --hidden
+    monkeypatch.setattr(sweep_run, "cpu_count", lambda: 4)
+    peaks = sorted(sweep_memory._peaks(plan), reverse=True)
+    assert peaks[0] == peaks[1] > peaks[2] == peaks[3]  # the two 64,32 runs, measured once
+    together = peaks[0] + peaks[1] + 2 * sweep_memory.PROCESS_BYTES
+    monkeypatch.setattr(sweep_memory, "available_memory", lambda: together - 1)
+    with pytest.raises(VaelabError, match=r"^2 runs at once .* needs .* of memory, .*; give fewer "
+                       r"jobs$"):  # fmt: skip
+        sweep_run.run_sweep(plan, jobs=2)
+    assert not (tmp_path / "runs").exists()
+    monkeypatch.setattr(sweep_memory, "available_memory", lambda: together)
+    sweep_memory.check_jobs_memory(plan, 2)  # fits exactly
+    monkeypatch.setattr(sweep_memory, "available_memory", lambda: 1)
+    sweep_memory.check_jobs_memory(plan, 1)  # each run checks itself
 
 
 # ---------------------------------------------------------------- child processes

@@ -98,6 +98,10 @@ class SweepPlan:
         return [*self.train_args, *options, "--seed", str(run.seed),
                 "--runs-dir", str(self.study_dir), "--name", run.name]  # fmt: skip
 
+    def config_of(self, run: SweepRun) -> RunConfig:
+        """The config `run` trains with, built as `vaelab train` builds it."""
+        return _build_config(self.train_args_of(run), run.name)
+
     def resume_args_of(self, run: SweepRun) -> list[str]:
         """The arguments of `vaelab train` that continue `run` from its checkpoint."""
         kept = _resume_options(self.train_args)
@@ -199,8 +203,7 @@ def plan_sweep(
             _parse_train([*train_args, flags[setting.key], value], f"sets {setting.key}={value}",
                          ("sets",))  # fmt: skip
     for run in runs:
-        config = _build_config(plan.train_args_of(run), run.name)
-        _check_files(config.data, run.name)
+        _check_files(plan.config_of(run).data, run.name)
     return plan
 
 

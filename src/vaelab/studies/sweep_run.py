@@ -29,6 +29,7 @@ from vaelab.studies.compare_page import write_compare
 from vaelab.studies.runs import FINISHED, INCOMPLETE, RUNNING, STOPPED, loss_text, summarize_run
 from vaelab.studies.sweep import SweepPlan, SweepRun
 from vaelab.studies.sweep_folder import LOGS_DIR, claim_study, study_lock
+from vaelab.studies.sweep_memory import check_jobs_memory
 
 COMPARE_FILE = "compare.html"
 _POLL_S = 0.1
@@ -151,6 +152,7 @@ def run_sweep(
             "process may use (each run needs one)",
             parameters=("jobs",),
         )
+    check_jobs_memory(plan, jobs)
     with study_lock(plan.study_dir):
         continued = claim_study(plan)
         _check_compare_page(plan.study_dir / COMPARE_FILE)
