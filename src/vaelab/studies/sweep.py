@@ -31,13 +31,15 @@ _NOT_SWEPT = {"name", "runs_dir", "overwrite", "resume_run", "seed", "checkpoint
               "no_plots", "dist_timeout_s", "class_names", "array_keys", "columns"}  # fmt: skip
 _NOT_VARIED = "an option of vaelab train that a sweep does not vary; give it once, for every run"
 _WHY_NOT_SWEPT = {
-    "seed": "each run's seed is one of --seeds (e.g. --seeds 1,2), not a --set value",
+    "seed": "each run's seed is one of seeds (e.g. seeds 1,2), not a sets value",
     **{own: "the sweep names, places and resumes its runs itself" for own in (
         "name", "runs_dir", "overwrite", "resume_run")},
 }  # fmt: skip
 # Options the sweep chooses for every run: refused among the options passed to `vaelab train`.
 _OWN_OPTIONS = {"name": "--name", "runs_dir": "--runs-dir", "overwrite": "--overwrite",
                 "resume_run": "--resume", "seed": "--seed"}  # fmt: skip
+# A `vaelab train` option that trains nothing: refused among the options passed to it.
+_PRINT_CONFIG = "--print-config"
 # Options a resumed run takes (`vaelab train --resume` refuses the others).
 RESUME_OPTIONS = ("checkpoint_every", "no_plots", "dist_timeout_s")
 LIST_KEYS = {"hidden"}  # their values hold commas: values are separated by ';'
@@ -181,7 +183,7 @@ def plan_sweep(
     for setting in settings:
         if setting.key in _NOT_SWEPT:
             raise VaelabError(f"sets {setting.key}: {_WHY_NOT_SWEPT.get(setting.key, _NOT_VARIED)}",
-                              parameters=("sets",))  # fmt: skip
+                              parameters=("sets", "seeds"))  # fmt: skip
         switch = _switches().get(setting.key)
         if switch is not None:
             raise VaelabError(f"sets {setting.key}: {switch} is a switch of vaelab train, not an "
@@ -299,8 +301,8 @@ def _check_train_args(train_args: Sequence[str], keys: Sequence[str]) -> None:
             raise VaelabError(f"the options for vaelab train: the sweep sets {flag} itself; "
                               "drop it from them")  # fmt: skip
     if "print_config" in given:  # each run would print its config and train nothing
-        raise VaelabError("the options for vaelab train: --print-config trains nothing, so no "
-                          "run would finish; drop it from them")  # fmt: skip
+        raise VaelabError(f"the options for vaelab train: {_PRINT_CONFIG} trains nothing, so "
+                          "no run would finish; drop it from them")  # fmt: skip
     for key in keys:
         if key in given:
             raise VaelabError(f"sets {key} and its option for vaelab train are both given; "
