@@ -14,8 +14,9 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from types import FrameType, TracebackType
+from typing import Any
 
 INTERRUPTED_LINE = "vaelab: interrupted"
 INTERRUPTED_STATUS = 130  # 128 + SIGINT, what a shell reports for a job stopped by Ctrl-C
@@ -50,19 +51,30 @@ def _raise_terminated(_signum: int, _frame: FrameType | None) -> None:
 
 
 @contextlib.contextmanager
-def terminate_as_exception() -> Iterator[None]:
-    """While a command runs, SIGTERM raises `Terminated` instead of killing the process at once
-    (the default), so every `finally` runs; training replaces this with its own clean stop. A
-    SIGTERM that was ignored stays ignored, and the previous handler comes back afterwards."""
-    main_thread = threading.current_thread() is threading.main_thread()
-    if not main_thread or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+def handling_signals(
+    signums: Iterable[int], handler: Callable[[int, FrameType | None], Any]
+) -> Iterator[None]:
+    """`handler` for each of `signums` while inside, the previous handlers back afterwards. Python
+    installs handlers in the main thread only: in another thread nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    signal.signal(signal.SIGTERM, _raise_terminated)
+    previous = {signum: signal.signal(signum, handler) for signum in signums}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for signum, earlier in previous.items():
+            signal.signal(signum, earlier)
+
+
+@contextlib.contextmanager
+def terminate_as_exception() -> Iterator[None]:
+    """While a command runs, SIGTERM raises `Terminated` instead of killing the process at once
+    (the default), so every `finally` runs; training replaces this with its own clean stop. A
+    SIGTERM that was ignored or handled already stays so."""
+    default = signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    with handling_signals((signal.SIGTERM,) if default else (), _raise_terminated):
+        yield
 
 
 def _interrupt_is_one_line(

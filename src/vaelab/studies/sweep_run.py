@@ -14,7 +14,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -22,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vaelab._interrupt import handling_signals
 from vaelab._outputs import COMPARE_PAGE, is_recorded_output
 from vaelab._resources import cpu_count
 from vaelab.errors import VaelabError
@@ -124,15 +124,9 @@ class _Stop:
 
     @contextmanager
     def installed(self) -> Iterator[_Stop]:
-        if threading.current_thread() is not threading.main_thread():
+        """Pass the stop signals on for the duration (main thread only; elsewhere a no-op)."""
+        with handling_signals(_STOP_SIGNALS, self.handle):
             yield self
-            return
-        previous = {signum: signal.signal(signum, self.handle) for signum in _STOP_SIGNALS}
-        try:
-            yield self
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
 
 
 def run_sweep(

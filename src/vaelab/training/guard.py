@@ -8,7 +8,6 @@ after each epoch; everything about checkpoints and signals happens here, not in 
 from __future__ import annotations
 
 import signal
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 import torch
 
+from vaelab._interrupt import handling_signals
 from vaelab.errors import VaelabError
 from vaelab.rundir import CHECKPOINT_FILE, WEIGHTS_FILE
 from vaelab.training.checkpoint import (
@@ -117,15 +117,8 @@ class StopRequest:
     @contextmanager
     def installed(self) -> Iterator[StopRequest]:
         """Catch the stop signals for the duration (main thread only; elsewhere a no-op)."""
-        if threading.current_thread() is not threading.main_thread():
+        with handling_signals(STOP_SIGNALS, self._handle):
             yield self
-            return
-        previous = {signum: signal.signal(signum, self._handle) for signum in STOP_SIGNALS}
-        try:
-            yield self
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
 
 
 # Steps between two reads of the running loss by the host: a read waits for the device (a GPU)
