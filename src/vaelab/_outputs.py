@@ -152,32 +152,30 @@ def is_vaelab_run(folder: Path) -> bool:
     return isinstance(raw, dict) and all(name in raw for name in _RUN_SECTIONS)
 
 
+def require_own_path(path: str | Path, folder: bool, keeps: str) -> None:
+    """Refuse, before anything is written or removed there, a path where vaelab keeps a file (or
+    a `folder`) of its own that is a symbolic link (vaelab never makes one, and it may lead to a
+    user's file) or something else than a file (a folder); `keeps` says what vaelab keeps there
+    ('vaelab writes a file of the run')."""
+    path = Path(path)
+    if path.is_symlink():
+        raise VaelabError(f"{path}: is a symbolic link, and {keeps} here; move it away")
+    if path.exists() and not (path.is_dir() if folder else path.is_file()):
+        kind = "folder" if folder else "file"
+        raise VaelabError(f"{path}: is not a {kind}, and {keeps} here; move it away")
+
+
 def check_run_file(path: str | Path) -> None:
     """Refuse to write a run's own file over something that is not a file of its own: a folder,
     a pipe, or a symbolic link (vaelab never writes one, and a link may lead to a user's file)."""
-    path = Path(path)
-    if path.is_symlink():
-        raise VaelabError(
-            f"{path}: is a symbolic link, and vaelab writes a file of the run here; move it away"
-        )
-    if path.exists() and not path.is_file():
-        raise VaelabError(
-            f"{path}: is not a file, and vaelab writes a file of the run here; move it away"
-        )
+    require_own_path(path, folder=False, keeps="vaelab writes a file of the run")
 
 
 def check_run_folder(path: str | Path, what: str, files: Sequence[str] = ()) -> None:
     """Refuse to write a run's own folder (`what`: 'figures') where a file is, or its `files`
     where something else than a file is."""
     path = Path(path)
-    if path.is_symlink():  # the run's files would be written (or removed) where it leads
-        raise VaelabError(
-            f"{path}: is a symbolic link, and vaelab keeps the run's {what} here; move it away"
-        )
-    if path.exists() and not path.is_dir():
-        raise VaelabError(
-            f"{path}: is not a folder, and vaelab keeps the run's {what} here; move it away"
-        )
+    require_own_path(path, folder=True, keeps=f"vaelab keeps the run's {what}")
     for name in files:
         check_run_file(path / name)
 

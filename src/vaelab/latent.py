@@ -162,7 +162,6 @@ def sample(model: VAE, n: int, seed: int = 0, label: int | None = None) -> torch
     conditional model draws them all of class `label`, or without it the classes in turn. `n`
     images that would not fit in the free memory are refused before any is drawn."""
     _check_sample_request(n, seed)
-    require_decoding_memory(model, n, BATCH, ("n",))
     codes = prior_samples(model, n, seed)
     labels: torch.Tensor | int | None = label
     if model.config.conditional and label is None:

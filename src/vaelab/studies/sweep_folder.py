@@ -14,6 +14,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from vaelab._io import atomic_write_text, parse_json, read_text
+from vaelab._outputs import require_own_path
 from vaelab.errors import VaelabError
 from vaelab.rundir.lock import RunBusy, folder_lock
 from vaelab.studies.runs import SWEEP_FILE, is_run_dir
@@ -94,12 +95,4 @@ def check_study_paths(plan: SweepPlan) -> None:
 
 def _require_own(path: Path, folder: bool) -> None:
     what = "folder" if folder else "file"
-    if path.is_symlink():
-        raise VaelabError(
-            f"{path}: is a symbolic link, and the sweep keeps a {what} of its own here; move it "
-            "away"
-        )
-    if path.exists() and (not path.is_dir() if folder else not path.is_file()):
-        raise VaelabError(
-            f"{path}: is not a {what}, and the sweep keeps a {what} of its own here; move it away"
-        )
+    require_own_path(path, folder, keeps=f"the sweep keeps a {what} of its own")

@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from vaelab._bounds import require_whole
 from vaelab.errors import VaelabError
 from vaelab.models import VAE, LossTerms
 
@@ -89,17 +90,8 @@ def init_world(device: torch.device, timeout_s: int = DEFAULT_TIMEOUT_S) -> Worl
 
 
 def check_timeout(timeout_s: int) -> None:
-    """Refuse a rank timeout below one second or above MAX_TIMEOUT_S."""
-    if isinstance(timeout_s, bool) or not isinstance(timeout_s, int):
-        raise VaelabError(
-            f"dist_timeout_s must be a whole number of seconds, got {str(timeout_s)[:40]}",
-            parameters=("dist_timeout_s",),
-        )
-    if not 1 <= timeout_s <= MAX_TIMEOUT_S:
-        raise VaelabError(
-            f"dist_timeout_s must be from 1 to {MAX_TIMEOUT_S:,} seconds, got {timeout_s}",
-            parameters=("dist_timeout_s",),
-        )
+    """Refuse a rank timeout that is not a whole number of seconds from 1 to MAX_TIMEOUT_S."""
+    require_whole("dist_timeout_s", timeout_s, 1, MAX_TIMEOUT_S)
 
 
 def rank_device(device: torch.device, world: World) -> torch.device:

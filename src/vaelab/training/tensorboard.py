@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from vaelab import latent
+from vaelab._bounds import require_whole
 from vaelab._extras import require_extra
 from vaelab.config import MAX_EPOCHS
 from vaelab.errors import VaelabError
@@ -63,8 +64,8 @@ class TensorBoardLogger(Callback):
         steps_every: int = STEPS_EVERY,
     ) -> None:
         require_extra("tensorboard", "tensorboard")
-        _check_count("images_every", images_every, minimum=0, maximum=MAX_EPOCHS)
-        _check_count("steps_every", steps_every, minimum=1, maximum=MAX_CHECKPOINT_EVERY)
+        require_whole("images_every", images_every, 0, MAX_EPOCHS)
+        require_whole("steps_every", steps_every, 1, MAX_CHECKPOINT_EVERY)
         self.log_dir = Path(log_dir)
         self.images_every = images_every
         self.steps_every = steps_every
@@ -256,11 +257,3 @@ def _event_file_second(name: str) -> int:
     """The second in an event file's name (`events.out.tfevents.SECOND.HOST.PID.N`), or -1."""
     field = name.split(".")[3] if name.count(".") >= 3 else ""
     return int(field) if field.isdigit() else -1
-
-
-def _check_count(name: str, value: int, minimum: int, maximum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
-        raise VaelabError(
-            f"{name} must be a whole number from {minimum} to {maximum:,}, got {value!r}",
-            parameters=(name,),
-        )
